@@ -1,0 +1,128 @@
+"""Graph verifier: structure (SSA, order, use-lists), attribute schemas, per-op type rules.
+
+Every message names the node and the broken rule, so a pass author or user can act on it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from nnfpga.errors import IRError
+from nnfpga.ir.graph import ArrayRef, Graph, Node
+from nnfpga.ir.ops import ANNOTATIONS, OPS, OpCheckError
+from nnfpga.ir.types import FloatType, IntType, QuantType, TensorType
+
+
+def _where(node: Node) -> str:
+    outs = ", ".join(f"%{v.name}" for v in node.outputs) or "(no results)"
+    return f"{node.op} node defining {outs}"
+
+
+def _check_attr(node: Node, key: str, value, expected: type) -> None:
+    ok = isinstance(value, expected)
+    if expected is int or expected is float:
+        ok = isinstance(value, expected) and not isinstance(value, bool)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if expected is list:
+        ok = isinstance(value, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in value)
+    if not ok:
+        raise IRError(f"{_where(node)}: attribute '{key}' must be {expected.__name__}, got {value!r}")
+
+
+def _check_const(g: Graph, value) -> None:
+    if value.array not in g.arrays:
+        raise IRError(f"constant %{value.name} refers to @{value.array}, which is not in the array table")
+    data = g.arrays[value.array]
+    if tuple(data.shape) != value.type.shape:
+        raise IRError(f"constant %{value.name}: data shape {list(data.shape)} differs from its type "
+                      f"{value.type!r}")
+    element = value.type.element
+    if isinstance(element, FloatType) and not np.issubdtype(data.dtype, np.floating):
+        raise IRError(f"constant %{value.name} is typed float but holds {data.dtype} data")
+    if isinstance(element, (IntType, QuantType)):
+        if not np.issubdtype(data.dtype, np.integer):
+            raise IRError(f"constant %{value.name} is typed integer but holds {data.dtype} data")
+        if data.size and (data.min() < element.min or data.max() > element.max):
+            raise IRError(f"constant %{value.name} holds values outside {element!r}")
+
+
+def _check_type_refs(g: Graph, v) -> None:
+    element = v.type.element
+    if isinstance(element, QuantType) and isinstance(element.scale, str):
+        scales = g.arrays.get(element.scale)
+        if scales is None:
+            raise IRError(f"%{v.name}: per-channel scale @{element.scale} is not in the array table")
+        if element.axis >= v.type.rank or scales.shape != (v.type.shape[element.axis],):
+            raise IRError(f"%{v.name}: @{element.scale} must hold one scale per channel of axis "
+                          f"{element.axis} ({v.type!r})")
+
+
+def verify(g: Graph) -> None:
+    """Raise IRError describing the first broken rule; return None for a valid graph."""
+    defined: set[int] = set()
+    names: set[str] = set()
+
+    def define(v) -> None:
+        if v.name in names:
+            raise IRError(f"value %{v.name} is defined twice")
+        names.add(v.name)
+        defined.add(id(v))
+        if not isinstance(v.type, TensorType):
+            raise IRError(f"%{v.name} has no tensor type")
+        _check_type_refs(g, v)
+
+    for v in g.inputs:
+        if v.producer is not None or v.is_const:
+            raise IRError(f"graph input %{v.name} must not have a producer or data")
+        define(v)
+    for c in g.constants:
+        define(c)
+        _check_const(g, c)
+
+    expected_uses: dict[int, list] = {}
+    for node in g.nodes:
+        opdef = OPS.get(node.op)
+        if opdef is None:
+            raise IRError(f"{_where(node)}: unknown op '{node.op}' (known: {', '.join(sorted(OPS))})")
+        lo, hi = opdef.arity
+        if not lo <= len(node.inputs) <= hi:
+            raise IRError(f"{_where(node)}: takes {lo}..{hi} operands, has {len(node.inputs)}")
+        if len(node.outputs) != opdef.results:
+            raise IRError(f"{_where(node)}: must have {opdef.results} result(s)")
+        for idx, v in enumerate(node.inputs):
+            if id(v) not in defined:
+                raise IRError(f"{_where(node)}: operand {idx} %{v.name} is used before it is defined "
+                              "(nodes must be in topological order)")
+            expected_uses.setdefault(id(v), []).append((node, idx))
+        for key, value in node.attrs.items():
+            if key in opdef.attrs:
+                _check_attr(node, key, value, opdef.attrs[key][0])
+            elif key in ANNOTATIONS:
+                _check_attr(node, key, value, ANNOTATIONS[key])
+            else:
+                raise IRError(f"{_where(node)}: unknown attribute '{key}' "
+                              f"(allowed: {', '.join(sorted(set(opdef.attrs) | set(ANNOTATIONS)))})")
+            if isinstance(value, ArrayRef) and value.name not in g.arrays:
+                raise IRError(f"{_where(node)}: attribute '{key}' refers to missing array @{value.name}")
+        for key, (_, required) in opdef.attrs.items():
+            if required and key not in node.attrs:
+                raise IRError(f"{_where(node)}: missing required attribute '{key}'")
+        for v in node.outputs:
+            if v.producer is not node:
+                raise IRError(f"{_where(node)}: result %{v.name} does not point back to its node")
+            define(v)
+        try:
+            if opdef.check:
+                opdef.check(g, node)
+        except OpCheckError as e:
+            raise IRError(f"{_where(node)}: {e}") from None
+
+    for v in g.outputs:
+        if id(v) not in defined:
+            raise IRError(f"graph output %{v.name} is not defined")
+    for v in g.values():
+        want = sorted(expected_uses.get(id(v), []), key=lambda u: (id(u[0]), u[1]))
+        have = sorted(v.uses, key=lambda u: (id(u[0]), u[1]))
+        if want != have:
+            raise IRError(f"use-list of %{v.name} is out of date (a pass edited inputs directly; "
+                          "use Node.set_input or Graph.replace_all_uses)")
