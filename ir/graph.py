@@ -195,6 +195,16 @@ class Graph:
         for v in node.outputs:
             self._names.discard(v.name)
 
+    def rename(self, value: Value, name: str) -> None:
+        """Give `value` a name that is free (e.g. the name of a value just removed)."""
+        self._names.discard(value.name)
+        value.name = self.fresh_name(name)
+        if value.is_const and value.name not in self.arrays:
+            # Keep a constant's data under its own name so the text reads naturally.
+            if sum(c.array == value.array for c in self.constants) == 1:
+                self.arrays[value.name] = self.arrays.pop(value.array)
+                value.array = value.name
+
     def remove_unused_constants(self) -> bool:
         unused = [c for c in self.constants if not c.uses and c not in self.outputs]
         for c in unused:

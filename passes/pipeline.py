@@ -1,0 +1,102 @@
+"""Pipeline strings and the pass manager.
+
+    canonicalize,quantize{wbits=8,abits=8},fold{pe=4,simd=8}
+
+Every pass is followed by the verifier; `dump_after` writes the IR text after a pass.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from nnfpga.errors import IRError, PipelineError
+from nnfpga.ir import Graph, print_graph, verify
+from nnfpga.passes.registry import PassContext, lookup
+
+DEFAULT_PIPELINE = "canonicalize,quantize{wbits=8,abits=8},fold{pe=4,simd=8}"
+
+_STEP = re.compile(r"\s*([a-z_][a-z0-9_]*)\s*(\{([^{}]*)\})?\s*(,|$)")
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    """Registered pass name."""
+    options: dict[str, Any]
+    """Options after defaults and type conversion."""
+
+
+def _convert(pass_name: str, key: str, text: str, kind: type):
+    try:
+        if kind is bool:
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            return text.lower() in ("true", "1")
+        return kind(text)
+    except ValueError:
+        raise PipelineError(f"option {key} of pass {pass_name} must be {kind.__name__}, got '{text}'") from None
+
+
+def parse_pipeline(text: str) -> list[Step]:
+    """Check a pipeline string against the registry; raise PipelineError naming the problem."""
+    steps, pos = [], 0
+    text = text.strip()
+    if not text:
+        raise PipelineError("empty pipeline")
+    while pos < len(text):
+        m = _STEP.match(text, pos)
+        if not m or m.end() == pos:
+            raise PipelineError(f"cannot read the pipeline at '{text[pos:]}' "
+                                "(expected: pass{option=value,...},pass,...)")
+        info = lookup(m.group(1))
+        options = {k: o.default for k, o in info.options.items()}
+        for item in filter(None, (s.strip() for s in (m.group(3) or "").split(","))):
+            key, eq, value = item.partition("=")
+            key = key.strip()
+            if not eq:
+                raise PipelineError(f"option '{item}' of pass {info.name} needs a value (key=value)")
+            if key not in info.options:
+                known = ", ".join(sorted(info.options)) or "none"
+                raise PipelineError(f"pass {info.name} has no option '{key}' (its options: {known})")
+            options[key] = _convert(info.name, key, value.strip(), info.options[key].type)
+        steps.append(Step(info.name, options))
+        pos = m.end()
+        if m.group(4) == "," and pos == len(text):
+            raise PipelineError("pipeline ends with a comma")
+    return steps
+
+
+def run_pipeline(g: Graph, pipeline: str | list[Step], ctx: PassContext | None = None,
+                 dump_after: str | None = None, dump_to: Path | None = None,
+                 on_dump: Callable[[str, str], None] | None = None, stop_after: str | None = None) -> Graph:
+    """Run the passes in order, verifying after each. The input graph is left untouched.
+
+    `dump_after` names a pass (or 'all'); its IR text goes to `dump_to/<index>-<pass>.ir`
+    and/or to `on_dump(pass, text)`. `stop_after` ends the pipeline after that pass."""
+    steps = parse_pipeline(pipeline) if isinstance(pipeline, str) else pipeline
+    names = [s.name for s in steps]
+    for wanted in (dump_after, stop_after):
+        if wanted not in (None, "all") and wanted not in names:
+            raise PipelineError(f"'{wanted}' is not in the pipeline ({', '.join(names)})")
+    ctx = ctx or PassContext()
+    g = g.clone()
+    verify(g)
+    for index, step in enumerate(steps):
+        lookup(step.name).run(g, ctx, **step.options)
+        g.drop_unreferenced_arrays()
+        try:
+            verify(g)
+        except IRError as e:
+            raise IRError(f"after pass {step.name}: {e}") from None
+        if dump_after in ("all", step.name):
+            text = print_graph(g)
+            if dump_to is not None:
+                dump_to.mkdir(parents=True, exist_ok=True)
+                (dump_to / f"{index:02d}-{step.name}.ir").write_text(text)
+            if on_dump:
+                on_dump(step.name, text)
+        if step.name == stop_after:
+            break
+    return g

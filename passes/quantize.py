@@ -1,0 +1,141 @@
+"""quantize: post-training quantization of a canonical float graph to integer ops.
+
+    x (f32 input)            -> quantize(x) : !q<abits, s_x, z_x>       per tensor, calibrated
+    dense(x, W, b) {relu}    -> requant(qmatmul(x_q, W_q, b_q)) {mult, shift, lo, hi}
+    reshape(x)               -> reshape(x_q)
+    y (f32 output)           -> dequantize(y_q)
+
+with the integer semantics of DESIGN.md:
+    W_q[k,n] = clamp(round(W[k,n] / s_w[n]), ±(2^(wbits-1) - 1)),  s_w[n] = max_k |W[k,n]| / (2^(wbits-1) - 1)
+    b_q[n]   = round(b[n] / (s_x·s_w[n])) - z_x·Σ_k W_q[k,n]       (input zero point folded into bias)
+    acc      = x_q·W_q + b_q                                        (exact; type from its exact range)
+    y_q      = clamp(z_y + ((acc·M[n] + 2^(s-1)) >> s), lo, hi),   M[n] = round(s_x·s_w[n]/s_y · 2^s)
+where s is the largest shift with every M[n] < 2^MULT_BITS; a fused ReLU clamps at lo = z_y.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from nnfpga.errors import CalibrationError, PipelineError
+from nnfpga.ir import Graph, IntType, QuantType, TensorType, run_batch
+from nnfpga.ir.ops import accumulator_bounds
+from nnfpga.ir.types import int_type_for_range
+from nnfpga.passes.registry import Option, PassContext, register
+
+MULT_BITS = 16
+"""Requant multipliers are unsigned and below 2^16: one 18x18 DSP (ECP5, DSP48) each."""
+SYNTHETIC_SAMPLES = 256
+
+
+def activation_type(lo: float, hi: float, bits: int) -> QuantType:
+    """Per-tensor type covering [lo, hi] (widened to include 0): unsigned when lo >= 0."""
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    if lo >= 0:
+        storage = IntType(bits, False)
+        return QuantType(storage, (hi or 1.0) / storage.max, 0)
+    storage = IntType(bits, True)
+    scale = (hi - lo) / (storage.max - storage.min)
+    zero_point = int(np.clip(np.rint(storage.min - lo / scale), storage.min, storage.max))
+    return QuantType(storage, scale, zero_point)
+
+
+def requant_params(ratio: np.ndarray) -> tuple[np.ndarray, int]:
+    """Integer M[n] and one shift s with M[n]/2^s ≈ ratio[n], every M[n] < 2^MULT_BITS."""
+    top = float(ratio.max())
+    shift = 1
+    while shift < 62 and np.rint(top * 2.0 ** (shift + 1)) < 2**MULT_BITS:
+        shift += 1
+    mult = np.rint(ratio * 2.0**shift).astype(np.int64)
+    if mult.max() >= 2**MULT_BITS:
+        raise PipelineError(f"requant ratio {top:.4g} is too large for a {MULT_BITS}-bit multiplier; "
+                            "the layer's output range is far below its input range (check calibration)")
+    return mult, shift
+
+
+def _calibration(g: Graph, ctx: PassContext) -> dict[str, np.ndarray]:
+    if ctx.calib is not None:
+        missing = [v.name for v in g.inputs if v.name not in ctx.calib]
+        if missing:
+            raise CalibrationError(f"calibration data has no array for input(s) {', '.join(missing)} "
+                                   f"(it has: {', '.join(sorted(ctx.calib)) or 'nothing'})")
+        return {v.name: ctx.calib[v.name] for v in g.inputs}
+    ctx.warn(f"no calibration data (--calib): calibrating on {SYNTHETIC_SAMPLES} seeded standard-normal "
+             "samples; accuracy on real data may suffer")
+    rng = np.random.default_rng(ctx.seed)
+    return {v.name: rng.standard_normal((SYNTHETIC_SAMPLES,) + v.type.shape[1:]).astype(np.float32)
+            for v in g.inputs}
+
+
+@register("quantize",
+          wbits=Option(int, 8, "weight bits (2..8), symmetric per output channel"),
+          abits=Option(int, 8, "activation bits (2..8), per tensor with zero point"))
+def quantize(g: Graph, ctx: PassContext, wbits: int, abits: int) -> bool:
+    """Post-training quantization: dense layers to qmatmul + requant, calibrated activations."""
+    for key, bits in (("wbits", wbits), ("abits", abits)):
+        if not 2 <= bits <= 8:
+            raise PipelineError(f"quantize: {key}={bits} is outside 2..8")
+    for node in g.nodes:
+        if node.op not in ("dense", "reshape"):
+            raise PipelineError(
+                f"quantize: cannot quantize the {node.op} node defining %{node.output.name}; the "
+                "accelerator takes dense layers (Gemm, MatMul+Add, Relu) and reshapes — run "
+                "canonicalize first, or the op is not supported yet")
+    if not g.nodes or any(not v.type.is_float for v in g.inputs):
+        return False
+
+    ranges = run_batch(g, _calibration(g, ctx), keep_all=True)
+    qvalue = {}  # float value name -> its quantized replacement
+    first = g.nodes[0] if g.nodes else None
+    for x in g.inputs:
+        t = activation_type(ranges[x.name].min(), ranges[x.name].max(), abits)
+        qvalue[x.name] = g.add_node("quantize", [x], [x.type.with_element(t)], names=[x.name + "_q"],
+                                    before=first).output
+    for node in list(g.nodes):
+        if node.op == "reshape":
+            src = qvalue[node.inputs[0].name]
+            qvalue[node.output.name] = g.add_node("reshape", [src], [node.output.type.with_element(src.type.element)],
+                                                  dict(node.attrs), names=[node.output.name + "_q"],
+                                                  before=node).output
+        elif node.op == "dense":
+            qvalue[node.output.name] = _quantize_dense(g, node, qvalue[node.inputs[0].name],
+                                                       ranges[node.output.name], wbits, abits)
+    outputs = []
+    for y in g.outputs:
+        yq = qvalue[y.name]
+        outputs.append(g.add_node("dequantize", [yq], [y.type], names=[y.name + "_dq"]).output)
+    g.outputs = outputs
+    for node in reversed([n for n in g.nodes if n.op == "dense" or
+                          (n.op == "reshape" and n.inputs[0].type.is_float)]):
+        g.remove_node(node)
+    g.remove_unused_constants()
+    return True
+
+
+def _quantize_dense(g: Graph, node, xq, out_range: np.ndarray, wbits: int, abits: int):
+    name = node.output.name
+    w = g.const_data(node.inputs[1]).astype(np.float64)
+    b = g.const_data(node.inputs[2]).astype(np.float64)
+    x_t: QuantType = xq.type.element
+
+    wmax = (1 << (wbits - 1)) - 1
+    w_scale = np.abs(w).max(axis=0) / wmax
+    w_scale = np.where(w_scale > 0, w_scale, 1.0)
+    w_int = np.clip(np.rint(w / w_scale), -wmax, wmax).astype(np.int64)
+    bias = np.rint(b / (x_t.scale * w_scale)).astype(np.int64) - x_t.zero_point * w_int.sum(axis=0)
+    if np.abs(bias).max(initial=0) >= 2**31:
+        raise PipelineError(f"quantize: the bias of %{name} does not fit 32 bits at this input scale")
+
+    w_type = TensorType(w.shape, QuantType(IntType(wbits, True), g.add_array(name + "_w.scale", w_scale).name, 0, 1))
+    wq = g.add_const(name + "_w", w_int.astype(np.int8), w_type)
+    bq = g.add_const(name + "_b", bias.astype(np.int32), TensorType(bias.shape, IntType(32, True)))
+    lo, hi = accumulator_bounds(x_t, w_int, bias)
+    acc = g.add_node("qmatmul", [xq, wq, bq], [node.output.type.with_element(int_type_for_range(lo, hi))],
+                     names=[name + "_acc"], before=node).output
+
+    relu = bool(node.attrs.get("relu"))
+    y_t = activation_type(0.0 if relu else out_range.min(), out_range.max(), abits)
+    mult, shift = requant_params(x_t.scale * w_scale / y_t.scale)
+    attrs = {"mult": g.add_array(name + "_m", mult), "shift": shift,
+             "lo": y_t.zero_point if relu else y_t.min, "hi": y_t.max}
+    return g.add_node("requant", [acc], [node.output.type.with_element(y_t)], attrs,
+                      names=[name + "_q"], before=node).output
