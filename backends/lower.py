@@ -1,0 +1,92 @@
+"""Lower the integer region of a quantized graph to the hardware's layer records.
+
+    quantize(x) -> [reshape] -> qmatmul -> requant -> [reshape] -> ... -> dequantize
+
+Reshapes vanish: streams carry elements in row-major order, so a reshape moves no data.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from nnfpga.errors import NnfpgaError
+from nnfpga.ir import Graph, Value
+from nnfpga.ir.types import QuantType
+
+from nnfpga.backends.rtl_layers import DenseLayer
+
+
+@dataclass(frozen=True)
+class IntegerRegion:
+    """The part of the graph the accelerator runs, and its boundary types."""
+
+    input: Value
+    """The quantized tensor entering the accelerator."""
+    output: Value
+    """The quantized tensor leaving it."""
+    layers: list[DenseLayer]
+    """Layer records in stream order."""
+
+
+def _hw_name(index: int, value_name: str) -> str:
+    return f"l{index}_" + (re.sub(r"[^a-z0-9_]", "_", value_name.lower()).strip("_")[:24] or "layer")
+
+
+def integer_region(g: Graph) -> IntegerRegion:
+    """Find the accelerator's chain; explain what is wrong when the graph is not one."""
+    if len(g.inputs) != 1 or len(g.outputs) != 1:
+        raise NnfpgaError(f"the accelerator takes one input and one output; graph @{g.name} has "
+                          f"{len(g.inputs)} inputs and {len(g.outputs)} outputs")
+    x = g.inputs[0]
+    if x.type.is_float:
+        users = [n for n, _ in x.uses]
+        if len(users) != 1 or users[0].op != "quantize":
+            raise NnfpgaError("the graph is not quantized: run the quantize pass before lowering")
+        x = users[0].output
+    start, value, layers = x, x, []
+    while True:
+        users = [n for n, _ in value.uses]
+        if value in g.outputs or not users:
+            break
+        if len(users) != 1:
+            raise NnfpgaError(f"%{value.name} feeds {len(users)} nodes; branches are not supported yet")
+        node = users[0]
+        if node.op == "dequantize":
+            break
+        if node.op == "reshape":
+            value = node.output
+            continue
+        if node.op != "qmatmul":
+            raise NnfpgaError(f"the hardware backend has no module for op '{node.op}' "
+                              f"(node defining %{node.output.name})")
+        acc = node.output
+        rq = [n for n, _ in acc.uses]
+        if len(rq) != 1 or rq[0].op != "requant" or acc in g.outputs:
+            raise NnfpgaError(f"qmatmul %{acc.name} must feed exactly one requant")
+        layers.append(_dense_layer(g, node, rq[0], len(layers)))
+        value = rq[0].output
+    if not layers:
+        raise NnfpgaError("the graph has no layer for the accelerator")
+    return IntegerRegion(start, value, layers)
+
+
+def _dense_layer(g: Graph, mm, rq, index: int) -> DenseLayer:
+    x_t: QuantType = mm.inputs[0].type.element
+    w_t = mm.inputs[1].type.element
+    y_t: QuantType = rq.output.type.element
+    k, n = mm.inputs[1].type.shape
+    return DenseLayer(
+        name=_hw_name(index, rq.output.name),
+        weights=g.const_data(mm.inputs[1]).astype(np.int64),
+        bias=g.const_data(mm.inputs[2]).astype(np.int64),
+        wbits=w_t.bits,
+        in_bits=x_t.bits, in_signed=x_t.signed,
+        acc_bits=mm.output.type.element.bits,
+        mult=g.arrays[rq.attrs["mult"].name].astype(np.int64),
+        shift=rq.attrs["shift"],
+        out_zp=y_t.zero_point, lo=rq.attrs["lo"], hi=rq.attrs["hi"],
+        out_bits=y_t.bits, out_signed=y_t.signed,
+        pe=mm.attrs.get("pe", 1), simd=mm.attrs.get("simd", 1),
+    )
