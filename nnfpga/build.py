@@ -1,0 +1,150 @@
+"""`compile`: model -> passes -> build directory (IR dumps, RTL, reference ONNX, manifest).
+
+The directory is written to a temporary sibling and moved into place at the end, so a
+failure never leaves a half-written build and an existing build is replaced only on `force`.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from nnfpga.errors import BuildError, CalibrationError, ModelError
+from nnfpga.ir import Graph, clean_name
+from nnfpga.ir.textio import save_ir
+from nnfpga.passes import DEFAULT_PIPELINE, PassContext, parse_pipeline, run_pipeline
+
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    out_dir: Path
+    """The finished build directory."""
+    graph: Graph
+    """The final (integer, annotated) IR."""
+    manifest: dict
+    """What `verify` and `report` need to know about the build."""
+
+
+def load_npz(path: Path, what: str) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: np.asarray(data[k]) for k in data.files}
+    except (OSError, ValueError) as e:
+        raise CalibrationError(f"cannot read {what} file {path}: {e}") from None
+
+
+def match_inputs(g: Graph, arrays: dict[str, np.ndarray], what: str) -> dict[str, np.ndarray]:
+    """Map npz arrays to graph inputs by (sanitised) name; a lone array feeds a lone input."""
+    data = {k: v for k, v in arrays.items() if k != "label"}
+    if len(g.inputs) == 1 and len(data) == 1:
+        return {g.inputs[0].name: next(iter(data.values()))}
+    by_clean = {clean_name(k): v for k, v in data.items()}
+    missing = [v.name for v in g.inputs if v.name not in by_clean]
+    if missing:
+        raise CalibrationError(f"{what} has no array for model input(s) {', '.join(missing)} "
+                               f"(arrays in the file: {', '.join(sorted(data)) or 'none'})")
+    return {v.name: by_clean[v.name] for v in g.inputs}
+
+
+def check_sample_shapes(g: Graph, feeds: dict[str, np.ndarray], what: str) -> None:
+    for v in g.inputs:
+        x = feeds[v.name]
+        sample = v.type.shape[1:] if v.type.shape and v.type.shape[0] == 1 else v.type.shape
+        if x.ndim == 0 or (tuple(x.shape[1:]) != tuple(sample) and tuple(x.shape[1:]) != v.type.shape):
+            raise CalibrationError(
+                f"{what} for input '{v.name}' has shape {list(x.shape)}, but the model takes "
+                f"{list(v.type.shape)}: expected [N, {', '.join(map(str, sample))}] (N samples)")
+        if not np.issubdtype(x.dtype, np.number):
+            raise CalibrationError(f"{what} for input '{v.name}' holds {x.dtype}, not numbers")
+
+
+def prepare_out_dir(out_dir: Path, force: bool) -> Path:
+    """Refuse to overwrite without force; return a fresh temporary sibling to build in."""
+    if out_dir.exists() and not force:
+        raise BuildError(f"output directory {out_dir} already exists; pass --force to replace it")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BuildError(f"{out_dir} exists and is not a directory")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+
+
+def commit_out_dir(tmp: Path, out_dir: Path) -> None:
+    if out_dir.exists():
+        trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+        out_dir.rename(trash / "old")
+        tmp.rename(out_dir)
+        shutil.rmtree(trash)
+    else:
+        tmp.rename(out_dir)
+
+
+def _qtype_record(value) -> dict:
+    q = value.type.element
+    return {"name": value.name, "shape": list(value.type.shape), "bits": q.bits,
+            "signed": q.signed, "scale": q.scale, "zero_point": q.zero_point}
+
+
+def compile_model(model_path: Path, out_dir: Path, *, pipeline: str = DEFAULT_PIPELINE,
+                  calib_path: Path | None = None, force: bool = False,
+                  input_shapes: dict[str, list[int]] | None = None, seed: int = 0,
+                  warn: Callable[[str], None] = lambda m: None,
+                  on_dump: Callable[[str, str], None] | None = None,
+                  dump_after: str | None = None) -> BuildResult:
+    from nnfpga.backends.lower import integer_region
+    from nnfpga.backends.reference_onnx import to_reference_onnx
+    from nnfpga.backends.verilog import emit_verilog
+    from nnfpga.frontend import load_onnx
+
+    model_path, out_dir = Path(model_path), Path(out_dir)
+    if not model_path.is_file():
+        raise ModelError(f"model file {model_path} does not exist")
+    if out_dir.exists() and not force:
+        raise BuildError(f"output directory {out_dir} already exists; pass --force to replace it")
+    steps = parse_pipeline(pipeline)
+    g = load_onnx(model_path, input_shapes)
+    calib = None
+    if calib_path is not None:
+        calib = match_inputs(g, load_npz(Path(calib_path), "calibration"), "calibration data")
+        check_sample_shapes(g, calib, "calibration data")
+
+    tmp = prepare_out_dir(out_dir, force)
+    try:
+        ir_dir = tmp / "ir"
+        ir_dir.mkdir()
+        save_ir(g, ir_dir / "00-import")
+        final = run_pipeline(g, steps, PassContext(calib=calib, seed=seed, warn=warn),
+                             dump_after="all", dump_to=ir_dir,
+                             on_dump=(lambda name, text: on_dump(name, text)
+                                      if on_dump and dump_after in (name, "all") else None))
+        save_ir(final, ir_dir / "final")
+        region = integer_region(final)
+        rtl_files = emit_verilog(region.layers, tmp / "rtl", in_par=region.layers[0].simd)
+        (tmp / "reference.onnx").write_bytes(to_reference_onnx(final).SerializeToString())
+        shutil.copyfile(model_path, tmp / "model.onnx")
+        manifest = {
+            "model": model_path.name,
+            "pipeline": pipeline,
+            "float_input": {"name": final.inputs[0].name, "shape": list(final.inputs[0].type.shape)},
+            "float_output": {"name": final.outputs[0].name, "shape": list(final.outputs[0].type.shape)},
+            "accelerator_input": _qtype_record(region.input),
+            "accelerator_output": _qtype_record(region.output),
+            "layers": [{"name": l.name, "k": int(l.weights.shape[0]), "n": int(l.weights.shape[1]),
+                        "pe": l.pe, "simd": l.simd, "wbits": l.wbits, "acc_bits": l.acc_bits,
+                        "cycles": (l.weights.shape[1] // l.pe) * (l.weights.shape[0] // l.simd)}
+                       for l in region.layers],
+            "rtl": sorted(p.name for p in rtl_files),
+        }
+        manifest["predicted_cycles_per_inference"] = max(l["cycles"] for l in manifest["layers"])
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        commit_out_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return BuildResult(out_dir, final, manifest)

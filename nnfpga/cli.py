@@ -1,0 +1,183 @@
+"""The `nnfpga` command. Contract (scripts depend on it):
+
+    nnfpga compile MODEL -o DIR [--target DEV] [--pipeline P] [--calib FILE.npz] [--force]
+    nnfpga verify DIR [--samples N] [--inputs FILE.npz] [--json]    exit 0 iff bit-exact
+    nnfpga ir MODEL [--after PASS]                                  IR text to stdout
+    nnfpga report DIR [--json]
+
+User mistakes print one message on stderr and exit 2; a failed verification exits 1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from nnfpga.errors import NnfpgaError
+
+TARGETS = ["ecp5-85k", "ecp5-25k", "xc7z020", "xczu3eg"]
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)
+
+
+def _input_shapes(items: list[str] | None) -> dict[str, list[int]] | None:
+    if not items:
+        return None
+    shapes = {}
+    for item in items:
+        name, eq, dims = item.partition("=")
+        try:
+            if not eq:
+                raise ValueError
+            shapes[name] = [int(d) for d in dims.split(",")]
+        except ValueError:
+            raise NnfpgaError(f"--input-shape '{item}' must look like name=1,3,32,32") from None
+    return shapes
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TimeElapsedColumn(), console=err, transient=True)
+
+
+def cmd_compile(args) -> int:
+    from nnfpga.build import compile_model
+
+    with err.status("compiling"):
+        result = compile_model(
+            Path(args.model), Path(args.output), pipeline=args.pipeline, calib_path=args.calib,
+            force=args.force, input_shapes=_input_shapes(args.input_shape), seed=args.seed,
+            warn=lambda m: err.print(f"[yellow]warning:[/yellow] {escape(m)}"),
+            dump_after=args.dump_after, on_dump=lambda name, text: out.print(text, end="", markup=False))
+    layers = result.manifest["layers"]
+    table = Table(title=f"{args.model} -> {args.output}")
+    for col in ("layer", "K", "N", "pe", "simd", "wbits", "acc", "cycles"):
+        table.add_column(col, justify="right" if col != "layer" else "left")
+    for l in layers:
+        table.add_row(l["name"], *(str(l[k]) for k in ("k", "n", "pe", "simd", "wbits", "acc_bits", "cycles")))
+    err.print(table)
+    err.print(f"predicted cycles per inference: {result.manifest['predicted_cycles_per_inference']}")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from nnfpga.verify import verify_build
+
+    with _progress() as bar:
+        tasks = {}
+
+        def progress(stage: str, done: int, total: int | None) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        result = verify_build(Path(args.dir), samples=args.samples, inputs_path=args.inputs,
+                              seed=args.seed, progress=progress)
+    (Path(args.dir) / "verify.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    if args.json:
+        out.print(json.dumps(result, sort_keys=True), markup=False)
+    else:
+        for key in sorted(result):
+            out.print(f"{key:32} {result[key]}", markup=False)
+        verdict = "[green]bit-exact[/green]" if result["bit_exact"] else "[red]MISMATCH[/red]"
+        out.print(f"{verdict}: {result['samples'] - result['mismatches']}/{result['samples']} samples agree")
+    return 0 if result["bit_exact"] else 1
+
+
+def cmd_ir(args) -> int:
+    from nnfpga.build import load_npz, match_inputs
+    from nnfpga.frontend import load_onnx
+    from nnfpga.ir import print_graph
+    from nnfpga.passes import PassContext, run_pipeline
+
+    g = load_onnx(Path(args.model), _input_shapes(args.input_shape))
+    if args.after:
+        calib = match_inputs(g, load_npz(Path(args.calib), "calibration"), "calibration data") if args.calib else None
+        ctx = PassContext(calib=calib, seed=args.seed, warn=lambda m: err.print(f"[yellow]warning:[/yellow] {escape(m)}"))
+        g = run_pipeline(g, args.pipeline, ctx, stop_after=args.after)
+    out.print(print_graph(g), end="", markup=False)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from nnfpga.verify import load_build
+
+    manifest = load_build(Path(args.dir))
+    verify_path = Path(args.dir) / "verify.json"
+    report = {"build": manifest, "verify": json.loads(verify_path.read_text()) if verify_path.is_file() else None}
+    if args.json:
+        out.print(json.dumps(report, sort_keys=True), markup=False)
+        return 0
+    out.print(f"model {manifest['model']}, pipeline {manifest['pipeline']}", markup=False)
+    out.print(f"predicted cycles per inference {manifest['predicted_cycles_per_inference']}")
+    if report["verify"]:
+        for key in sorted(report["verify"]):
+            out.print(f"{key:32} {report['verify'][key]}", markup=False)
+    else:
+        out.print("not verified yet: run 'nnfpga verify DIR'")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from nnfpga.passes import DEFAULT_PIPELINE
+
+    p = argparse.ArgumentParser(prog="nnfpga", description="Compile ONNX networks to bit-exact FPGA hardware.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("compile", help="model -> build directory (IR dumps, RTL, reference ONNX)")
+    c.add_argument("model", help="ONNX model file")
+    c.add_argument("-o", "--output", required=True, help="build directory to create")
+    c.add_argument("--target", default="ecp5-85k", choices=TARGETS,
+                   help="device; recorded in the build (resource budgets are not modelled yet)")
+    c.add_argument("--pipeline", default=DEFAULT_PIPELINE, help=f"pass pipeline (default: {DEFAULT_PIPELINE})")
+    c.add_argument("--calib", help="calibration data .npz (one array per model input, samples on axis 0)")
+    c.add_argument("--force", action="store_true", help="replace an existing build directory")
+    c.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,..", help="fix a dynamic input shape")
+    c.add_argument("--dump-after", metavar="PASS", help="print the IR after PASS (or 'all') to stdout")
+    c.add_argument("--seed", type=int, default=0, help="seed for synthetic calibration data")
+    c.set_defaults(fn=cmd_compile)
+
+    v = sub.add_parser("verify", help="simulate the RTL against onnxruntime; exit 0 iff bit-exact")
+    v.add_argument("dir", help="build directory")
+    v.add_argument("--samples", type=int, help=f"number of samples (default: all in --inputs, else {200})")
+    v.add_argument("--inputs", help="input data .npz (samples on axis 0; an optional 'label' array)")
+    v.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    v.add_argument("--seed", type=int, default=0, help="seed for random inputs, gaps and backpressure")
+    v.set_defaults(fn=cmd_verify)
+
+    i = sub.add_parser("ir", help="print the IR of a model, after a pass of the pipeline")
+    i.add_argument("model")
+    i.add_argument("--after", metavar="PASS", help="run the pipeline up to and including PASS")
+    i.add_argument("--pipeline", default=DEFAULT_PIPELINE)
+    i.add_argument("--calib", help="calibration data .npz")
+    i.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,..")
+    i.add_argument("--seed", type=int, default=0)
+    i.set_defaults(fn=cmd_ir)
+
+    r = sub.add_parser("report", help="summarise a build (and its last verification)")
+    r.add_argument("dir")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(fn=cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except NnfpgaError as e:
+        err.print(f"[red]error:[/red] {escape(str(e))}")
+        return 2
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""`verify`: the accelerator in Verilator against onnxruntime(reference.onnx), bit for bit.
+
+Checks, on the same quantized inputs:
+  integer IR (interpreter)  == onnxruntime(reference.onnx)      compiler consistency
+  RTL (Verilator, cocotb)   == onnxruntime(reference.onnx)      the hardware, with random
+                                                                input gaps and backpressure
+and reports the accuracy of the dequantized hardware output against the float model.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from nnfpga.build import MANIFEST, check_sample_shapes, load_npz, match_inputs
+from nnfpga.errors import BuildError
+from nnfpga.ir import QuantType, run_batch
+from nnfpga.ir.interpreter import dequantize_array, quantize_array
+from nnfpga.ir.textio import load_ir
+from nnfpga.ir.types import IntType
+
+DEFAULT_SAMPLES = 200
+
+
+def _qtype(record: dict) -> QuantType:
+    return QuantType(IntType(record["bits"], record["signed"]), record["scale"], record["zero_point"])
+
+
+def load_build(build_dir: Path) -> dict:
+    build_dir = Path(build_dir)
+    path = build_dir / MANIFEST
+    if not path.is_file():
+        raise BuildError(f"{build_dir} is not an nnfpga build directory (no {MANIFEST}); "
+                         "run 'nnfpga compile MODEL -o DIR' first")
+    return json.loads(path.read_text())
+
+
+def float_model_outputs(model_path: Path, x: np.ndarray) -> np.ndarray:
+    """Run the original float model in onnxruntime, one sample at a time (its batch is 1)."""
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(model_path))
+    model.ir_version = min(model.ir_version, 10)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    shape = [d if isinstance(d, int) else 1 for d in sess.get_inputs()[0].shape]
+    return np.stack([sess.run(None, {name: xi.reshape(shape).astype(np.float32)})[0] for xi in x])
+
+
+def verify_build(build_dir: Path, *, samples: int | None = None, inputs_path: Path | None = None,
+                 seed: int = 0, gap_prob: float = 0.3, backpressure_prob: float = 0.3,
+                 progress: Callable | None = None) -> dict:
+    from nnfpga.backends.reference_onnx import run_reference
+    from nnfpga.hw_tests.sim import simulate
+    import onnx
+
+    build_dir = Path(build_dir)
+    manifest = load_build(build_dir)
+    g = load_ir(build_dir / "ir" / "final")
+    labels = None
+    if inputs_path is not None:
+        arrays = load_npz(Path(inputs_path), "inputs")
+        labels = arrays.get("label")
+        feeds = match_inputs(g, arrays, "input data")
+        check_sample_shapes(g, feeds, "input data")
+        x = next(iter(feeds.values()))
+        count = len(x) if samples is None else min(samples, len(x))
+    else:
+        count = samples or DEFAULT_SAMPLES
+        rng = np.random.default_rng(seed)
+        x = rng.standard_normal((count,) + tuple(g.inputs[0].type.shape[1:])).astype(np.float32)
+    if count < 1:
+        raise BuildError("nothing to verify: zero samples")
+    x = x[:count].astype(np.float32)
+    labels = None if labels is None else np.asarray(labels[:count]).reshape(-1)
+
+    in_t, out_t = _qtype(manifest["accelerator_input"]), _qtype(manifest["accelerator_output"])
+    x_q = quantize_array(x.reshape((count,) + tuple(manifest["accelerator_input"]["shape"])), in_t)
+    interp = run_batch(g, {g.inputs[0].name: x}, keep_all=True)
+    ir_int = interp[manifest["accelerator_output"]["name"]].reshape(count, -1)
+
+    reference = onnx.load(str(build_dir / "reference.onnx"))
+    golden = next(iter(run_reference(reference, {reference.graph.input[0].name: x_q}).values()))
+    golden = golden.reshape(count, -1).astype(np.int64)
+    ir_mismatches = int(np.any(ir_int != golden, axis=1).sum())
+
+    sim = simulate(build_dir / "rtl", x_q.reshape(count, -1), golden, work_dir=build_dir / "sim",
+                   gap_prob=gap_prob, backpressure_prob=backpressure_prob, seed=seed, progress=progress)
+    hw = np.asarray(sim.outputs, np.int64).reshape(count, -1)
+    mismatches = int(np.any(hw != golden, axis=1).sum())
+
+    float_out = float_model_outputs(build_dir / "model.onnx", x).reshape(count, -1)
+    hw_real = dequantize_array(hw, out_t).reshape(count, -1)
+    result = {
+        "bit_exact": mismatches == 0 and ir_mismatches == 0,
+        "samples": count,
+        "mismatches": mismatches,
+        "ir_vs_reference_mismatches": ir_mismatches,
+        "cycles_per_inference": sim.cycles_per_inference,
+        "latency_cycles": sim.latency_cycles,
+        "predicted_cycles_per_inference": manifest["predicted_cycles_per_inference"],
+        "float_max_abs_err": float(np.abs(float_out - hw_real).max()),
+        "top1_agreement": float(np.mean(float_out.argmax(1) == hw_real.argmax(1))) if hw_real.shape[1] > 1 else None,
+    }
+    if labels is not None and hw_real.shape[1] > 1:
+        result["float_accuracy"] = float(np.mean(float_out.argmax(1) == labels))
+        result["quantized_accuracy"] = float(np.mean(hw_real.argmax(1) == labels))
+    return result
