@@ -7,7 +7,7 @@ import pytest
 
 from goldens import all_goldens, arrays_for, read_golden, write_golden
 from nnfpga.ir import parse, print_graph, run_batch, verify
-from nnfpga.passes import PassContext, run_pipeline
+from nnfpga.passes import PassContext, parse_pipeline, run_pipeline
 
 GOLDENS = all_goldens()
 IDS = [p.stem for p in GOLDENS]
@@ -43,9 +43,10 @@ def test_pass_preserves_meaning(path):
     got = run_batch(after, feeds)
     for (name_a, a), (name_b, b) in zip(ref.items(), got.items()):
         if "quantize" in golden.pipeline:
-            # Quantized: error bounded by a few output steps (the inputs are the calibration distribution).
-            scale = np.abs(a).max()
-            assert np.abs(a - b).max() <= 0.05 * scale + 1e-6
+            # Quantized: the error stays a small fraction of the output range (inputs are drawn
+            # from the calibration distribution, so nothing clips); 4-bit weights are coarser.
+            tolerance = 0.15 if "wbits=4" in golden.pipeline else 0.05
+            assert np.abs(a - b).max() <= tolerance * np.abs(a).max()
         else:
             np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
 
@@ -60,5 +61,5 @@ def test_golden_texts_round_trip(path):
 
 
 def test_goldens_exist_for_every_spine_pass():
-    pipelines = {read_golden(p).pipeline.split(",")[-1].split("{")[0] for p in GOLDENS}
+    pipelines = {parse_pipeline(read_golden(p).pipeline)[-1].name for p in GOLDENS}
     assert {"canonicalize", "quantize", "fold"} <= pipelines
