@@ -1,0 +1,140 @@
+"""The CLI contract and bad input: one clear message, exit code != 0, no traceback, and no
+partial build directory."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+
+from onnx_models import mlp, save
+from nnfpga.cli import main
+
+
+def run_cli(capsys, *args):
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err + captured.out
+    return code, captured.out, captured.err
+
+
+def no_partial_dirs(parent):
+    return [p.name for p in parent.iterdir() if ".partial-" in p.name or ".old-" in p.name] == []
+
+
+@pytest.fixture
+def model_path(tmp_path):
+    return save(mlp(), tmp_path / "mlp.onnx")
+
+
+def test_compile_writes_a_build_directory(tmp_path, model_path, capsys):
+    code, _, err = run_cli(capsys, "compile", model_path, "-o", tmp_path / "build")
+    assert code == 0
+    build = tmp_path / "build"
+    for name in ("manifest.json", "reference.onnx", "model.onnx", "ir/final.ir", "ir/00-import.ir",
+                 "ir/01-canonicalize.ir", "ir/02-quantize.ir", "ir/03-fold.ir"):
+        assert (build / name).is_file(), name
+    assert list((build / "rtl").glob("*.sv"))
+    assert "no calibration data" in err  # synthetic calibration is announced
+    assert no_partial_dirs(tmp_path)
+
+
+def test_same_input_same_bytes(tmp_path, model_path, capsys):
+    for out in ("a", "b"):
+        assert run_cli(capsys, "compile", model_path, "-o", tmp_path / out)[0] == 0
+    files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file())
+    assert files_a == files_b
+    for rel in files_a:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+
+
+def test_existing_directory_needs_force(tmp_path, model_path, capsys):
+    out = tmp_path / "build"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    code, _, err = run_cli(capsys, "compile", model_path, "-o", out)
+    assert code == 2 and "--force" in err
+    assert (out / "keep.txt").read_text() == "mine"
+    code, _, _ = run_cli(capsys, "compile", model_path, "-o", out, "--force")
+    assert code == 0 and not (out / "keep.txt").exists() and (out / "manifest.json").is_file()
+    assert no_partial_dirs(tmp_path)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"this is not an onnx model at all \x00\xff", "mlp.onnx"),
+    ("truncated", "mlp.onnx"),
+])
+def test_garbage_and_truncated_models(tmp_path, capsys, content, message):
+    path = tmp_path / "mlp.onnx"
+    if content == "truncated":
+        data = mlp().SerializeToString()
+        content = data[: len(data) // 2]
+    path.write_bytes(content)
+    code, _, err = run_cli(capsys, "compile", path, "-o", tmp_path / "build")
+    assert code == 2 and message in err
+    assert not (tmp_path / "build").exists() and no_partial_dirs(tmp_path)
+
+
+def test_unsupported_op_names_op_node_and_supported_list(tmp_path, capsys):
+    path = save(mlp(extra_op="Softmax"), tmp_path / "m.onnx")
+    code, _, err = run_cli(capsys, "compile", path, "-o", tmp_path / "build")
+    assert code == 2
+    assert "Softmax" in err and "the_softmax" in err and "Gemm" in err
+    assert not (tmp_path / "build").exists()
+
+
+def test_dynamic_batch_is_fixed_to_one(tmp_path, capsys):
+    path = save(mlp(batch="N"), tmp_path / "m.onnx")
+    code, out, _ = run_cli(capsys, "ir", path)
+    assert code == 0 and "%x: tensor<1x16xf32>" in out
+
+
+def test_calibration_of_the_wrong_shape(tmp_path, model_path, capsys):
+    np.savez(tmp_path / "calib.npz", x=np.zeros((10, 15), np.float32))
+    code, _, err = run_cli(capsys, "compile", model_path, "-o", tmp_path / "build", "--calib", tmp_path / "calib.npz")
+    assert code == 2 and "[10, 15]" in err and "[N, 16]" in err
+    assert not (tmp_path / "build").exists() and no_partial_dirs(tmp_path)
+
+
+def test_calibration_file_missing(tmp_path, model_path, capsys):
+    code, _, err = run_cli(capsys, "compile", model_path, "-o", tmp_path / "b", "--calib", tmp_path / "nope.npz")
+    assert code == 2 and "nope.npz" in err
+
+
+@pytest.mark.parametrize("pipeline, message", [
+    ("canonicalize,frobnicate", "unknown pass 'frobnicate'"),
+    ("canonicalize,quantize{wbits=8,bogus=1}", "no option 'bogus'"),
+    ("canonicalize,quantize{wbits=eight}", "must be int"),
+    ("canonicalize,quantize{wbits=12}", "outside 2..8"),
+    ("canonicalize,", "ends with a comma"),
+])
+def test_bad_pipelines(tmp_path, model_path, capsys, pipeline, message):
+    code, _, err = run_cli(capsys, "compile", model_path, "-o", tmp_path / "build", "--pipeline", pipeline)
+    assert code == 2 and message in err
+    assert not (tmp_path / "build").exists() and no_partial_dirs(tmp_path)
+
+
+def test_ir_after_pass(model_path, capsys):
+    code, out, _ = run_cli(capsys, "ir", model_path, "--after", "quantize")
+    assert code == 0 and "qmatmul" in out and "requant" in out and "pe =" not in out
+    code, _, err = run_cli(capsys, "ir", model_path, "--after", "nosuch")
+    assert code == 2 and "nosuch" in err
+
+
+def test_dump_after_prints_ir(tmp_path, model_path, capsys):
+    code, out, _ = run_cli(capsys, "compile", model_path, "-o", tmp_path / "b", "--dump-after", "canonicalize")
+    assert code == 0 and out.startswith("graph @mlp") and "dense(" in out
+
+
+def test_verify_on_a_non_build_directory(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "verify", tmp_path)
+    assert code == 2 and "not an nnfpga build directory" in err
+
+
+def test_console_script_prints_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "nnfpga.cli", "compile", str(tmp_path / "missing.onnx"),
+                           "-o", str(tmp_path / "b")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr
