@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 
+from nnfpga.devices import DEFAULT_DEVICE, device
 from nnfpga.errors import BuildError, CalibrationError, ModelError
 from nnfpga.ir import Graph, clean_name
 from nnfpga.ir.textio import save_ir
@@ -94,6 +95,7 @@ def _qtype_record(value) -> dict:
 def compile_model(model_path: Path, out_dir: Path, *, pipeline: str = DEFAULT_PIPELINE,
                   calib_path: Path | None = None, force: bool = False,
                   input_shapes: dict[str, list[int]] | None = None, seed: int = 0,
+                  target: str = DEFAULT_DEVICE,
                   warn: Callable[[str], None] = lambda m: None,
                   on_dump: Callable[[str, str], None] | None = None,
                   dump_after: str | None = None) -> BuildResult:
@@ -108,6 +110,7 @@ def compile_model(model_path: Path, out_dir: Path, *, pipeline: str = DEFAULT_PI
     if out_dir.exists() and not force:
         raise BuildError(f"output directory {out_dir} already exists; pass --force to replace it")
     steps = parse_pipeline(pipeline)
+    dev = device(target)
     g = load_onnx(model_path, input_shapes)
     calib = None
     if calib_path is not None:
@@ -131,6 +134,7 @@ def compile_model(model_path: Path, out_dir: Path, *, pipeline: str = DEFAULT_PI
         manifest = {
             "model": model_path.name,
             "pipeline": pipeline,
+            "target": dev.name,
             "float_input": {"name": final.inputs[0].name, "shape": list(final.inputs[0].type.shape)},
             "float_output": {"name": final.outputs[0].name, "shape": list(final.outputs[0].type.shape)},
             "accelerator_input": _qtype_record(region.input),

@@ -21,7 +21,6 @@ from rich.table import Table
 
 from nnfpga.errors import NnfpgaError
 
-TARGETS = ["ecp5-85k", "ecp5-25k", "xc7z020", "xczu3eg"]
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False, soft_wrap=True)
 
@@ -52,7 +51,7 @@ def cmd_compile(args) -> int:
     with err.status("compiling"):
         result = compile_model(
             Path(args.model), Path(args.output), pipeline=args.pipeline, calib_path=args.calib,
-            force=args.force, input_shapes=_input_shapes(args.input_shape), seed=args.seed,
+            force=args.force, input_shapes=_input_shapes(args.input_shape), seed=args.seed, target=args.target,
             warn=lambda m: err.print(f"[yellow]warning:[/yellow] {escape(m)}"),
             dump_after=args.dump_after, on_dump=lambda name, text: out.print(text, end="", markup=False))
     layers = result.manifest["layers"]
@@ -125,6 +124,7 @@ def cmd_report(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from nnfpga.devices import DEFAULT_DEVICE, DEVICES
     from nnfpga.passes import DEFAULT_PIPELINE
 
     p = argparse.ArgumentParser(prog="nnfpga", description="Compile ONNX networks to bit-exact FPGA hardware.")
@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compile", help="model -> build directory (IR dumps, RTL, reference ONNX)")
     c.add_argument("model", help="ONNX model file")
     c.add_argument("-o", "--output", required=True, help="build directory to create")
-    c.add_argument("--target", default="ecp5-85k", choices=TARGETS,
+    c.add_argument("--target", default=DEFAULT_DEVICE, choices=list(DEVICES),
                    help="device; recorded in the build (resource budgets are not modelled yet)")
     c.add_argument("--pipeline", default=DEFAULT_PIPELINE, help=f"pass pipeline (default: {DEFAULT_PIPELINE})")
     c.add_argument("--calib", help="calibration data .npz (one array per model input, samples on axis 0)")
