@@ -1,0 +1,402 @@
+"""ONNX frontend: imported graphs agree with onnxruntime; bad models give clear errors."""
+import itertools
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from nnfpga.errors import ModelError, NnfpgaError, UnsupportedOpError
+from nnfpga.frontend import HOST_FALLBACK_NOTE, SUPPORTED_OPS, load_onnx
+from nnfpga.ir import parse, print_graph, run
+
+RNG = np.random.default_rng(0)
+
+
+def rand(*shape):
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+def make_model(nodes, inputs, outputs, initializers=(), opset=13, name="test"):
+    """inputs/outputs: (name, shape) pairs; initializers: name -> array."""
+    graph = helper.make_graph(
+        nodes, name,
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs],
+        [numpy_helper.from_array(np.asarray(a), n) for n, a in dict(initializers).items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8  # onnxruntime reads IR versions it knows
+    return model
+
+
+def assert_matches_onnxruntime(model, feeds, input_shapes=None):
+    """Import `model` (a ModelProto), run the IR and onnxruntime, compare every output."""
+    g = load_onnx(model, input_shapes)
+    assert parse(print_graph(g), dict(g.arrays)) is not None
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    expected = sess.run(None, feeds)
+    ir_feeds = {v.name: feeds[n] for v, n in zip(g.inputs, feeds)}
+    got = list(run(g, ir_feeds).values())
+    assert len(got) == len(expected)
+    for e, r in zip(expected, got):
+        np.testing.assert_allclose(r, e, rtol=1e-5, atol=1e-6)
+    return g
+
+
+# -- Gemm: every attribute combination -------------------------------------------------------
+
+C_SHAPES = {"absent": None, "N": [5], "1xN": [1, 5], "MxN": [3, 5], "scalar": [], "Mx1": [3, 1]}
+
+
+@pytest.mark.parametrize("trans_a,trans_b,alpha,beta,c_kind",
+                         list(itertools.product([0, 1], [0, 1], [1.0, 0.5], [1.0, -2.0], C_SHAPES)))
+def test_gemm_attributes(trans_a, trans_b, alpha, beta, c_kind):
+    m, k, n = 3, 4, 5
+    a_shape = [k, m] if trans_a else [m, k]
+    b = rand(*([n, k] if trans_b else [k, n]))
+    inits = {"B": b}
+    inputs = ["A", "B"]
+    if C_SHAPES[c_kind] is not None:
+        inits["C"] = rand(*C_SHAPES[c_kind])
+        inputs.append("C")
+    node = helper.make_node("Gemm", inputs, ["Y"], transA=trans_a, transB=trans_b, alpha=alpha, beta=beta)
+    model = make_model([node], [("A", a_shape)], [("Y", [m, n])], inits)
+    g = assert_matches_onnxruntime(model, {"A": rand(*a_shape)})
+    attrs = g.nodes[0].attrs
+    assert g.nodes[0].op == "gemm"
+    assert attrs.get("trans_a", False) == bool(trans_a) and attrs.get("trans_b", False) == bool(trans_b)
+    assert ("alpha" in attrs) == (alpha != 1.0)
+    assert ("beta" in attrs) == (beta != 1.0 and c_kind != "absent")
+
+
+def test_gemm_default_attributes_print_short():
+    node = helper.make_node("Gemm", ["A", "B", "C"], ["Y"])
+    model = make_model([node], [("A", [1, 4])], [("Y", [1, 2])], {"B": rand(4, 2), "C": rand(2)})
+    g = load_onnx(model)
+    assert "{" not in print_graph(g).splitlines()[-3]  # the gemm line carries no attributes
+
+
+def test_gemm_with_runtime_b_and_c():
+    node = helper.make_node("Gemm", ["A", "B", "C"], ["Y"], transB=1, beta=0.25)
+    model = make_model([node], [("A", [2, 3]), ("B", [4, 3]), ("C", [1, 4])], [("Y", [2, 4])])
+    assert_matches_onnxruntime(model, {"A": rand(2, 3), "B": rand(4, 3), "C": rand(1, 4)})
+
+
+# -- the other ops ---------------------------------------------------------------------------
+
+def test_matmul_add_relu():
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["m"]),
+             helper.make_node("Add", ["m", "b"], ["a"]),
+             helper.make_node("Relu", ["a"], ["y"])]
+    model = make_model(nodes, [("x", [1, 6])], [("y", [1, 3])], {"W": rand(6, 3), "b": rand(3)})
+    g = assert_matches_onnxruntime(model, {"x": rand(1, 6)})
+    assert [n.op for n in g.nodes] == ["matmul", "add", "relu"]
+
+
+def test_add_of_two_inputs_broadcasts():
+    node = helper.make_node("Add", ["x", "z"], ["y"])
+    model = make_model([node], [("x", [2, 1, 4]), ("z", [3, 1])], [("y", [2, 3, 4])])
+    assert_matches_onnxruntime(model, {"x": rand(2, 1, 4), "z": rand(3, 1)})
+
+
+@pytest.mark.parametrize("axis,out", [(1, [1, 64]), (0, [1, 64]), (2, [1, 64]), (3, [8, 8]),
+                                      (-1, [8, 8]), (4, [64, 1])])
+def test_flatten(axis, out):
+    nodes = [helper.make_node("Flatten", ["x"], ["y"], axis=axis)]
+    model = make_model(nodes, [("x", [1, 1, 8, 8])], [("y", out)])
+    g = assert_matches_onnxruntime(model, {"x": rand(1, 1, 8, 8)})
+    assert g.outputs[0].type.shape == tuple(out)
+
+
+def test_flatten_then_gemm():
+    nodes = [helper.make_node("Flatten", ["x"], ["f"]),
+             helper.make_node("Gemm", ["f", "W", "b"], ["y"], transB=1)]
+    model = make_model(nodes, [("x", [1, 1, 8, 8])], [("y", [1, 10])], {"W": rand(10, 64), "b": rand(10)})
+    assert_matches_onnxruntime(model, {"x": rand(1, 1, 8, 8)})
+
+
+@pytest.mark.parametrize("target,out", [([-1], [48]), ([0, -1], [2, 24]), ([0, 0, -1], [2, 3, 8]),
+                                        ([4, -1, 2], [4, 6, 2]), ([0, 0, 4, 2], [2, 3, 4, 2])])
+def test_reshape_initializer_shape(target, out):
+    nodes = [helper.make_node("Reshape", ["x", "s"], ["y"])]
+    model = make_model(nodes, [("x", [2, 3, 8])], [("y", out)], {"s": np.array(target, np.int64)})
+    g = assert_matches_onnxruntime(model, {"x": rand(2, 3, 8)})
+    assert g.outputs[0].type.shape == tuple(out)
+
+
+@pytest.mark.parametrize("target", [[0, 4, 0, -1], [5, -1], [-1, -1], [7, 7]])
+def test_reshape_bad_target(target):
+    nodes = [helper.make_node("Reshape", ["x", "s"], ["y"])]
+    model = make_model(nodes, [("x", [2, 3, 8])], [("y", ["?"] * len(target))],
+                       {"s": np.array(target, np.int64)})
+    with pytest.raises(ModelError, match="Reshape|shape inference"):
+        load_onnx(model)
+
+
+def test_reshape_shape_from_constant_node():
+    shape = numpy_helper.from_array(np.array([0, -1], np.int64))
+    nodes = [helper.make_node("Constant", [], ["s"], value=shape),
+             helper.make_node("Reshape", ["x", "s"], ["y"])]
+    model = make_model(nodes, [("x", [1, 2, 3, 4])], [("y", [1, 24])])
+    g = assert_matches_onnxruntime(model, {"x": rand(1, 2, 3, 4)})
+    assert [n.op for n in g.nodes] == ["reshape"] and g.nodes[0].attrs == {"shape": [1, 24]}
+
+
+def test_reshape_of_constant_weight_is_folded():
+    nodes = [helper.make_node("Reshape", ["w", "s"], ["w2"]),
+             helper.make_node("MatMul", ["x", "w2"], ["y"])]
+    model = make_model(nodes, [("x", [1, 6])], [("y", [1, 2])],
+                       {"w": rand(12), "s": np.array([6, -1], np.int64)})
+    g = assert_matches_onnxruntime(model, {"x": rand(1, 6)})
+    assert [n.op for n in g.nodes] == ["matmul"] and g.nodes[0].inputs[1].is_const
+
+
+def test_int64_model_input_is_refused():
+    nodes = [helper.make_node("Reshape", ["x", "s"], ["y"])]
+    graph = helper.make_graph(nodes, "t", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3]),
+                                           helper.make_tensor_value_info("s", TensorProto.INT64, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    with pytest.raises(ModelError, match="int64"):  # an int64 model input is refused first
+        load_onnx(model)
+
+
+def test_identity_and_dropout_are_removed():
+    nodes = [helper.make_node("Identity", ["x"], ["i"]),
+             helper.make_node("Gemm", ["i", "W"], ["g"]),
+             helper.make_node("Dropout", ["g"], ["d", "mask"]),
+             helper.make_node("Relu", ["d"], ["r"]),
+             helper.make_node("Identity", ["r"], ["y"])]
+    model = make_model(nodes, [("x", [1, 4])], [("y", [1, 3])], {"W": rand(4, 3)})
+    g = assert_matches_onnxruntime(model, {"x": rand(1, 4)})
+    assert [n.op for n in g.nodes] == ["gemm", "relu"]
+    assert g.outputs[0].name == "y"  # the removed Identity's name goes to its input
+    assert g.nodes[0].inputs[0] is g.inputs[0]
+
+
+def test_dropout_with_ratio_and_training_false():
+    nodes = [helper.make_node("Dropout", ["x", "ratio", "train"], ["y"])]
+    model = make_model(nodes, [("x", [1, 4])], [("y", [1, 4])],
+                       {"ratio": np.array(0.3, np.float32), "train": np.array(False)})
+    assert_matches_onnxruntime(model, {"x": rand(1, 4)})
+
+
+def test_dropout_mask_used_is_unsupported():
+    nodes = [helper.make_node("Dropout", ["x"], ["y", "mask"]),
+             helper.make_node("Identity", ["mask"], ["m"])]
+    graph = helper.make_graph(nodes, "t", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4]),
+                               helper.make_tensor_value_info("m", TensorProto.BOOL, [1, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    with pytest.raises(UnsupportedOpError, match="mask output is used"):
+        load_onnx(model)
+
+
+def test_constant_node_float_operand():
+    nodes = [helper.make_node("Constant", [], ["c"], value_floats=[1.0, -2.0, 3.5]),
+             helper.make_node("Add", ["x", "c"], ["y"])]
+    model = make_model(nodes, [("x", [2, 3])], [("y", [2, 3])])
+    g = assert_matches_onnxruntime(model, {"x": rand(2, 3)})
+    assert len(g.constants) == 1
+
+
+def test_initializer_listed_as_input_is_a_constant():
+    node = helper.make_node("Gemm", ["x", "W"], ["y"])
+    model = make_model([node], [("x", [1, 4]), ("W", [4, 2])], [("y", [1, 2])], {"W": rand(4, 2)})
+    g = load_onnx(model)
+    assert [v.name for v in g.inputs] == ["x"] and g.nodes[0].inputs[1].is_const
+
+
+def test_names_are_sanitised_and_graph_name_kept(tmp_path):
+    nodes = [helper.make_node("Relu", ["in:0"], ["out/relu:0"], name="/relu")]
+    model = make_model(nodes, [("in:0", [1, 3])], [("out/relu:0", [1, 3])], name="my net")
+    g = assert_matches_onnxruntime(model, {"in:0": rand(1, 3)})
+    assert g.name == "my_net"
+    assert g.inputs[0].name == "in_0" and g.outputs[0].name == "out_relu_0"
+
+
+@pytest.mark.parametrize("opset", [7, 9, 11, 13, 14, 17, 18, 21])
+def test_opsets(opset, tmp_path):
+    nodes = [helper.make_node("Flatten", ["x"], ["f"]),
+             helper.make_node("Gemm", ["f", "W", "b"], ["g"], transB=1, alpha=0.5),
+             helper.make_node("Dropout", ["g"], ["d"]),
+             helper.make_node("Relu", ["d"], ["r"]),
+             helper.make_node("Reshape", ["r", "s"], ["y"])]
+    model = make_model(nodes, [("x", [1, 2, 4])], [("y", [2, 3])],
+                       {"W": rand(6, 8), "b": rand(6), "s": np.array([2, -1], np.int64)}, opset=opset)
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    g = load_onnx(path)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = rand(1, 2, 4)
+    np.testing.assert_allclose(run(g, {"x": x})["y"], sess.run(None, {"x": x})[0], rtol=1e-5, atol=1e-6)
+
+
+# -- bad input -------------------------------------------------------------------------------
+
+def small_model():
+    return make_model([helper.make_node("Gemm", ["x", "W", "b"], ["y"])], [("x", [1, 16])],
+                      [("y", [1, 8])], {"W": rand(16, 8), "b": rand(8)})
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ModelError, match="does not exist"):
+        load_onnx(tmp_path / "nope.onnx")
+
+
+@pytest.mark.parametrize("content", [b"this is not an onnx model at all \x00\xff\xfe" * 7,
+                                     bytes(range(256)) * 4, b"", b"\x08"])
+def test_garbage_file(tmp_path, content):
+    path = tmp_path / "garbage.onnx"
+    path.write_bytes(content)
+    with pytest.raises(ModelError, match="garbage.onnx"):
+        load_onnx(path)
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.1, 0.9])
+def test_truncated_file(tmp_path, fraction):
+    data = small_model().SerializeToString()
+    path = tmp_path / "truncated.onnx"
+    path.write_bytes(data[: int(len(data) * fraction)])
+    with pytest.raises(ModelError, match="truncated.onnx"):
+        load_onnx(path)
+
+
+def test_checker_failure_is_model_error():
+    model = small_model()
+    model.graph.node[0].input[1] = "undefined_weight"
+    with pytest.raises(ModelError, match="not a valid ONNX model"):
+        load_onnx(model)
+
+
+@pytest.mark.parametrize("opset", [6, 22])
+def test_opset_out_of_range(opset):
+    model = small_model()
+    model.opset_import[0].version = opset
+    with pytest.raises(ModelError, match=f"opset {opset}.*7 to 21"):
+        load_onnx(model)
+
+
+def test_unsupported_ops_all_listed():
+    nodes = [helper.make_node("Gemm", ["x", "W"], ["g"], name="fc"),
+             helper.make_node("Sigmoid", ["g"], ["s"], name="act"),
+             helper.make_node("Softmax", ["s"], ["y"], name="probs"),
+             helper.make_node("Softmax", ["g"], ["z"])]
+    model = make_model(nodes, [("x", [1, 4])], [("y", [1, 3]), ("z", [1, 3])], {"W": rand(4, 3)})
+    with pytest.raises(UnsupportedOpError) as info:
+        load_onnx(model)
+    message = str(info.value)
+    assert "Sigmoid (node 'act')" in message
+    assert "Softmax (node 'probs')" in message
+    assert "Softmax (unnamed node producing 'z')" in message
+    assert "Gemm (" not in message
+    assert ", ".join(SUPPORTED_OPS) in message
+    assert HOST_FALLBACK_NOTE in message
+    assert "3 node(s)" in message
+
+
+def test_matmul_3d_is_unsupported_with_details():
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["m"], name="mm3"),
+             helper.make_node("Relu", ["m"], ["y"]),
+             helper.make_node("MatMul", ["x2", "W"], ["y2"], name="mm3b")]
+    model = make_model(nodes, [("x", [2, 3, 4]), ("x2", [5, 4])], [("y", [2, 3, 6]), ("y2", [5, 6])],
+                       {"W": rand(4, 6)})
+    with pytest.raises(UnsupportedOpError) as info:
+        load_onnx(model)
+    message = str(info.value)
+    assert "MatMul (node 'mm3'): only 2-D MatMul" in message and "[2, 3, 4]" in message
+    assert "mm3b" not in message and "1 node(s)" in message
+    assert HOST_FALLBACK_NOTE in message
+
+
+def test_custom_domain_op_is_unsupported():
+    node = helper.make_node("FusedGemm", ["x"], ["y"], domain="com.microsoft", name="fg")
+    graph = helper.make_graph([node], "t", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    with pytest.raises(UnsupportedOpError, match="FusedGemm \\(node 'fg'\\).*com.microsoft"):
+        load_onnx(model)
+
+
+def test_dynamic_batch_is_fixed_to_one():
+    node = helper.make_node("Gemm", ["x", "W", "b"], ["y"])
+    model = make_model([node], [("x", ["batch", 16])], [("y", ["batch", 8])],
+                       {"W": rand(16, 8), "b": rand(8)})
+    g = load_onnx(model)
+    assert g.inputs[0].type.shape == (1, 16) and g.outputs[0].type.shape == (1, 8)
+    assert_matches_onnxruntime(model, {"x": rand(1, 16)})
+
+
+def test_unknown_batch_dim_is_fixed_to_one():
+    model = small_model()
+    model.graph.input[0].type.tensor_type.shape.dim[0].Clear()
+    assert load_onnx(model).inputs[0].type.shape == (1, 16)
+
+
+def test_dynamic_non_batch_dim_asks_for_input_shape():
+    node = helper.make_node("Relu", ["x"], ["y"])
+    model = make_model([node], [("x", ["N", 3, "H", "W"])], [("y", ["N", 3, "H", "W"])])
+    with pytest.raises(ModelError, match="--input-shape x=1,3,H,W") as info:
+        load_onnx(model)
+    assert "'H' (axis 2)" in str(info.value)
+    g = assert_matches_onnxruntime(model, {"x": rand(1, 3, 5, 7)}, input_shapes={"x": [1, 3, 5, 7]})
+    assert g.inputs[0].type.shape == (1, 3, 5, 7)
+
+
+def test_input_shapes_override_and_errors():
+    node = helper.make_node("Relu", ["in:0"], ["y"])
+    model = make_model([node], [("in:0", [1, 4])], [("y", [1, 4])])
+    assert load_onnx(model, {"in_0": [2, 4]}).inputs[0].type.shape == (2, 4)  # sanitised name works
+    assert load_onnx(model, {"in:0": [3, 4]}).outputs[0].type.shape == (3, 4)
+    with pytest.raises(ModelError, match="no such input.*in:0"):
+        load_onnx(model, {"x": [1, 4]})
+    with pytest.raises(ModelError, match="3 dimensions"):
+        load_onnx(model, {"in:0": [1, 4, 1]})
+    with pytest.raises(ModelError, match="positive"):
+        load_onnx(model, {"in:0": [0, 4]})
+
+
+def test_non_float_input_is_refused():
+    node = helper.make_node("Identity", ["x"], ["y"])
+    graph = helper.make_graph([node], "t", [helper.make_tensor_value_info("x", TensorProto.INT8, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT8, [1, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    with pytest.raises(ModelError, match="'x'.*int8.*float32"):
+        load_onnx(model)
+
+
+def test_output_without_shape_fails_the_checker():
+    model = make_model([helper.make_node("Relu", ["x"], ["y"])], [("x", [1, 2])], [("y", None)])
+    with pytest.raises(ModelError, match="not a valid ONNX model.*shape"):
+        load_onnx(model)
+
+
+def test_shape_mismatch_is_model_error():
+    node = helper.make_node("Gemm", ["x", "W"], ["y"])
+    model = make_model([node], [("x", [1, 5])], [("y", [1, 2])], {"W": rand(4, 2)})
+    with pytest.raises(ModelError, match="shape inference"):
+        load_onnx(model)
+
+
+# -- PyTorch ---------------------------------------------------------------------------------
+
+def test_from_torch_mlp(tmp_path):
+    torch = pytest.importorskip("torch")
+    from nnfpga.frontend import from_torch
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(12, 16), torch.nn.ReLU(), torch.nn.Linear(16, 5))
+    x = torch.randn(1, 12)
+    path = tmp_path / "mlp.onnx"
+    g = from_torch(net, x, path=path)
+    assert [n.op for n in g.nodes] == ["gemm", "relu", "gemm"]
+    with torch.no_grad():
+        expected = net(x).numpy()
+    got = run(g, {g.inputs[0].name: x.numpy()})[g.outputs[0].name]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    # The saved model is readable by onnxruntime and by load_onnx.
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sess.run(None, {"input": x.numpy()})[0], expected, rtol=1e-5, atol=1e-6)
+    assert print_graph(load_onnx(path)) == print_graph(g)
