@@ -37,7 +37,7 @@ def from_torch(module, example_input, path=None, opset: int = 13) -> Graph:
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")  # the deprecation notice of the classic exporter
                 torch.onnx.export(module, args, str(exported), opset_version=opset,
-                                  input_names=names, **options)
+                                  input_names=names, output_names=["output"], **options)
         except Exception as e:
             raise ModelError(f"torch.onnx.export could not export {type(module).__name__}: "
                              f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None

@@ -37,7 +37,8 @@ def assert_matches_onnxruntime(model, feeds, input_shapes=None):
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     expected = sess.run(None, feeds)
     ir_feeds = {v.name: feeds[n] for v, n in zip(g.inputs, feeds)}
-    got = list(run(g, ir_feeds).values())
+    env = run(g, ir_feeds, keep_all=True)
+    got = [env[v.name] for v in g.outputs]  # by position: an output may repeat
     assert len(got) == len(expected)
     for e, r in zip(expected, got):
         np.testing.assert_allclose(r, e, rtol=1e-5, atol=1e-6)
@@ -206,6 +207,15 @@ def test_initializer_listed_as_input_is_a_constant():
     model = make_model([node], [("x", [1, 4]), ("W", [4, 2])], [("y", [1, 2])], {"W": rand(4, 2)})
     g = load_onnx(model)
     assert [v.name for v in g.inputs] == ["x"] and g.nodes[0].inputs[1].is_const
+
+
+def test_outputs_that_are_inputs_or_repeated():
+    nodes = [helper.make_node("Identity", ["x"], ["same"]),
+             helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("Identity", ["r"], ["r2"])]
+    model = make_model(nodes, [("x", [1, 3])], [("same", [1, 3]), ("r", [1, 3]), ("r2", [1, 3])])
+    g = assert_matches_onnxruntime(model, {"x": rand(1, 3)})
+    assert g.outputs[0] is g.inputs[0] and g.outputs[1] is g.outputs[2]
 
 
 def test_names_are_sanitised_and_graph_name_kept(tmp_path):
@@ -400,3 +410,44 @@ def test_from_torch_mlp(tmp_path):
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(sess.run(None, {"input": x.numpy()})[0], expected, rtol=1e-5, atol=1e-6)
     assert print_graph(load_onnx(path)) == print_graph(g)
+
+
+def test_from_torch_names_and_saved_ir_version(tmp_path):
+    torch = pytest.importorskip("torch")
+    from nnfpga.frontend import from_torch
+
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3), torch.nn.Dropout(0.5))
+    path = tmp_path / "m.onnx"
+    g = from_torch(net, torch.randn(1, 4, 4), path=path)
+    assert not net.training
+    assert [v.name for v in g.inputs] == ["input"] and [v.name for v in g.outputs] == ["output"]
+    assert onnx.load(path).ir_version <= 10
+
+
+def test_from_torch_without_torch(monkeypatch):
+    import sys
+
+    from nnfpga.frontend import from_torch
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
+    with pytest.raises(NnfpgaError, match=r"pip install 'nnfpga\[torch\]'"):
+        from_torch(object(), None)
+
+
+def test_dynamo_exported_model_loads(tmp_path):
+    """torch's default (torch.export-based) exporter writes opset 18 and external data."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnxscript")
+
+    net = torch.nn.Sequential(torch.nn.Linear(8, 6), torch.nn.ReLU(), torch.nn.Linear(6, 2)).eval()
+    x = torch.randn(1, 8)
+    path = tmp_path / "dynamo.onnx"
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (x,), str(path), dynamo=True, opset_version=18, verbose=False)
+    g = load_onnx(path)
+    with torch.no_grad():
+        expected = net(x).numpy()
+    got = run(g, {g.inputs[0].name: x.numpy()})[g.outputs[0].name]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
