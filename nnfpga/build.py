@@ -145,7 +145,8 @@ def compile_model(model_path: Path, out_dir: Path, *, pipeline: str = DEFAULT_PI
                        for l in region.layers],
             "rtl": sorted(p.name for p in rtl_files),
         }
-        manifest["predicted_cycles_per_inference"] = max(l["cycles"] for l in manifest["layers"])
+        design = json.loads((tmp / "rtl" / "design.json").read_text())
+        manifest["predicted_cycles_per_inference"] = design["predicted_cycles_per_inference"]
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         commit_out_dir(tmp, out_dir)
     except BaseException:

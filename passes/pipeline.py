@@ -83,7 +83,7 @@ def run_pipeline(g: Graph, pipeline: str | list[Step], ctx: PassContext | None =
     ctx = ctx or PassContext()
     g = g.clone()
     verify(g)
-    for index, step in enumerate(steps):
+    for index, step in enumerate(steps, start=1):
         lookup(step.name).run(g, ctx, **step.options)
         g.drop_unreferenced_arrays()
         try:
