@@ -21,7 +21,7 @@ from rich.table import Table
 
 from nnfpga.errors import NnfpgaError
 
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 
 

@@ -53,9 +53,9 @@ def float_model_outputs(model_path: Path, x: np.ndarray) -> np.ndarray:
 def verify_build(build_dir: Path, *, samples: int | None = None, inputs_path: Path | None = None,
                  seed: int = 0, gap_prob: float = 0.3, backpressure_prob: float = 0.3,
                  progress: Callable | None = None) -> dict:
-    from nnfpga.backends.reference_onnx import run_reference
-    from nnfpga.hw_tests.sim import simulate
     import onnx
+
+    from nnfpga.backends.reference_onnx import run_reference
 
     build_dir = Path(build_dir)
     manifest = load_build(build_dir)
@@ -86,6 +86,8 @@ def verify_build(build_dir: Path, *, samples: int | None = None, inputs_path: Pa
     golden = next(iter(run_reference(reference, {reference.graph.input[0].name: x_q}).values()))
     golden = golden.reshape(count, -1).astype(np.int64)
     ir_mismatches = int(np.any(ir_int != golden, axis=1).sum())
+
+    from nnfpga.hw_tests.sim import simulate
 
     sim = simulate(build_dir / "rtl", x_q.reshape(count, -1), golden, work_dir=build_dir / "sim",
                    gap_prob=gap_prob, backpressure_prob=backpressure_prob, seed=seed, progress=progress)
