@@ -1,0 +1,134 @@
+"""The shipped examples: their scripts reproduce the committed files byte for byte, the files
+follow the documented layout, and the digits model keeps its accuracy through the default
+pipeline."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from nnfpga.frontend import load_onnx
+from nnfpga.ir import run_batch
+from nnfpga.passes import DEFAULT_PIPELINE, PassContext, parse_pipeline, run_pipeline
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+DIGITS = EXAMPLES / "digits_mlp"
+JET = EXAMPLES / "jet_mlp"
+
+
+def run_script(script: Path, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True,
+                          text=True, timeout=120)
+
+
+def load(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def float_outputs(model_path: Path, x: np.ndarray) -> np.ndarray:
+    sess = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return np.concatenate([sess.run(None, {name: xi[None]})[0] for xi in x])
+
+
+def quantized_outputs(model_path: Path, calib: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    g = load_onnx(model_path)
+    q = run_pipeline(g, parse_pipeline(DEFAULT_PIPELINE), PassContext(calib=calib))
+    (out,) = run_batch(q, {q.inputs[0].name: x}).values()
+    return out.reshape(len(x), -1)
+
+
+@pytest.mark.parametrize("folder, script, files", [
+    (DIGITS, "train.py", ["model.onnx", "calib.npz", "test.npz"]),
+    (JET, "make_model.py", ["model.onnx", "calib.npz"]),
+])
+def test_script_reproduces_committed_files(tmp_path, folder, script, files):
+    result = run_script(folder / script, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(files)
+    for name in files:
+        assert (tmp_path / name).read_bytes() == (folder / name).read_bytes(), \
+            f"{folder.name}/{name} differs from what {script} writes now; rerun it and commit"
+
+
+@pytest.mark.parametrize("folder, inp, out, in_shape, out_shape, ops", [
+    (DIGITS, "input", "logits", [1, 64], [1, 10], {"Gemm", "Relu"}),
+    (JET, "x", "y", [1, 16], [1, 5], {"MatMul", "Add", "Relu"}),
+])
+def test_models_have_the_documented_interface(folder, inp, out, in_shape, out_shape, ops):
+    model = onnx.load(str(folder / "model.onnx"))
+    onnx.checker.check_model(model)
+    assert model.ir_version == 8
+    assert [(o.domain, o.version) for o in model.opset_import] == [("", 13)]
+    dims = lambda v: [d.dim_value for d in v.type.tensor_type.shape.dim]  # noqa: E731
+    assert [(v.name, dims(v)) for v in model.graph.input] == [(inp, in_shape)]
+    assert [(v.name, dims(v)) for v in model.graph.output] == [(out, out_shape)]
+    assert {n.op_type for n in model.graph.node} == ops
+
+
+def test_npz_files_follow_the_convention():
+    calib = load(DIGITS / "calib.npz")
+    assert list(calib) == ["input"]
+    assert calib["input"].dtype == np.float32 and calib["input"].shape == (200, 64)
+    test = load(DIGITS / "test.npz")
+    assert sorted(test) == ["input", "label"]
+    x, labels = test["input"], test["label"]
+    assert x.dtype == np.float32 and x.ndim == 2 and x.shape[1] == 64 and len(x) >= 360
+    assert labels.dtype == np.int64 and labels.shape == (len(x),)
+    assert set(labels.tolist()) == set(range(10))
+    assert 0.0 <= x.min() and x.max() <= 1.0 and 0.0 <= calib["input"].min() and calib["input"].max() <= 1.0
+    # Calibration comes from the training split: no calibration image is a test image.
+    assert not (calib["input"][:, None, :] == x[None, :, :]).all(axis=2).any()
+
+    jet = load(JET / "calib.npz")
+    assert list(jet) == ["x"]
+    assert jet["x"].dtype == np.float32 and jet["x"].shape == (256, 16)
+    assert abs(float(jet["x"].mean())) < 0.1 and 0.9 < float(jet["x"].std()) < 1.1
+
+
+def test_digits_quantized_accuracy_and_agreement():
+    test = load(DIGITS / "test.npz")
+    x, labels = test["input"], test["label"]
+    float_out = float_outputs(DIGITS / "model.onnx", x)
+    quant_out = quantized_outputs(DIGITS / "model.onnx", load(DIGITS / "calib.npz"), x)
+    float_acc = float(np.mean(float_out.argmax(1) == labels))
+    quant_acc = float(np.mean(quant_out.argmax(1) == labels))
+    agreement = float(np.mean(quant_out.argmax(1) == float_out.argmax(1)))
+    print(f"digits: float accuracy {float_acc:.4f}, quantized accuracy {quant_acc:.4f}, "
+          f"top-1 agreement {agreement:.4f} ({len(x)} test images)")
+    assert float_acc >= 0.95
+    assert quant_acc >= float_acc - 0.02
+    assert agreement >= 0.98
+
+
+def test_jet_quantized_agreement():
+    x = load(JET / "calib.npz")["x"]
+    float_out = float_outputs(JET / "model.onnx", x)
+    quant_out = quantized_outputs(JET / "model.onnx", {"x": x}, x)
+    agreement = float(np.mean(quant_out.argmax(1) == float_out.argmax(1)))
+    print(f"jet: top-1 agreement {agreement:.4f}, max abs error {np.abs(quant_out - float_out).max():.4f}")
+    assert agreement >= 0.95
+    assert np.abs(quant_out - float_out).max() < 0.05 * np.abs(float_out).max()
+
+
+def test_torch_example_builds(tmp_path):
+    pytest.importorskip("torch")
+    result = run_script(EXAMPLES / "torch_mlp.py", tmp_path / "build")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "build.onnx").is_file()
+    assert (tmp_path / "build" / "manifest.json").is_file() and (tmp_path / "build" / "reference.onnx").is_file()
+    assert "exported" in result.stdout and "built" in result.stdout
+
+
+def test_torch_example_without_torch_says_so(tmp_path):
+    code = ("import runpy, sys; sys.modules['torch'] = None; "
+            f"sys.argv = ['torch_mlp.py', {str(tmp_path / 'build')!r}]; "
+            f"runpy.run_path({str(EXAMPLES / 'torch_mlp.py')!r}, run_name='__main__')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "needs PyTorch" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "build").exists()
