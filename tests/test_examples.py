@@ -1,5 +1,6 @@
-"""The shipped examples: their scripts reproduce the committed files byte for byte, the files
-follow the documented layout, and the digits model keeps its accuracy through the default
+"""The shipped examples: their scripts reproduce the committed data byte for byte (the trained
+digits model to within a point of accuracy, since float training depends on the BLAS), the
+files follow the documented layout, and the digits model keeps its accuracy through the default
 pipeline."""
 import subprocess
 import sys
@@ -51,8 +52,14 @@ def test_script_reproduces_committed_files(tmp_path, folder, script, files):
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(files)
     for name in files:
+        if name == "model.onnx" and folder == DIGITS:
+            continue  # trained in floating point: bytes may differ with the CPU's BLAS, see below
         assert (tmp_path / name).read_bytes() == (folder / name).read_bytes(), \
             f"{folder.name}/{name} differs from what {script} writes now; rerun it and commit"
+    if folder == DIGITS:
+        test = load(DIGITS / "test.npz")
+        accuracy = lambda m: np.mean(float_outputs(m, test["input"]).argmax(1) == test["label"])  # noqa: E731
+        assert abs(accuracy(tmp_path / "model.onnx") - accuracy(DIGITS / "model.onnx")) <= 0.01
 
 
 @pytest.mark.parametrize("folder, inp, out, in_shape, out_shape, ops", [
