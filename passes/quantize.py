@@ -27,6 +27,10 @@ MULT_BITS = 16
 SYNTHETIC_SAMPLES = 256
 
 
+SCALE_FLOOR_BITS = 8
+"""Per-channel weight scales stay within 2^8 of the layer's largest."""
+
+
 def activation_type(lo: float, hi: float, bits: int) -> QuantType:
     """Per-tensor type covering [lo, hi] (widened to include 0): unsigned when lo >= 0."""
     lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
@@ -119,6 +123,10 @@ def _quantize_dense(g: Graph, node, xq, out_range: np.ndarray, wbits: int, abits
 
     wmax = (1 << (wbits - 1)) - 1
     w_scale = np.abs(w).max(axis=0) / wmax
+    # Floor each channel's scale at 1/2^SCALE_FLOOR_BITS of the largest: a channel with (nearly)
+    # dead weights would otherwise get a vanishing scale, a bias of b/(sx·sw) beyond 32 bits and
+    # a requant multiplier that rounds to 0. Its outputs stay within about one output step anyway.
+    w_scale = np.maximum(w_scale, w_scale.max() / 2**SCALE_FLOOR_BITS)
     w_scale = np.where(w_scale > 0, w_scale, 1.0)
     w_int = np.clip(np.rint(w / w_scale), -wmax, wmax).astype(np.int64)
     bias = np.rint(b / (x_t.scale * w_scale)).astype(np.int64) - x_t.zero_point * w_int.sum(axis=0)
