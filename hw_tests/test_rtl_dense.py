@@ -1,0 +1,102 @@
+"""The generated accelerator in Verilator, bit for bit against onnxruntime(reference.onnx).
+
+Each test compiles a model with the real pipeline, then `verify_build` drives the RTL with
+random input gaps and output backpressure and compares every output with the golden.
+Cycles per inference are measured on back-to-back inferences with no gaps and compared
+with the folding's prediction (see `predicted_interval`): the measured interval may exceed
+it by at most INTERVAL_SLACK cycles, the bubble a layer spends switching input buffers.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nnfpga.build import compile_model
+from nnfpga.hw_tests.sim import lint
+from nnfpga.verify import verify_build
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+sys.path.insert(0, str(ROOT / "tests"))
+from onnx_models import mlp, save  # noqa: E402
+
+INTERVAL_SLACK = 2
+
+
+def compiled(tmp_path_factory, model: Path, pipeline: str, calib: Path | None = None) -> Path:
+    out = tmp_path_factory.mktemp("build") / "b"
+    compile_model(model, out, pipeline=pipeline, calib_path=calib)
+    return out
+
+
+def check_timing(result: dict) -> None:
+    predicted, measured = result["predicted_cycles_per_inference"], result["cycles_per_inference"]
+    print(f"cycles per inference: measured {measured}, predicted {predicted}; "
+          f"latency {result['latency_cycles']} cycles")
+    assert predicted <= measured <= predicted + INTERVAL_SLACK
+
+
+@pytest.mark.parametrize("pipeline", [
+    "canonicalize,quantize,fold{pe=4,simd=8}",
+    "canonicalize,quantize{wbits=6,abits=7},fold{pe=2,simd=16}",
+])
+def test_jet_mlp_is_bit_exact_for_two_foldings(tmp_path_factory, pipeline):
+    jet = EXAMPLES / "jet_mlp"
+    build = compiled(tmp_path_factory, jet / "model.onnx", pipeline, jet / "calib.npz")
+    result = verify_build(build, samples=500, seed=1)
+    print(result)
+    assert result["samples"] == 500
+    assert result["mismatches"] == 0 and result["ir_vs_reference_mismatches"] == 0
+    assert result["bit_exact"]
+    check_timing(result)
+
+
+def test_digits_mlp_is_bit_exact_and_accurate(tmp_path_factory):
+    digits = EXAMPLES / "digits_mlp"
+    build = compiled(tmp_path_factory, digits / "model.onnx",
+                     "canonicalize,quantize{wbits=8,abits=8},fold{pe=4,simd=8}", digits / "calib.npz")
+    result = verify_build(build, inputs_path=digits / "test.npz", samples=300, seed=2)
+    print(f"float accuracy {result['float_accuracy']:.4f}, quantized accuracy "
+          f"{result['quantized_accuracy']:.4f}, top-1 agreement {result['top1_agreement']:.4f}")
+    assert result["samples"] == 300 and result["bit_exact"]
+    assert result["top1_agreement"] >= 0.98
+    assert abs(result["float_accuracy"] - result["quantized_accuracy"]) <= 0.02
+    check_timing(result)
+
+
+def test_unfolded_and_fully_parallel_layers(tmp_path_factory):
+    """The folding extremes: one multiply per cycle, and a whole layer per cycle."""
+    model = tmp_path_factory.mktemp("m") / "small.onnx"
+    save(mlp([12, 10, 6], seed=5), model)
+    for pipeline in ["canonicalize,quantize{abits=4,wbits=3},fold{pe=1,simd=1}",
+                     "canonicalize,quantize,fold{pe=64,simd=64}"]:
+        result = verify_build(compiled(tmp_path_factory, model, pipeline), samples=60, seed=3)
+        assert result["bit_exact"], (pipeline, result)
+        check_timing(result)
+
+
+def test_hostile_node_name_lints_and_simulates(tmp_path_factory):
+    """A node and the tensor it writes named `x; $finish; //`."""
+    m = mlp([8, 6, 4], seed=7, node_name="x; $finish; //")
+    for node in m.graph.node:
+        node.input[:] = ["x; $finish; //" if t == "h0_r" else t for t in node.input]
+        node.output[:] = ["x; $finish; //" if t == "h0_r" else t for t in node.output]
+    model = tmp_path_factory.mktemp("m") / "hostile.onnx"
+    save(m, model)
+    build = compiled(tmp_path_factory, model, "canonicalize,quantize,fold")
+    text = "".join(p.read_text() for p in (build / "rtl").glob("*.sv"))
+    assert "$finish" not in text
+    lint(build / "rtl")  # raises with Verilator's messages on any warning
+    assert verify_build(build, samples=20)["bit_exact"]
+
+
+def test_lint_is_clean_for_every_folding_shape(tmp_path_factory):
+    model = tmp_path_factory.mktemp("m") / "m.onnx"
+    save(mlp([6, 5, 3], seed=9), model)
+    for pipeline in ["canonicalize,quantize{wbits=2,abits=2},fold{pe=1,simd=1}",
+                     "canonicalize,quantize,fold{pe=5,simd=6}",
+                     "canonicalize,quantize{abits=8},fold{pe=1,simd=3}"]:
+        lint(compiled(tmp_path_factory, model, pipeline) / "rtl")
