@@ -5,6 +5,8 @@ A renderer-style table: op -> function(graph, node, operand arrays) -> result ar
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from nnfpga.errors import CalibrationError, IRError
@@ -102,9 +104,11 @@ def run(g: Graph, feeds: dict[str, np.ndarray], keep_all: bool = False) -> dict[
     return {v.name: env[v.name] for v in g.outputs}
 
 
-def run_batch(g: Graph, feeds: dict[str, np.ndarray], keep_all: bool = False) -> dict[str, np.ndarray]:
+def run_batch(g: Graph, feeds: dict[str, np.ndarray], keep_all: bool = False,
+              progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
     """Run B samples: each feed is [B, *sample shape] where the input's shape is [1, *sample
-    shape] (the batch-of-one axis dropped), or [B, *input shape]. Results stack on axis 0."""
+    shape] (the batch-of-one axis dropped), or [B, *input shape]. Results stack on axis 0.
+    `progress(done, total)` is called after every sample."""
     batches = {}
     for v in g.inputs:
         x = np.asarray(feeds.get(v.name)) if v.name in feeds else None
@@ -123,5 +127,9 @@ def run_batch(g: Graph, feeds: dict[str, np.ndarray], keep_all: bool = False) ->
     if len(sizes) != 1:
         raise CalibrationError(f"inputs have different sample counts: {sorted(sizes)}")
     count = sizes.pop()
-    outs = [run(g, {k: x[i] for k, x in batches.items()}, keep_all) for i in range(count)]
+    outs = []
+    for i in range(count):
+        outs.append(run(g, {k: x[i] for k, x in batches.items()}, keep_all))
+        if progress:
+            progress(i + 1, count)
     return {k: np.stack([o[k] for o in outs]) for k in outs[0]} if outs else {}

@@ -98,7 +98,8 @@ def compile_model(model_path: Path, out_dir: Path, *, pipeline: str = DEFAULT_PI
                   target: str = DEFAULT_DEVICE,
                   warn: Callable[[str], None] = lambda m: None,
                   on_dump: Callable[[str, str], None] | None = None,
-                  dump_after: str | None = None) -> BuildResult:
+                  dump_after: str | None = None,
+                  progress: Callable[[str, int, int], None] = lambda stage, done, total: None) -> BuildResult:
     from nnfpga.backends.lower import integer_region
     from nnfpga.backends.reference_onnx import to_reference_onnx
     from nnfpga.backends.verilog import emit_verilog
@@ -122,7 +123,7 @@ def compile_model(model_path: Path, out_dir: Path, *, pipeline: str = DEFAULT_PI
         ir_dir = tmp / "ir"
         ir_dir.mkdir()
         save_ir(g, ir_dir / "00-import")
-        final = run_pipeline(g, steps, PassContext(calib=calib, seed=seed, warn=warn),
+        final = run_pipeline(g, steps, PassContext(calib=calib, seed=seed, warn=warn, progress=progress),
                              dump_after="all", dump_to=ir_dir,
                              on_dump=(lambda name, text: on_dump(name, text)
                                       if on_dump and dump_after in (name, "all") else None))

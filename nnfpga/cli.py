@@ -45,15 +45,27 @@ def _progress() -> Progress:
                     TimeElapsedColumn(), console=err, transient=True)
 
 
+def _bar_updater(bar: Progress):
+    """A `progress(stage, done, total)` callback drawing one bar per stage."""
+    tasks = {}
+
+    def progress(stage: str, done: int, total: int | None) -> None:
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=total)
+        bar.update(tasks[stage], completed=done, total=total)
+    return progress
+
+
 def cmd_compile(args) -> int:
     from nnfpga.build import compile_model
 
-    with err.status("compiling"):
+    with _progress() as bar:
         result = compile_model(
             Path(args.model), Path(args.output), pipeline=args.pipeline, calib_path=args.calib,
             force=args.force, input_shapes=_input_shapes(args.input_shape), seed=args.seed, target=args.target,
             warn=lambda m: err.print(f"[yellow]warning:[/yellow] {escape(m)}"),
-            dump_after=args.dump_after, on_dump=lambda name, text: out.print(text, end="", markup=False))
+            dump_after=args.dump_after, on_dump=lambda name, text: out.print(text, end="", markup=False),
+            progress=_bar_updater(bar))
     layers = result.manifest["layers"]
     table = Table(title=f"{args.model} -> {args.output}")
     for col in ("layer", "K", "N", "pe", "simd", "wbits", "acc", "cycles"):
@@ -69,15 +81,8 @@ def cmd_verify(args) -> int:
     from nnfpga.verify import verify_build
 
     with _progress() as bar:
-        tasks = {}
-
-        def progress(stage: str, done: int, total: int | None) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done, total=total)
-
         result = verify_build(Path(args.dir), samples=args.samples, inputs_path=args.inputs,
-                              seed=args.seed, progress=progress)
+                              seed=args.seed, progress=_bar_updater(bar))
     (Path(args.dir) / "verify.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     if args.json:
         out.print(json.dumps(result, sort_keys=True), markup=False)

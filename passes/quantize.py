@@ -87,7 +87,8 @@ def quantize(g: Graph, ctx: PassContext, wbits: int, abits: int) -> bool:
     if not g.nodes or any(not v.type.is_float for v in g.inputs):
         return False
 
-    ranges = run_batch(g, _calibration(g, ctx), keep_all=True)
+    ranges = run_batch(g, _calibration(g, ctx), keep_all=True,
+                       progress=lambda done, total: ctx.progress("calibration", done, total))
     qvalue = {}  # float value name -> its quantized replacement
     first = g.nodes[0] if g.nodes else None
     for x in g.inputs:

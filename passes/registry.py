@@ -23,6 +23,8 @@ class PassContext:
     """Seed for anything random (synthetic calibration data)."""
     warn: Callable[[str], None] = lambda message: None
     """Where passes report things the user should know."""
+    progress: Callable[[str, int, int], None] = lambda stage, done, total: None
+    """Where long steps (calibration) report how far they are."""
 
 
 @dataclass(frozen=True)

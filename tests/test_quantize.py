@@ -25,3 +25,11 @@ def test_a_dead_channel_keeps_bias_and_multiplier_in_range():
     (yq,) = run_batch(q, {q.inputs[0].name: calib}).values()
     (yf,) = run_batch(g, {g.inputs[0].name: calib}).values()
     assert np.abs(yq - yf).max() < 0.05 * np.abs(yf).max()
+
+
+def test_calibration_reports_progress_per_sample():
+    g = load_onnx(mlp((4, 3), seed=1))
+    calls = []
+    calib = {g.inputs[0].name: np.zeros((10, 4), np.float32)}
+    run_pipeline(g, "canonicalize,quantize", PassContext(calib=calib, progress=lambda *a: calls.append(a)))
+    assert calls[0] == ("calibration", 1, 10) and calls[-1] == ("calibration", 10, 10)
