@@ -92,7 +92,8 @@ def verify_build(build_dir: Path, *, samples: int | None = None, inputs_path: Pa
     sim = simulate(build_dir / "rtl", x_q.reshape(count, -1), golden, work_dir=build_dir / "sim",
                    gap_prob=gap_prob, backpressure_prob=backpressure_prob, seed=seed, progress=progress)
     hw = np.asarray(sim.outputs, np.int64).reshape(count, -1)
-    mismatches = int(np.any(hw != golden, axis=1).sum())
+    # The harness also replays inputs back to back for timing; a fault seen only there counts too.
+    mismatches = max(int(np.any(hw != golden, axis=1).sum()), sim.mismatches)
 
     float_out = float_model_outputs(build_dir / "model.onnx", x).reshape(count, -1)
     hw_real = dequantize_array(hw, out_t).reshape(count, -1)
