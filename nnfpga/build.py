@@ -92,6 +92,23 @@ def _qtype_record(value) -> dict:
             "signed": q.signed, "scale": q.scale, "zero_point": q.zero_point}
 
 
+TEST_VECTORS = 16
+"""Samples written as the HLS testbench's vectors (tb_input.txt / tb_expected.txt)."""
+
+
+def _test_vectors(g: Graph, region, calib: dict | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Quantized accelerator inputs and their exact outputs, from calibration data if given."""
+    from nnfpga.backends.rtl_layers import reference_forward
+    from nnfpga.ir.interpreter import quantize_array
+
+    if calib is not None:
+        x = next(iter(calib.values()))[:TEST_VECTORS]
+    else:
+        x = np.random.default_rng(seed).standard_normal((TEST_VECTORS,) + tuple(g.inputs[0].type.shape[1:]))
+    x_q = quantize_array(np.asarray(x, np.float64).reshape(len(x), -1), region.input.type.element)
+    return x_q, reference_forward(region.layers, x_q)[-1]
+
+
 def compile_model(model_path: Path, out_dir: Path, *, pipeline: str = DEFAULT_PIPELINE,
                   calib_path: Path | None = None, force: bool = False,
                   input_shapes: dict[str, list[int]] | None = None, seed: int = 0,
@@ -100,6 +117,7 @@ def compile_model(model_path: Path, out_dir: Path, *, pipeline: str = DEFAULT_PI
                   on_dump: Callable[[str, str], None] | None = None,
                   dump_after: str | None = None,
                   progress: Callable[[str, int, int], None] = lambda stage, done, total: None) -> BuildResult:
+    from nnfpga.backends.hls import DEFAULT_PART as HLS_DEFAULT_PART, emit_hls
     from nnfpga.backends.lower import integer_region
     from nnfpga.backends.reference_onnx import to_reference_onnx
     from nnfpga.backends.verilog import emit_verilog
@@ -130,6 +148,9 @@ def compile_model(model_path: Path, out_dir: Path, *, pipeline: str = DEFAULT_PI
         save_ir(final, ir_dir / "final")
         region = integer_region(final)
         rtl_files = emit_verilog(region.layers, tmp / "rtl", in_par=region.layers[0].simd)
+        x_q, y_q = _test_vectors(final, region, calib, seed)
+        emit_hls(region.layers, tmp, part=dev.part if dev.family in ("xc7", "xcup") else HLS_DEFAULT_PART,
+                 test_inputs=x_q, test_expected=y_q)
         (tmp / "reference.onnx").write_bytes(to_reference_onnx(final).SerializeToString())
         shutil.copyfile(model_path, tmp / "model.onnx")
         manifest = {
