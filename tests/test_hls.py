@@ -6,36 +6,14 @@ import re
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from nnfpga.backends.hls import c_identifier, csim, emit_hls
+from nnfpga.backends.rtl_layers import DenseLayer
 from nnfpga.errors import BuildError, CalibrationError
-
-try:
-    from nnfpga.backends.rtl_layers import DenseLayer
-except ImportError:  # the record lands with the RTL backend; same fields
-    @dataclass(frozen=True)
-    class DenseLayer:
-        name: str
-        weights: np.ndarray
-        bias: np.ndarray
-        wbits: int
-        in_bits: int
-        in_signed: bool
-        acc_bits: int
-        mult: np.ndarray
-        shift: int
-        out_zp: int
-        lo: int
-        hi: int
-        out_bits: int
-        out_signed: bool
-        pe: int
-        simd: int
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not installed")
 
