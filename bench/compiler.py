@@ -1,0 +1,56 @@
+"""Section 1 — compiler speed: `compile_model` (ONNX -> IR -> passes -> RTL, HLS C++,
+reference ONNX; no simulation), wall time and peak memory, one child process per model."""
+from __future__ import annotations
+
+import statistics
+
+from bench.common import DEFAULT_FOLD, WORKLOADS, fmt_bytes, fmt_seconds, light_models, pipeline, run_child
+
+
+def run(ctx) -> dict:
+    models = [(w.name, w.model, w.calib) for w in WORKLOADS.values()]
+    models += [(name, path, None) for name, path in light_models().items()]
+    rows = []
+    for name, path, calib in models:
+        if not path.is_file():
+            rows.append({"model": name, "status": "missing", "path": str(path)})
+            ctx.say(f"compile {name}: not found at {path}")
+            continue
+        ctx.say(f"compile {name} ×{ctx.repeat}")
+        r = run_child("compile", {"label": name, "model": str(path), "calib": calib and str(calib),
+                                  "pipeline": pipeline(DEFAULT_FOLD), "repeat": ctx.repeat,
+                                  "tracemalloc": True, "work": str(ctx.work / "compile" / name)},
+                      ctx.work / "compile")
+        row = {"model": name, "path": str(path), **r}
+        if r["status"] == "ok":
+            # The first compile in a process also pays for lazy imports (backends, Jinja).
+            row["first_seconds"] = r["seconds"][0]
+            if len(r["seconds"]) > 1:
+                row["warm_median_seconds"] = statistics.median(r["seconds"][1:])
+                row["warm_min_seconds"] = min(r["seconds"][1:])
+        rows.append(row)
+    return {"pipeline": pipeline(DEFAULT_FOLD), "repeat": ctx.repeat, "rows": rows,
+            "what": "compile_model wall time (after importing nnfpga.build; first and warm) and the child process's peak RSS "
+                    "(imports included); tracemalloc peak = Python heap of one extra compile"}
+
+
+def table(result: dict):
+    from rich.table import Table
+
+    t = Table(title=f"1. Compiler speed — compile_model, frontend → RTL, no simulation "
+                    f"({result['repeat']} compiles per process)")
+    for col in ("model", "status", "first compile", "warm median", "imports", "peak RSS",
+                "tracemalloc peak", "MACs", "notes"):
+        t.add_column(col, justify="left" if col in ("model", "status", "notes") else "right")
+    for r in result["rows"]:
+        if r["status"] == "ok":
+            t.add_row(r["model"], "ok", fmt_seconds(r["first_seconds"]), fmt_seconds(r.get("warm_median_seconds")),
+                      fmt_seconds(r["import_seconds"]), fmt_bytes(r["max_rss_bytes"]),
+                      fmt_bytes(r["tracemalloc_peak_bytes"]), f"{r['macs']:,}", "")
+        elif r["status"] == "unsupported":
+            t.add_row(r["model"], "unsupported", f"rejected in {fmt_seconds(r['seconds_to_reject'])}", "—",
+                      fmt_seconds(r["import_seconds"]), fmt_bytes(r["max_rss_bytes"]), "—", "—",
+                      f"unsupported: {', '.join(r['unsupported_ops'])} ({r['unsupported_nodes']} nodes)")
+        else:
+            t.add_row(r["model"], f"[red]{r['status']}[/red]", *["—"] * 6, r.get("error", r.get("path", "")))
+    return t
