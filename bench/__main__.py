@@ -40,7 +40,7 @@ class Context:
         self.work = work
         self.err = err
         self.repeat = 3 if self.quick else 10
-        self.verify_samples = 200 if self.quick else 2000
+        self.verify_samples = 200 if self.quick else 1000
         self.hw_samples = 50 if self.quick else 200
         self.peer_samples = 200 if self.quick else 450
         self.results: dict = {}
@@ -81,6 +81,9 @@ def parse_args(argv):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tag", default=None, help="machine tag in the file name (default: arch and core count)")
     p.add_argument("--keep", action="store_true", help="keep the scratch directory (builds, logs)")
+    p.add_argument("--markdown", action="store_true", help="print the tables as markdown instead")
+    p.add_argument("--from", dest="from_json", metavar="FILE.json", default=None,
+                   help="measure nothing: print the tables of a saved result")
     args = p.parse_args(argv)
     chosen = SECTIONS
     if args.only:
@@ -99,6 +102,8 @@ def main(argv=None) -> int:
     out, err = Console(highlight=False), Console(stderr=True, highlight=False)
     if not out.is_terminal:  # piped to a file: wide enough that the tables do not wrap
         out = Console(highlight=False, width=200)
+    if args.from_json:
+        return show_saved(Path(args.from_json), out, args.markdown)
     from nnfpga.devices import device
     from nnfpga.errors import NnfpgaError
 
@@ -137,14 +142,7 @@ def main(argv=None) -> int:
             continue
         result["seconds"] = time.perf_counter() - t0
         ctx.results[name] = record["sections"][name] = result
-        tables = modules[name].tables(result) if hasattr(modules[name], "tables") else [modules[name].table(result)]
-        for table in tables:
-            out.print(table)
-        out.print(f"[dim]{name}: {common.fmt_seconds(result['seconds'])}[/dim]")
-        if name == "peers":
-            for pkg, s in result["status"].items():
-                if not s["installed"]:
-                    out.print(f"[yellow]skipped: {pkg} not installed ({s['install']})[/yellow]")
+        print_section(out, name, result, args.markdown)
 
     record["total_seconds"] = time.perf_counter() - started
     out_dir = Path(args.out)
@@ -157,6 +155,44 @@ def main(argv=None) -> int:
     else:
         shutil.rmtree(work, ignore_errors=True)
     return 1 if record["errors"] else 0
+
+
+def section_tables(name: str, result: dict) -> list:
+    from bench import compiler, hardware, peers, verification
+
+    module = {"compiler": compiler, "verify": verification, "hardware": hardware, "peers": peers}[name]
+    return module.tables(result) if hasattr(module, "tables") else [module.table(result)]
+
+
+def print_section(out: Console, name: str, result: dict, markdown: bool) -> None:
+    for table in section_tables(name, result):
+        if markdown:
+            out.print(common.to_markdown(table), markup=False, highlight=False)
+        else:
+            out.print(table)
+    lines = [f"{name}: {common.fmt_seconds(result['seconds'])}"]
+    if name == "peers":
+        lines += [f"skipped: {pkg} not installed ({s['install']})"
+                  for pkg, s in result["status"].items() if not s["installed"]]
+    for line in lines:
+        out.print(line, markup=False, style="yellow" if line.startswith("skipped") else "dim")
+
+
+def show_saved(path: Path, out: Console, markdown: bool) -> int:
+    record = json.loads(Path(path).read_text())
+    m = record["machine"]
+    out.print(f"{record['mode']} run, {record['date']}, machine {m['tag']} ({m['cpu_model']}, {m['cpus']} cores), "
+              f"nnfpga {m['git']['commit'][:10] if m['git'].get('commit') else '?'}"
+              f"{' (dirty)' if m['git'].get('dirty') else ''}, total {common.fmt_seconds(record['total_seconds'])}",
+              markup=False)
+    if markdown:
+        out.print("", markup=False)
+    for name in SECTIONS:
+        if name in record["sections"]:
+            print_section(out, name, record["sections"][name], markdown)
+    for name, tb in record.get("errors", {}).items():
+        out.print(f"section {name} failed:\n{tb}", markup=False)
+    return 0
 
 
 def _json_default(o):

@@ -204,6 +204,25 @@ def synth_status() -> tuple[object | None, str]:
     return synth, "nnfpga.backends.synth"
 
 
+def to_markdown(table) -> str:
+    """A rich Table as a GitHub markdown table (title in bold above, caption below)."""
+    from rich.text import Text
+
+    def plain(cell) -> str:
+        text = cell.plain if isinstance(cell, Text) else Text.from_markup(str(cell)).plain
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    cols = table.columns
+    lines = [f"**{plain(table.title)}**", ""] if table.title else []
+    lines.append("| " + " | ".join(plain(c.header) for c in cols) + " |")
+    lines.append("|" + "|".join("---:" if c.justify == "right" else "---" for c in cols) + "|")
+    for row in zip(*(list(c.cells) for c in cols)):
+        lines.append("| " + " | ".join(plain(cell) for cell in row) + " |")
+    if table.caption:
+        lines += ["", f"_{plain(table.caption)}_"]
+    return "\n".join(lines) + "\n"
+
+
 def fmt_seconds(s: float | None) -> str:
     if s is None:
         return "—"
