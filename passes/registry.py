@@ -25,6 +25,8 @@ class PassContext:
     """Where passes report things the user should know."""
     progress: Callable[[str, int, int], None] = lambda stage, done, total: None
     """Where long steps (calibration) report how far they are."""
+    device: str | None = None
+    """Target device name (nnfpga.devices); passes that size hardware fit its budget."""
 
 
 @dataclass(frozen=True)
@@ -71,4 +73,4 @@ def lookup(name: str) -> PassInfo:
 
 def _load_builtin_passes() -> None:
     # Importing the modules registers them; one file per pass.
-    from nnfpga.passes import canonicalize, fold, quantize  # noqa: F401
+    from nnfpga.passes import autofold, canonicalize, fold, quantize  # noqa: F401

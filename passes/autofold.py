@@ -1,0 +1,156 @@
+"""autofold: choose every layer's pe/simd from the device's budget and a target rate.
+
+    qmatmul(x[1,K], W[K,N]) -> qmatmul {pe = P, simd = S},  P | N, S | K
+
+The slowest layer sets the rate, so a balanced pipeline gives every layer the same target
+interval T and spends no more than T needs:
+
+    for a target interval T (cycles per inference):
+        each layer: the cheapest (P, S) with (N/P)·(K/S) <= T        (nnfpga.cost)
+        the chain's interval is then <= T: a layer's input fill K/in_par never exceeds
+        the previous layer's folds, and the first layer's fill K/S never exceeds its own
+    target_fps = 0   the smallest T whose design fits the device (as fast as fits)
+    target_fps > 0   T <= clock / fps; of the designs that fit, the smallest
+
+"Cheapest" and "fits" are the cost model's: a layer's cost is the sum of its shares of
+the device's LUTs, FFs, DSPs and block RAMs; a design fits when every total is within
+the budget. When nothing fits, the error names the largest rate that does, or the
+smallest device in the table that would.
+"""
+from __future__ import annotations
+
+import math
+
+from nnfpga.cost import RESOURCES, LayerShape, device_budget, devices_by_size, estimate, fps, layer_cost, layer_shapes
+from nnfpga.devices import DEFAULT_DEVICE, DEVICES, Device
+from nnfpga.errors import PipelineError
+from nnfpga.ir import Graph
+from nnfpga.passes.registry import Option, PassContext, register
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+class _Planner:
+    """Designs for one chain of layers on one device, with the per-layer costs cached."""
+
+    def __init__(self, shapes: list[LayerShape], dev: Device):
+        self.shapes, self.dev = shapes, dev
+        budget = device_budget(dev)
+        self.options: list[list[tuple[int, float, int, int]]] = []  # (folds, cost, pe, simd)
+        for l in shapes:
+            opts = []
+            for pe in _divisors(l.n):
+                for simd in _divisors(l.k):
+                    trial = LayerShape(l.name, l.k, l.n, pe, simd, l.in_bits, l.wbits, l.acc_bits,
+                                       l.out_bits, l.shift)
+                    c = layer_cost(trial, simd, dev)
+                    share = sum(c[r] / budget[r] if budget[r] else math.inf for r in RESOURCES)
+                    opts.append((c["folds"], share, pe, simd))
+            self.options.append(sorted(opts, key=lambda o: (o[1], o[2] * o[3], o[2])))
+
+    def intervals(self) -> list[int]:
+        """Every interval some layer can hit exactly, from fastest to slowest."""
+        return sorted({o[0] for opts in self.options for o in opts})
+
+    def design(self, interval: int) -> list[LayerShape]:
+        """Each layer at its cheapest folding within `interval` cycles."""
+        chosen = []
+        for l, opts in zip(self.shapes, self.options):
+            _, _, pe, simd = next(o for o in opts if o[0] <= interval)  # pe=N, simd=K has 1 fold
+            chosen.append(LayerShape(l.name, l.k, l.n, pe, simd, l.in_bits, l.wbits, l.acc_bits,
+                                     l.out_bits, l.shift))
+        return chosen
+
+    def best(self, max_interval: int | None) -> tuple[list[LayerShape], dict] | None:
+        """Fastest design that fits (max_interval None), else the smallest within max_interval."""
+        found = None
+        for t in self.intervals():
+            if max_interval is not None and t > max_interval:
+                break
+            layers = self.design(t)
+            est = estimate(layers, layers[0].simd, self.dev)
+            if not est["fits"]:
+                continue
+            if max_interval is None:
+                return layers, est
+            size = sum(est["utilization"].values())
+            if found is None or size < found[0]:
+                found = (size, layers, est)
+        return None if found is None else (found[1], found[2])
+
+
+def _smallest_device(shapes: list[LayerShape], max_interval: int | None) -> str | None:
+    for dev in devices_by_size():
+        if _Planner(shapes, dev).best(max_interval) is not None:
+            return dev.name
+    return None
+
+
+def _describe_over(est: dict) -> str:
+    return ", ".join(f"{est['total'][r]} {r} of {est['budget'][r]}" for r in est["over"])
+
+
+def plan(shapes: list[LayerShape], dev: Device, target_fps: float = 0.0,
+         clock_mhz: float = 100.0) -> tuple[list[LayerShape], dict]:
+    """The folding autofold applies, with its cost estimate; PipelineError if none fits."""
+    if target_fps < 0 or clock_mhz <= 0:
+        raise PipelineError(f"autofold: target_fps={target_fps} must be >= 0 and clock_mhz={clock_mhz} > 0")
+    max_interval = None
+    if target_fps > 0:
+        max_interval = math.floor(clock_mhz * 1e6 / target_fps)
+        if max_interval < 1:
+            raise PipelineError(f"autofold: {target_fps:g} inferences/s at {clock_mhz:g} MHz needs less than one "
+                                f"cycle per inference; this architecture does at most {clock_mhz * 1e6:g}/s "
+                                f"at that clock (one inference per cycle)")
+    planner = _Planner(shapes, dev)
+    result = planner.best(max_interval)
+    if result is not None:
+        return result
+    fastest = planner.best(None)
+    if fastest is None:
+        slowest = planner.design(planner.intervals()[-1])
+        est = estimate(slowest, slowest[0].simd, dev)
+        where = _smallest_device(shapes, None)
+        raise PipelineError(
+            f"autofold: no folding fits {dev.name}: even the smallest design (interval "
+            f"{est['total']['interval_cycles']} cycles) needs {_describe_over(est)}; "
+            + (f"the smallest device that fits it is {where} (autofold{{device={where}}})" if where
+               else f"no device in the table fits it ({', '.join(DEVICES)})"))
+    _, est = fastest
+    t_best = est["total"]["interval_cycles"]
+    where = _smallest_device(shapes, max_interval)
+    raise PipelineError(
+        f"autofold: {target_fps:g} inferences/s at {clock_mhz:g} MHz needs an interval of at most "
+        f"{max_interval} cycles; the fastest design that fits {dev.name} has an interval of {t_best} cycles "
+        f"({fps(t_best, clock_mhz):.0f} inferences/s at {clock_mhz:g} MHz), the largest feasible rate; "
+        + (f"the smallest device that meets the target is {where} (autofold{{device={where}}})" if where
+           else "no device in the table meets the target"))
+
+
+@register("autofold",
+          target_fps=Option(float, 0.0, "inferences per second to reach (0 = as fast as the device allows)"),
+          clock_mhz=Option(float, 100.0, "clock frequency the rate is computed at"),
+          device=Option(str, "", f"device whose budget the design must fit (default: the build's --target, "
+                                 f"else {DEFAULT_DEVICE})"))
+def autofold(g: Graph, ctx: PassContext, target_fps: float, clock_mhz: float, device: str) -> bool:
+    """Set pe/simd on every qmatmul: the fastest balanced pipeline that fits, or the smallest meeting target_fps."""
+    name = device or ctx.device or DEFAULT_DEVICE
+    if name not in DEVICES:
+        raise PipelineError(f"autofold: unknown device '{name}'; known devices: {', '.join(DEVICES)}")
+    shapes = layer_shapes(g)
+    if not shapes:
+        raise PipelineError("autofold: the graph has no qmatmul layer; run quantize before autofold")
+    chosen, _ = plan(shapes, DEVICES[name], target_fps, clock_mhz)
+    changed = False
+    layers = iter(chosen)
+    for node in g.nodes:
+        if node.op != "qmatmul":
+            continue
+        l = next(layers)
+        want = {"pe": l.pe, "simd": l.simd}
+        if any(node.attrs.get(key) != value for key, value in want.items()):
+            node.attrs.update(want)
+            changed = True
+    return changed
