@@ -4,6 +4,7 @@
     nnfpga verify DIR [--samples N] [--inputs FILE.npz] [--json]    exit 0 iff bit-exact
     nnfpga ir MODEL [--after PASS]                                  IR text to stdout
     nnfpga report DIR [--json]
+    nnfpga build DIR [--target DEV] [--freq MHZ] [--force]   synthesis (+ bitstream on ECP5)
 
 User mistakes print one message on stderr and exit 2; a failed verification exits 1.
 """
@@ -128,6 +129,47 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_build(args) -> int:
+    import time
+
+    from rich.progress import SpinnerColumn
+
+    from nnfpga.backends.synth import build_synth
+
+    started: dict[str, float] = {}
+    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
+                   transient=True)
+
+    def progress(stage: str, done: int, total: int | None) -> None:
+        # Tools report only their start and end; the spinner and clock show they are alive.
+        if stage not in started:
+            started[stage] = time.monotonic()
+            bar.add_task(stage, total=None)
+        elif total is not None and done >= total:
+            err.print(f"[green]done[/green] {escape(stage)} in {time.monotonic() - started[stage]:.1f} s")
+            for task in bar.tasks:
+                if task.description == stage:
+                    bar.remove_task(task.id)
+
+    with bar:
+        s = build_synth(Path(args.dir), target=args.target, freq_mhz=args.freq, force=args.force,
+                        progress=progress, warn=lambda m: err.print(f"[yellow]warning:[/yellow] {escape(m)}"))
+    table = Table(title=f"{args.dir}: {s['top']} on {s['target']} ({s['part']}), yosys {s['yosys']}")
+    for col in ("resource", "used", "available", "%"):
+        table.add_column(col, justify="right" if col != "resource" else "left")
+    for key, name in (("luts", "LUTs"), ("ffs", "FFs"), ("dsps", "DSPs"), ("brams", "BRAM")):
+        avail = s["available"][key]
+        table.add_row(name, f"{s[key]:g}", str(avail), f"{100 * s[key] / avail:.1f}" if avail else "-")
+    out.print(table)
+    if s["fmax_mhz"] is not None:
+        verdict = "[green]met[/green]" if s["timing_met"] else "[yellow]not met[/yellow]"
+        out.print(f"Fmax {s['fmax_mhz']:.1f} MHz (target {s['freq_mhz']:g} MHz, {verdict}); "
+                  f"bitstream {escape(str(Path(args.dir) / s['bitstream']))} ({s['board']['pins']} pins)")
+    out.print(f"summary {escape(str(Path(args.dir) / 'synth' / 'synth.json'))}; "
+              f"Vivado project {escape(str(Path(args.dir) / s['vivado']['tcl']))} (needs Vivado)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from nnfpga.devices import DEFAULT_DEVICE, DEVICES
     from nnfpga.passes import DEFAULT_PIPELINE
@@ -169,6 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("dir")
     r.add_argument("--json", action="store_true")
     r.set_defaults(fn=cmd_report)
+
+    b = sub.add_parser("build", help="synthesize a build (yosys); on ECP5 also place, route and write a bitstream")
+    b.add_argument("dir", help="build directory made by 'nnfpga compile'")
+    b.add_argument("--target", choices=list(DEVICES), help="device (default: the one the build was compiled for)")
+    b.add_argument("--freq", type=float, default=100.0, metavar="MHZ",
+                   help="clock target for nextpnr and the Vivado constraint (default: 100)")
+    b.add_argument("--force", action="store_true", help="replace an existing DIR/synth")
+    b.set_defaults(fn=cmd_build)
     return p
 
 
