@@ -79,6 +79,36 @@ class Workload:
 WORKLOADS = {w.name: w for w in (Workload("jet", "jet_mlp"), Workload("digits", "digits_mlp"))}
 
 
+SYNTHETIC_MLP = (784, 512, 256, 10)
+"""A larger MLP (seeded random He-scaled weights, MatMul + Add + Relu) to see how compile
+time grows with size: 535k MACs against the examples' 4k-6k."""
+
+
+def synthetic_mlp(path: Path, sizes: tuple[int, ...] = SYNTHETIC_MLP, seed: int = 0) -> Path:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    nodes, inits, prev = [], [], "x"
+    for i, (k, n) in enumerate(zip(sizes[:-1], sizes[1:])):
+        inits += [numpy_helper.from_array((rng.standard_normal((k, n)) * np.sqrt(2 / k)).astype(np.float32), f"w{i}"),
+                  numpy_helper.from_array((0.1 * rng.standard_normal(n)).astype(np.float32), f"b{i}")]
+        nodes += [helper.make_node("MatMul", [prev, f"w{i}"], [f"mm{i}"]),
+                  helper.make_node("Add", [f"mm{i}", f"b{i}"], [f"add{i}"])]
+        prev = f"add{i}"
+        if i < len(sizes) - 2:
+            nodes.append(helper.make_node("Relu", [prev], [f"relu{i}"]))
+            prev = f"relu{i}"
+    graph = helper.make_graph(nodes, "synthetic_mlp",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, sizes[0]])],
+                              [helper.make_tensor_value_info(prev, TensorProto.FLOAT, [1, sizes[-1]])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
 def light_models() -> dict[str, Path]:
     """The conv nets the onnx package ships as test data (structure only, small weights)."""
     spec = importlib.util.find_spec("onnx")
