@@ -16,6 +16,12 @@ Supported ONNX ops map to IR ops as:
     Reshape   -> reshape {shape = [...]}                 (target shape must be constant)
     Identity, Dropout (inference) -> removed: the result is the input
     Constant  -> IR constant (when a float op reads it)
+    Shape     -> an int64 constant (shapes are static)
+
+Ops in HOST_OPS (Softmax, Sigmoid, LRN, TopK, ...) become `host` nodes that keep the ONNX
+node (op_type, attributes, constant inputs as IR constants; result types from ONNX shape
+inference); the `partition` pass places them on the host CPU, where TVM compiles them.
+A host node whose inputs are all constants is evaluated here (onnxruntime) instead.
 """
 from __future__ import annotations
 
@@ -28,12 +34,19 @@ from onnx import helper, numpy_helper
 
 from nnfpga.errors import ModelError, UnsupportedOpError
 from nnfpga.ir import F32, Graph, TensorType, Value, clean_name, verify
+from nnfpga.ir.host import attrs_from_onnx, evaluate_onnx_node, ir_element
 
-SUPPORTED_OPS = ("Add", "Constant", "Dropout", "Flatten", "Gemm", "Identity", "MatMul", "Relu", "Reshape")
+SUPPORTED_OPS = ("Add", "Constant", "Dropout", "Flatten", "Gemm", "Identity", "MatMul", "Relu", "Reshape", "Shape")
 """ONNX op types (default domain) the frontend translates."""
 
-HOST_FALLBACK_NOTE = "host fallback (TVM) is not available yet"
-"""Whether unsupported ops could run on the host instead; the one place a fallback changes."""
+HOST_OPS = ("Abs", "ArgMax", "Clip", "Div", "Elu", "Erf", "Exp", "Gelu", "HardSigmoid", "HardSwish",
+            "Hardmax", "LRN", "LeakyRelu", "Log", "LogSoftmax", "Mul", "Neg", "Reciprocal", "Selu",
+            "Sigmoid", "Softmax", "Softplus", "Softsign", "Sqrt", "Sub", "Tanh", "TopK")
+"""ONNX op types (default domain) that run on the host CPU, compiled by TVM (each is in TVM's
+Relax ONNX frontend, and a test compiles every one of them against onnxruntime)."""
+
+HOST_FALLBACK_NOTE = "the host fallback (TVM) takes only " + ", ".join(HOST_OPS)
+"""What the host can take instead; quoted by the unsupported-op error."""
 
 MIN_OPSET, MAX_OPSET = 7, 21
 """Default-domain opsets the frontend reads."""
@@ -118,8 +131,8 @@ def _reject_unsupported_op_types(model: onnx.ModelProto, where: str) -> None:
     for node in model.graph.node:
         if node.domain not in _ONNX_DOMAINS:
             problems.append((node, f"op of domain '{node.domain}' is not supported"))
-        elif node.op_type not in SUPPORTED_OPS:
-            problems.append((node, "op not supported"))
+        elif node.op_type not in SUPPORTED_OPS and node.op_type not in HOST_OPS:
+            problems.append((node, "op supported neither by the accelerator nor by the host fallback"))
     if problems:
         raise UnsupportedOpError(_unsupported_message(where, problems))
 
@@ -227,8 +240,8 @@ def _unsupported_message(where: str, problems: list[tuple[onnx.NodeProto, str]])
         lines.append(f"  {node.op_type} ({_describe(node)}): {reason}")
     if len(problems) > _MAX_LISTED:
         lines.append(f"  ... and {len(problems) - _MAX_LISTED} more")
-    lines.append(f"Supported ops: {', '.join(SUPPORTED_OPS)}.")
-    lines.append(f"Cannot fall back to the host: {HOST_FALLBACK_NOTE}.")
+    lines.append(f"Supported ops: {', '.join(SUPPORTED_OPS)} (accelerator); {', '.join(HOST_OPS)} (host).")
+    lines.append(f"Cannot fall back to the host otherwise: {HOST_FALLBACK_NOTE}.")
     return "\n".join(lines)
 
 
@@ -254,6 +267,9 @@ class _Importer:
         """Every node that could not be translated, with the reason."""
         self.read: set[str] = {i for n in model.graph.node for i in n.input if i}
         self.read |= {o.name for o in model.graph.output}
+        self.inferred: dict[str, onnx.TypeProto] = {
+            v.name: v.type for v in list(model.graph.value_info) + list(model.graph.output)}
+        """ONNX tensor name -> type from shape inference (what host node results take)."""
 
     def run(self) -> Graph:
         graph = self.onnx_graph
@@ -269,7 +285,11 @@ class _Importer:
                 self.poisoned.update(node.output)
                 continue
             try:
-                _HANDLERS[node.op_type](self, node)
+                handler = _HANDLERS.get(node.op_type)
+                if handler is None:  # made by the opset converter from a supported op
+                    raise _Unsupported(f"converting the model to opset {TARGET_OPSET} made this op, which "
+                                       "nnfpga does not take")
+                handler(self, node)
             except _Unsupported as e:
                 self.problems.append((node, str(e)))
                 self.poisoned.update(node.output)
@@ -315,6 +335,37 @@ class _Importer:
         value = self.g.add_const(name, np.array(data, np.float32, order="C"), TensorType(data.shape, F32))
         self.values[name] = value
         return value
+
+    def host_operand(self, name: str) -> Value:
+        """Like `operand`, but an integer constant (TopK's k) becomes an integer IR constant."""
+        if name in self.values or name not in self.consts or self.consts[name].dtype == np.float32:
+            return self.operand(name)
+        data = self.consts[name]
+        element = ir_element(helper.np_dtype_to_tensor_dtype(data.dtype))
+        if element is None or element == F32:
+            raise _Unsupported(f"its input '{name}' is a {data.dtype} constant; the host takes float32, "
+                               "int32 and int64 tensors")
+        if data.size == 0:
+            raise _Unsupported(f"its input '{name}' is empty (shape {list(data.shape)})")
+        value = self.g.add_const(name, np.array(data, order="C"), TensorType(data.shape, element))
+        self.values[name] = value
+        return value
+
+    def inferred_type(self, name: str) -> TensorType:
+        """The static type ONNX shape inference gives tensor `name`."""
+        t = self.inferred.get(name)
+        if t is None or not t.HasField("tensor_type") or not t.tensor_type.HasField("shape"):
+            raise _Unsupported(f"ONNX shape inference gives no shape for its result '{name}'")
+        element = ir_element(t.tensor_type.elem_type)
+        if element is None:
+            dtype = onnx.TensorProto.DataType.Name(t.tensor_type.elem_type).lower()
+            raise _Unsupported(f"its result '{name}' is {dtype}; the host gives float32, int32 and int64 tensors")
+        dims = []
+        for d in t.tensor_type.shape.dim:
+            if not d.HasField("dim_value") or d.dim_value <= 0:
+                raise _Unsupported(f"ONNX shape inference gives its result '{name}' no static shape")
+            dims.append(d.dim_value)
+        return TensorType(dims, element)
 
     def alias(self, new: str, old: str) -> None:
         """`new` is the same tensor as `old` (Identity, Dropout, a reshape that changes nothing)."""
@@ -459,8 +510,41 @@ def _constant(imp: _Importer, node: onnx.NodeProto) -> None:
     imp.consts[node.output[0]] = data
 
 
+def _shape(imp: _Importer, node: onnx.NodeProto) -> None:
+    shape = imp.shape_of(node.input[0])
+    at = _attrs(node)
+    start, end = int(at.get("start", 0)), int(at.get("end", len(shape)))
+    imp.consts[node.output[0]] = np.array(shape[start:end], np.int64)  # Python slicing = ONNX clamping
+
+
+def _host(imp: _Importer, node: onnx.NodeProto) -> None:
+    # The node as it is: the partition pass places it on the host, where TVM compiles it.
+    inputs = list(node.input)
+    while inputs and not inputs[-1]:
+        inputs.pop()
+    outputs = list(node.output)
+    while outputs and not outputs[-1]:
+        outputs.pop()
+    if "" in inputs or "" in outputs:
+        raise _Unsupported("it skips an optional input or output before a given one")
+    try:
+        attrs = attrs_from_onnx(node)
+    except ValueError as e:
+        raise _Unsupported(str(e)) from None
+    if inputs and all(imp.is_const(name) for name in inputs):
+        for name, data in zip(outputs, evaluate_onnx_node(node, [imp.consts[n] for n in inputs])):
+            imp.consts[name] = data  # a host op on constants is a constant
+        return
+    operands = [imp.host_operand(name) for name in inputs]
+    types = [imp.inferred_type(name) for name in outputs]
+    out = imp.g.add_node("host", operands, types, {"op_type": node.op_type, **attrs}, names=outputs)
+    for name, value in zip(outputs, out.outputs):
+        imp.values[name] = value
+
+
 _HANDLERS = {
     "Add": _add, "Constant": _constant, "Dropout": _dropout, "Flatten": _flatten, "Gemm": _gemm,
-    "Identity": _identity, "MatMul": _matmul, "Relu": _relu, "Reshape": _reshape,
+    "Identity": _identity, "MatMul": _matmul, "Relu": _relu, "Reshape": _reshape, "Shape": _shape,
 }
-assert set(_HANDLERS) == set(SUPPORTED_OPS)
+_HANDLERS.update({op: _host for op in HOST_OPS})
+assert set(_HANDLERS) == set(SUPPORTED_OPS) | set(HOST_OPS)

@@ -1,5 +1,6 @@
 """Numpy interpreter: runs a graph at any stage. Integer ops are exact (int64 throughout;
-the verifier guarantees every accumulator and |acc·M| fits), float ops run in float32.
+the verifier guarantees every accumulator and |acc·M| fits), float ops run in float32,
+and `host` nodes run through onnxruntime on a one-node ONNX model (ir/host.py).
 
 A renderer-style table: op -> function(graph, node, operand arrays) -> result arrays.
 """
@@ -55,6 +56,12 @@ def _requant(g, node, acc):
                              node.attrs["lo"], node.attrs["hi"])]
 
 
+def _host(g, node, *operands):
+    from nnfpga.ir.host import run_host_node
+
+    return run_host_node(g, node, list(operands))
+
+
 KERNELS = {
     "gemm": _gemm,
     "matmul": lambda g, n, a, b: [(a @ b).astype(np.float32)],
@@ -68,6 +75,7 @@ KERNELS = {
     "dequantize": lambda g, n, x: [dequantize_array(x, n.inputs[0].type.element)],
     "qmatmul": lambda g, n, x, w, b: [x.astype(np.int64) @ w.astype(np.int64) + b.astype(np.int64)],
     "requant": _requant,
+    "host": _host,
 }
 
 

@@ -14,6 +14,7 @@ Float ops come from the frontend; integer ops are made by `quantize` and run in 
     dequantize  q: !q                                               (q - z)·s
     qmatmul     x: !q, w: !q[K,N], b: i32[N]                        x·w + b (exact, acc type)
     requant     acc: int            mult, shift, lo, hi             clamp(z + ((acc·M + 2^(s-1)) >> s), lo, hi)
+    host        any float/int       op_type, the ONNX attributes    one ONNX node, run on the host (ir/host.py)
 
 Every op also accepts the hardware annotations in ANNOTATIONS.
 """
@@ -25,10 +26,13 @@ from typing import Callable
 import numpy as np
 
 from nnfpga.ir.graph import ArrayRef, Graph, Node
+from nnfpga.ir.host import check_host
 from nnfpga.ir.types import FloatType, IntType, QuantType, TensorType
 
-ANNOTATIONS = {"pe": int, "simd": int, "core": str, "wbits": int, "abits": int}
-"""Hardware attributes a pass may put on any node."""
+ANNOTATIONS = {"pe": int, "simd": int, "core": str, "wbits": int, "abits": int, "place": str}
+"""Hardware attributes a pass may put on any node (`place` = accel|host, set by partition)."""
+PLACES = ("accel", "host")
+"""Values of the `place` annotation."""
 
 
 class OpCheckError(Exception):
@@ -45,8 +49,10 @@ class OpDef:
     """Attribute name -> (Python type, required)."""
     check: Callable[[Graph, Node], None] | None = None
     """Raises OpCheckError if operand/result types or attributes break the op's rules."""
-    results: int = 1
-    """Number of results."""
+    results: int | None = 1
+    """Number of results; None for any number (at least one)."""
+    open_attrs: bool = False
+    """Whether attributes outside the schema are allowed (the host op's ONNX attributes)."""
 
 
 def _expect(cond: bool, message: str) -> None:
@@ -217,4 +223,5 @@ OPS: dict[str, OpDef] = {d.name: d for d in [
     OpDef("qmatmul", (3, 3), {}, _check_qmatmul),
     OpDef("requant", (1, 1), {"mult": (ArrayRef, True), "shift": (int, True),
                               "lo": (int, True), "hi": (int, True)}, _check_requant),
+    OpDef("host", (0, 64), {"op_type": (str, True)}, check_host, results=None, open_attrs=True),
 ]}

@@ -8,7 +8,7 @@ import numpy as np
 
 from nnfpga.errors import IRError
 from nnfpga.ir.graph import ArrayRef, Graph, Node
-from nnfpga.ir.ops import ANNOTATIONS, OPS, OpCheckError
+from nnfpga.ir.ops import ANNOTATIONS, OPS, PLACES, OpCheckError
 from nnfpga.ir.types import FloatType, IntType, QuantType, TensorType
 
 
@@ -87,8 +87,9 @@ def verify(g: Graph) -> None:
         lo, hi = opdef.arity
         if not lo <= len(node.inputs) <= hi:
             raise IRError(f"{_where(node)}: takes {lo}..{hi} operands, has {len(node.inputs)}")
-        if len(node.outputs) != opdef.results:
-            raise IRError(f"{_where(node)}: must have {opdef.results} result(s)")
+        wrong_count = not node.outputs if opdef.results is None else len(node.outputs) != opdef.results
+        if wrong_count:
+            raise IRError(f"{_where(node)}: must have {opdef.results or 'at least 1'} result(s)")
         for idx, v in enumerate(node.inputs):
             if id(v) not in defined:
                 raise IRError(f"{_where(node)}: operand {idx} %{v.name} is used before it is defined "
@@ -99,7 +100,9 @@ def verify(g: Graph) -> None:
                 _check_attr(node, key, value, opdef.attrs[key][0])
             elif key in ANNOTATIONS:
                 _check_attr(node, key, value, ANNOTATIONS[key])
-            else:
+                if key == "place" and value not in PLACES:
+                    raise IRError(f"{_where(node)}: place must be one of {', '.join(PLACES)}, got {value!r}")
+            elif not opdef.open_attrs:
                 raise IRError(f"{_where(node)}: unknown attribute '{key}' "
                               f"(allowed: {', '.join(sorted(set(opdef.attrs) | set(ANNOTATIONS)))})")
             if isinstance(value, ArrayRef) and value.name not in g.arrays:

@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from nnfpga.errors import ModelError, NnfpgaError, UnsupportedOpError
-from nnfpga.frontend import HOST_FALLBACK_NOTE, SUPPORTED_OPS, load_onnx
+from nnfpga.frontend import HOST_FALLBACK_NOTE, HOST_OPS, SUPPORTED_OPS, load_onnx
 from nnfpga.ir import parse, print_graph, run
 
 RNG = np.random.default_rng(0)
@@ -289,19 +289,22 @@ def test_opset_out_of_range(opset):
 
 
 def test_unsupported_ops_all_listed():
+    # Cos and Sin are in neither table: not the accelerator's, not the host fallback's.
     nodes = [helper.make_node("Gemm", ["x", "W"], ["g"], name="fc"),
-             helper.make_node("Sigmoid", ["g"], ["s"], name="act"),
-             helper.make_node("Softmax", ["s"], ["y"], name="probs"),
-             helper.make_node("Softmax", ["g"], ["z"])]
+             helper.make_node("Cos", ["g"], ["s"], name="act"),
+             helper.make_node("Sin", ["s"], ["y"], name="probs"),
+             helper.make_node("Sin", ["g"], ["z"])]
     model = make_model(nodes, [("x", [1, 4])], [("y", [1, 3]), ("z", [1, 3])], {"W": rand(4, 3)})
     with pytest.raises(UnsupportedOpError) as info:
         load_onnx(model)
     message = str(info.value)
-    assert "Sigmoid (node 'act')" in message
-    assert "Softmax (node 'probs')" in message
-    assert "Softmax (unnamed node producing 'z')" in message
+    assert "Cos (node 'act')" in message
+    assert "Sin (node 'probs')" in message
+    assert "Sin (unnamed node producing 'z')" in message
+    assert "neither by the accelerator nor by the host fallback" in message
     assert "Gemm (" not in message
     assert ", ".join(SUPPORTED_OPS) in message
+    assert ", ".join(HOST_OPS) in message
     assert HOST_FALLBACK_NOTE in message
     assert "3 node(s)" in message
 
@@ -451,3 +454,110 @@ def test_dynamo_exported_model_loads(tmp_path):
         expected = net(x).numpy()
     got = run(g, {g.inputs[0].name: x.numpy()})[g.outputs[0].name]
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+# -- host ops: imported as `host` nodes, run by the interpreter through onnxruntime -----------
+
+def _host_case(op):
+    """(nodes, inputs, outputs, initializers, opset) exercising one host op after a Gemm."""
+    gemm = helper.make_node("Gemm", ["x", "W", "B"], ["g"], name="fc")
+    inits = {"W": rand(6, 8), "B": rand(8)}
+    unary = lambda **attrs: ([gemm, helper.make_node(op, ["g"], ["y"], name="h", **attrs)],
+                             [("x", [1, 6])], [("y", [1, 8])], inits, 13)
+    if op == "LRN":
+        inits["shape"] = np.array([1, 8, 1, 1], np.int64)
+        nodes = [gemm, helper.make_node("Reshape", ["g", "shape"], ["r"]),
+                 helper.make_node("LRN", ["r"], ["y"], size=3, alpha=1e-3, beta=0.5, bias=2.0)]
+        return nodes, [("x", [1, 6])], [("y", [1, 8, 1, 1])], inits, 13
+    if op == "TopK":
+        inits["k"] = np.array([3], np.int64)
+        nodes = [gemm, helper.make_node("TopK", ["g", "k"], ["v", "i"], axis=-1)]
+        return nodes, [("x", [1, 6])], [("v", [1, 3]), ("i", [1, 3])], inits, 13
+    if op == "Clip":
+        inits.update(lo=np.array(-0.5, np.float32), hi=np.array(0.7, np.float32))
+        return [gemm, helper.make_node("Clip", ["g", "lo", "hi"], ["y"])], [("x", [1, 6])], [("y", [1, 8])], inits, 13
+    if op in ("Sub", "Div", "Mul"):
+        # (x - mean) / std before the first layer: a typical host prefix, two data operands.
+        inits["m"] = rand(6)
+        nodes = [helper.make_node(op, ["x", "m"], ["n"], name="norm"),
+                 helper.make_node(op, ["n", "x2"], ["n2"]), helper.make_node("Gemm", ["n2", "W", "B"], ["y"])]
+        return nodes, [("x", [1, 6]), ("x2", [1, 6])], [("y", [1, 8])], inits, 13
+    if op == "ArgMax":
+        return [gemm, helper.make_node("ArgMax", ["g"], ["y"], axis=1, keepdims=1)], [("x", [1, 6])], [("y", [1, 1])], inits, 13
+    if op in ("Gelu", "HardSwish"):  # opsets 20 and 14
+        nodes, i, o, inits, _ = unary(**({"approximate": "tanh"} if op == "Gelu" else {}))
+        return nodes, i, o, inits, 20
+    attrs = {"Softmax": {"axis": 0}, "LeakyRelu": {"alpha": 0.2}, "HardSigmoid": {"alpha": 0.3, "beta": 0.4},
+             "Elu": {"alpha": 0.5}, "Selu": {"alpha": 1.5, "gamma": 1.1}}.get(op, {})
+    if op in ("Log", "Sqrt", "Reciprocal"):
+        nodes = [gemm, helper.make_node("Abs", ["g"], ["a"]), helper.make_node(op, ["a"], ["y"])]
+        return nodes, [("x", [1, 6])], [("y", [1, 8])], inits, 13
+    return unary(**attrs)
+
+
+@pytest.mark.parametrize("op", sorted(HOST_OPS))
+def test_host_ops_import_as_host_nodes_and_match_onnxruntime(op):
+    nodes, inputs, outputs, inits, opset = _host_case(op)
+    model = make_model(nodes, inputs, outputs, inits, opset=opset)
+    if opset > 13:
+        model.ir_version = 9
+    if op == "TopK":
+        model.graph.output[1].type.tensor_type.elem_type = TensorProto.INT64
+    if op == "ArgMax":
+        model.graph.output[0].type.tensor_type.elem_type = TensorProto.INT64
+    feeds = {name: rand(*shape) for name, shape in inputs}
+    g = assert_matches_onnxruntime(model, feeds)
+    hosts = [n for n in g.nodes if n.op == "host"]
+    assert hosts and all(n.attrs["op_type"] in HOST_OPS for n in hosts)
+    assert op in {n.attrs["op_type"] for n in hosts}
+    text = print_graph(g)
+    assert f'op_type = "{op}"' in text
+    assert print_graph(parse(text, dict(g.arrays))) == text
+
+
+def test_host_node_keeps_attributes_and_integer_constants():
+    model = make_model(*_host_case("TopK")[:4])
+    model.graph.output[1].type.tensor_type.elem_type = TensorProto.INT64
+    g = load_onnx(model)
+    (top,) = [n for n in g.nodes if n.op == "host"]
+    assert top.attrs == {"op_type": "TopK", "axis": -1}
+    assert [v.type for v in top.outputs] == [parse_type("tensor<1x3xf32>"), parse_type("tensor<1x3xi64>")]
+    assert top.inputs[1].is_const and repr(top.inputs[1].type) == "tensor<1xi64>"
+    model = make_model(*_host_case("LRN")[:4])
+    g = load_onnx(model)
+    (lrn,) = [n for n in g.nodes if n.op == "host"]
+    assert lrn.attrs == {"op_type": "LRN", "size": 3, "alpha": pytest.approx(1e-3), "beta": 0.5, "bias": 2.0}
+
+
+def parse_type(text):
+    from nnfpga.ir.parser import _Cursor, _type
+    return _type(_Cursor(text, 0))
+
+
+def test_host_op_from_an_old_opset_keeps_its_meaning():
+    # Softmax before opset 13 flattens to 2-D around `axis`; the converter rewrites it for opset 21.
+    nodes = [helper.make_node("Softmax", ["x"], ["y"], axis=1)]
+    model = make_model(nodes, [("x", [1, 2, 3])], [("y", [1, 2, 3])], opset=11)
+    assert_matches_onnxruntime(model, {"x": rand(1, 2, 3)})
+
+
+def test_host_op_on_constants_is_folded():
+    nodes = [helper.make_node("Exp", ["c"], ["e"]), helper.make_node("Gemm", ["x", "W", "e"], ["y"])]
+    model = make_model(nodes, [("x", [1, 4])], [("y", [1, 3])], {"W": rand(4, 3), "c": rand(3)})
+    g = assert_matches_onnxruntime(model, {"x": rand(1, 4)})
+    assert all(n.op != "host" for n in g.nodes)
+
+
+def test_host_node_verifier_rules():
+    text = """graph @g(%x: tensor<1x4xf32>) {
+  %y = host(%x) {op_type = "Softmax", place = "nowhere"} : tensor<1x4xf32>
+  return %y
+}
+"""
+    with pytest.raises(NnfpgaError, match="place must be one of accel, host"):
+        from nnfpga.ir import verify
+        verify(parse(text))
+    with pytest.raises(NnfpgaError, match="missing required attribute 'op_type'"):
+        verify(parse(text.replace('op_type = "Softmax", place = "nowhere"', 'axis = 1')))
+    with pytest.raises(NnfpgaError, match="has no attribute 'frobs'"):
+        run(parse(text.replace('place = "nowhere"', "frobs = 1")), {"x": rand(1, 4)})
