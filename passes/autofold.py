@@ -20,6 +20,7 @@ smallest device in the table that would.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from nnfpga.cost import RESOURCES, LayerShape, device_budget, devices_by_size, estimate, fps, layer_cost, layer_shapes
 from nnfpga.devices import DEFAULT_DEVICE, DEVICES, Device
@@ -43,8 +44,7 @@ class _Planner:
             opts = []
             for pe in _divisors(l.n):
                 for simd in _divisors(l.k):
-                    trial = LayerShape(l.name, l.k, l.n, pe, simd, l.in_bits, l.wbits, l.acc_bits,
-                                       l.out_bits, l.shift)
+                    trial = replace(l, pe=pe, simd=simd, rom_widths=None)
                     c = layer_cost(trial, simd, dev)
                     share = sum(c[r] / budget[r] if budget[r] else math.inf for r in RESOURCES)
                     opts.append((c["folds"], share, pe, simd))
@@ -59,8 +59,7 @@ class _Planner:
         chosen = []
         for l, opts in zip(self.shapes, self.options):
             _, _, pe, simd = next(o for o in opts if o[0] <= interval)  # pe=N, simd=K has 1 fold
-            chosen.append(LayerShape(l.name, l.k, l.n, pe, simd, l.in_bits, l.wbits, l.acc_bits,
-                                     l.out_bits, l.shift))
+            chosen.append(replace(l, pe=pe, simd=simd, rom_widths=None))
         return chosen
 
     def best(self, max_interval: int | None) -> tuple[list[LayerShape], dict] | None:

@@ -105,15 +105,30 @@ def test_requant_multiplier_split_matches_synth_ecp5():
     assert estimate(small, device="ecp5-85k")["total"]["dsps"] == 15
 
 
+def test_constant_rom_columns_are_left_out():
+    """Inputs whose weights are all zero give constant ROM bit columns; yosys drops them."""
+    rng = np.random.default_rng(0)
+    w = rng.integers(-127, 128, (64, 64))
+    w[:8] = 0                                     # eight dead inputs
+    layer = DenseLayer("l0", w, np.zeros(64, np.int64), 8, 8, False, 24, np.ones(64, np.int64), 16, 0, 0,
+                       255, 8, False, 1, 64)
+    shape = LayerShape.of(layer)
+    assert shape.rom_widths[0] == (64 - 8) * 8
+    with_weights = estimate([layer], device="ecp5-85k")["layers"][0]["weight_rom"]
+    shape_only = estimate([LayerShape("l0", 64, 64, 1, 64, 8, 8, 24, 8, 16)], device="ecp5-85k")["layers"][0]
+    assert (with_weights["used_width"], with_weights["blocks"]) == (448, 13)   # ceil(448 / 36)
+    assert (shape_only["weight_rom"]["used_width"], shape_only["weight_rom"]["blocks"]) == (512, 15)
+
+
 def test_rom_placement_follows_the_memory_mapper_costs():
-    assert rom_placement(128, 256, "ecp5") == {"depth": 128, "width": 256, "bits": 32768,
-                                               "placement": "bram", "blocks": 8}
+    assert rom_placement(128, 256, "ecp5") == {"depth": 128, "width": 256, "used_width": 256, "bits": 32768,
+                                               "used_bits": 32768, "placement": "bram", "blocks": 8}
     assert rom_placement(64, 256, "ecp5")["placement"] == "logic"   # a tie: 16384/16 == 8 * 128
     assert rom_placement(1024, 32, "ecp5")["blocks"] == 2           # 1024 x 18 twice
     assert rom_placement(512, 64, "xc7")["blocks"] == 1             # one RAMB36 as 512 x 72
     assert rom_placement(128, 256, "xc7")["placement"] == "logic"
-    assert rom_placement(4, 40, "ecp5") == {"depth": 4, "width": 40, "bits": 160, "placement": "logic",
-                                            "blocks": 0}
+    assert rom_placement(4, 40, "ecp5")["placement"] == "logic"
+    assert rom_placement(64, 512, "ecp5", used_width=474)["blocks"] == 14   # digits, autofolded
 
 
 def test_estimate_reports_budget_and_overflow():
@@ -140,6 +155,16 @@ def test_autofold_uses_a_bigger_device_for_speed(digits_graph):
     assert big["total"]["dsps"] > small["total"]["dsps"]
     # Fastest that fits: one step faster overflows the budget (the digits need 202 products at 32 cycles).
     assert big["total"]["interval_cycles"] == 64
+
+
+def test_autofolded_digits_matches_verilator_and_synth_ecp5(digits_graph):
+    """Measured on this design: interval 64, latency 186 (Verilator); 110 MULT18X18D and 14 DP16KD,
+    10541 LUTs, 5944 FFs (yosys 0.70 synth_ecp5)."""
+    from nnfpga.backends.lower import integer_region
+    layers = integer_region(autofolded(digits_graph, "device=ecp5-85k")).layers
+    est = estimate(layers, device="ecp5-85k")["total"]
+    assert (est["interval_cycles"], est["latency_cycles"], est["dsps"], est["brams"]) == (64, 186, 110, 14)
+    assert abs(est["luts"] / 10541 - 1) < 0.10 and abs(est["ffs"] / 5944 - 1) < 0.10
 
 
 def test_autofold_reads_the_device_from_the_context(digits_graph):
