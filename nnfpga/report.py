@@ -137,6 +137,32 @@ def build_report(build_dir: Path | str, *, write: bool = True) -> dict:
     return report
 
 
+def format_text(report: dict) -> str:
+    """A plain-text summary of a report (for `nnfpga report DIR` without --json)."""
+    est, comp, thr = report["estimate"], report["comparison"], report["throughput"]
+    lines = [f'{report["model"]} on {report["target"]}, pipeline {report["pipeline"]}',
+             f'{"layer":<20}{"K":>6}{"N":>6}{"pe":>5}{"simd":>6}{"folds":>7}{"latency":>9}'
+             f'{"DSPs":>6}{"LUTs":>8}{"FFs":>8}{"BRAM":>6}']
+    for l in report["layers"]:
+        lines.append(f'{l["name"][:19]:<20}{l["k"]:>6}{l["n"]:>6}{l["pe"]:>5}{l["simd"]:>6}{l["folds"]:>7}'
+                     f'{l["latency_cycles"]:>9}{l["dsps"]:>6}{l["luts"]:>8}{l["ffs"]:>8}{_fmt(l["brams"]):>6}')
+    lines.append(f'{"":<20}{"estimate":>14}{"measured":>12}   (measured on {comp["device"]})')
+    for key, label in (("interval_cycles", "cycles/inference"), ("latency_cycles", "latency cycles")):
+        lines.append(f'{label:<20}{_fmt(comp[key]["estimate"]):>14}{_fmt(comp[key]["measured"]):>12}')
+    for r, row in comp["resources"].items():
+        lines.append(f'{RESOURCE_LABELS[r]:<20}{_fmt(row["estimate"]):>14}{_fmt(row["measured"]):>12}'
+                     f'   of {_fmt(row["budget"])}')
+    lines.append(f'fits {est["device"]} (estimate): {"yes" if est["fits"] else "no, over in " + ", ".join(est["over"])}')
+    if report["verify"] is not None:
+        v = report["verify"]
+        lines.append(f'bit-exact: {v.get("bit_exact")} ({v.get("samples")} samples, {v.get("mismatches")} mismatches)')
+    if thr:
+        lines.append(f'throughput {thr["inferences_per_second"]:,.0f} inferences/s at Fmax {thr["fmax_mhz"]:.1f} MHz '
+                     f'({thr["cycles_source"]} cycles), latency {thr["latency_us"]:.2f} us')
+    lines += [f"note: {n}" for n in report["notes"]]
+    return "\n".join(lines) + "\n"
+
+
 def _estimate_or_none(layers, in_par, target, notes) -> dict | None:
     try:
         return estimate(layers, in_par, target)

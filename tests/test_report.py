@@ -11,7 +11,7 @@ import pytest
 from onnx_models import mlp, save
 from nnfpga.build import compile_model
 from nnfpga.errors import BuildError
-from nnfpga.report import REPORT_HTML, REPORT_JSON, build_report, render_html
+from nnfpga.report import REPORT_HTML, REPORT_JSON, build_report, format_text, render_html
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +76,16 @@ def test_report_merges_verify_and_synth(build):
     assert report["notes"] == []
     text = (build / REPORT_HTML).read_text()
     assert "bit-exact" in text and "5,000,000/s" in text and "88.00%" in text
+
+
+def test_text_summary(build):
+    text = format_text(build_report(build, write=False))
+    assert "l0_" in text and "cycles/inference" in text and "not verified" in text
+    (build / "verify.json").write_text(json.dumps(VERIFY))
+    (build / "synth").mkdir()
+    (build / "synth" / "synth.json").write_text(json.dumps(SYNTH))
+    text = format_text(build_report(build, write=False))
+    assert "bit-exact: True" in text and "5,000,000 inferences/s at Fmax 125.0 MHz" in text
 
 
 def test_throughput_uses_predicted_cycles_without_verification(build):
