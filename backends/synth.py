@@ -207,8 +207,7 @@ def _run_tool(tool: str, args: list[str], cwd: Path, output: Path, stage: str,
     seconds = time.monotonic() - start
     if proc.returncode != 0:
         text = output.read_text(errors="replace")
-        raise BuildError(f"{tool} failed (exit {proc.returncode}) in {cwd}; its last words:\n"
-                         f"{error_lines(text)}\n(full output: {output})")
+        raise BuildError(f"{tool} failed (exit {proc.returncode}); its last words:\n{error_lines(text)}")
     progress(stage, 1, 1)
     return seconds
 
@@ -539,6 +538,12 @@ def build_synth(build_dir: Path, *, target: str | None = None, freq_mhz: float =
         }
         if dev.family == "ecp5":
             summary["ecp5_luts"] = accel.ecp5_luts_detail
+            over = [f"{summary[k]:g} {name} (the device has {summary['available'][k]})"
+                    for k, name in (("luts", "LUTs"), ("ffs", "FFs"), ("dsps", "MULT18X18D"),
+                                    ("brams", dev.bram_block)) if summary[k] > summary["available"][k]]
+            if over:
+                raise BuildError(f"the accelerator does not fit {dev.name}: it needs {', '.join(over)}; "
+                                 "fold it further (smaller pe/simd) or pick a larger --target")
             pnr = place_and_route(rtl_dir, tmp, dev, freq_mhz=freq_mhz, progress=progress)
             summary.update(fmax_mhz=round(pnr.fmax_mhz, 2), timing_met=pnr.timing_met,
                            bitstream=f"synth/{pnr.bitstream.name}", board=pnr.summary())

@@ -366,3 +366,12 @@ def test_unknown_target(mlp_build, capsys):
 def test_bad_frequency(mlp_build, capsys):
     code, _, err = run_cli(capsys, "build", mlp_build, "--freq", "0", "--force")
     assert code == 2 and "--freq" in err
+
+
+def test_over_budget_stops_before_place_and_route(mlp_build, tmp_path, capsys):
+    build = tmp_path / "b"
+    shutil.copytree(mlp_build, build, ignore=shutil.ignore_patterns("synth"))
+    code, _, err = run_cli(capsys, "build", build, "--target", "ecp5-25k")
+    assert code == 2 and "does not fit ecp5-25k" in err and "MULT18X18D (the device has 28)" in err
+    assert "nextpnr" not in err
+    assert not (build / "synth").exists() and not [p for p in build.iterdir() if ".partial-" in p.name]
