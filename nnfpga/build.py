@@ -141,7 +141,8 @@ def compile_model(model_path: Path, out_dir: Path, *, pipeline: str = DEFAULT_PI
         ir_dir = tmp / "ir"
         ir_dir.mkdir()
         save_ir(g, ir_dir / "00-import")
-        final = run_pipeline(g, steps, PassContext(calib=calib, seed=seed, warn=warn, progress=progress),
+        final = run_pipeline(g, steps, PassContext(calib=calib, seed=seed, warn=warn, progress=progress,
+                                                   device=dev.name),
                              dump_after="all", dump_to=ir_dir,
                              on_dump=(lambda name, text: on_dump(name, text)
                                       if on_dump and dump_after in (name, "all") else None))

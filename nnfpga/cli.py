@@ -111,21 +111,13 @@ def cmd_ir(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from nnfpga.verify import load_build
+    from nnfpga.report import build_report, format_text
 
-    manifest = load_build(Path(args.dir))
-    verify_path = Path(args.dir) / "verify.json"
-    report = {"build": manifest, "verify": json.loads(verify_path.read_text()) if verify_path.is_file() else None}
+    report = build_report(Path(args.dir))  # also writes DIR/report.json and DIR/report.html
     if args.json:
         out.print(json.dumps(report, sort_keys=True), markup=False)
-        return 0
-    out.print(f"model {manifest['model']}, pipeline {manifest['pipeline']}", markup=False)
-    out.print(f"predicted cycles per inference {manifest['predicted_cycles_per_inference']}")
-    if report["verify"]:
-        for key in sorted(report["verify"]):
-            out.print(f"{key:32} {report['verify'][key]}", markup=False)
     else:
-        out.print("not verified yet: run 'nnfpga verify DIR'")
+        out.print(format_text(report), markup=False)
     return 0
 
 

@@ -176,3 +176,22 @@ def test_report_renders_in_headless_chromium(build, tmp_path):
     assert (width, height) == (1100, 1600)
     # A page with text, bars and charts: many distinct byte values, not one flat colour.
     assert len(set(raw[::7])) > 50
+
+
+def test_report_command_prints_a_summary_and_one_json_object(build, capsys):
+    from nnfpga.cli import main
+
+    assert main(["report", str(build)]) == 0
+    assert "cycles/inference" in capsys.readouterr().out
+    assert main(["report", str(build), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"layers", "estimate", "verify", "synth"} <= set(report)
+    assert (build / REPORT_HTML).is_file() and (build / REPORT_JSON).is_file()
+
+
+def test_report_command_on_a_non_build_directory(tmp_path, capsys):
+    from nnfpga.cli import main
+
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "Traceback" not in err
