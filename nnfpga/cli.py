@@ -99,13 +99,15 @@ def cmd_ir(args) -> int:
     from nnfpga.build import load_npz, match_inputs
     from nnfpga.frontend import load_onnx
     from nnfpga.ir import print_graph
-    from nnfpga.passes import PassContext, run_pipeline
+    from nnfpga.passes import PassContext, parse_pipeline, run_pipeline
+    from nnfpga.passes.partition import with_partition
 
     g = load_onnx(Path(args.model), _input_shapes(args.input_shape))
     if args.after:
         calib = match_inputs(g, load_npz(Path(args.calib), "calibration"), "calibration data") if args.calib else None
         ctx = PassContext(calib=calib, seed=args.seed, warn=lambda m: err.print(f"[yellow]warning:[/yellow] {escape(m)}"))
-        g = run_pipeline(g, args.pipeline, ctx, stop_after=args.after)
+        steps = with_partition(parse_pipeline(args.pipeline), g, args.host_ops)  # host ops: partition added
+        g = run_pipeline(g, steps, ctx, stop_after=args.after)
     out.print(print_graph(g), end="", markup=False)
     return 0
 
@@ -197,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--calib", help="calibration data .npz")
     i.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,..")
     i.add_argument("--seed", type=int, default=0)
+    i.add_argument("--host-ops", metavar="OP,..", help="also place these on the host (dense, reshape, Gemm, .., %%value)")
     i.set_defaults(fn=cmd_ir)
 
     r = sub.add_parser("report", help="summarise a build (and its last verification)")

@@ -5,6 +5,11 @@
     reshape(x)               -> reshape(x_q)
     y (f32 output)           -> dequantize(y_q)
 
+After `partition`, only the nodes placed on the accelerator are quantized: the quantize
+goes where the host prefix (or the input) hands over, the dequantize where the host suffix
+(or the output) takes over, and host nodes stay float. Calibration runs the whole graph,
+host ops included.
+
 with the integer semantics of DESIGN.md:
     W_q[k,n] = clamp(round(W[k,n] / s_w[n]), ±(2^(wbits-1) - 1)),  s_w[n] = max_k |W[k,n]| / (2^(wbits-1) - 1)
     b_q[n]   = round(b[n] / (s_x·s_w[n])) - z_x·Σ_k W_q[k,n]       (input zero point folded into bias)
@@ -78,24 +83,36 @@ def quantize(g: Graph, ctx: PassContext, wbits: int, abits: int) -> bool:
     for key, bits in (("wbits", wbits), ("abits", abits)):
         if not 2 <= bits <= 8:
             raise PipelineError(f"quantize: {key}={bits} is outside 2..8")
-    for node in g.nodes:
+    # After partition, nodes placed on the host stay float; quantize takes the accelerator's.
+    partitioned = any("place" in n.attrs for n in g.nodes)
+    accel = [n for n in g.nodes if n.attrs.get("place", "accel") == "accel"]
+    for node in accel:
         if node.op not in ("dense", "reshape"):
-            raise PipelineError(
-                f"quantize: cannot quantize the {node.op} node defining %{node.output.name}; the "
-                "accelerator takes dense layers (Gemm, MatMul+Add, Relu) and reshapes — run "
-                "canonicalize first, or the op is not supported yet")
-    if not g.nodes or any(not v.type.is_float for v in g.inputs):
+            hint = ("it is placed on the accelerator, which takes only dense layers and reshapes" if partitioned
+                    else "the accelerator takes dense layers (Gemm, MatMul+Add, Relu) and reshapes — run "
+                    "canonicalize first, and partition to place other ops on the host")
+            raise PipelineError(f"quantize: cannot quantize the {node.op} node defining %{node.outputs[0].name}; "
+                                f"{hint}")
+    if not accel or any(not v.type.is_float for v in g.inputs):
         return False
+    accel_ids = {id(n) for n in accel}
 
+    # Calibration runs the whole float graph, host ops included (the interpreter runs them).
     ranges = run_batch(g, _calibration(g, ctx), keep_all=True,
                        progress=lambda done, total: ctx.progress("calibration", done, total))
     qvalue = {}  # float value name -> its quantized replacement
-    first = g.nodes[0] if g.nodes else None
-    for x in g.inputs:
+    # Region entries: float values the accelerator reads but does not compute.
+    entries = []
+    for node in accel:
+        x = node.inputs[0]
+        if (x.producer is None or id(x.producer) not in accel_ids) and all(x is not e for e in entries):
+            entries.append(x)
+    for x in entries:
+        first = next(n for n in g.nodes if id(n) in accel_ids and x in n.inputs) if partitioned else g.nodes[0]
         t = activation_type(ranges[x.name].min(), ranges[x.name].max(), abits)
         qvalue[x.name] = g.add_node("quantize", [x], [x.type.with_element(t)], names=[x.name + "_q"],
                                     before=first).output
-    for node in list(g.nodes):
+    for node in accel:
         if node.op == "reshape":
             src = qvalue[node.inputs[0].name]
             qvalue[node.output.name] = g.add_node("reshape", [src], [node.output.type.with_element(src.type.element)],
@@ -104,15 +121,30 @@ def quantize(g: Graph, ctx: PassContext, wbits: int, abits: int) -> bool:
         elif node.op == "dense":
             qvalue[node.output.name] = _quantize_dense(g, node, qvalue[node.inputs[0].name],
                                                        ranges[node.output.name], wbits, abits)
-    outputs = []
-    for y in g.outputs:
-        yq = qvalue[y.name]
-        outputs.append(g.add_node("dequantize", [yq], [y.type], names=[y.name + "_dq"]).output)
-    g.outputs = outputs
-    for node in reversed([n for n in g.nodes if n.op == "dense" or
-                          (n.op == "reshape" and n.inputs[0].type.is_float)]):
+    # Region exits: accelerator results that host nodes or the graph outputs read.
+    exits = []
+    for node in g.nodes:
+        if id(node) not in accel_ids:
+            exits += [v for v in node.inputs if v.producer is not None and id(v.producer) in accel_ids]
+    exits += [v for v in g.outputs if v.producer is not None and id(v.producer) in accel_ids]
+    done: set[int] = set()
+    for y in exits:
+        if id(y) in done:
+            continue
+        done.add(id(y))
+        readers = [n for n, _ in y.uses if id(n) not in accel_ids]
+        before = next((n for n in g.nodes if any(n is r for r in readers)), None)
+        dq = g.add_node("dequantize", [qvalue[y.name]], [y.type], names=[y.name + "_dq"], before=before).output
+        for reader, index in list(y.uses):
+            if id(reader) not in accel_ids:
+                reader.set_input(index, dq)
+        g.outputs = [dq if v is y else v for v in g.outputs]
+    for node in reversed(accel):
         g.remove_node(node)
     g.remove_unused_constants()
+    if partitioned:
+        for node in g.nodes:
+            node.attrs.setdefault("place", "accel")  # the nodes made here: quantize .. dequantize
     return True
 
 

@@ -139,3 +139,12 @@ def test_console_script_prints_no_traceback(tmp_path):
                            "-o", str(tmp_path / "b")], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_ir_after_partition_on_a_model_with_host_ops(tmp_path, capsys):
+    path = save(mlp(extra_op="Softmax"), tmp_path / "m.onnx")
+    code, out, _ = run_cli(capsys, "ir", path, "--after", "partition")
+    assert code == 0 and 'op_type = "Softmax", place = "host"' in out and 'place = "accel"' in out
+    code, out, _ = run_cli(capsys, "ir", path, "--after", "quantize", "--host-ops", "%h1")
+    assert code == 0 and '%h1 = dense(%h0_r_dq, %h1_bt, %b1_1) {place = "host"}' in out
+    assert out.count("qmatmul(") == 1
