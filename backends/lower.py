@@ -2,6 +2,8 @@
 
     quantize(x) -> [reshape] -> qmatmul -> requant -> [reshape] -> ... -> dequantize
 
+After `partition`, x is whatever the host prefix hands over (the one quantize node).
+
 Reshapes vanish: streams carry elements in row-major order, so a reshape moves no data.
 """
 from __future__ import annotations
@@ -36,10 +38,18 @@ def _hw_name(index: int, value_name: str) -> str:
 
 def integer_region(g: Graph) -> IntegerRegion:
     """Find the accelerator's chain; explain what is wrong when the graph is not one."""
-    if len(g.inputs) != 1 or len(g.outputs) != 1:
+    if any(n.attrs.get("place") == "host" for n in g.nodes):
+        # Partitioned: the chain starts at the one quantize, wherever the host prefix hands over.
+        quantizes = [n for n in g.nodes if n.op == "quantize"]
+        if len(quantizes) != 1:
+            raise NnfpgaError(f"the accelerator takes one input; graph @{g.name} quantizes "
+                              f"{len(quantizes)} values")
+        x = quantizes[0].output
+    elif len(g.inputs) != 1 or len(g.outputs) != 1:
         raise NnfpgaError(f"the accelerator takes one input and one output; graph @{g.name} has "
                           f"{len(g.inputs)} inputs and {len(g.outputs)} outputs")
-    x = g.inputs[0]
+    else:
+        x = g.inputs[0]
     if x.type.is_float:
         users = [n for n, _ in x.uses]
         if len(users) != 1 or users[0].op != "quantize":

@@ -84,9 +84,12 @@ def _as_operand(g: Graph, v) -> np.ndarray:
     return data.astype(np.float32) if v.type.is_float else data.astype(np.int64)
 
 
-def run(g: Graph, feeds: dict[str, np.ndarray], keep_all: bool = False) -> dict[str, np.ndarray]:
+def run(g: Graph, feeds: dict[str, np.ndarray], keep_all: bool = False,
+        given: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Run one sample. `feeds` maps input names to arrays of exactly the input's shape.
 
+    `given` maps node results to values taken as computed (a node whose results are all
+    given is skipped): e.g. the hardware's output, to run the host suffix on it.
     Returns the graph outputs by name (or every value when `keep_all`)."""
     env: dict[str, np.ndarray] = {}
     for v in g.inputs:
@@ -98,7 +101,11 @@ def run(g: Graph, feeds: dict[str, np.ndarray], keep_all: bool = False) -> dict[
         env[v.name] = x.astype(np.float32) if v.type.is_float else x.astype(np.int64)
     for c in g.constants:
         env[c.name] = _as_operand(g, c)
+    given = given or {}
+    env.update({k: np.asarray(v) for k, v in given.items()})
     for node in g.nodes:
+        if node.outputs and all(v.name in given for v in node.outputs):
+            continue
         kernel = KERNELS.get(node.op)
         if kernel is None:
             raise IRError(f"the interpreter has no kernel for op '{node.op}'")
@@ -113,9 +120,11 @@ def run(g: Graph, feeds: dict[str, np.ndarray], keep_all: bool = False) -> dict[
 
 
 def run_batch(g: Graph, feeds: dict[str, np.ndarray], keep_all: bool = False,
-              progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
+              progress: Callable[[int, int], None] | None = None,
+              given: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Run B samples: each feed is [B, *sample shape] where the input's shape is [1, *sample
     shape] (the batch-of-one axis dropped), or [B, *input shape]. Results stack on axis 0.
+    `given` (see `run`) holds [B, *value shape] arrays.
     `progress(done, total)` is called after every sample."""
     batches = {}
     for v in g.inputs:
@@ -137,7 +146,8 @@ def run_batch(g: Graph, feeds: dict[str, np.ndarray], keep_all: bool = False,
     count = sizes.pop()
     outs = []
     for i in range(count):
-        outs.append(run(g, {k: x[i] for k, x in batches.items()}, keep_all))
+        outs.append(run(g, {k: x[i] for k, x in batches.items()}, keep_all,
+                        {k: x[i] for k, x in (given or {}).items()}))
         if progress:
             progress(i + 1, count)
     return {k: np.stack([o[k] for o in outs]) for k in outs[0]} if outs else {}

@@ -3,6 +3,7 @@
     import nnfpga
     build = nnfpga.compile("model.onnx", "build/", calib="calib.npz")
     result = nnfpga.verify("build/", inputs="test.npz")   # result["bit_exact"]
+    y = build.predict(x)        # host prefix (TVM) -> RTL (Verilator) -> host suffix (TVM)
 """
 from __future__ import annotations
 
@@ -11,13 +12,42 @@ from nnfpga.errors import NnfpgaError
 __version__ = "0.1.0"
 
 
-def compile(model, out_dir, *, pipeline=None, calib=None, force=False, input_shapes=None, seed=0):
-    """Compile an ONNX file to a build directory; returns a BuildResult (graph, manifest)."""
+def compile(model, out_dir=None, *, pipeline=None, calib=None, force=False, input_shapes=None, seed=0,
+            host_ops=None, host_target="llvm"):
+    """Compile an ONNX model to a build directory; returns a BuildResult (graph, manifest) whose
+    `.predict(x)` runs the build end to end.
+
+    `model` is a path or an onnx.ModelProto; `calib` a path to an .npz, an array (a
+    single-input model) or a dict of arrays; without `out_dir` the build goes to a new
+    temporary directory. `host_ops` and `host_target` are the CLI's --host-ops (a list or a
+    comma-separated string) and --host-target."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+    import onnx
+
     from nnfpga.build import compile_model
     from nnfpga.passes import DEFAULT_PIPELINE
 
+    scratch = None
+    if isinstance(model, onnx.ModelProto) or out_dir is None or (calib is not None and not isinstance(calib, (str, Path))):
+        scratch = Path(tempfile.mkdtemp(prefix="nnfpga-"))
+    if isinstance(model, onnx.ModelProto):
+        path = scratch / "model.onnx"
+        onnx.save(model, str(path))
+        model = path
+    if calib is not None and not isinstance(calib, (str, Path)):
+        arrays = calib if isinstance(calib, dict) else {"input": np.asarray(calib)}
+        np.savez(scratch / "calib.npz", **arrays)
+        calib = scratch / "calib.npz"
+    if out_dir is None:
+        out_dir = scratch / "build"
+    if not isinstance(host_ops, (str, type(None))):
+        host_ops = ",".join(host_ops)
     return compile_model(model, out_dir, pipeline=pipeline or DEFAULT_PIPELINE, calib_path=calib,
-                         force=force, input_shapes=input_shapes, seed=seed)
+                         force=force, input_shapes=input_shapes, seed=seed, host_ops=host_ops,
+                         host_target=host_target)
 
 
 def verify(build_dir, *, samples=None, inputs=None, seed=0):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -19,6 +19,7 @@ from nnfpga.errors import BuildError, CalibrationError, ModelError
 from nnfpga.ir import Graph, clean_name
 from nnfpga.ir.textio import save_ir
 from nnfpga.passes import DEFAULT_PIPELINE, PassContext, parse_pipeline, run_pipeline
+from nnfpga.passes.partition import pipeline_text, with_partition
 
 MANIFEST = "manifest.json"
 
@@ -31,6 +32,23 @@ class BuildResult:
     """The final (integer, annotated) IR."""
     manifest: dict
     """What `verify` and `report` need to know about the build."""
+    timings: dict = field(default_factory=dict)
+    """Seconds spent in steps worth reporting (TVM compiling host parts); not in the manifest,
+    which stays byte-identical from run to run."""
+
+    def predict(self, x, *, accelerator: str = "rtl", seed: int = 0):
+        """Run the build end to end on a batch (nnfpga/run.py): host prefix (TVM), the accelerator
+        (accelerator="rtl": Verilated RTL; "reference": onnxruntime on reference.onnx, bit-exact
+        and faster), host suffix (TVM). `x` is [N, ...] for a single-input model, else a dict of
+        such arrays by input name; returns [N, *sample shape] (the output's shape less its
+        batch-of-one axis, as the .npz convention has it), or a dict for several outputs."""
+        from nnfpga.run import predict
+
+        feeds = match_inputs(self.graph, x if isinstance(x, dict) else {"x": np.asarray(x)}, "predict input")
+        check_sample_shapes(self.graph, feeds, "predict input")
+        outputs, _ = predict(self.out_dir, feeds, accelerator=accelerator, seed=seed)
+        outputs = {k: y[:, 0] if y.ndim > 1 and y.shape[1] == 1 else y for k, y in outputs.items()}
+        return next(iter(outputs.values())) if len(outputs) == 1 else outputs
 
 
 def load_npz(path: Path, what: str) -> dict[str, np.ndarray]:
@@ -105,6 +123,13 @@ def _test_vectors(g: Graph, region, calib: dict | None, seed: int) -> tuple[np.n
         x = next(iter(calib.values()))[:TEST_VECTORS]
     else:
         x = np.random.default_rng(seed).standard_normal((TEST_VECTORS,) + tuple(g.inputs[0].type.shape[1:]))
+    if region.input.producer is not None and region.input.producer.inputs[0] not in g.inputs:
+        # A host prefix computes what the accelerator takes: run it (the interpreter runs host ops).
+        from nnfpga.ir import run_batch
+
+        feeds = {k: v[:TEST_VECTORS] for k, v in calib.items()} if calib is not None else {g.inputs[0].name: x}
+        x_q = run_batch(g, feeds, keep_all=True)[region.input.name].reshape(len(x), -1)
+        return x_q, reference_forward(region.layers, x_q)[-1]
     x_q = quantize_array(np.asarray(x, np.float64).reshape(len(x), -1), region.input.type.element)
     return x_q, reference_forward(region.layers, x_q)[-1]
 
@@ -116,8 +141,10 @@ def compile_model(model_path: Path, out_dir: Path, *, pipeline: str = DEFAULT_PI
                   warn: Callable[[str], None] = lambda m: None,
                   on_dump: Callable[[str, str], None] | None = None,
                   dump_after: str | None = None,
-                  progress: Callable[[str, int, int], None] = lambda stage, done, total: None) -> BuildResult:
+                  progress: Callable[[str, int, int], None] = lambda stage, done, total: None,
+                  host_ops: str | None = None, host_target: str = "llvm") -> BuildResult:
     from nnfpga.backends.hls import DEFAULT_PART as HLS_DEFAULT_PART, emit_hls
+    from nnfpga.backends.host import emit_host
     from nnfpga.backends.lower import integer_region
     from nnfpga.backends.reference_onnx import to_reference_onnx
     from nnfpga.backends.verilog import emit_verilog
@@ -131,6 +158,9 @@ def compile_model(model_path: Path, out_dir: Path, *, pipeline: str = DEFAULT_PI
     steps = parse_pipeline(pipeline)
     dev = device(target)
     g = load_onnx(model_path, input_shapes)
+    with_host = with_partition(steps, g, host_ops)  # ops for the host: a partition step before quantize
+    if with_host != steps:
+        steps, pipeline = with_host, pipeline_text(with_host)
     calib = None
     if calib_path is not None:
         calib = match_inputs(g, load_npz(Path(calib_path), "calibration"), "calibration data")
@@ -148,6 +178,8 @@ def compile_model(model_path: Path, out_dir: Path, *, pipeline: str = DEFAULT_PI
                                       if on_dump and dump_after in (name, "all") else None))
         save_ir(final, ir_dir / "final")
         region = integer_region(final)
+        timings: dict = {}
+        host = emit_host(final, tmp / "host", target=host_target, warn=warn, timings=timings)
         rtl_files = emit_verilog(region.layers, tmp / "rtl", in_par=region.layers[0].simd)
         x_q, y_q = _test_vectors(final, region, calib, seed)
         emit_hls(region.layers, tmp, part=dev.part if dev.family in ("xc7", "xcup") else HLS_DEFAULT_PART,
@@ -168,6 +200,11 @@ def compile_model(model_path: Path, out_dir: Path, *, pipeline: str = DEFAULT_PI
                        for l in region.layers],
             "rtl": sorted(p.name for p in rtl_files),
         }
+        if host is not None:
+            dequantize = next(n for n, _ in region.output.uses if n.op == "dequantize")
+            manifest["host"] = {**host, "accelerator_float_input": region.input.producer.inputs[0].name,
+                                "accelerator_float_output": dequantize.output.name,
+                                "graph_outputs": [v.name for v in final.outputs]}
         design = json.loads((tmp / "rtl" / "design.json").read_text())
         manifest["predicted_cycles_per_inference"] = design["predicted_cycles_per_inference"]
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -175,4 +212,4 @@ def compile_model(model_path: Path, out_dir: Path, *, pipeline: str = DEFAULT_PI
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return BuildResult(out_dir, final, manifest)
+    return BuildResult(out_dir, final, manifest, timings)

@@ -4,6 +4,7 @@
     nnfpga verify DIR [--samples N] [--inputs FILE.npz] [--json]    exit 0 iff bit-exact
     nnfpga ir MODEL [--after PASS]                                  IR text to stdout
     nnfpga report DIR [--json]
+    nnfpga run DIR --inputs FILE.npz [--json]                       host prefix -> RTL -> host suffix
     nnfpga build DIR [--target DEV] [--freq MHZ] [--force]   synthesis (+ bitstream on ECP5)
 
 User mistakes print one message on stderr and exit 2; a failed verification exits 1.
@@ -66,7 +67,7 @@ def cmd_compile(args) -> int:
             force=args.force, input_shapes=_input_shapes(args.input_shape), seed=args.seed, target=args.target,
             warn=lambda m: err.print(f"[yellow]warning:[/yellow] {escape(m)}"),
             dump_after=args.dump_after, on_dump=lambda name, text: out.print(text, end="", markup=False),
-            progress=_bar_updater(bar))
+            progress=_bar_updater(bar), host_ops=args.host_ops, host_target=args.host_target)
     layers = result.manifest["layers"]
     table = Table(title=f"{args.model} -> {args.output}")
     for col in ("layer", "K", "N", "pe", "simd", "wbits", "acc", "cycles"):
@@ -75,6 +76,10 @@ def cmd_compile(args) -> int:
         table.add_row(l["name"], *(str(l[k]) for k in ("k", "n", "pe", "simd", "wbits", "acc_bits", "cycles")))
     err.print(table)
     err.print(f"predicted cycles per inference: {result.manifest['predicted_cycles_per_inference']}")
+    for part in result.manifest.get("host", {}).get("parts", []):
+        seconds = result.timings.get(f"tvm_{part['name']}_seconds")
+        built = f"{part['library']}, TVM {seconds:.2f} s" if part["library"] else "not compiled (see above)"
+        err.print(f"host {part['name']}: {', '.join(part['ops'])} -> {built}", markup=False)
     return 0
 
 
@@ -93,6 +98,24 @@ def cmd_verify(args) -> int:
         verdict = "[green]bit-exact[/green]" if result["bit_exact"] else "[red]MISMATCH[/red]"
         out.print(f"{verdict}: {result['samples'] - result['mismatches']}/{result['samples']} samples agree")
     return 0 if result["bit_exact"] else 1
+
+
+def cmd_run(args) -> int:
+    from nnfpga.ir.textio import write_npz
+    from nnfpga.run import run_build
+
+    with _progress() as bar:
+        result, outputs = run_build(Path(args.dir), Path(args.inputs), samples=args.samples,
+                                    accelerator=args.accelerator, seed=args.seed, progress=_bar_updater(bar))
+    (Path(args.dir) / "run.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    if args.save:
+        write_npz(Path(args.save), outputs)
+    if args.json:
+        out.print(json.dumps(result, sort_keys=True), markup=False)
+    else:
+        for key in sorted(result):
+            out.print(f"{key:32} {result[key]}", markup=False)
+    return 0
 
 
 def cmd_ir(args) -> int:
@@ -182,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,..", help="fix a dynamic input shape")
     c.add_argument("--dump-after", metavar="PASS", help="print the IR after PASS (or 'all') to stdout")
     c.add_argument("--seed", type=int, default=0, help="seed for synthetic calibration data")
+    c.add_argument("--host-ops", metavar="OP,..", help="also place these on the host (dense, reshape, Gemm, .., %%value)")
+    c.add_argument("--host-target", default="llvm", metavar="TARGET",
+                   help="TVM target for host ops (default llvm, this CPU; e.g. 'llvm -mtriple=aarch64-linux-gnu')")
     c.set_defaults(fn=cmd_compile)
 
     v = sub.add_parser("verify", help="simulate the RTL against onnxruntime; exit 0 iff bit-exact")
@@ -191,6 +217,17 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     v.add_argument("--seed", type=int, default=0, help="seed for random inputs, gaps and backpressure")
     v.set_defaults(fn=cmd_verify)
+
+    u = sub.add_parser("run", help="run a build end to end (host prefix, RTL, host suffix) against the float model")
+    u.add_argument("dir", help="build directory")
+    u.add_argument("--inputs", required=True, help="input data .npz (samples on axis 0; an optional 'label' array)")
+    u.add_argument("--samples", type=int, help="number of samples (default: all)")
+    u.add_argument("--accelerator", choices=["rtl", "reference"], default="rtl",
+                   help="rtl: the Verilated RTL (default); reference: onnxruntime on reference.onnx (bit-exact, faster)")
+    u.add_argument("--save", metavar="OUT.npz", help="write the model outputs (one array per output)")
+    u.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    u.add_argument("--seed", type=int, default=0)
+    u.set_defaults(fn=cmd_run)
 
     i = sub.add_parser("ir", help="print the IR of a model, after a pass of the pipeline")
     i.add_argument("model")

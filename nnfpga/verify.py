@@ -5,6 +5,12 @@ Checks, on the same quantized inputs:
   RTL (Verilator, cocotb)   == onnxruntime(reference.onnx)      the hardware, with random
                                                                 input gaps and backpressure
 and reports the accuracy of the dequantized hardware output against the float model.
+
+On a build with host parts (Softmax, Sigmoid, ... placed on the CPU by `partition`), the
+bit-exact check is the same, on the accelerator's own input: what the host prefix hands
+over, as the interpreter computes it (onnxruntime for host ops). The float figures are for
+the whole chain, hardware output -> dequantize -> host suffix (interpreter) against the
+float model, so they read like `nnfpga run`'s; verify itself needs no TVM.
 """
 from __future__ import annotations
 
@@ -50,6 +56,25 @@ def float_model_outputs(model_path: Path, x: np.ndarray) -> np.ndarray:
     return np.stack([sess.run(None, {name: xi.reshape(shape).astype(np.float32)})[0] for xi in x])
 
 
+def float_model_run(model_path: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Run the original float model in onnxruntime, one sample at a time; `feeds` maps
+    (sanitised) input names to [N, ...] batches. Returns every output stacked on axis 0."""
+    import onnx
+    import onnxruntime as ort
+
+    from nnfpga.ir import clean_name
+
+    model = onnx.load(str(model_path))
+    model.ir_version = min(model.ir_version, 10)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    by_clean = {clean_name(k): v for k, v in feeds.items()}
+    inputs = [(i.name, [d if isinstance(d, int) else 1 for d in i.shape]) for i in sess.get_inputs()]
+    count = len(next(iter(feeds.values())))
+    results = [sess.run(None, {name: by_clean[clean_name(name)][n].reshape(shape).astype(np.float32)
+                               for name, shape in inputs}) for n in range(count)]
+    return [np.stack([r[k] for r in results]) for k in range(len(results[0]))]
+
+
 def verify_build(build_dir: Path, *, samples: int | None = None, inputs_path: Path | None = None,
                  seed: int = 0, gap_prob: float = 0.3, backpressure_prob: float = 0.3,
                  progress: Callable | None = None) -> dict:
@@ -60,6 +85,7 @@ def verify_build(build_dir: Path, *, samples: int | None = None, inputs_path: Pa
     build_dir = Path(build_dir)
     manifest = load_build(build_dir)
     g = load_ir(build_dir / "ir" / "final")
+    host = manifest.get("host")
     labels = None
     if inputs_path is not None:
         arrays = load_npz(Path(inputs_path), "inputs")
@@ -71,15 +97,21 @@ def verify_build(build_dir: Path, *, samples: int | None = None, inputs_path: Pa
     else:
         count = samples or DEFAULT_SAMPLES
         rng = np.random.default_rng(seed)
-        x = rng.standard_normal((count,) + tuple(g.inputs[0].type.shape[1:])).astype(np.float32)
+        feeds = {v.name: rng.standard_normal((count,) + tuple(v.type.shape[1:])).astype(np.float32)
+                 for v in g.inputs}
+        x = feeds[g.inputs[0].name]
     if count < 1:
         raise BuildError("nothing to verify: zero samples")
     x = x[:count].astype(np.float32)
+    feeds = {k: np.asarray(v[:count], np.float32) for k, v in feeds.items()}
     labels = None if labels is None else np.asarray(labels[:count]).reshape(-1)
 
     in_t, out_t = _qtype(manifest["accelerator_input"]), _qtype(manifest["accelerator_output"])
-    x_q = quantize_array(x.reshape((count,) + tuple(manifest["accelerator_input"]["shape"])), in_t)
-    interp = run_batch(g, {g.inputs[0].name: x}, keep_all=True)
+    interp = run_batch(g, feeds if host else {g.inputs[0].name: x}, keep_all=True)
+    if host:  # the accelerator's input is the host prefix's result
+        x_q = interp[manifest["accelerator_input"]["name"]].reshape(count, -1)
+    else:
+        x_q = quantize_array(x.reshape((count,) + tuple(manifest["accelerator_input"]["shape"])), in_t)
     ir_int = interp[manifest["accelerator_output"]["name"]].reshape(count, -1)
 
     reference = onnx.load(str(build_dir / "reference.onnx"))
@@ -95,8 +127,14 @@ def verify_build(build_dir: Path, *, samples: int | None = None, inputs_path: Pa
     # The harness also replays inputs back to back for timing; a fault seen only there counts too.
     mismatches = max(int(np.any(hw != golden, axis=1).sum()), sim.mismatches)
 
-    float_out = float_model_outputs(build_dir / "model.onnx", x).reshape(count, -1)
-    hw_real = dequantize_array(hw, out_t).reshape(count, -1)
+    if host:  # the whole chain: hardware output -> dequantize -> host suffix
+        out_shape = (count,) + tuple(manifest["accelerator_output"]["shape"])
+        chain = run_batch(g, feeds, given={manifest["accelerator_output"]["name"]: hw.reshape(out_shape)})
+        hw_real = chain[g.outputs[0].name].reshape(count, -1)
+        float_out = float_model_run(build_dir / "model.onnx", feeds)[0].reshape(count, -1)
+    else:
+        float_out = float_model_outputs(build_dir / "model.onnx", x).reshape(count, -1)
+        hw_real = dequantize_array(hw, out_t).reshape(count, -1)
     result = {
         "bit_exact": mismatches == 0 and ir_mismatches == 0,
         "samples": count,
