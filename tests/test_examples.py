@@ -18,6 +18,7 @@ from nnfpga.passes import DEFAULT_PIPELINE, PassContext, parse_pipeline, run_pip
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 DIGITS = EXAMPLES / "digits_mlp"
 JET = EXAMPLES / "jet_mlp"
+DIGITS_SOFTMAX = EXAMPLES / "digits_softmax"
 
 
 def run_script(script: Path, *args) -> subprocess.CompletedProcess:
@@ -46,6 +47,7 @@ def quantized_outputs(model_path: Path, calib: dict[str, np.ndarray], x: np.ndar
 @pytest.mark.parametrize("folder, script, files", [
     (DIGITS, "train.py", ["model.onnx", "calib.npz", "test.npz"]),
     (JET, "make_model.py", ["model.onnx", "calib.npz"]),
+    (DIGITS_SOFTMAX, "make_model.py", ["model.onnx"]),
 ])
 def test_script_reproduces_committed_files(tmp_path, folder, script, files):
     result = run_script(folder / script, tmp_path)
@@ -65,6 +67,7 @@ def test_script_reproduces_committed_files(tmp_path, folder, script, files):
 @pytest.mark.parametrize("folder, inp, out, in_shape, out_shape, ops", [
     (DIGITS, "input", "logits", [1, 64], [1, 10], {"Gemm", "Relu"}),
     (JET, "x", "y", [1, 16], [1, 5], {"MatMul", "Add", "Relu"}),
+    (DIGITS_SOFTMAX, "input", "probs", [1, 64], [1, 10], {"Gemm", "Relu", "Softmax"}),
 ])
 def test_models_have_the_documented_interface(folder, inp, out, in_shape, out_shape, ops):
     model = onnx.load(str(folder / "model.onnx"))
