@@ -22,10 +22,13 @@ from nnfpga.devices import device
 from nnfpga.errors import BuildError, NnfpgaError
 
 
+FOLDED = "canonicalize,quantize,fold{pe=4,simd=8}"
+"""A fixed, modest folding: place and route stay quick (autofold's fastest design is not)."""
+
+
 def compile_mlp(out_dir, sizes=(16, 12, 5), pipeline=None, target="ecp5-85k"):
     model = save(mlp(sizes), out_dir.parent / f"{out_dir.name}.onnx")
-    kwargs = {"pipeline": pipeline} if pipeline else {}
-    compile_model(model, out_dir, target=target, **kwargs)
+    compile_model(model, out_dir, target=target, pipeline=pipeline or FOLDED)
     return out_dir
 
 
