@@ -46,6 +46,18 @@ class Context:
         self.results: dict = {}
         self._builds: dict = {}
         self.synth_module, self.synth_note = common.synth_status()
+        self.synth_mode = args.synth if args.synth != "auto" else ("off" if self.quick else "some")
+        self.pnr = args.pnr
+        if self.synth_module is not None:
+            self.synth_note = {
+                "off": "synthesis skipped (--quick or --synth off): yosys takes about 40 s per design here; "
+                       "run without --quick, or with --synth some|all",
+                "some": "synthesis (yosys, the same script for every design) on the default-fold rows and the "
+                        "first da4ml layer; --synth all for every row",
+                "all": "synthesis (yosys, the same script for every design) on every row",
+            }[self.synth_mode] + ("; Fmax from nextpnr (--pnr)" if self.pnr and self.synth_mode != "off" else
+                                  "; no Fmax, so no throughput or roofline in inferences/s: add --pnr "
+                                  "(nextpnr took about 15 min for the jet default fold on 2 cores)")
 
     def say(self, message: str, style: str = "dim") -> None:
         self.err.print(f"[{style}]  {message}[/{style}]", highlight=False)
@@ -63,11 +75,11 @@ class Context:
         self._builds.setdefault(key, result)
         return result
 
-    def synthesize(self, rtl_dir: Path, label: str) -> dict | None:
-        return common.synthesize(self, rtl_dir=rtl_dir, label=label)
+    def synthesize(self, rtl_dir: Path, label: str, important: bool = False) -> dict | None:
+        return common.synthesize(self, rtl_dir=rtl_dir, label=label, important=important)
 
-    def synthesize_sources(self, sources: list[str], top: str, label: str) -> dict | None:
-        return common.synthesize(self, sources=sources, top=top, label=label)
+    def synthesize_sources(self, sources: list[str], top: str, label: str, important: bool = False) -> dict | None:
+        return common.synthesize(self, sources=sources, top=top, label=label, important=important)
 
 
 def parse_args(argv):
@@ -81,6 +93,9 @@ def parse_args(argv):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tag", default=None, help="machine tag in the file name (default: arch and core count)")
     p.add_argument("--keep", action="store_true", help="keep the scratch directory (builds, logs)")
+    p.add_argument("--synth", choices=("auto", "off", "some", "all"), default="auto",
+                   help="yosys synthesis: auto = off with --quick, else some (default-fold rows, first da4ml layer)")
+    p.add_argument("--pnr", action="store_true", help="also place and route for Fmax (nextpnr; very slow)")
     p.add_argument("--markdown", action="store_true", help="print the tables as markdown instead")
     p.add_argument("--from", dest="from_json", metavar="FILE.json", default=None,
                    help="measure nothing: print the tables of a saved result")
@@ -121,8 +136,7 @@ def main(argv=None) -> int:
     machine = common.machine_info()
     out.print(f"[bold]nnfpga benchmarks[/bold] — {mode} run, {iso}, machine {machine['tag']} "
               f"({machine['cpu_model']}), load average {', '.join(f'{v:.2f}' for v in machine['load_average_at_start'] or [])}")
-    if not ctx.synth_module:
-        out.print(f"[yellow]{ctx.synth_note}[/yellow]")
+    out.print(f"[yellow]{ctx.synth_note}[/yellow]", markup=True)
 
     from bench import compiler, hardware, peers, verification
 

