@@ -181,10 +181,10 @@ def section_tables(name: str, result: dict) -> list:
 def print_section(out: Console, name: str, result: dict, markdown: bool) -> None:
     for table in section_tables(name, result):
         if markdown:
-            out.print(common.to_markdown(table), markup=False, highlight=False)
+            out.print(common.to_markdown(table), markup=False, highlight=False, soft_wrap=True)
         else:
             out.print(table)
-    lines = [f"{name}: {common.fmt_seconds(result['seconds'])}"]
+    lines = [f"{name}: {common.fmt_seconds(result['seconds'])}" + ("\n" if markdown else "")]
     if name == "peers":
         lines += [f"skipped: {pkg} not installed ({s['install']})"
                   for pkg, s in result["status"].items() if not s["installed"]]
@@ -199,6 +199,7 @@ def show_saved(path: Path, out: Console, markdown: bool) -> int:
               f"nnfpga {m['git']['commit'][:10] if m['git'].get('commit') else '?'}"
               f"{' (dirty)' if m['git'].get('dirty') else ''}, total {common.fmt_seconds(record['total_seconds'])}",
               markup=False)
+    out.print(record.get("synth", ""), markup=False)
     if markdown:
         out.print("", markup=False)
     for name in SECTIONS:

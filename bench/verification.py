@@ -1,5 +1,5 @@
 """Section 2 — verification speed: the Verilator build (cold, then cached) and simulated
-inferences per second for the digits and jet models at the default fold, driven as
+inferences per second for the digits and jet models at fold pe=4, simd=8, driven as
 `nnfpga verify` drives them (random input gaps and output backpressure, p = 0.3)."""
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def run(ctx) -> dict:
 def table(result: dict):
     from rich.table import Table
 
-    t = Table(title="2. Verification speed — Verilator + cocotb, default fold, gaps and backpressure p=0.3")
+    t = Table(title="2. Verification speed — Verilator + cocotb, fold pe=4, simd=8, gaps and backpressure p=0.3")
     t.caption = ("inferences/s and cycles/s include simulator start-up; marginal = difference of the two runs "
                  "(start-up excluded)")
     for col in ("model", "run", "inferences", "Verilator build", "sim time", "inferences/s",
