@@ -12,6 +12,7 @@ import numpy as np
 
 from nnfpga.errors import CalibrationError, IRError
 from nnfpga.ir.graph import Graph, Node
+from nnfpga.ir.spatial import KERNELS as SPATIAL_KERNELS
 from nnfpga.ir.types import QuantType
 
 
@@ -52,6 +53,8 @@ def _dense(g, node, x, w, b):
 def _requant(g, node, acc):
     q = node.output.type.element
     mult = g.arrays[node.attrs["mult"].name]
+    if acc.ndim > 2:  # per channel on axis 1: [C] -> [C, 1, 1] against [1, C, H, W]
+        mult = mult.reshape((-1,) + (1,) * (acc.ndim - 2))
     return [requantize_array(acc, mult, node.attrs["shift"], q.zero_point,
                              node.attrs["lo"], node.attrs["hi"])]
 
@@ -76,6 +79,7 @@ KERNELS = {
     "qmatmul": lambda g, n, x, w, b: [x.astype(np.int64) @ w.astype(np.int64) + b.astype(np.int64)],
     "requant": _requant,
     "host": _host,
+    **SPATIAL_KERNELS,
 }
 
 

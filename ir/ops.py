@@ -13,8 +13,11 @@ Float ops come from the frontend; integer ops are made by `quantize` and run in 
     quantize    x: f32                                              clamp(rint(x/s) + z)
     dequantize  q: !q                                               (q - z)·s
     qmatmul     x: !q, w: !q[K,N], b: i32[N]                        x·w + b (exact, acc type)
-    requant     acc: int            mult, shift, lo, hi             clamp(z + ((acc·M + 2^(s-1)) >> s), lo, hi)
+    requant     acc: int            mult, shift, lo, hi             clamp(z + ((acc·M + 2^(s-1)) >> s), lo, hi), M per channel (axis 1)
     host        any float/int       op_type, the ONNX attributes    one ONNX node, run on the host (ir/host.py)
+
+Convolutional ops (conv, qconv, maxpool, avgpool, sumpool, concat, clip, pad, qadd) are
+described in ir/spatial.py.
 
 Every op also accepts the hardware annotations in ANNOTATIONS.
 """
@@ -27,6 +30,7 @@ import numpy as np
 
 from nnfpga.ir.graph import ArrayRef, Graph, Node
 from nnfpga.ir.host import check_host
+from nnfpga.ir.spatial import SpatialError, window_output
 from nnfpga.ir.types import FloatType, IntType, QuantType, TensorType
 
 ANNOTATIONS = {"pe": int, "simd": int, "core": str, "wbits": int, "abits": int, "place": str}
@@ -195,7 +199,7 @@ def _check_requant(g: Graph, node: Node) -> None:
     mult = node.attrs["mult"]
     _expect(isinstance(mult, ArrayRef) and mult.name in g.arrays, f"mult {mult!r} is not in the array table")
     m = g.arrays[mult.name]
-    channels = acc.shape[-1]
+    channels = acc.shape[1] if acc.rank >= 2 else acc.shape[-1]  # axis 1: [1, N] and [1, C, H, W]
     _expect(m.shape == (channels,), f"mult must hold one multiplier per channel ({channels}), has shape {list(m.shape)}")
     _expect(np.issubdtype(m.dtype, np.integer) and m.min() >= 0, "mult must hold non-negative integers")
     shift = node.attrs["shift"]
@@ -207,6 +211,137 @@ def _check_requant(g: Graph, node: Node) -> None:
     worst = max(abs(acc.element.min), acc.element.max) * int(m.max())
     _expect(worst < 2**53, f"|acc·M| can reach {worst}, beyond 2^53: float64 reference would round")
 
+
+# ---- spatial ops (ir/spatial.py has their semantics and kernels) ----
+
+def _image(v, what: str) -> tuple[int, int, int]:
+    t = v.type
+    _expect(t.rank == 4 and t.shape[0] == 1, f"{what} must be an image [1, C, H, W], is {list(t.shape)}")
+    return t.shape[1], t.shape[2], t.shape[3]
+
+
+def _window_attrs(node: Node, kernel) -> list:
+    for key in ("strides", "dilations"):
+        _expect(len(node.attrs.get(key, [1, 1])) == 2, f"{key} must have 2 entries (height, width)")
+    _expect(len(node.attrs["pads"]) == 4, "pads must have 4 entries [top, left, bottom, right]")
+    _expect(len(kernel) == 2, "kernel must have 2 entries (height, width)")
+    return [list(kernel), node.attrs["strides"], node.attrs["pads"], node.attrs.get("dilations", [1, 1])]
+
+
+def _window_result(node: Node, c: int, h: int, w: int, kernel) -> None:
+    try:
+        oh, ow = window_output(h, w, *_window_attrs(node, kernel))
+    except SpatialError as e:
+        raise OpCheckError(str(e)) from None
+    _result_shape(node, (1, c, oh, ow))
+
+
+def _check_conv_shapes(node: Node) -> tuple:
+    c, h, w = _image(node.inputs[0], "the input")
+    wt, bt = node.inputs[1].type, node.inputs[2].type
+    _expect(node.inputs[1].is_const and node.inputs[2].is_const, "weight and bias must be constants")
+    _expect(wt.rank == 4, f"weight must be [O, C/group, kh, kw], is {list(wt.shape)}")
+    o, cg, kh, kw = wt.shape
+    group = node.attrs["group"]
+    _expect(group >= 1 and c % group == 0 and o % group == 0,
+            f"group {group} must divide the {c} input and {o} output channels")
+    _expect(cg == c // group, f"weight has {cg} input channels per group, the input gives {c // group}")
+    _expect(bt.shape == (o,), f"bias must be [{o}], is {list(bt.shape)}")
+    _window_result(node, o, h, w, [kh, kw])
+    return o, cg, kh, kw
+
+
+def _check_conv(g: Graph, node: Node) -> None:
+    _float_operands(node)
+    _check_conv_shapes(node)
+
+
+def _check_qconv(g: Graph, node: Node) -> None:
+    x, w, b = (v.type for v in node.inputs)
+    _expect(isinstance(x.element, QuantType) and x.element.axis is None, "qconv input must be per-tensor quantized")
+    _expect(isinstance(w.element, QuantType) and w.element.axis == 0,
+            "qconv weight must be quantized per output channel (axis=0)")
+    _expect(isinstance(b.element, IntType), "qconv bias must be an integer tensor")
+    o = _check_conv_shapes(node)[0]
+    acc = node.output.type.element
+    _expect(isinstance(acc, IntType) and acc.signed, "qconv result must be a signed integer")
+    wdata, bdata = g.const_data(node.inputs[1]), g.const_data(node.inputs[2])
+    _expect(wdata.min() >= w.element.min and wdata.max() <= w.element.max,
+            f"weights exceed their storage type {w.element.storage!r}")
+    lo, hi = accumulator_bounds(x.element, wdata.reshape(o, -1).T, bdata)
+    _expect(acc.min <= lo and hi <= acc.max, f"accumulator {acc!r} cannot hold the exact range [{lo}, {hi}]; widen it")
+
+
+def _check_maxpool(g: Graph, node: Node) -> None:
+    x = node.inputs[0].type
+    _expect(x.is_float or (isinstance(x.element, QuantType) and x.element.axis is None),
+            "maxpool takes a float or per-tensor quantized image")
+    _expect(node.output.type.element == x.element, "maxpool keeps the element type")
+    _window_result(node, *_image(node.inputs[0], "the input"), node.attrs["kernel"])
+
+
+def _check_avgpool(g: Graph, node: Node) -> None:
+    _float_operands(node)
+    _window_result(node, *_image(node.inputs[0], "the input"), node.attrs["kernel"])
+
+
+def _check_sumpool(g: Graph, node: Node) -> None:
+    x = node.inputs[0].type.element
+    _expect(isinstance(x, QuantType) and x.axis is None, "sumpool takes a per-tensor quantized image")
+    _window_result(node, *_image(node.inputs[0], "the input"), node.attrs["kernel"])
+    count = node.attrs["kernel"][0] * node.attrs["kernel"][1]
+    acc = node.output.type.element
+    lo, hi = count * min(0, x.min - x.zero_point), count * max(0, x.max - x.zero_point)
+    _expect(isinstance(acc, IntType) and acc.signed and acc.min <= lo and hi <= acc.max,
+            f"sumpool result must be a signed integer holding [{lo}, {hi}]")
+
+
+def _check_concat(g: Graph, node: Node) -> None:
+    first = node.inputs[0].type
+    axis = node.attrs["axis"]
+    _expect(0 <= axis < first.rank, f"axis {axis} is outside 0..{first.rank - 1}")
+    for idx, v in enumerate(node.inputs):
+        t = v.type
+        _expect(t.element == first.element, f"operand {idx} (%{v.name}) is {t.element!r}, operand 0 is "
+                f"{first.element!r}: concat joins tensors of one element type (requantize them first)")
+        _expect(t.rank == first.rank and all(a == b for d, (a, b) in enumerate(zip(t.shape, first.shape)) if d != axis),
+                f"operand {idx} has shape {list(t.shape)}, which differs from {list(first.shape)} off axis {axis}")
+    _expect(node.output.type.element == first.element, "concat keeps the element type")
+    shape = list(first.shape)
+    shape[axis] = sum(v.type.shape[axis] for v in node.inputs)
+    _result_shape(node, shape)
+
+
+def _check_clip(g: Graph, node: Node) -> None:
+    _float_operands(node)
+    _expect(node.attrs["lo"] <= node.attrs["hi"], f"clip bounds [{node.attrs['lo']}, {node.attrs['hi']}] are reversed")
+    _result_shape(node, node.inputs[0].type.shape)
+
+
+def _check_pad(g: Graph, node: Node) -> None:
+    _float_operands(node)
+    x = node.inputs[0].type
+    pads = node.attrs["pads"]
+    _expect(len(pads) == 2 * x.rank and min(pads) >= 0,
+            f"pads must hold {2 * x.rank} non-negative entries (begins, then ends), got {pads}")
+    _result_shape(node, [d + pads[i] + pads[i + x.rank] for i, d in enumerate(x.shape)])
+
+
+def _check_qadd(g: Graph, node: Node) -> None:
+    a, b, y = node.inputs[0].type, node.inputs[1].type, node.output.type
+    for name, t in (("a", a), ("b", b), ("result", y)):
+        _expect(isinstance(t.element, QuantType) and t.element.axis is None, f"qadd {name} must be per-tensor quantized")
+    _expect(a.shape == b.shape, f"qadd operands differ in shape: {list(a.shape)} vs {list(b.shape)}")
+    _result_shape(node, a.shape)
+    for key in ("ma", "mb"):
+        _expect(0 <= node.attrs[key] < 2**16, f"{key} = {node.attrs[key]} must lie in [0, 2^16)")
+    _expect(1 <= node.attrs["shift"] <= 62, f"shift {node.attrs['shift']} must be in 1..62")
+    lo, hi = node.attrs["lo"], node.attrs["hi"]
+    _expect(y.element.min <= lo <= hi <= y.element.max, f"clamp [{lo}, {hi}] must lie within {y.element.storage!r}")
+
+
+_WINDOW = {"kernel": (list, True), "strides": (list, True), "pads": (list, True)}
+_CONV_ATTRS = {"strides": (list, True), "pads": (list, True), "dilations": (list, True), "group": (int, True)}
 
 OPS: dict[str, OpDef] = {d.name: d for d in [
     OpDef("gemm", (2, 3), {"alpha": (float, False), "beta": (float, False),
@@ -224,4 +359,14 @@ OPS: dict[str, OpDef] = {d.name: d for d in [
     OpDef("requant", (1, 1), {"mult": (ArrayRef, True), "shift": (int, True),
                               "lo": (int, True), "hi": (int, True)}, _check_requant),
     OpDef("host", (0, 64), {"op_type": (str, True)}, check_host, results=None, open_attrs=True),
+    OpDef("conv", (3, 3), _CONV_ATTRS, _check_conv),
+    OpDef("qconv", (3, 3), _CONV_ATTRS, _check_qconv),
+    OpDef("maxpool", (1, 1), {**_WINDOW, "dilations": (list, True)}, _check_maxpool),
+    OpDef("avgpool", (1, 1), {**_WINDOW, "count_include_pad": (bool, False)}, _check_avgpool),
+    OpDef("sumpool", (1, 1), _WINDOW, _check_sumpool),
+    OpDef("concat", (1, 64), {"axis": (int, True)}, _check_concat),
+    OpDef("clip", (1, 1), {"lo": (float, True), "hi": (float, True)}, _check_clip),
+    OpDef("pad", (1, 1), {"pads": (list, True), "value": (float, False)}, _check_pad),
+    OpDef("qadd", (2, 2), {"ma": (int, True), "mb": (int, True), "shift": (int, True),
+                           "lo": (int, True), "hi": (int, True)}, _check_qadd),
 ]}
