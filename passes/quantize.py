@@ -3,6 +3,7 @@
     x (f32 input)            -> quantize(x) : !q<abits, s_x, z_x>       per tensor, calibrated
     dense(x, W, b) {relu}    -> requant(qmatmul(x_q, W_q, b_q)) {mult, shift, lo, hi}
     reshape(x)               -> reshape(x_q)
+    conv, pooling, add, concat  -> see quantize_spatial.py
     y (f32 output)           -> dequantize(y_q)
 
 After `partition`, only the nodes placed on the accelerator are quantized: the quantize
@@ -25,11 +26,17 @@ from nnfpga.errors import CalibrationError, PipelineError
 from nnfpga.ir import Graph, IntType, QuantType, TensorType, run_batch
 from nnfpga.ir.ops import accumulator_bounds
 from nnfpga.ir.types import int_type_for_range
+from nnfpga.passes.quantize_spatial import (fused_activation, quantize_add, quantize_avgpool, quantize_concat,
+                                            quantize_conv, unify_concat_ranges)
 from nnfpga.passes.registry import Option, PassContext, register
 
 MULT_BITS = 16
 """Requant multipliers are unsigned and below 2^16: one 18x18 DSP (ECP5, DSP48) each."""
 SYNTHETIC_SAMPLES = 256
+QUANTIZABLE = ("dense", "reshape", "transpose", "conv", "maxpool", "avgpool", "add", "concat")
+"""Float ops quantize turns into accelerator ops (relu/clip too when fused into a conv or add)."""
+ACCEL_OPS_TEXT = ("dense layers (Gemm, MatMul+Add, Relu), convolutions (with Relu/Clip after them), max and "
+                  "average pooling, residual adds, concat, reshapes and transposes")
 
 
 SCALE_FLOOR_BITS = 8
@@ -87,10 +94,10 @@ def quantize(g: Graph, ctx: PassContext, wbits: int, abits: int) -> bool:
     partitioned = any("place" in n.attrs for n in g.nodes)
     accel = [n for n in g.nodes if n.attrs.get("place", "accel") == "accel"]
     for node in accel:
-        if node.op not in ("dense", "reshape"):
-            hint = ("it is placed on the accelerator, which takes only dense layers and reshapes" if partitioned
-                    else "the accelerator takes dense layers (Gemm, MatMul+Add, Relu) and reshapes — run "
-                    "canonicalize first, and partition to place other ops on the host")
+        if node.op not in QUANTIZABLE and not (node.op in ("relu", "clip") and _fusable(g, node)):
+            hint = (f"it is placed on the accelerator, which takes {ACCEL_OPS_TEXT}" if partitioned
+                    else f"the accelerator takes {ACCEL_OPS_TEXT} — run canonicalize first, and partition "
+                    "to place other ops on the host")
             raise PipelineError(f"quantize: cannot quantize the {node.op} node defining %{node.outputs[0].name}; "
                                 f"{hint}")
     if not accel or any(not v.type.is_float for v in g.inputs):
@@ -104,23 +111,49 @@ def quantize(g: Graph, ctx: PassContext, wbits: int, abits: int) -> bool:
     # Region entries: float values the accelerator reads but does not compute.
     entries = []
     for node in accel:
-        x = node.inputs[0]
-        if (x.producer is None or id(x.producer) not in accel_ids) and all(x is not e for e in entries):
-            entries.append(x)
+        for x in node.inputs:
+            if not x.is_const and (x.producer is None or id(x.producer) not in accel_ids) and all(x is not e for e in entries):
+                entries.append(x)
     for x in entries:
         first = next(n for n in g.nodes if id(n) in accel_ids and x in n.inputs) if partitioned else g.nodes[0]
         t = activation_type(ranges[x.name].min(), ranges[x.name].max(), abits)
         qvalue[x.name] = g.add_node("quantize", [x], [x.type.with_element(t)], names=[x.name + "_q"],
                                     before=first).output
+    unify_concat_ranges(g, accel, ranges)
+    fused: set[int] = set()  # activations folded into their producer's clamp
     for node in accel:
-        if node.op == "reshape":
+        if id(node) in fused:
+            continue
+        act = fused_activation(g, node) if node.op in ("conv", "add") else None
+        out = (act or node).output
+        if act is not None:
+            fused.add(id(act))
+        low = 0.0 if act is not None and act.op == "relu" else ranges[out.name].min()
+        y_t = activation_type(low, ranges[out.name].max(), abits)
+        if node.op in ("reshape", "transpose"):
             src = qvalue[node.inputs[0].name]
-            qvalue[node.output.name] = g.add_node("reshape", [src], [node.output.type.with_element(src.type.element)],
-                                                  dict(node.attrs), names=[node.output.name + "_q"],
-                                                  before=node).output
+            qvalue[out.name] = g.add_node(node.op, [src], [node.output.type.with_element(src.type.element)],
+                                          dict(node.attrs), names=[node.output.name + "_q"], before=node).output
         elif node.op == "dense":
-            qvalue[node.output.name] = _quantize_dense(g, node, qvalue[node.inputs[0].name],
-                                                       ranges[node.output.name], wbits, abits)
+            qvalue[out.name] = _quantize_dense(g, node, qvalue[node.inputs[0].name],
+                                               ranges[node.output.name], wbits, abits)
+        elif node.op == "conv":
+            qvalue[out.name] = quantize_conv(g, node, qvalue[node.inputs[0].name], y_t, act, wbits,
+                                             requant_params, SCALE_FLOOR_BITS)
+        elif node.op == "maxpool":
+            src = qvalue[node.inputs[0].name]
+            qvalue[out.name] = g.add_node("maxpool", [src], [node.output.type.with_element(src.type.element)],
+                                          dict(node.attrs), names=[node.output.name + "_q"], before=node).output
+        elif node.op == "avgpool":
+            qvalue[out.name] = quantize_avgpool(g, node, qvalue[node.inputs[0].name], y_t, requant_params)
+        elif node.op == "add":
+            a, b = (qvalue.get(v.name) for v in node.inputs)
+            if a is None or b is None:
+                raise PipelineError(f"quantize: the add defining %{node.output.name} adds a constant that "
+                                    "canonicalize could not fold into a layer's bias")
+            qvalue[out.name] = quantize_add(g, node, a, b, y_t, act)
+        elif node.op == "concat":
+            qvalue[out.name] = quantize_concat(g, node, [qvalue[v.name] for v in node.inputs])
     # Region exits: accelerator results that host nodes or the graph outputs read.
     exits = []
     for node in g.nodes:
@@ -146,6 +179,11 @@ def quantize(g: Graph, ctx: PassContext, wbits: int, abits: int) -> bool:
         for node in g.nodes:
             node.attrs.setdefault("place", "accel")  # the nodes made here: quantize .. dequantize
     return True
+
+
+def _fusable(g: Graph, act) -> bool:
+    src = act.inputs[0].producer
+    return src is not None and src.op in ("conv", "add") and fused_activation(g, src) is act
 
 
 def _quantize_dense(g: Graph, node, xq, out_range: np.ndarray, wbits: int, abits: int):

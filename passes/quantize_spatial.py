@@ -1,0 +1,155 @@
+"""quantize, convolutional part: the rules for conv, pooling, residual add and concat.
+
+With the integer semantics of DESIGN.md (x: input, y: output, s/z their scale and zero point):
+
+    conv(x, W, b) [-> relu|clip]  -> requant(qconv(x_q, W_q, b_q))     W_q per output channel (axis 0),
+                                     b_q = round(b/(s_x·s_w)) − z_x·ΣW_q, padding holds z_x, so the
+                                     accumulator is Σ (x−z_x)·W_q + round(b/(s_x·s_w)) exactly
+    maxpool(x)                    -> maxpool(x_q)                       max commutes with the monotone
+                                                                         quantizer: same type out
+    avgpool(x) (P window cells)   -> requant(sumpool(x_q)) {M/2^s ≈ s_x/(s_y·P)}   Σ (x−z_x), one rounding
+    add(a, b) [-> relu|clip]      -> qadd(a_q, b_q) {ma/2^s ≈ s_a/s_y, mb/2^s ≈ s_b/s_y}
+    concat(x0, x1, ..)            -> concat(x0_q, x1_q, ..)             inputs calibrated to one type
+    transpose(x)                  -> transpose(x_q)
+
+A relu or clip(lo, hi) whose input is a conv or add with no other reader is fused: the
+requant's clamp becomes [max(z_y, q(lo)), min(q(hi), max)] and the range is calibrated on
+the activation's output.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from nnfpga.errors import PipelineError
+from nnfpga.ir import Graph, IntType, QuantType, TensorType
+from nnfpga.ir.ops import accumulator_bounds
+from nnfpga.ir.types import int_type_for_range
+
+QADD_MULT_BITS = 16
+"""qadd multipliers are below 2^16, like requant's."""
+
+
+def fused_activation(g: Graph, node):
+    """The relu/clip node reading `node`'s result alone, if the quantizer can fuse it."""
+    users = [u for u, _ in node.output.uses]
+    if len(users) != 1 or node.output in g.outputs or users[0].op not in ("relu", "clip"):
+        return None
+    act = users[0]
+    if act.attrs.get("place", "accel") != "accel":
+        return None
+    return act
+
+
+def activation_clamp(act, y_t: QuantType) -> tuple[int, int]:
+    """Integer clamp bounds of the requant for a fused activation (or none)."""
+    lo, hi = y_t.min, y_t.max
+    if act is None:
+        return lo, hi
+    if act.op == "relu":
+        return y_t.zero_point, hi
+    q = lambda v: int(np.clip(np.rint(v / y_t.scale) + y_t.zero_point, y_t.min, y_t.max))  # noqa: E731
+    return max(lo, q(act.attrs["lo"])), min(hi, q(act.attrs["hi"]))
+
+
+def shared_shift(ratios: list[float], bits: int, what: str) -> tuple[list[int], int]:
+    """Integers m_i and one shift s with m_i/2^s ≈ ratio_i, every m_i < 2^bits."""
+    top = max(ratios)
+    shift = 1
+    while shift < 62 and np.rint(top * 2.0 ** (shift + 1)) < 2**bits:
+        shift += 1
+    mults = [int(np.rint(r * 2.0**shift)) for r in ratios]
+    if max(mults) >= 2**bits:
+        raise PipelineError(f"quantize: {what}: scale ratio {top:.4g} needs a multiplier of more than {bits} bits; "
+                            "the output range is far below the input range (check calibration)")
+    return mults, shift
+
+
+def quantize_conv(g: Graph, node, xq, y_t: QuantType, act, wbits: int, requant_params, scale_floor_bits: int):
+    """conv [+ act] -> qconv + requant."""
+    name = (act or node).output.name
+    w = g.const_data(node.inputs[1]).astype(np.float64)  # [O, C/g, kh, kw]
+    b = g.const_data(node.inputs[2]).astype(np.float64)
+    x_t: QuantType = xq.type.element
+    o = w.shape[0]
+
+    wmax = (1 << (wbits - 1)) - 1
+    w_scale = np.abs(w.reshape(o, -1)).max(axis=1) / wmax
+    w_scale = np.maximum(w_scale, w_scale.max() / 2**scale_floor_bits)  # see quantize._quantize_dense
+    w_scale = np.where(w_scale > 0, w_scale, 1.0)
+    w_int = np.clip(np.rint(w / w_scale.reshape(o, 1, 1, 1)), -wmax, wmax).astype(np.int64)
+    bias = np.rint(b / (x_t.scale * w_scale)).astype(np.int64) - x_t.zero_point * w_int.reshape(o, -1).sum(axis=1)
+    if np.abs(bias).max(initial=0) >= 2**31:
+        raise PipelineError(f"quantize: the bias of %{name} does not fit 32 bits at this input scale")
+
+    w_type = TensorType(w.shape, QuantType(IntType(wbits, True), g.add_array(name + "_w.scale", w_scale).name, 0, 0))
+    wq = g.add_const(name + "_w", w_int.astype(np.int8), w_type)
+    bq = g.add_const(name + "_b", bias.astype(np.int32), TensorType(bias.shape, IntType(32, True)))
+    lo, hi = accumulator_bounds(x_t, w_int.reshape(o, -1).T, bias)
+    acc = g.add_node("qconv", [xq, wq, bq], [node.output.type.with_element(int_type_for_range(lo, hi))],
+                     {k: node.attrs[k] for k in ("strides", "pads", "dilations", "group")},
+                     names=[name + "_acc"], before=node).output
+    mult, shift = requant_params(x_t.scale * w_scale / y_t.scale)
+    clamp_lo, clamp_hi = activation_clamp(act, y_t)
+    return g.add_node("requant", [acc], [node.output.type.with_element(y_t)],
+                      {"mult": g.add_array(name + "_m", mult), "shift": shift, "lo": clamp_lo, "hi": clamp_hi},
+                      names=[name + "_q"], before=node).output
+
+
+def quantize_avgpool(g: Graph, node, xq, y_t: QuantType, requant_params):
+    """avgpool -> sumpool + requant by s_x/(s_y·P)."""
+    a = node.attrs
+    name = node.output.name
+    count = a["kernel"][0] * a["kernel"][1]
+    if any(a["pads"]) and not a.get("count_include_pad"):
+        raise PipelineError(f"quantize: the average pool defining %{name} pads without counting the padding "
+                            "(count_include_pad=0), so its divisor changes at the border; the accelerator "
+                            "divides by one constant. Export with count_include_pad=1 or without padding")
+    x_t: QuantType = xq.type.element
+    lo, hi = count * min(0, x_t.min - x_t.zero_point), count * max(0, x_t.max - x_t.zero_point)
+    acc = g.add_node("sumpool", [xq], [node.output.type.with_element(int_type_for_range(lo, hi))],
+                     {"kernel": list(a["kernel"]), "strides": list(a["strides"]), "pads": list(a["pads"])},
+                     names=[name + "_sum"], before=node).output
+    channels = node.output.type.shape[1]
+    mult, shift = requant_params(np.full(channels, x_t.scale / (y_t.scale * count)))
+    return g.add_node("requant", [acc], [node.output.type.with_element(y_t)],
+                      {"mult": g.add_array(name + "_m", mult), "shift": shift, "lo": y_t.min, "hi": y_t.max},
+                      names=[name + "_q"], before=node).output
+
+
+def quantize_add(g: Graph, node, aq, bq, y_t: QuantType, act):
+    """add(a, b) [+ act] -> qadd."""
+    name = (act or node).output.name
+    if aq.type.shape != bq.type.shape:
+        raise PipelineError(f"quantize: the add defining %{node.output.name} broadcasts {list(aq.type.shape)} "
+                            f"with {list(bq.type.shape)}; the accelerator adds tensors of one shape")
+    ta, tb = aq.type.element, bq.type.element
+    (ma, mb), shift = shared_shift([ta.scale / y_t.scale, tb.scale / y_t.scale], QADD_MULT_BITS, f"the add %{name}")
+    lo, hi = activation_clamp(act, y_t)
+    return g.add_node("qadd", [aq, bq], [node.output.type.with_element(y_t)],
+                      {"ma": ma, "mb": mb, "shift": shift, "lo": lo, "hi": hi}, names=[name + "_q"], before=node).output
+
+
+def quantize_concat(g: Graph, node, xqs):
+    """concat of tensors the calibration gave one type; anything else is explained."""
+    first = xqs[0].type.element
+    for v in xqs[1:]:
+        if v.type.element != first:
+            raise PipelineError(
+                f"quantize: the concat defining %{node.output.name} joins %{xqs[0].name} ({first!r}) and "
+                f"%{v.name} ({v.type.element!r}); the accelerator concatenates tensors of one quantized type, "
+                "which the quantizer gives to the outputs of conv, dense, add and average-pool layers, but "
+                "not to a max pool or the model input")
+    return g.add_node("concat", xqs, [node.output.type.with_element(first)], dict(node.attrs),
+                      names=[node.output.name + "_q"], before=node).output
+
+
+def unify_concat_ranges(g: Graph, accel, ranges: dict[str, np.ndarray]) -> None:
+    """Give every concat input the range of the whole concat, so all get one quantized type."""
+    for node in accel:
+        if node.op != "concat":
+            continue
+        names = [v.name for v in node.inputs] + [node.output.name]
+        lo = min(float(ranges[n].min()) for n in names)
+        hi = max(float(ranges[n].max()) for n in names)
+        for n in names:
+            ranges[n] = np.array([lo, hi])
