@@ -19,6 +19,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 DIGITS = EXAMPLES / "digits_mlp"
 JET = EXAMPLES / "jet_mlp"
 DIGITS_SOFTMAX = EXAMPLES / "digits_softmax"
+DIGITS_CNN = EXAMPLES / "digits_cnn"
 
 
 def run_script(script: Path, *args) -> subprocess.CompletedProcess:
@@ -68,6 +69,7 @@ def test_script_reproduces_committed_files(tmp_path, folder, script, files):
     (DIGITS, "input", "logits", [1, 64], [1, 10], {"Gemm", "Relu"}),
     (JET, "x", "y", [1, 16], [1, 5], {"MatMul", "Add", "Relu"}),
     (DIGITS_SOFTMAX, "input", "probs", [1, 64], [1, 10], {"Gemm", "Relu", "Softmax"}),
+    (DIGITS_CNN, "input", "logits", [1, 1, 8, 8], [1, 10], {"Conv", "Relu", "MaxPool", "Flatten", "Gemm"}),
 ])
 def test_models_have_the_documented_interface(folder, inp, out, in_shape, out_shape, ops):
     model = onnx.load(str(folder / "model.onnx"))
@@ -142,3 +144,76 @@ def test_torch_example_without_torch_says_so(tmp_path):
     assert result.returncode == 1
     assert "needs PyTorch" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "build").exists()
+
+
+def digits_cnn_accuracy(model_path: Path) -> float:
+    test = load(DIGITS_CNN / "test.npz")
+    return float(np.mean(float_outputs(model_path, test["input"]).argmax(1) == test["label"]))
+
+
+def test_digits_cnn_script_reproduces_committed_files(tmp_path):
+    pytest.importorskip("torch")
+    result = run_script(DIGITS_CNN / "train.py", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calib.npz", "model.onnx", "test.npz"]
+    for name in ["calib.npz", "test.npz"]:  # the data set and a seeded split: no float arithmetic
+        assert (tmp_path / name).read_bytes() == (DIGITS_CNN / name).read_bytes(), \
+            f"digits_cnn/{name} differs from what train.py writes now; rerun it and commit"
+    # Seeds, deterministic algorithms and one thread make the training repeatable on one
+    # machine (there the bytes match), but torch picks its CPU kernels by instruction set
+    # (AVX2, AVX-512, NEON), which round differently, and over 60 epochs a rounding difference
+    # grows into another model. So, across machines, only accuracy: other seeds give 96.9% to
+    # 98.0% here, the committed model 98.0%.
+    assert digits_cnn_accuracy(tmp_path / "model.onnx") >= digits_cnn_accuracy(DIGITS_CNN / "model.onnx") - 0.02
+
+
+def test_digits_cnn_is_plain_conv_layers_with_constant_weights():
+    model = onnx.load(str(DIGITS_CNN / "model.onnx"))
+    onnx.checker.check_model(model, full_check=True)
+    nodes = model.graph.node
+    assert [n.op_type for n in nodes] == ["Conv", "Relu", "MaxPool", "Conv", "Relu", "MaxPool", "Flatten", "Gemm"]
+    inits = {t.name: list(t.dims) for t in model.graph.initializer}
+    params = [inits[name] for n in nodes if n.op_type in ("Conv", "Gemm") for name in n.input[1:]]
+    assert params == [[8, 1, 3, 3], [8], [16, 8, 3, 3], [16], [10, 64], [10]]
+    attrs = lambda n: {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}  # noqa: E731
+    for conv in (n for n in nodes if n.op_type == "Conv"):
+        a = attrs(conv)
+        assert a["kernel_shape"] == [3, 3] and a["pads"] == [1, 1, 1, 1]
+        assert a.get("strides", [1, 1]) == [1, 1] and a.get("group", 1) == 1
+    for pool in (n for n in nodes if n.op_type == "MaxPool"):
+        a = attrs(pool)
+        assert a["kernel_shape"] == [2, 2] and a["strides"] == [2, 2] and a.get("pads", [0] * 4) == [0] * 4
+
+
+def test_digits_cnn_npz_files_follow_the_convention():
+    calib = load(DIGITS_CNN / "calib.npz")
+    assert list(calib) == ["input"]
+    assert calib["input"].dtype == np.float32 and calib["input"].shape == (200, 1, 8, 8)
+    test = load(DIGITS_CNN / "test.npz")
+    assert sorted(test) == ["input", "label"]
+    x, labels = test["input"], test["label"]
+    assert x.dtype == np.float32 and x.shape[1:] == (1, 8, 8) and len(x) >= 300
+    assert labels.dtype == np.int64 and labels.shape == (len(x),)
+    assert set(labels.tolist()) == set(range(10))
+    assert 0.0 <= x.min() and x.max() <= 1.0 and 0.0 <= calib["input"].min() and calib["input"].max() <= 1.0
+    # The digits MLP's split and calibration images, as images: the two models compare directly.
+    mlp_calib, mlp_test = load(DIGITS / "calib.npz"), load(DIGITS / "test.npz")
+    assert np.array_equal(calib["input"].reshape(-1, 64), mlp_calib["input"])
+    assert np.array_equal(x.reshape(-1, 64), mlp_test["input"]) and np.array_equal(labels, mlp_test["label"])
+
+
+def test_digits_cnn_float_accuracy():
+    accuracy = digits_cnn_accuracy(DIGITS_CNN / "model.onnx")
+    print(f"digits_cnn: float accuracy {accuracy:.4f}")
+    assert accuracy >= 0.96  # 98.0% when trained, less a margin
+
+
+def test_digits_cnn_script_without_torch_says_so(tmp_path):
+    # scikit-learn (through scipy) probes sys.modules for torch, so it is imported first.
+    code = ("import runpy, sys, sklearn.model_selection; sys.modules['torch'] = None; "
+            f"sys.argv = ['train.py', {str(tmp_path / 'out')!r}]; "
+            f"runpy.run_path({str(DIGITS_CNN / 'train.py')!r}, run_name='__main__')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "needs PyTorch" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
