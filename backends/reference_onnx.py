@@ -22,6 +22,13 @@ Op sequences (opset 13; `name/...` tensors are internal, `/` never occurs in IR 
     requant(acc)      [Cast(acc, DOUBLE)] -> Mul(., M·2^-s) -> Add(., 0.5) -> Floor
                         -> [Add(., zp)] -> Clip(., lo, hi) -> Cast(., storage)
     reshape           Reshape(x, [0, *shape])          (0 copies the batch dimension)
+    windows of x      Cast(x, DOUBLE) -> Pad(fill) -> Reshape [N, C, Hp·Wp] -> Gather(window indices)
+                        -> [N, C, OH·OW, kh·kw]          (im2col with a constant index table)
+    qconv(x, w, b)    windows(fill z_x) -> per group MatMul(., w as DOUBLE) -> Add(., b)
+    maxpool(x)        windows(fill storage min) -> ReduceMax -> Cast(., storage)
+    sumpool(x)        windows(fill z_x) -> Sub(z_x) -> ReduceSum
+    qadd(a, b)        (a − z_a)·ma + (b − z_b)·mb in DOUBLE, then requant's Mul(2^-s) .. Cast tail
+    concat            Concat(axis + 1)
     transpose         Transpose(x, perm=[0, *(p + 1)])
 
 Why each step is exact (IEEE double, round to nearest even):
@@ -44,6 +51,9 @@ Why each step is exact (IEEE double, round to nearest even):
     type (qmatmul results do; run_reference checks inputs). So Floor gives exactly
     floor((acc·M + 2^(s-1)) / 2^s), the arithmetic shift of the spec.
   * Add zp, Clip and Cast act on integers far below 2^53.
+  * qconv is the same double MatMul over gathered windows (bound checked below 2^53);
+    sumpool adds at most kh·kw integers of 9 bits; qadd's sum is below 2^26. Pad, Gather,
+    Reshape, Transpose and ReduceMax move or compare values without rounding.
 onnxruntime's CPU provider implements Floor, Clip, Mul, Add, MatMul and Cast on double.
 """
 from __future__ import annotations
@@ -66,7 +76,7 @@ IR_VERSION = 8
 of opset 13/14 times) is accepted by every onnxruntime that runs opset 13."""
 BATCH = "N"
 """Name of the symbolic batch dimension prepended to every tensor."""
-SUPPORTED_OPS = ("qmatmul", "requant", "reshape", "transpose")
+SUPPORTED_OPS = ("qmatmul", "requant", "reshape", "transpose", "qconv", "maxpool", "sumpool", "qadd", "concat")
 """IR ops the reference model can hold (besides the quantize/dequantize boundary)."""
 MATMUL_MODES = ("double", "integer")
 
@@ -271,7 +281,6 @@ class _Builder:
     def requant(self, node) -> None:
         acc, y = node.inputs[0], node.output
         where = _where(node)
-        q: QuantType = y.type.element
         mult = np.asarray(self.g.arrays[node.attrs["mult"].name]).astype(np.int64)
         shift, lo, hi = node.attrs["shift"], node.attrs["lo"], node.attrs["hi"]
         acc_t = acc.type.element
@@ -283,16 +292,10 @@ class _Builder:
             raise NnfpgaError(f"{where}: shift {shift} is outside 1..62")
         scale = mult.astype(np.float64) * 2.0 ** -shift  # exact: integer below 2^53 times 2^-s
         assert np.array_equal(np.ldexp(scale, shift).astype(np.int64), mult)
+        if acc.type.rank > 2:  # per channel on axis 1 of [1, C, H, W]
+            scale = scale.reshape((-1,) + (1,) * (acc.type.rank - 2))
         t = self.node("Mul", [self.as_double(acc), self.init(f"{y.name}/mult", scale)], f"{y.name}/scaled")
-        t = self.node("Add", [t, self.init(f"{y.name}/half", np.array(0.5))], f"{y.name}/rounded")
-        t = self.node("Floor", [t], f"{y.name}/floor")
-        if q.zero_point:
-            t = self.node("Add", [t, self.init(f"{y.name}/zero_point", np.array(float(q.zero_point)))],
-                          f"{y.name}/shifted")
-        t = self.node("Clip", [t, self.init(f"{y.name}/lo", np.array(float(lo))),
-                               self.init(f"{y.name}/hi", np.array(float(hi)))], f"{y.name}/clip")
-        dtype = storage_dtype(y)
-        self.node("Cast", [t], self.define(y, dtype), to=dtype)
+        self.requant_tail(t, y, lo, hi)
 
     def reshape(self, node) -> None:
         x, y = node.inputs[0], node.output
@@ -306,6 +309,104 @@ class _Builder:
         perm = [0] + [int(p) + 1 for p in node.attrs["perm"]]
         self.node("Transpose", [name], self.define(y, dtype), perm=perm)
 
+
+    def requant_tail(self, t: str, y: Value, lo: int, hi: int) -> None:
+        """Round half up, shift, zero point, clamp and cast, from t = acc·M·2^-s in double."""
+        q: QuantType = y.type.element
+        t = self.node("Add", [t, self.init(f"{y.name}/half", np.array(0.5))], f"{y.name}/rounded")
+        t = self.node("Floor", [t], f"{y.name}/floor")
+        if q.zero_point:
+            t = self.node("Add", [t, self.init(f"{y.name}/zero_point", np.array(float(q.zero_point)))],
+                          f"{y.name}/shifted")
+        t = self.node("Clip", [t, self.init(f"{y.name}/lo", np.array(float(lo))),
+                               self.init(f"{y.name}/hi", np.array(float(hi)))], f"{y.name}/clip")
+        dtype = storage_dtype(y)
+        self.node("Cast", [t], self.define(y, dtype), to=dtype)
+
+    def windows(self, node, kernel, fill: float) -> tuple[str, int, int, int]:
+        """[N, C, OH·OW, kh·kw] double tensor of node's input windows; returns (name, C, OH, OW)."""
+        x, y = node.inputs[0], node.output
+        _, c, h, w = x.type.shape
+        _, _, oh, ow = y.type.shape
+        kh, kw = kernel
+        (sh, sw), (dh, dw) = node.attrs["strides"], node.attrs.get("dilations", [1, 1])
+        top, left, bottom, right = node.attrs["pads"]
+        hp, wp = h + top + bottom, w + left + right
+        t = self.as_double(x)
+        if any(node.attrs["pads"]):
+            pads = [0, 0, 0, top, left, 0, 0, 0, bottom, right]
+            t = self.node("Pad", [t, self.init(f"{y.name}/pads", np.array(pads, np.int64)),
+                                  self.init(f"{y.name}/fill", np.array(float(fill)))], f"{y.name}/padded")
+        t = self.node("Reshape", [t, self.init(f"{y.name}/flat_shape", np.array([0, c, hp * wp], np.int64))],
+                      f"{y.name}/flat")
+        iy = (np.arange(oh) * sh)[:, None, None, None] + (np.arange(kh) * dh)[None, None, :, None]
+        ix = (np.arange(ow) * sw)[None, :, None, None] + (np.arange(kw) * dw)[None, None, None, :]
+        index = (iy * wp + ix).reshape(oh * ow, kh * kw).astype(np.int64)
+        t = self.node("Gather", [t, self.init(f"{y.name}/window_index", index)], f"{y.name}/windows", axis=2)
+        return t, c, oh, ow
+
+    def qconv(self, node) -> None:
+        x, w, b = node.inputs
+        acc = node.output
+        where = _where(node)
+        wdata, bdata = self.const(w), self.const(b)
+        o, cg, kh, kw = wdata.shape
+        group = node.attrs["group"]
+        xq = x.type.element
+        worst = (np.abs(wdata.reshape(o, -1)).sum(axis=1) * max(abs(xq.min), abs(xq.max)) + np.abs(bdata)).max(initial=0)
+        if worst >= _EXACT:
+            raise NnfpgaError(f"{where}: partial sums can reach {int(worst)}, beyond 2^53")
+        t, c, oh, ow = self.windows(node, [kh, kw], xq.zero_point)
+        p = oh * ow
+        t = self.node("Reshape", [t, self.init(f"{acc.name}/groups_shape", np.array([0, group, cg, p, kh * kw], np.int64))],
+                      f"{acc.name}/groups")
+        t = self.node("Transpose", [t], f"{acc.name}/cols5", perm=[0, 1, 3, 2, 4])
+        t = self.node("Reshape", [t, self.init(f"{acc.name}/cols_shape", np.array([0, group, p, cg * kh * kw], np.int64))],
+                      f"{acc.name}/cols")
+        wm = wdata.reshape(group, o // group, cg * kh * kw).transpose(0, 2, 1).astype(np.float64)
+        t = self.node("MatMul", [t, self.init(f"{w.name}/double", np.ascontiguousarray(wm))], f"{acc.name}/matmul")
+        t = self.node("Transpose", [t], f"{acc.name}/channels", perm=[0, 1, 3, 2])
+        t = self.node("Reshape", [t, self.init(f"{acc.name}/image_shape", np.array([0, 1, o, oh, ow], np.int64))],
+                      f"{acc.name}/image")
+        self.node("Add", [t, self.init(f"{b.name}/double", bdata.reshape(o, 1, 1).astype(np.float64))],
+                  self.define(acc, TensorProto.DOUBLE))
+
+    def maxpool(self, node) -> None:
+        y = node.output
+        t, c, oh, ow = self.windows(node, node.attrs["kernel"], node.inputs[0].type.element.min)
+        t = self.node("ReduceMax", [t], f"{y.name}/max", axes=[3], keepdims=0)
+        t = self.node("Reshape", [t, self.init(f"{y.name}/image_shape", np.array([0, 1, c, oh, ow], np.int64))],
+                      f"{y.name}/image")
+        dtype = storage_dtype(y)
+        self.node("Cast", [t], self.define(y, dtype), to=dtype)
+
+    def sumpool(self, node) -> None:
+        y = node.output
+        z = node.inputs[0].type.element.zero_point
+        t, c, oh, ow = self.windows(node, node.attrs["kernel"], z)
+        t = self.node("Sub", [t, self.init(f"{y.name}/zero_point", np.array(float(z)))], f"{y.name}/centred")
+        t = self.node("ReduceSum", [t, self.init(f"{y.name}/axes", np.array([3], np.int64))], f"{y.name}/sum",
+                      keepdims=0)
+        self.node("Reshape", [t, self.init(f"{y.name}/image_shape", np.array([0, 1, c, oh, ow], np.int64))],
+                  self.define(y, TensorProto.DOUBLE))
+
+    def qadd(self, node) -> None:
+        y = node.output
+        terms = []
+        for v, key in zip(node.inputs, ("ma", "mb")):
+            t = self.node("Sub", [self.as_double(v), self.init(f"{y.name}/{key}_zero", np.array(float(v.type.element.zero_point)))],
+                          f"{y.name}/{key}_centred")
+            terms.append(self.node("Mul", [t, self.init(f"{y.name}/{key}", np.array(float(node.attrs[key])))],
+                                   f"{y.name}/{key}_scaled"))
+        t = self.node("Add", terms, f"{y.name}/sum")
+        t = self.node("Mul", [t, self.init(f"{y.name}/shift", np.array(2.0 ** -node.attrs["shift"]))], f"{y.name}/scaled")
+        self.requant_tail(t, y, node.attrs["lo"], node.attrs["hi"])
+
+    def concat(self, node) -> None:
+        y = node.output
+        names = [self.tensor[id(v)][0] for v in node.inputs]
+        dtype = storage_dtype(y)
+        self.node("Concat", names, self.define(y, dtype), axis=node.attrs["axis"] + 1)
 
 def _value_info(v: Value) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(v.name, storage_dtype(v), [BATCH, *v.type.shape],

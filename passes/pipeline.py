@@ -15,7 +15,7 @@ from nnfpga.errors import IRError, PipelineError
 from nnfpga.ir import Graph, print_graph, verify
 from nnfpga.passes.registry import PassContext, lookup
 
-DEFAULT_PIPELINE = "canonicalize,quantize{wbits=8,abits=8},autofold"
+DEFAULT_PIPELINE = "canonicalize,quantize{wbits=8,abits=8},channels_last,autofold"
 
 _STEP = re.compile(r"\s*([a-z_][a-z0-9_]*)\s*(\{([^{}]*)\})?\s*(,|$)")
 

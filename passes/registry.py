@@ -73,4 +73,4 @@ def lookup(name: str) -> PassInfo:
 
 def _load_builtin_passes() -> None:
     # Importing the modules registers them; one file per pass.
-    from nnfpga.passes import autofold, canonicalize, fold, partition, quantize  # noqa: F401
+    from nnfpga.passes import autofold, canonicalize, channels_last, fold, partition, quantize  # noqa: F401

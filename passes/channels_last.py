@@ -1,0 +1,55 @@
+"""channels_last: make the hardware's pixel order explicit where an image is flattened.
+
+The IR is NCHW, but the accelerator streams images pixel by pixel, each pixel's channels
+together (NHWC): that is the order a sliding window needs. The order matters in one place
+only, where an image is flattened into a vector for a dense layer:
+
+    reshape(x[1,C,H,W]) -> [1, C·H·W] -> qmatmul(., W)            (C > 1 and H·W > 1)
+ => reshape(transpose(x) {perm = [0, 2, 3, 1]}) -> qmatmul(., W')   W'[(h·W + w)·C + c] = W[(c·H + h)·W + w]
+
+The result is the same tensor, so the interpreter gives identical integers before and after;
+the hardware then reads the transposed tensor in row-major order, which is its stream order,
+and moves no data. A flatten whose result is read by anything but one qmatmul is left alone
+(the Verilog lowering explains why it cannot stream it).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from nnfpga.ir import Graph, TensorType
+from nnfpga.passes.registry import PassContext, register
+
+NHWC = [0, 2, 3, 1]
+"""Permutation from NCHW to the stream order."""
+
+
+def _needs_transpose(x) -> bool:
+    shape = x.type.shape
+    return len(shape) == 4 and shape[1] > 1 and shape[2] * shape[3] > 1
+
+
+@register("channels_last")
+def channels_last(g: Graph, ctx: PassContext) -> bool:
+    """Flatten images in stream (NHWC) order, permuting the next dense layer's weight rows."""
+    changed = False
+    for node in list(g.nodes):
+        if node.op != "reshape" or not _needs_transpose(node.inputs[0]) or node.output.type.rank != 2:
+            continue
+        users = [u for u, _ in node.output.uses]
+        if len(users) != 1 or users[0].op != "qmatmul" or node.output in g.outputs:
+            continue
+        mm = users[0]
+        x = node.inputs[0]
+        _, c, h, w = x.type.shape
+        t = g.add_node("transpose", [x], [TensorType((1, h, w, c), x.type.element)], {"perm": list(NHWC)},
+                       names=[x.name + "_nhwc"], before=node).output
+        node.set_input(0, t)
+        weights = g.const_data(mm.inputs[1])
+        # Row (h, w, c) of the new matrix is row (c, h, w) of the old one.
+        rows = np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).reshape(-1)
+        wq = g.add_const(mm.inputs[1].name + "_nhwc", np.ascontiguousarray(weights[rows]), mm.inputs[1].type)
+        mm.set_input(1, wq)
+        changed = True
+    if changed:
+        g.remove_unused_constants()
+    return changed
