@@ -36,8 +36,8 @@ def _hw_name(index: int, value_name: str) -> str:
     return f"l{index}_" + (re.sub(r"[^a-z0-9_]", "_", value_name.lower()).strip("_")[:24] or "layer")
 
 
-def integer_region(g: Graph) -> IntegerRegion:
-    """Find the accelerator's chain; explain what is wrong when the graph is not one."""
+def region_input(g: Graph) -> Value:
+    """The quantized value the accelerator's stream carries in; explain when there is none."""
     if any(n.attrs.get("place") == "host" for n in g.nodes):
         # Partitioned: the chain starts at the one quantize, wherever the host prefix hands over.
         quantizes = [n for n in g.nodes if n.op == "quantize"]
@@ -55,6 +55,26 @@ def integer_region(g: Graph) -> IntegerRegion:
         if len(users) != 1 or users[0].op != "quantize":
             raise NnfpgaError("the graph is not quantized: run the quantize pass before lowering")
         x = users[0].output
+    return x
+
+
+def is_dense_chain(g: Graph) -> bool:
+    """Whether the integer region is a plain chain of dense layers (the HLS backend's scope)."""
+    spatial = {"qconv", "maxpool", "sumpool", "qadd", "concat"}
+    return not any(n.op in spatial for n in g.nodes)
+
+
+def to_stream_order(x: np.ndarray, shape) -> np.ndarray:
+    """[B, *shape] integers in the order the accelerator streams them: images channels-last."""
+    x = np.asarray(x).reshape((len(x),) + tuple(shape))
+    if len(shape) == 4:  # [B, 1, C, H, W] -> [B, 1, H, W, C]
+        x = x.transpose(0, 1, 3, 4, 2)
+    return x.reshape(len(x), -1)
+
+
+def integer_region(g: Graph) -> IntegerRegion:
+    """Find the accelerator's chain; explain what is wrong when the graph is not one."""
+    x = region_input(g)
     start, value, layers = x, x, []
     while True:
         users = [n for n, _ in value.uses]

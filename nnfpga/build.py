@@ -145,7 +145,9 @@ def compile_model(model_path: Path, out_dir: Path, *, pipeline: str = DEFAULT_PI
                   host_ops: str | None = None, host_target: str = "llvm") -> BuildResult:
     from nnfpga.backends.hls import DEFAULT_PART as HLS_DEFAULT_PART, emit_hls
     from nnfpga.backends.host import emit_host
-    from nnfpga.backends.lower import integer_region
+    from nnfpga.backends.lower import integer_region, is_dense_chain, region_input
+    from nnfpga.backends.stream_graph import lower_stream
+    from nnfpga.backends.verilog_graph import emit_stream_verilog
     from nnfpga.backends.reference_onnx import to_reference_onnx
     from nnfpga.backends.verilog import emit_verilog
     from nnfpga.frontend import load_onnx
@@ -177,13 +179,20 @@ def compile_model(model_path: Path, out_dir: Path, *, pipeline: str = DEFAULT_PI
                              on_dump=(lambda name, text: on_dump(name, text)
                                       if on_dump and dump_after in (name, "all") else None))
         save_ir(final, ir_dir / "final")
-        region = integer_region(final)
         timings: dict = {}
         host = emit_host(final, tmp / "host", target=host_target, warn=warn, timings=timings)
-        rtl_files = emit_verilog(region.layers, tmp / "rtl", in_par=region.layers[0].simd)
-        x_q, y_q = _test_vectors(final, region, calib, seed)
-        emit_hls(region.layers, tmp, part=dev.part if dev.family in ("xc7", "xcup") else HLS_DEFAULT_PART,
-                 test_inputs=x_q, test_expected=y_q)
+        if is_dense_chain(final):
+            region = integer_region(final)
+            rtl_files = emit_verilog(region.layers, tmp / "rtl", in_par=region.layers[0].simd)
+            x_q, y_q = _test_vectors(final, region, calib, seed)
+            emit_hls(region.layers, tmp, part=dev.part if dev.family in ("xc7", "xcup") else HLS_DEFAULT_PART,
+                     test_inputs=x_q, test_expected=y_q)
+            region_in, region_out, layers, fifos = region.input, region.output, region.layers, []
+        else:
+            stream = lower_stream(final, region_input(final))
+            rtl_files = emit_stream_verilog(stream, tmp / "rtl")
+            region_in, region_out, layers, fifos = stream.input_value, stream.output_value, stream.layers, stream.fifos
+            warn("the HLS C++ backend covers dense layers only; this build has no hls/ directory")
         (tmp / "reference.onnx").write_bytes(to_reference_onnx(final).SerializeToString())
         shutil.copyfile(model_path, tmp / "model.onnx")
         manifest = {
@@ -192,17 +201,19 @@ def compile_model(model_path: Path, out_dir: Path, *, pipeline: str = DEFAULT_PI
             "target": dev.name,
             "float_input": {"name": final.inputs[0].name, "shape": list(final.inputs[0].type.shape)},
             "float_output": {"name": final.outputs[0].name, "shape": list(final.outputs[0].type.shape)},
-            "accelerator_input": _qtype_record(region.input),
-            "accelerator_output": _qtype_record(region.output),
+            "accelerator_input": _qtype_record(region_in),
+            "accelerator_output": _qtype_record(region_out),
             "layers": [{"name": l.name, "k": int(l.weights.shape[0]), "n": int(l.weights.shape[1]),
                         "pe": l.pe, "simd": l.simd, "wbits": l.wbits, "acc_bits": l.acc_bits,
                         "cycles": (l.weights.shape[1] // l.pe) * (l.weights.shape[0] // l.simd)}
-                       for l in region.layers],
+                       for l in layers],
             "rtl": sorted(p.name for p in rtl_files),
         }
+        if fifos:
+            manifest["fifos"] = fifos
         if host is not None:
-            dequantize = next(n for n, _ in region.output.uses if n.op == "dequantize")
-            manifest["host"] = {**host, "accelerator_float_input": region.input.producer.inputs[0].name,
+            dequantize = next(n for n, _ in region_out.uses if n.op == "dequantize")
+            manifest["host"] = {**host, "accelerator_float_input": region_in.producer.inputs[0].name,
                                 "accelerator_float_output": dequantize.output.name,
                                 "graph_outputs": [v.name for v in final.outputs]}
         design = json.loads((tmp / "rtl" / "design.json").read_text())

@@ -107,7 +107,10 @@ def predict(build_dir: Path, feeds: dict[str, np.ndarray], *, accelerator: str =
     if accelerator == "rtl":
         from nnfpga.hw_tests.sim import simulate
 
-        sim = simulate(build_dir / "rtl", x_q, work_dir=build_dir / "sim", gap_prob=0.0, backpressure_prob=0.0,
+        from nnfpga.backends.lower import to_stream_order
+
+        stream_in = to_stream_order(x_q, manifest["accelerator_input"]["shape"])
+        sim = simulate(build_dir / "rtl", stream_in, work_dir=build_dir / "sim", gap_prob=0.0, backpressure_prob=0.0,
                        seed=seed, progress=progress, timing_samples=min(8, count))
         y_q = np.asarray(sim.outputs, np.int64)
         info["cycles_per_inference"] = sim.cycles_per_inference

@@ -80,6 +80,7 @@ def verify_build(build_dir: Path, *, samples: int | None = None, inputs_path: Pa
                  progress: Callable | None = None) -> dict:
     import onnx
 
+    from nnfpga.backends.lower import to_stream_order
     from nnfpga.backends.reference_onnx import run_reference
 
     build_dir = Path(build_dir)
@@ -121,7 +122,8 @@ def verify_build(build_dir: Path, *, samples: int | None = None, inputs_path: Pa
 
     from nnfpga.hw_tests.sim import simulate
 
-    sim = simulate(build_dir / "rtl", x_q.reshape(count, -1), golden, work_dir=build_dir / "sim",
+    stream_in = to_stream_order(x_q, manifest["accelerator_input"]["shape"])
+    sim = simulate(build_dir / "rtl", stream_in, golden, work_dir=build_dir / "sim",
                    gap_prob=gap_prob, backpressure_prob=backpressure_prob, seed=seed, progress=progress)
     hw = np.asarray(sim.outputs, np.int64).reshape(count, -1)
     # The harness also replays inputs back to back for timing; a fault seen only there counts too.

@@ -33,7 +33,7 @@ def test_compile_writes_a_build_directory(tmp_path, model_path, capsys):
     assert code == 0
     build = tmp_path / "build"
     for name in ("manifest.json", "reference.onnx", "model.onnx", "ir/final.ir", "ir/00-import.ir",
-                 "ir/01-canonicalize.ir", "ir/02-quantize.ir", "ir/03-autofold.ir"):
+                 "ir/01-canonicalize.ir", "ir/02-quantize.ir", "ir/03-channels_last.ir", "ir/04-autofold.ir"):
         assert (build / name).is_file(), name
     assert list((build / "rtl").glob("*.sv"))
     assert "no calibration data" in err  # synthetic calibration is announced

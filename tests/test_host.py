@@ -143,7 +143,7 @@ def test_compile_and_predict_a_model_ending_in_softmax(tmp_path, capsys):
     assert code == 0 and "host suffix: Softmax (%y_extra) -> host/suffix.so" in err
     build = tmp_path / "b"
     manifest = json.loads((build / "manifest.json").read_text())
-    assert manifest["pipeline"] == "canonicalize,partition,quantize,autofold"  # partition added
+    assert manifest["pipeline"] == "canonicalize,partition,quantize,channels_last,autofold"  # partition added
     host = manifest["host"]
     assert host["compiled"] and host["local"] and host["accelerator_float_output"] == "h1_dq"
     assert [p["name"] for p in host["parts"]] == ["suffix"]

@@ -123,11 +123,11 @@ def test_with_partition_only_when_needed():
     assert with_partition(steps, plain) == steps  # pure MLPs: the pipeline is untouched
     soft = load_onnx(mlp(extra_op="Softmax"))
     names = [s.name for s in with_partition(steps, soft)]
-    assert names == ["canonicalize", "partition", "quantize", "autofold"]
-    assert pipeline_text(with_partition(steps, soft)) == "canonicalize,partition,quantize,autofold"
+    assert names == ["canonicalize", "partition", "quantize", "channels_last", "autofold"]
+    assert pipeline_text(with_partition(steps, soft)) == "canonicalize,partition,quantize,channels_last,autofold"
     forced = with_partition(steps, plain, "Reshape,%y")
     assert [s.options for s in forced if s.name == "partition"] == [{"host_ops": "Reshape+%y"}]
-    assert pipeline_text(forced) == "canonicalize,partition{host_ops=Reshape+%y},quantize,autofold"
+    assert pipeline_text(forced) == "canonicalize,partition{host_ops=Reshape+%y},quantize,channels_last,autofold"
     mine = parse_pipeline("canonicalize,partition,quantize{wbits=4}")
     assert with_partition(mine, soft) == mine
     assert with_partition(mine, soft, "dense")[1].options == {"host_ops": "dense"}

@@ -1,0 +1,445 @@
+"""Lower an integer region with convolutions, pooling and branches to a graph of stream modules.
+
+    quantize(x) -> qconv+requant | qmatmul+requant | maxpool | sumpool+requant | qadd | concat
+                -> reshape | transpose -> ... -> dequantize
+
+Every module is one of the templates in templates/verilog, chained by AXI4-Stream:
+
+    IR                         modules                                      stream out
+    qmatmul + requant          nnfpga_dense (K, N)                          PE per beat
+    qconv + requant            nnfpga_window -> nnfpga_dense (K = kh·kw·C)  PE per beat, one vector per pixel
+                               (a 1×1 stride-1 unpadded conv skips the window; groups > 1 become
+                               one block-diagonal matrix)
+    maxpool                    nnfpga_window(pad = min) -> nnfpga_pool(max) input's PAR
+    sumpool + requant          nnfpga_window(pad = z_x) -> nnfpga_pool(sum, BIAS = −P·z_x)
+                               (a window covering the whole unpadded image skips nnfpga_window)
+    qadd                       nnfpga_add                                   input's PAR
+    concat (channels)          nnfpga_concat                                input's PAR
+    a value read twice         nnfpga_fork (+ nnfpga_fifo on the branch that must wait)
+    reshape, transpose         nothing: the stream order does not change (see channels_last)
+
+Images stream channels-last (pixel by pixel, each pixel's channels together). A value's
+`layout` says how its stream order relates to its IR shape: "image" (a [1, C, H, W] tensor
+streamed NHWC) or "flat" (row-major order of its IR shape).
+
+FIFOs: where two branches of a fork rejoin, backends/fifo_depth.py computes from each module's
+`needed` function how many beats the branch that waits must hold; the derivation goes into
+design.json and the report.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from nnfpga.backends import fifo_depth, stream_model
+from nnfpga.backends.rtl_layers import DenseLayer, folding_cycles
+from nnfpga.errors import NnfpgaError
+from nnfpga.ir import Graph, Value
+from nnfpga.ir.spatial import window_output
+from nnfpga.ir.types import IntType, QuantType, int_type_for_range
+
+
+@dataclass(eq=False)
+class Stream:
+    """One AXI4-Stream connection between two modules (or a top-level port)."""
+
+    name: str
+    """Wire prefix in the top level (`s_axis`/`m_axis` for the ports)."""
+    par: int
+    """Elements per beat."""
+    bits: int
+    """Bits per element."""
+    signed: bool
+    """Whether elements are two's complement."""
+    beats: int
+    """Beats per frame (one inference)."""
+    origin: tuple | None = None
+    """(fork instance, output index) this stream descends from through one-input modules."""
+    path: list = field(default_factory=list)
+    """`needed` functions of the modules between that fork output and this stream."""
+
+    @property
+    def width(self) -> int:
+        return self.par * self.bits
+
+
+@dataclass(eq=False)
+class Instance:
+    """One module instance of the top level."""
+
+    module: str
+    """Module (and template) name, e.g. nnfpga_dense."""
+    name: str
+    """Instance name."""
+    params: dict
+    """SystemVerilog parameters, in the order written."""
+    inputs: dict
+    """Input port prefix (s_axis, a_axis, b_axis) -> Stream."""
+    outputs: dict
+    """Output port prefix (m_axis, m0_axis, m1_axis) -> Stream."""
+    cycles: int
+    """Steady-state cycles per frame."""
+    needed: Callable[[int], int] | None = None
+    """Input beats needed before output beat j (one-input modules; for FIFO sizing)."""
+    layer: DenseLayer | None = None
+    """The layer record of a dense instance (weights for its ROM files)."""
+    vectors: int = 1
+    """Vectors a dense instance computes per frame (a convolution: one per output pixel)."""
+    note: str = ""
+    """What the instance computes, for the generated comments and the report."""
+
+
+@dataclass
+class StreamDesign:
+    """The accelerator as module instances; what the Verilog emitter renders."""
+
+    input: Stream
+    output: Stream
+    instances: list[Instance]
+    input_value: Value
+    output_value: Value
+    fifos: list[dict] = field(default_factory=list)
+    """Per skip FIFO: instance, depth, and the derivation in words."""
+
+    @property
+    def layers(self) -> list[DenseLayer]:
+        return [i.layer for i in self.instances if i.layer is not None]
+
+    @property
+    def interval(self) -> int:
+        """Predicted cycles between inferences: the slowest module."""
+        return max(i.cycles for i in self.instances)
+
+
+def _ident(index: int, hint: str) -> str:
+    return f"u{index}_" + (re.sub(r"[^a-z0-9_]", "_", hint.lower()).strip("_")[:24] or "m")
+
+
+def _divisor_at_most(n: int, cap: int) -> int:
+    return max(d for d in range(1, min(n, max(cap, 1)) + 1) if n % d == 0)
+
+
+class _Lowering:
+    def __init__(self, g: Graph, x: Value, in_par: int):
+        self.g = g
+        self.instances: list[Instance] = []
+        self.fifos: list[dict] = []
+        self.streams: dict[int, list[Stream]] = {}
+        self.layout: dict[int, str] = {}
+        self.count = 0
+        e = x.type.element
+        self.input = Stream("s_axis", in_par, e.bits, e.signed, x.type.size // in_par)
+        self.layout[id(x)] = "image" if x.type.rank == 4 else "flat"
+        self.publish(x, self.input)
+
+    # -- streams -----------------------------------------------------------------
+    def fresh(self, par: int, element, elements: int, like: Stream | None = None, needed=None) -> Stream:
+        self.count += 1
+        s = Stream(f"st{self.count}", par, element.bits, element.signed, elements // par)
+        if like is not None and like.origin is not None:
+            s.origin, s.path = like.origin, like.path + ([needed] if needed else [])
+        return s
+
+    def publish(self, v: Value, s: Stream) -> None:
+        """Make `s` the stream of `v`, forked once per reader in the region."""
+        readers = len([u for u, _ in v.uses if u.op != "dequantize"]) + (1 if self._leaves(v) else 0)
+        outs = [s]
+        while len(outs) < readers:
+            src = outs.pop()
+            fork = self.add("nnfpga_fork", "fork", {"WIDTH": src.width}, {"s_axis": src}, [], src.beats)
+            for k in (0, 1):
+                o = Stream(f"{fork.name}_m{k}", src.par, src.bits, src.signed, src.beats, (fork, k), [])
+                fork.outputs[f"m{k}_axis"] = o
+                outs.append(o)
+        self.streams[id(v)] = outs
+
+    def take(self, v: Value) -> Stream:
+        if id(v) not in self.streams or not self.streams[id(v)]:
+            raise NnfpgaError(f"%{v.name} is read by the accelerator but made outside it")
+        return self.streams[id(v)].pop(0)
+
+    def _leaves(self, v: Value) -> bool:
+        return v in self.g.outputs or any(u.op == "dequantize" for u, _ in v.uses)
+
+    def add(self, module, hint, params, inputs, outputs, cycles, needed=None, layer=None, note="") -> Instance:
+        inst = Instance(module, _ident(len(self.instances), hint), params, inputs, {}, cycles, needed, layer, note)
+        for port, s in outputs:
+            inst.outputs[port] = s
+        self.instances.append(inst)
+        return inst
+
+    # -- modules -----------------------------------------------------------------
+    def dense(self, layer: DenseLayer, src: Stream, vectors: int, hint: str, note: str) -> Stream:
+        if layer.k % src.par:
+            raise NnfpgaError(f"{note}: its input arrives {src.par} elements per beat, which does not divide K={layer.k}")
+        cycles = vectors * max(folding_cycles(layer), layer.k // src.par)
+        needed = fifo_depth.dense_needed(layer.k, layer.n, layer.pe, src.par)
+        out = self.fresh(layer.pe, IntType(layer.out_bits, layer.out_signed), vectors * layer.n, src, needed)
+        inst = self.add("nnfpga_dense", hint, {"IN_PAR": src.par}, {"s_axis": src}, [("m_axis", out)], cycles,
+                        needed, layer, note)
+        inst.vectors = vectors
+        return out
+
+    def window(self, src: Stream, x: Value, kernel, attrs, pad: int, hint: str) -> Stream:
+        _, c, h, w = x.type.shape
+        top, left, _, _ = attrs["pads"]
+        (kh, kw), (sh, sw), (dh, dw) = kernel, attrs["strides"], attrs.get("dilations", [1, 1])
+        oh, ow = window_output(h, w, kernel, attrs["strides"], attrs["pads"], [dh, dw])
+        p = stream_model.WindowParams(C=c, H=h, W=w, KH=kh, KW=kw, SH=sh, SW=sw, DH=dh, DW=dw, PT=top, PL=left,
+                                      OH=oh, OW=ow, PAR=src.par, BITS=src.bits, PAD=int(pad))
+        needed = lambda j: stream_model.window_needed_beats(p, j)  # noqa: E731
+        out = self.fresh(src.par, IntType(src.bits, src.signed), oh * ow * kh * kw * c, src, needed)
+        self.add("nnfpga_window", hint + "_win", p.verilog_params(), {"s_axis": src}, [("m_axis", out)],
+                 stream_model.window_cycles(p), needed, note=f"{kh}x{kw} windows of {c}x{h}x{w}")
+        return out
+
+    def pool(self, src: Stream, channels: int, positions: int, windows: int, out_elem, params: dict,
+             hint: str, note: str) -> Stream:
+        p = stream_model.PoolParams(C=channels, P=positions, PAR=src.par, IN_BITS=src.bits, IN_SIGNED=int(src.signed),
+                                    FRAME_WINDOWS=windows, **params)
+        needed = lambda j: stream_model.pool_needed_beats(p, j)  # noqa: E731
+        out = self.fresh(src.par, out_elem, windows * channels, src, needed)
+        self.add("nnfpga_pool", hint, p.verilog_params(), {"s_axis": src}, [("m_axis", out)],
+                 stream_model.pool_cycles(p), needed, note=note)
+        return out
+
+    def fifo_behind(self, s: Stream, depth: int) -> Stream | None:
+        """Put a FIFO of `depth` right behind the fork output `s`. Returns the FIFO's output
+        when nothing reads `s` yet (the join being built will), else rewires the reader."""
+        reader = next((i for i in self.instances for t in i.inputs.values() if t is s), None)
+        out = Stream(f"{s.name}_q", s.par, s.bits, s.signed, s.beats)
+        self.add("nnfpga_fifo", "skip_fifo", {"WIDTH": s.width, "DEPTH": depth}, {"s_axis": s},
+                 [("m_axis", out)], s.beats, fifo_depth.identity_needed)
+        if reader is None:
+            return out
+        for port, t in reader.inputs.items():
+            if t is s:
+                reader.inputs[port] = out
+        return None
+
+    def repack(self, s: Stream, par: int) -> Stream:
+        """Carry `s` at `par` elements per beat (nnfpga_repack); the same stream if it already is."""
+        if s.par == par:
+            return s
+        ratio = max(s.par, par) // min(s.par, par)
+        widen = par > s.par
+        needed = (lambda j: (j + 1) * ratio) if widen else (lambda j: j // ratio + 1)
+        out = self.fresh(par, IntType(s.bits, s.signed), s.beats * s.par, s, needed)
+        self.add("nnfpga_repack", "repack", {"IN_PAR": s.par, "OUT_PAR": par, "BITS": s.bits, "BEATS": out.beats},
+                 {"s_axis": s}, [("m_axis", out)], max(s.beats, out.beats), needed,
+                 note=f"{s.par} -> {par} elements per beat")
+        return out
+
+    def same_par(self, a: Stream, b: Stream, channels: list[int], what: str) -> tuple[Stream, Stream]:
+        """Bring the inputs of a join to one parallelism (the smaller, if it divides the other)."""
+        if a.par == b.par:
+            return a, b
+        small, large = sorted((a.par, b.par))
+        if large % small or any(c % small for c in channels):
+            raise NnfpgaError(f"{what}: its inputs arrive {a.par} and {b.par} elements per beat, and neither "
+                              "divides the other; fold the layers before it to matching pe")
+        return self.repack(a, small), self.repack(b, small)
+
+    def join_fifos(self, a: Stream, b: Stream, join_for, out_beats: int, what: str) -> tuple[Stream, Stream]:
+        """Size and insert the FIFOs that keep the fork feeding a and b from deadlocking."""
+        if a.origin is None or b.origin is None or a.origin[0] is not b.origin[0]:
+            raise NnfpgaError(f"{what}: its two inputs must come from one fork through one-input layers "
+                              "(nested branches are not supported yet)")
+        fork = a.origin[0]
+        heads = {k: fork.outputs[f"m{k}_axis"] for k in (0, 1)}
+        need = {"a": fifo_depth.branch_needed(a.path), "b": fifo_depth.branch_needed(b.path)}
+        streams = {"a": a, "b": b}
+        for long_side, short_side in (("a", "b"), ("b", "a")):
+            depth, _, text = fifo_depth.skip_fifo_depth(need[long_side], need[short_side], out_beats,
+                                                        join_for(long_side))
+            if depth <= 0:
+                continue
+            head = heads[streams[short_side].origin[1]]
+            direct = self.fifo_behind(head, depth)
+            if direct is not None:
+                streams[short_side] = direct
+            self.fifos.append({"instance": self.instances[-1].name, "depth": depth, "join": what,
+                               "waits_for": f"input {long_side}", "derivation": text})
+        return streams["a"], streams["b"]
+
+
+def _dense_layer(g: Graph, name: str, weights: np.ndarray, bias: np.ndarray, x_t, w_t, acc_t, rq, mm) -> DenseLayer:
+    y_t: QuantType = rq.output.type.element
+    return DenseLayer(
+        name=name, weights=weights.astype(np.int64), bias=bias.astype(np.int64), wbits=w_t.bits,
+        in_bits=x_t.bits, in_signed=x_t.signed, acc_bits=acc_t.bits,
+        mult=g.arrays[rq.attrs["mult"].name].astype(np.int64), shift=rq.attrs["shift"],
+        out_zp=y_t.zero_point, lo=rq.attrs["lo"], hi=rq.attrs["hi"], out_bits=y_t.bits, out_signed=y_t.signed,
+        pe=mm.attrs.get("pe", 1), simd=mm.attrs.get("simd", 1))
+
+
+def conv_matrix(w: np.ndarray, channels: int, group: int) -> np.ndarray:
+    """[kh·kw·C, O] matrix of a (grouped) convolution, rows in the window's (ky, kx, c) order."""
+    o, cg, kh, kw = w.shape
+    m = np.zeros((kh, kw, channels, o), np.int64)
+    og = o // group
+    for gi in range(group):
+        block = w[gi * og:(gi + 1) * og].transpose(2, 3, 1, 0)  # [kh, kw, C/g, O/g]
+        m[:, :, gi * cg:(gi + 1) * cg, gi * og:(gi + 1) * og] = block
+    return m.reshape(kh * kw * channels, o)
+
+
+def _single_requant(g: Graph, node):
+    users = [u for u, _ in node.output.uses]
+    if len(users) != 1 or users[0].op != "requant" or node.output in g.outputs:
+        raise NnfpgaError(f"{node.op} %{node.output.name} must feed exactly one requant")
+    return users[0]
+
+
+def lower_stream(g: Graph, x: Value, in_par: int | None = None) -> StreamDesign:
+    """The module graph computing the region that starts at quantized value `x`."""
+    first = next((u for u, _ in x.uses), None)
+    if in_par is None:
+        lanes = x.type.shape[1] if x.type.rank == 4 else x.type.size
+        in_par = _divisor_at_most(lanes, first.attrs.get("simd", 1) if first is not None else 1)
+    lo = _Lowering(g, x, in_par)
+    out_value = None
+    done: set[int] = set()  # requants lowered with their qmatmul, qconv or sumpool
+    for node in g.nodes:
+        if id(node) in done or not any(id(v) in lo.layout for v in node.inputs):
+            continue
+        if node.op == "dequantize":
+            out_value = node.inputs[0]
+            continue
+        _lower_node(g, lo, node, done)
+    if out_value is None:
+        out_value = next(v for v in g.outputs if id(v) in lo.layout)
+    if lo.layout[id(out_value)] == "image" and out_value.type.shape[1] > 1 and out_value.type.shape[2] * out_value.type.shape[3] > 1:
+        raise NnfpgaError(f"the accelerator's result %{out_value.name} is an image; it would leave channels-last, "
+                          "not in the model's NCHW order: flatten it inside the model (run channels_last) or "
+                          "end the accelerator at a dense layer or a global pool")
+    out = lo.take(out_value)
+    out.name = "m_axis"
+    return StreamDesign(lo.input, out, lo.instances, x, out_value, lo.fifos)
+
+
+def _lower_node(g: Graph, lo: _Lowering, node, done: set) -> None:
+    op = node.op
+    where = f"{op} %{node.outputs[0].name}"
+    if op in ("reshape", "transpose"):
+        x, y = node.inputs[0], node.output
+        layout = lo.layout[id(x)]
+        if op == "transpose":
+            if not (layout == "image" and node.attrs["perm"] == [0, 2, 3, 1]):
+                raise NnfpgaError(f"{where}: the accelerator streams images channels-last; it can only "
+                                  "transpose an image to NHWC (which moves no data), not by "
+                                  f"perm {node.attrs['perm']}")
+            new = "flat"
+        else:
+            if layout == "image" and x.type.shape[1] > 1 and x.type.shape[2] * x.type.shape[3] > 1:
+                raise NnfpgaError(f"{where}: flattening a {list(x.type.shape)} image in NCHW order needs the "
+                                  "channels_last pass (it makes the dense layer read pixels in stream order)")
+            new = "image" if y.type.rank == 4 else "flat"
+        lo.layout[id(y)] = new
+        lo.publish(y, lo.take(x))
+        return
+    if op in ("qmatmul", "qconv"):
+        rq = _single_requant(g, node)
+        done.add(id(rq))
+        x, w, b = node.inputs
+        src = lo.take(x)
+        name = rq.output.name
+        if op == "qmatmul":
+            layer = _dense_layer(g, name, g.const_data(w), g.const_data(b), x.type.element, w.type.element,
+                                 node.output.type.element, rq, node)
+            out = lo.dense(layer, src, 1, name, f"dense %{name}: {layer.k} -> {layer.n}")
+            lo.layout[id(rq.output)] = "flat"
+        else:
+            if lo.layout[id(x)] != "image":
+                raise NnfpgaError(f"{where}: the convolution reads %{x.name}, which is not an image stream")
+            _, c, h, wd = x.type.shape
+            wdata = g.const_data(w).astype(np.int64)
+            o, _, kh, kw = wdata.shape
+            _, _, oh, ow = node.output.type.shape
+            pointwise = kh == kw == 1 and node.attrs["strides"] == [1, 1] and not any(node.attrs["pads"])
+            if not pointwise:
+                src = lo.window(src, x, [kh, kw], node.attrs, x.type.element.zero_point, name)
+            layer = _dense_layer(g, name, conv_matrix(wdata, c, node.attrs["group"]), g.const_data(b),
+                                 x.type.element, w.type.element, node.output.type.element, rq, node)
+            out = lo.dense(layer, src, oh * ow, name,
+                           f"conv %{name}: {kh}x{kw}, {c} -> {o} channels, {h}x{wd} -> {oh}x{ow}")
+            lo.layout[id(rq.output)] = "image"
+        lo.publish(rq.output, out)
+        return
+    if op in ("maxpool", "sumpool"):
+        x = node.inputs[0]
+        if lo.layout[id(x)] != "image":
+            raise NnfpgaError(f"{where}: pooling reads %{x.name}, which is not an image stream")
+        _, c, h, w = x.type.shape
+        _, _, oh, ow = node.output.type.shape
+        kernel = node.attrs["kernel"]
+        src = lo.take(x)
+        whole = list(kernel) == [h, w] and not any(node.attrs["pads"])
+        xe = x.type.element
+        if op == "maxpool":
+            y = node.output
+            if not whole:
+                src = lo.window(src, x, kernel, node.attrs, xe.min, y.name)
+            params = {"MODE": 0, "ACC_BITS": xe.bits + 1, "MULT": 1, "SHIFT": 1, "BIAS": 0, "OUT_BITS": xe.bits,
+                      "OUT_ZP": 0, "LO": xe.min, "HI": xe.max}
+            out = lo.pool(src, c, kernel[0] * kernel[1] if not whole else h * w, oh * ow, xe, params, y.name,
+                          f"max pool %{y.name}: {kernel[0]}x{kernel[1]}")
+        else:
+            rq = _single_requant(g, node)
+            done.add(id(rq))
+            y = rq.output
+            mult = np.unique(g.arrays[rq.attrs["mult"].name])
+            if len(mult) != 1:
+                raise NnfpgaError(f"{where}: an average pool requantizes every channel alike; got {len(mult)} multipliers")
+            if not whole:
+                src = lo.window(src, x, kernel, node.attrs, xe.zero_point, y.name)
+            positions = kernel[0] * kernel[1]
+            ye = y.type.element
+            bias = -positions * xe.zero_point  # the pool adds raw x; Σ(x − z_x) = Σx − P·z_x
+            acc_bits = int_type_for_range(bias + positions * min(0, xe.min), bias + positions * max(0, xe.max)).bits
+            params = {"MODE": 1, "ACC_BITS": acc_bits, "MULT": int(mult[0]), "SHIFT": rq.attrs["shift"],
+                      "BIAS": bias, "OUT_BITS": ye.bits, "OUT_ZP": ye.zero_point,
+                      "LO": rq.attrs["lo"], "HI": rq.attrs["hi"]}
+            out = lo.pool(src, c, positions, oh * ow, ye, params, y.name,
+                          f"average pool %{y.name}: {kernel[0]}x{kernel[1]}")
+        lo.layout[id(y)] = "image"
+        lo.publish(y, out)
+        return
+    if op == "qadd":
+        a, b = lo.same_par(*(lo.take(v) for v in node.inputs), [node.output.type.shape[1]], where)
+        a, b = lo.join_fifos(a, b, lambda side: None, a.beats, where)
+        ta, tb, y = node.inputs[0].type.element, node.inputs[1].type.element, node.output.type.element
+        params = {"PAR": a.par, "A_BITS": ta.bits, "A_SIGNED": int(ta.signed), "A_ZP": ta.zero_point,
+                  "MA": node.attrs["ma"], "B_BITS": tb.bits, "B_SIGNED": int(tb.signed), "B_ZP": tb.zero_point,
+                  "MB": node.attrs["mb"], "SHIFT": node.attrs["shift"], "OUT_BITS": y.bits, "OUT_ZP": y.zero_point,
+                  "LO": node.attrs["lo"], "HI": node.attrs["hi"], "BEATS": a.beats}
+        out = lo.fresh(a.par, y, node.output.type.size)
+        lo.add("nnfpga_add", node.output.name, params, {"a_axis": a, "b_axis": b}, [("m_axis", out)], a.beats,
+               note=f"residual add %{node.output.name}")
+        lo.layout[id(node.output)] = lo.layout[id(node.inputs[0])]
+        lo.publish(node.output, out)
+        return
+    if op == "concat":
+        if len(node.inputs) != 2 or node.attrs["axis"] != 1:
+            raise NnfpgaError(f"{where}: the accelerator concatenates two tensors on the channel axis; this one "
+                              f"joins {len(node.inputs)} on axis {node.attrs['axis']}")
+        va, vb = node.inputs
+        ca, cb = va.type.shape[1], vb.type.shape[1]
+        a, b = lo.same_par(lo.take(va), lo.take(vb), [ca, cb], where)
+        pixels = va.type.size // ca
+        if ca % a.par or cb % a.par:
+            raise NnfpgaError(f"{where}: {a.par} elements per beat must divide both channel counts ({ca}, {cb})")
+        out_beats = pixels * (ca + cb) // a.par
+        a, b = lo.join_fifos(a, b, lambda side: fifo_depth.concat_join(pixels, ca // a.par, cb // a.par, side),
+                             out_beats, where)
+        e = node.output.type.element
+        out = lo.fresh(a.par, e, node.output.type.size)
+        lo.add("nnfpga_concat", node.output.name, {"PIXELS": pixels, "CA": ca, "CB": cb, "PAR": a.par, "BITS": e.bits},
+               {"a_axis": a, "b_axis": b}, [("m_axis", out)], out_beats, note=f"concat %{node.output.name}")
+        lo.layout[id(node.output)] = lo.layout[id(va)]
+        lo.publish(node.output, out)
+        return
+    raise NnfpgaError(f"the hardware backend has no module for op '{op}' (node defining %{node.outputs[0].name})")
