@@ -11,17 +11,35 @@ Supported ONNX ops map to IR ops as:
     Gemm      -> gemm {alpha, beta, trans_a, trans_b}   (attributes only when not default)
     MatMul    -> matmul                                  (2-D operands only)
     Add       -> add                                     (any broadcast)
+    Sum       -> add(add(x0, x1), x2) ...                (one input: the input itself)
+    Mul       -> mul                                     (one operand constant; two data operands: host)
+    Div       -> mul(x, 1/c)                             (divisor constant; otherwise host)
     Relu      -> relu
+    Transpose -> transpose {perm}
     Flatten   -> reshape {shape = [outer, inner]}
     Reshape   -> reshape {shape = [...]}                 (target shape must be constant)
+    Squeeze, Unsqueeze -> reshape                        (axes must be constant)
     Identity, Dropout (inference) -> removed: the result is the input
-    Constant  -> IR constant (when a float op reads it)
+    Constant, ConstantOfShape -> IR constant (when a float op reads it)
     Shape     -> an int64 constant (shapes are static)
+    Conv, BatchNormalization, MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool,
+    ReduceMean, Concat, Clip, Pad -> conv, mul + add, maxpool, avgpool, concat, clip, pad
+                                                         (frontend/onnx_spatial.py)
+
+A node of a supported op whose inputs are all constants is evaluated here (numpy for the
+shape-only ops, onnxruntime otherwise), so weights computed from constants stay constants.
 
 Ops in HOST_OPS (Softmax, Sigmoid, LRN, TopK, ...) become `host` nodes that keep the ONNX
 node (op_type, attributes, constant inputs as IR constants; result types from ONNX shape
 inference); the `partition` pass places them on the host CPU, where TVM compiles them.
 A host node whose inputs are all constants is evaluated here (onnxruntime) instead.
+Clip, Mul and Div are in both tables: with constant bounds or a constant operand they are
+IR ops, otherwise host nodes.
+
+Opsets: models of opset 6 to 21 are converted to opset 21 by the ONNX version converter.
+Opsets 22 to 25 changed the ops nnfpga reads only by allowing more element types
+(bfloat16, float8, float4, int2), so such a model is read as opset 21 when every op it uses
+is one of those (SAME_SINCE_21), and refused otherwise.
 """
 from __future__ import annotations
 
@@ -33,11 +51,21 @@ import onnx
 from onnx import helper, numpy_helper
 
 from nnfpga.errors import ModelError, UnsupportedOpError
+from nnfpga.frontend.onnx_common import Unsupported as _Unsupported
+from nnfpga.frontend.onnx_common import constant_axes as _constant_axes
+from nnfpga.frontend.onnx_common import describe as _describe
+from nnfpga.frontend.onnx_common import normalised_axes as _normalised_axes
+from nnfpga.frontend.onnx_common import node_attrs as _attrs
+from nnfpga.frontend.onnx_common import optional_input as _optional
+from nnfpga.frontend.onnx_spatial import SPATIAL_HANDLERS
 from nnfpga.ir import F32, Graph, TensorType, Value, clean_name, verify
 from nnfpga.ir.host import attrs_from_onnx, evaluate_onnx_node, ir_element
 
-SUPPORTED_OPS = ("Add", "Constant", "Dropout", "Flatten", "Gemm", "Identity", "MatMul", "Relu", "Reshape", "Shape")
-"""ONNX op types (default domain) the frontend translates."""
+SUPPORTED_OPS = ("Add", "AveragePool", "BatchNormalization", "Clip", "Concat", "Constant", "ConstantOfShape",
+                 "Conv", "Div", "Dropout", "Flatten", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "Identity",
+                 "MatMul", "MaxPool", "Mul", "Pad", "ReduceMean", "Relu", "Reshape", "Shape", "Squeeze", "Sum",
+                 "Transpose", "Unsqueeze")
+"""ONNX op types (default domain) the frontend translates into IR ops."""
 
 HOST_OPS = ("Abs", "ArgMax", "Clip", "Div", "Elu", "Erf", "Exp", "Gelu", "HardSigmoid", "HardSwish",
             "Hardmax", "LRN", "LeakyRelu", "Log", "LogSoftmax", "Mul", "Neg", "Reciprocal", "Selu",
@@ -48,7 +76,7 @@ Relax ONNX frontend, and a test compiles every one of them against onnxruntime).
 HOST_FALLBACK_NOTE = "the host fallback (TVM) takes only " + ", ".join(HOST_OPS)
 """What the host can take instead; quoted by the unsupported-op error."""
 
-MIN_OPSET, MAX_OPSET = 7, 21
+MIN_OPSET, MAX_OPSET = 6, 25
 """Default-domain opsets the frontend reads."""
 
 TARGET_OPSET = 21
@@ -56,12 +84,16 @@ TARGET_OPSET = 21
 reliably (it has no 14 -> 13 adapter for Relu, none below 16 for Identity), so the target is
 the newest opset read, not an older one."""
 
+SAME_SINCE_21 = ("AveragePool", "Constant", "ConstantOfShape", "Conv", "Dropout", "Elu", "Flatten",
+                 "GlobalAveragePool", "GlobalMaxPool", "HardSigmoid", "HardSwish", "Identity", "MaxPool", "Pad",
+                 "Reshape", "Selu", "Shape", "Softplus", "Softsign", "Squeeze", "TopK", "Transpose", "Unsqueeze")
+"""Ops whose versions of opsets 22..25 differ from opset 21 only in the element types they
+allow (ONNX Changelog; MaxPool-22 and AveragePool-22 also state in words that ceil-mode
+windows starting in the right padding are ignored, which onnxruntime did before). Attributes,
+inputs and outputs are the same, as a test checks against the installed onnx."""
+
 _ONNX_DOMAINS = ("", "ai.onnx")
 _MAX_LISTED = 50
-
-
-class _Unsupported(Exception):
-    """A node of a supported op type uses an attribute, operand or shape nnfpga cannot take."""
 
 
 def load_onnx(path_or_model, input_shapes: dict[str, list[int]] | None = None) -> Graph:
@@ -140,11 +172,31 @@ def _reject_unsupported_op_types(model: onnx.ModelProto, where: str) -> None:
 def _convert_opset(model: onnx.ModelProto, opset: int, where: str) -> onnx.ModelProto:
     if opset == TARGET_OPSET:
         return model
+    if opset > TARGET_OPSET:
+        return _read_as_target_opset(model, opset, where)
+    if model.ir_version < 4:
+        # IR 3 wants every initializer listed as a graph input; the converter adds
+        # initializers that are not (Pad-2's pads become an input), then rejects its own result.
+        model.ir_version = 4
     try:
         return onnx.version_converter.convert_version(model, TARGET_OPSET)
     except Exception as e:
         raise ModelError(f"could not convert {where} from ONNX opset {opset} to opset "
                          f"{TARGET_OPSET}: {str(e).strip()}") from None
+
+
+def _read_as_target_opset(model: onnx.ModelProto, opset: int, where: str) -> onnx.ModelProto:
+    changed = sorted({n.op_type for n in model.graph.node if n.domain in _ONNX_DOMAINS
+                      and onnx.defs.get_schema(n.op_type, opset).since_version > TARGET_OPSET
+                      and n.op_type not in SAME_SINCE_21})
+    if changed:
+        raise ModelError(f"{where} uses ONNX opset {opset}, whose {', '.join(changed)} differ(s) from opset "
+                         f"{TARGET_OPSET}, the newest nnfpga translates; re-export the model with opset "
+                         f"{TARGET_OPSET} or lower (e.g. torch.onnx.export(..., opset_version=17)).")
+    for entry in model.opset_import:
+        if entry.domain in _ONNX_DOMAINS:
+            entry.version = TARGET_OPSET
+    return model
 
 
 def _declared_dims(value_info) -> list[str]:
@@ -227,13 +279,6 @@ def _infer_shapes(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
 
 # -- messages -------------------------------------------------------------------------------
 
-def _describe(node: onnx.NodeProto) -> str:
-    if node.name:
-        return f"node '{node.name}'"
-    outputs = [o for o in node.output if o]
-    return f"unnamed node producing '{outputs[0]}'" if outputs else "unnamed node"
-
-
 def _unsupported_message(where: str, problems: list[tuple[onnx.NodeProto, str]]) -> str:
     lines = [f"{where}: {len(problems)} node(s) cannot be compiled:"]
     for node, reason in problems[:_MAX_LISTED]:
@@ -289,7 +334,8 @@ class _Importer:
                 if handler is None:  # made by the opset converter from a supported op
                     raise _Unsupported(f"converting the model to opset {TARGET_OPSET} made this op, which "
                                        "nnfpga does not take")
-                handler(self, node)
+                if not self.fold(node):
+                    handler(self, node)
             except _Unsupported as e:
                 self.problems.append((node, str(e)))
                 self.poisoned.update(node.output)
@@ -375,11 +421,45 @@ class _Importer:
             self.values[new] = self.operand(old)
 
     def emit(self, node: onnx.NodeProto, op: str, inputs: list[Value], shape, attrs=None) -> None:
+        """The IR node computing the ONNX node's (first) result."""
+        self.values[node.output[0]] = self.add_op(op, inputs, shape, attrs, node.output[0])
+
+    def add_op(self, op: str, inputs: list[Value], shape, attrs=None, hint: str = "v") -> Value:
+        """One IR node with a float result of `shape`, named after `hint`."""
         shape = tuple(int(d) for d in shape)
         if any(d <= 0 for d in shape):
             raise _Unsupported(f"its result has an empty shape {list(shape)}")
-        out = self.g.add_node(op, inputs, [TensorType(shape, F32)], attrs or {}, names=[node.output[0]])
-        self.values[node.output[0]] = out.output
+        return self.g.add_node(op, inputs, [TensorType(shape, F32)], attrs or {}, names=[hint]).output
+
+    def const(self, hint: str, data: np.ndarray) -> Value:
+        """A float IR constant made by the frontend (a folded BatchNormalization's scale, ...)."""
+        data = np.array(data, np.float32, order="C")
+        return self.g.add_const(hint, data, TensorType(data.shape, F32))
+
+    def check_inferred(self, node: onnx.NodeProto, shape) -> None:
+        """The shape the op's rules give must be the one ONNX shape inference gives."""
+        t = self.inferred.get(node.output[0])
+        if t is None or not t.HasField("tensor_type") or not t.tensor_type.HasField("shape"):
+            return
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in t.tensor_type.shape.dim]
+        if None not in dims and dims != [int(d) for d in shape]:
+            raise ModelError(f"{node.op_type} ({_describe(node)}): its result has shape {[int(d) for d in shape]} "
+                             f"by the op's rules, but ONNX shape inference gives {dims}; the model is inconsistent")
+
+    def host_node(self, node: onnx.NodeProto) -> None:
+        """The node kept as it is, for the host (Mul of two data operands, Clip with run-time bounds)."""
+        _host(self, node)
+
+    def fold(self, node: onnx.NodeProto) -> bool:
+        """Evaluate a supported node whose inputs are all constants; whether it did."""
+        if node.op_type in _NOT_FOLDED or not node.input or "" in node.input:
+            return False
+        if not all(self.is_const(name) for name in node.input):
+            return False
+        outputs = [o for o in node.output if o]
+        for name, data in zip(outputs, evaluate_onnx_node(node, [self.consts[n] for n in node.input])):
+            self.consts[name] = data
+        return True
 
     def reshape(self, node: onnx.NodeProto, shape: tuple[int, ...]) -> None:
         src, dst = node.input[0], node.output[0]
@@ -389,14 +469,6 @@ class _Importer:
             self.consts[dst] = self.consts[src].reshape(shape)  # folded: weights stay constants
         else:
             self.emit(node, "reshape", [self.operand(src)], shape, {"shape": [int(d) for d in shape]})
-
-
-def _attrs(node: onnx.NodeProto) -> dict:
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
-
-
-def _optional(node: onnx.NodeProto, index: int) -> str | None:
-    return node.input[index] if len(node.input) > index and node.input[index] else None
 
 
 def _gemm(imp: _Importer, node: onnx.NodeProto) -> None:
@@ -436,6 +508,34 @@ def _matmul(imp: _Importer, node: onnx.NodeProto) -> None:
 def _add(imp: _Importer, node: onnx.NodeProto) -> None:
     a, b = imp.operand(node.input[0]), imp.operand(node.input[1])
     imp.emit(node, "add", [a, b], np.broadcast_shapes(a.type.shape, b.type.shape))
+
+
+def _squeeze(imp: _Importer, node: onnx.NodeProto) -> None:
+    shape = imp.shape_of(node.input[0])
+    axes = _constant_axes(imp, node)
+    axes = [a for a, d in enumerate(shape) if d == 1] if axes is None else _normalised_axes(node, axes, len(shape))
+    if any(shape[a] != 1 for a in axes):
+        raise ModelError(f"Squeeze ({_describe(node)}): axes {axes} of {list(shape)} are not all of size 1")
+    imp.reshape(node, tuple(d for a, d in enumerate(shape) if a not in axes))
+
+
+def _unsqueeze(imp: _Importer, node: onnx.NodeProto) -> None:
+    shape = list(imp.shape_of(node.input[0]))
+    axes = _constant_axes(imp, node)
+    if not axes:
+        raise ModelError(f"Unsqueeze ({_describe(node)}): no axes given")
+    for a in _normalised_axes(node, axes, len(shape) + len(axes)):
+        shape.insert(a, 1)
+    imp.reshape(node, tuple(shape))
+
+
+def _constant_of_shape(imp: _Importer, node: onnx.NodeProto) -> None:
+    if not imp.is_const(node.input[0]):
+        raise _Unsupported("its shape is computed at run time; only a constant shape is supported")
+    value = _attrs(node).get("value")
+    fill = numpy_helper.to_array(value).reshape(-1) if value is not None else np.zeros(1, np.float32)
+    shape = [int(d) for d in imp.consts[node.input[0]].reshape(-1)]
+    imp.consts[node.output[0]] = np.full(shape, fill[0], dtype=fill.dtype)
 
 
 def _relu(imp: _Importer, node: onnx.NodeProto) -> None:
@@ -542,9 +642,16 @@ def _host(imp: _Importer, node: onnx.NodeProto) -> None:
         imp.values[name] = value
 
 
-_HANDLERS = {
-    "Add": _add, "Constant": _constant, "Dropout": _dropout, "Flatten": _flatten, "Gemm": _gemm,
-    "Identity": _identity, "MatMul": _matmul, "Relu": _relu, "Reshape": _reshape, "Shape": _shape,
-}
-_HANDLERS.update({op: _host for op in HOST_OPS})
+_HANDLERS = {op: _host for op in HOST_OPS}
+_HANDLERS.update({
+    "Add": _add, "Constant": _constant, "ConstantOfShape": _constant_of_shape, "Dropout": _dropout,
+    "Flatten": _flatten, "Gemm": _gemm, "Identity": _identity, "MatMul": _matmul, "Relu": _relu,
+    "Reshape": _reshape, "Shape": _shape, "Squeeze": _squeeze, "Unsqueeze": _unsqueeze,
+})
+_HANDLERS.update(SPATIAL_HANDLERS)
 assert set(_HANDLERS) == set(SUPPORTED_OPS) | set(HOST_OPS)
+
+_NOT_FOLDED = set(HOST_OPS) - {"Clip", "Div", "Mul"} | {
+    "Constant", "ConstantOfShape", "Dropout", "Flatten", "Identity", "Reshape", "Shape", "Squeeze", "Unsqueeze"}
+"""Ops `_Importer.fold` leaves to their handlers: host ops fold themselves, the rest read
+constants without running anything (shapes, aliases, numpy reshapes)."""
