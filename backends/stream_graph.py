@@ -114,6 +114,10 @@ class StreamDesign:
         return max(i.cycles for i in self.instances)
 
 
+RATE_FACTOR, RATE_SLACK = 2, 2
+"""Skip FIFOs are built RATE_FACTOR × their deadlock-free depth + RATE_SLACK (see join_fifos)."""
+
+
 def _ident(index: int, hint: str) -> str:
     return f"u{index}_" + (re.sub(r"[^a-z0-9_]", "_", hint.lower()).strip("_")[:24] or "m")
 
@@ -257,12 +261,18 @@ class _Lowering:
                                                         join_for(long_side))
             if depth <= 0:
                 continue
+            # `depth` is the least that cannot deadlock; at that depth the fork still stalls whenever
+            # the long branch is busy with earlier beats, which cost up to half the rate in
+            # hw_tests/test_rtl_cnn.py. Twice it plus two ran at the full predicted rate there.
+            rate_depth = RATE_FACTOR * depth + RATE_SLACK
             head = heads[streams[short_side].origin[1]]
-            direct = self.fifo_behind(head, depth)
+            direct = self.fifo_behind(head, rate_depth)
             if direct is not None:
                 streams[short_side] = direct
-            self.fifos.append({"instance": self.instances[-1].name, "depth": depth, "join": what,
-                               "waits_for": f"input {long_side}", "derivation": text})
+            self.fifos.append({"instance": self.instances[-1].name, "depth": rate_depth, "deadlock_depth": depth,
+                               "join": what, "waits_for": f"input {long_side}",
+                               "derivation": f"{text}; built {RATE_FACTOR}·{depth} + {RATE_SLACK} = {rate_depth} deep "
+                                             "so the fork keeps feeding the long branch at its rate"})
         return streams["a"], streams["b"]
 
 
