@@ -103,7 +103,13 @@ def _window(node: onnx.NodeProto, spatial, kernel: list[int], at: dict) -> _Wind
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         # output = ceil(input / stride); the padding that needs, the odd one at the end (UPPER) or begin (LOWER)
-        total = [max(0, (-(-i // s) - 1) * s + e - i) for i, s, e in zip(spatial, strides, span)]
+        total = [(-(-i // s) - 1) * s + e - i for i, s, e in zip(spatial, strides, span)]
+        if min(total) < 0 and node.op_type != "Conv":
+            # The stride skips input past the last window: onnxruntime's Conv starts at 0, its pools
+            # refuse the negative padding or crop the input.
+            raise Unsupported(f"auto_pad {auto_pad} with a stride longer than the window leaves input "
+                              f"unread (padding {total}); export explicit pads")
+        total = [max(0, t) for t in total]
         begins = [t // 2 if auto_pad == "SAME_UPPER" else t - t // 2 for t in total]
         ends = [t - b for t, b in zip(total, begins)]
     elif auto_pad == "VALID":
