@@ -55,6 +55,14 @@ Frames repeat: every module here is periodic (needed(j + F_out) = needed(j) + F_
 branches carry the same number of beats per frame into the join, so the difference is
 periodic and one frame decides the maximum; back-to-back frames need no more.
 
+Progress, not rate: the depth guarantees that the block never deadlocks, not that it runs
+at full speed. Where the branches' latencies differ and the block could otherwise move a
+beat per cycle, the side with the shorter latency also needs room for the beats in flight
+on the other (with a one-cycle FIFO on one side of an add and nothing on the other, the
+pair moves every other cycle; hw_tests/test_rtl_branches.py shows both). Behind a dense
+layer the long branch is the slower one anyway, so the rule's depth is usually also the
+fast one.
+
 Scope: exact when the short branch is FIFOs and pass-throughs only. If the short branch
 has modules of its own (behind the FIFO), they hold the inputs of the beat the join waits
 for, and the rule is one beat conservative. Modules whose needed(j) < j + 1 (a dense with
@@ -156,6 +164,7 @@ def skip_fifo_depth(long_needed: Needed, short_needed: Needed, out_beats: int,
     """
     if out_beats < 1:
         raise ValueError(f"out_beats must be >= 1, got {out_beats}")
+    lockstep = join is None or join is lockstep_join
     join = join or lockstep_join
     best = None
     for t in range(out_beats):
@@ -170,16 +179,16 @@ def skip_fifo_depth(long_needed: Needed, short_needed: Needed, out_beats: int,
         raise ValueError("the join never waits for the long branch in a frame; nothing to size")
     diff, t, i_long, i_short, nl, ns = best
     depth = max(0, diff) + (PIPELINE_SLACK if diff > 0 else 0)
-    where = f"j={t}" if (i_long, i_short) == (t, t) else f"join step {t} (long beat {i_long}, short beat {i_short})"
+    where = f"j={t}" if lockstep else f"join step {t} (long beat {i_long}, short beat {i_short})"
     if diff <= 0:
         text = (f"the long branch never needs more fork beats than the skip branch before the join takes "
                 f"them (largest difference {diff} at {where}), so no skip FIFO is needed")
     else:
         text = (f"the long branch emits beat j only after fork beat needed_long(j), the skip branch after "
-                f"needed_short(j); the fork stalls once the skip side holds depth + 1 beats (the FIFO and "
-                f"the fork's register); worst {where}: needed_long={nl}, needed_short={ns}, so the skip "
-                f"FIFO holds {nl} - {ns} = {diff} beats"
-                + (f" + {PIPELINE_SLACK}" if PIPELINE_SLACK else "")
+                f"fork beat needed_short(j); the skip side holds its FIFO plus one beat in the fork's "
+                f"register; worst {where}: needed_long={nl}, needed_short={ns}, so the skip FIFO holds "
+                f"{nl} - {ns} = {diff} beats"
+                + (f" + {PIPELINE_SLACK} for pipeline registers" if PIPELINE_SLACK else "")
                 + f": depth {depth}")
     return depth, t, text
 

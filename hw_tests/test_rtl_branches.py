@@ -118,6 +118,43 @@ def assert_stalls(rtl_dir: Path, x: np.ndarray, expected: np.ndarray, work: Path
 
 
 # --------------------------------------------------------------------------------------
+# the sizing rule on paper (no simulator)
+
+
+def test_needed_functions_compose_with_the_right_off_by_ones():
+    d = dense_needed(k=8, n=4, pe=2, in_par=4)            # 2 beats in, 2 beats out per vector
+    assert [d(j) for j in range(6)] == [2, 2, 4, 4, 6, 6]
+    assert [branch_needed([])(j) for j in range(4)] == [1, 2, 3, 4]
+    assert [branch_needed([identity_needed] * 3)(j) for j in range(4)] == [1, 2, 3, 4]
+    # dense 8 -> 12 (4 beats in, 4 out) then 12 -> 8 (4 in, 4 out): a vector of 4 beats.
+    two = branch_needed([dense_needed(8, 12, 3, 2), dense_needed(12, 8, 2, 3)])
+    assert [two(j) for j in range(9)] == [4, 4, 4, 4, 8, 8, 8, 8, 12]
+    # A FIFO between the denses changes nothing; a dense that halves the beats doubles the need.
+    assert all(branch_needed([dense_needed(8, 12, 3, 2), identity_needed, dense_needed(12, 8, 2, 3)])(j) == two(j)
+               for j in range(20))
+    half = branch_needed([dense_needed(8, 8, 4, 1), dense_needed(8, 8, 1, 4)])  # 8 in, 2 mid, 8 out
+    assert [half(j) for j in (0, 7, 8)] == [8, 8, 16]
+
+
+def test_skip_fifo_depth_for_add_and_concat_joins():
+    depth, worst, text = skip_fifo_depth(dense_needed(16, 16, 2, 2), identity_needed, out_beats=24)
+    assert (depth, worst) == (7, 0)
+    assert "worst j=0" in text and "needed_long=8" in text and "depth 7" in text
+    assert skip_fifo_depth(identity_needed, identity_needed, 10)[0] == 0   # equal branches: no FIFO
+    # Concat of a pixel with itself (both inputs straight from the fork, 4 beats each): a is
+    # read first, so b must hold a pixel's 4 beats, one of them in the fork's register.
+    assert skip_fifo_depth(identity_needed, identity_needed, 3 * 8, concat_join(3, 4, 4, "a"))[:2] == (3, 3)
+    # Read in that order, a never waits for b: a FIFO on a would not be needed.
+    assert skip_fifo_depth(identity_needed, identity_needed, 3 * 8, concat_join(3, 4, 4, "b"))[0] == 0
+    # A 1x1 dense (4 beats in, 2 out per pixel) on a, b straight from the fork (4 beats):
+    # a's first beat of a pixel needs the whole pixel in, b has given the earlier pixels.
+    dense_a = dense_needed(8, 4, 2, 2)
+    assert skip_fifo_depth(dense_a, identity_needed, 3 * 6, concat_join(3, 2, 4, "a"))[:2] == (3, 0)
+    with pytest.raises(ValueError):
+        dense_needed(8, 8, 3, 1)
+
+
+# --------------------------------------------------------------------------------------
 # FIFO alone: every storage shape, full throughput, tlast carried
 
 
@@ -396,3 +433,37 @@ def test_residual_block_runs_at_the_rule_depth_and_deadlocks_one_below(tmp_path,
     why_stalled = assert_stalls(residual(tmp_path / "short", layers, in_par, pixels, depth - 1), x, expected,
                                 tmp_path / "w2", seed=9)
     print(f"{chain}: depth {depth - 1}: {why_stalled.splitlines()[0]}")
+
+
+def test_dense_branch_joined_by_concat_runs_at_the_rule_depth(tmp_path):
+    """A 1x1 convolution next to its own input: fork -> dense (8 -> 4 channels) on a, the
+    pixel itself through the skip FIFO on b, concatenated to 12 channels per pixel."""
+    pixels, c, ca, par = 4, 8, 4, 2
+    rng = np.random.default_rng(10)
+    layer = dense_layer(rng, "pw", c, ca, pe=par, simd=4, in_bits=8, in_signed=False, out_bits=8,
+                        out_signed=False)
+    depth, worst, why = skip_fifo_depth(dense_needed(c, ca, par, par), identity_needed,
+                                        pixels * (ca + c) // par,
+                                        concat_join(pixels, ca // par, c // par, long_input="a"))
+    print(why)
+    assert (depth, worst) == (c // par - 1, 0)
+    width = par * 8
+    body = ports(width, width, tlast_used=True)
+    body += wires("f0", width, "unused") + wires("f1", width) + wires("k", width, "unused")
+    body += wires("d0", width, "unused")
+    body += fork(width, "s_axis", "f0", "f1")
+    body += dense_instance(layer, par, "f0", "d0", "u_dense0")
+    body += fifo(width, depth, "f1", "k", "u_skip")
+    body += (f"    nnfpga_concat #(.PIXELS({pixels}), .CA({ca}), .CB({c}), .PAR({par}), .BITS(8)) u_cat (\n"
+             f"        .clk(clk), .rst_n(rst_n), {conn('a', 'd0', False)}, {conn('b', 'k', False)},\n"
+             f"        {conn('m', 'm_axis')});\nendmodule\n")
+    mem = {"u_dense0_w.mem": _mem_lines(weight_words(layer), layer.pe * layer.simd * layer.wbits),
+           "u_dense0_p.mem": _mem_lines(param_words(layer), layer.pe * (MULT_BITS + layer.acc_bits))}
+    rtl = make_design(tmp_path / "rtl", ["fork", "fifo", "dense", "concat"], body,
+                      stream(pixels * c, 8, False, par), stream(pixels * (ca + c), 8, False, par), mem,
+                      predicted=pixels * (ca // par) * (c // 4))
+    x = rng.integers(0, 256, (12, pixels * c))
+    vec = x.reshape(-1, c)
+    expected = np.concatenate([reference_forward([layer], vec)[-1], vec], axis=1).reshape(len(x), -1)
+    assert len(np.unique(expected[:, :ca])) > 20
+    run(rtl, x, expected, tmp_path / "work", seed=12)
