@@ -9,6 +9,7 @@ Time (exact for the template; see "Validation" below):
     folds     = NF * SF                       cycles the multiply array spends on a vector
     fill      = K / in_par                    beats to collect one input vector
     stage     = max(folds, fill)              the two overlap (ping-pong input buffers)
+                × vectors                     a convolution: one vector per output pixel
     interval  = max over layers of stage      = backends.verilog.predicted_interval
     latency   = (fill_0 - 1) + sum over layers of (folds + 6)
 
@@ -182,6 +183,10 @@ class LayerShape:
     rom_widths: tuple[int, int] | None = None
     """Bits that vary across words of the weight and the parameter ROM at this folding
     (synthesis drops constant bit columns); None when the weights are not known: all bits."""
+    vectors: int = 1
+    """Vectors per inference: 1 for a dense layer, the output pixels of a convolution."""
+    channels: int = 0
+    """Elements of one input pixel (a convolution's input channels); 0: the whole K (dense)."""
 
     @staticmethod
     def of(layer) -> "LayerShape":
@@ -204,12 +209,22 @@ def _varying_bits(words: list[int]) -> int:
 
 
 def layer_shapes(g) -> list[LayerShape]:
-    """The qmatmul layers of a quantized IR graph, in graph order (pe/simd default to 1)."""
+    """The qmatmul and qconv layers of a quantized IR graph, in graph order (pe/simd default to 1).
+
+    A convolution is its window's matrix-vector unit: K = kh·kw·C, N = O, one vector per
+    output pixel (backends/stream_graph.py)."""
     shapes = []
     for node in g.nodes:
-        if node.op != "qmatmul":
+        if node.op not in ("qmatmul", "qconv"):
             continue
-        k, n = node.inputs[1].type.shape
+        vectors, channels = 1, 0
+        if node.op == "qconv":
+            o, _, kh, kw = node.inputs[1].type.shape
+            channels = node.inputs[0].type.shape[1]
+            k, n = kh * kw * channels, o
+            vectors = node.output.type.shape[2] * node.output.type.shape[3]
+        else:
+            k, n = node.inputs[1].type.shape
         users = [u for u, _ in node.output.uses]
         rq = users[0] if len(users) == 1 and users[0].op == "requant" else None
         shapes.append(LayerShape(
@@ -218,8 +233,15 @@ def layer_shapes(g) -> list[LayerShape]:
             in_bits=node.inputs[0].type.element.bits, wbits=node.inputs[1].type.element.bits,
             acc_bits=node.output.type.element.bits,
             out_bits=rq.output.type.element.bits if rq else 8,
-            shift=int(rq.attrs["shift"]) if rq else DEFAULT_SHIFT))
+            shift=int(rq.attrs["shift"]) if rq else DEFAULT_SHIFT,
+            vectors=int(vectors), channels=int(channels)))
     return shapes
+
+
+def first_in_par(l: LayerShape) -> int:
+    """Input elements per beat at the top: the first layer's simd, within one pixel for a convolution."""
+    lanes = l.channels or l.k
+    return max(d for d in range(1, min(lanes, l.simd) + 1) if lanes % d == 0)
 
 
 def _clog2(x: int) -> int:
@@ -292,7 +314,7 @@ def layer_cost(layer, in_par: int, dev: Device, first: bool = False) -> dict:
     return {
         "name": l.name, "k": l.k, "n": l.n, "pe": l.pe, "simd": l.simd, "in_par": in_par,
         "in_bits": l.in_bits, "wbits": l.wbits, "acc_bits": l.acc_bits, "out_bits": l.out_bits,
-        "folds": folds, "fill_beats": fill, "stage_cycles": max(folds, fill),
+        "folds": folds, "fill_beats": fill, "vectors": l.vectors, "stage_cycles": l.vectors * max(folds, fill),
         "latency": {"fill": fill - 1 if first else 0, "folds": folds, "pipeline": PIPELINE_STAGES},
         "latency_cycles": (fill - 1 if first else 0) + folds + PIPELINE_STAGES,
         "dsps": sum(dsps.values()), "dsps_breakdown": dsps,
@@ -327,10 +349,11 @@ def estimate(layers: Sequence, in_par: int | None = None, device: str | Device =
     shapes = [LayerShape.of(l) for l in layers]
     if not shapes:
         raise NnfpgaError("no layers to estimate")
-    in_par = shapes[0].simd if in_par is None else in_par
+    in_par = first_in_par(shapes[0]) if in_par is None else in_par
     per_layer = []
     for i, l in enumerate(shapes):
-        per_layer.append(layer_cost(l, in_par if i == 0 else shapes[i - 1].pe, dev, first=i == 0))
+        # Branches make graph order only roughly stream order: a layer reads gcd(pe before, K).
+        per_layer.append(layer_cost(l, in_par if i == 0 else math.gcd(shapes[i - 1].pe, l.k), dev, first=i == 0))
     total = {r: sum(c[r] for c in per_layer) for r in RESOURCES + ("bram_bits", "rom_bits")}
     total["interval_cycles"] = max(c["stage_cycles"] for c in per_layer)
     total["latency_cycles"] = sum(c["latency_cycles"] for c in per_layer)

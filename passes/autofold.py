@@ -1,6 +1,7 @@
 """autofold: choose every layer's pe/simd from the device's budget and a target rate.
 
     qmatmul(x[1,K], W[K,N]) -> qmatmul {pe = P, simd = S},  P | N, S | K
+    qconv: the same on its window's matrix (K = kh·kw·C), one vector per output pixel
 
 The slowest layer sets the rate, so a balanced pipeline gives every layer the same target
 interval T and spends no more than T needs:
@@ -22,7 +23,8 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from nnfpga.cost import RESOURCES, LayerShape, device_budget, devices_by_size, estimate, fps, layer_cost, layer_shapes
+from nnfpga.cost import (RESOURCES, LayerShape, device_budget, devices_by_size, estimate, first_in_par, fps,
+                         layer_cost, layer_shapes)
 from nnfpga.devices import DEFAULT_DEVICE, DEVICES, Device
 from nnfpga.errors import PipelineError
 from nnfpga.ir import Graph
@@ -45,20 +47,28 @@ class _Planner:
             for pe in _divisors(l.n):
                 for simd in _divisors(l.k):
                     trial = replace(l, pe=pe, simd=simd, rom_widths=None)
-                    c = layer_cost(trial, simd, dev)
+                    c = layer_cost(trial, first_in_par(trial) if l.channels else simd, dev)
                     share = sum(c[r] / budget[r] if budget[r] else math.inf for r in RESOURCES)
-                    opts.append((c["folds"], share, pe, simd))
+                    opts.append((c["stage_cycles"] if l.channels else c["folds"], share, pe, simd))
             self.options.append(sorted(opts, key=lambda o: (o[1], o[2] * o[3], o[2])))
 
     def intervals(self) -> list[int]:
         """Every interval some layer can hit exactly, from fastest to slowest."""
-        return sorted({o[0] for opts in self.options for o in opts})
+        floor = max(min(o[0] for o in opts) for opts in self.options)  # a convolution needs a cycle per pixel
+        return sorted({o[0] for opts in self.options for o in opts if o[0] >= floor})
 
     def design(self, interval: int) -> list[LayerShape]:
         """Each layer at its cheapest folding within `interval` cycles."""
         chosen = []
         for l, opts in zip(self.shapes, self.options):
             _, _, pe, simd = next(o for o in opts if o[0] <= interval)  # pe=N, simd=K has 1 fold
+            if chosen and l.channels:
+                # A convolution's window streams at the previous layer's pe: vectors·K/pe beats must fit too.
+                prev = chosen[-1]
+                wide = [d for d in _divisors(prev.n) if d >= prev.pe and l.channels % d == 0
+                        and l.vectors * l.k // d <= interval]
+                if wide:
+                    chosen[-1] = replace(prev, pe=wide[0])
             chosen.append(replace(l, pe=pe, simd=simd, rom_widths=None))
         return chosen
 
@@ -69,7 +79,7 @@ class _Planner:
             if max_interval is not None and t > max_interval:
                 break
             layers = self.design(t)
-            est = estimate(layers, layers[0].simd, self.dev)
+            est = estimate(layers, None, self.dev)
             if not est["fits"]:
                 continue
             if max_interval is None:
@@ -110,7 +120,7 @@ def plan(shapes: list[LayerShape], dev: Device, target_fps: float = 0.0,
     fastest = planner.best(None)
     if fastest is None:
         slowest = planner.design(planner.intervals()[-1])
-        est = estimate(slowest, slowest[0].simd, dev)
+        est = estimate(slowest, None, dev)
         where = _smallest_device(shapes, None)
         raise PipelineError(
             f"autofold: no folding fits {dev.name}: even the smallest design (interval "
@@ -134,7 +144,7 @@ def plan(shapes: list[LayerShape], dev: Device, target_fps: float = 0.0,
           device=Option(str, "", f"device whose budget the design must fit (default: the build's --target, "
                                  f"else {DEFAULT_DEVICE})"))
 def autofold(g: Graph, ctx: PassContext, target_fps: float, clock_mhz: float, device: str) -> bool:
-    """Set pe/simd on every qmatmul: the fastest balanced pipeline that fits, or the smallest meeting target_fps."""
+    """Set pe/simd on every qmatmul and qconv: the fastest balanced pipeline that fits, or the smallest meeting target_fps."""
     name = device or ctx.device or DEFAULT_DEVICE
     if name not in DEVICES:
         raise PipelineError(f"autofold: unknown device '{name}'; known devices: {', '.join(DEVICES)}")
@@ -145,7 +155,7 @@ def autofold(g: Graph, ctx: PassContext, target_fps: float, clock_mhz: float, de
     changed = False
     layers = iter(chosen)
     for node in g.nodes:
-        if node.op != "qmatmul":
+        if node.op not in ("qmatmul", "qconv"):
             continue
         l = next(layers)
         want = {"pe": l.pe, "simd": l.simd}
