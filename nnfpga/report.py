@@ -47,11 +47,13 @@ def _read_json(path: Path, notes: list[str], what: str) -> dict | None:
 
 def _layers(build_dir: Path, manifest: dict, notes: list[str]) -> list:
     """DenseLayer records from the final IR; the manifest's shapes (8-bit assumed) if it is gone."""
-    from nnfpga.backends.lower import integer_region
+    from nnfpga.backends.lower import integer_region, is_dense_chain
+    from nnfpga.cost import layer_shapes
     from nnfpga.ir.textio import load_ir
 
     try:
-        return integer_region(load_ir(build_dir / "ir" / "final")).layers
+        g = load_ir(build_dir / "ir" / "final")
+        return integer_region(g).layers if is_dense_chain(g) else layer_shapes(g)
     except Exception as e:  # a damaged or missing IR still leaves the manifest to report on
         notes.append(f"ir/final could not be loaded ({e}); the cost model assumes 8-bit activations")
         return [LayerShape(l["name"], l["k"], l["n"], l["pe"], l["simd"], 8, l["wbits"], l["acc_bits"], 8)
@@ -76,6 +78,12 @@ def build_report(build_dir: Path | str, *, write: bool = True) -> dict:
     in_par = (design.get("input") or {}).get("par") or layers[0].simd
     target = manifest.get("target", "ecp5-85k")
     est = estimate(layers, in_par, target)
+    stream = design.get("instances") is not None
+    if stream:
+        # Windows, pools and joins run at their own rates: the module graph's prediction holds.
+        est["total"]["interval_cycles"] = manifest["predicted_cycles_per_inference"]
+        notes.append("convolutional build: the cost model covers the matrix-vector units; window generators, "
+                     "pools, FIFOs and joins are not in the resource estimate")
 
     verify = _read_json(build_dir / VERIFY_JSON, notes, "the verification result")
     synth = _read_json(build_dir / SYNTH_JSON, notes, "the synthesis result")
@@ -124,6 +132,8 @@ def build_report(build_dir: Path | str, *, write: bool = True) -> dict:
         "accelerator_output": manifest.get("accelerator_output"),
         "predicted_cycles_per_inference": manifest.get("predicted_cycles_per_inference"),
         "layers": per_layer,
+        "modules": design.get("instances", []),
+        "fifos": design.get("fifos", []),
         "estimate": {k: est[k] for k in ("device", "family", "budget", "total", "utilization", "fits", "over")},
         "verify": verify,
         "synth": synth,
@@ -156,6 +166,8 @@ def format_text(report: dict) -> str:
     if report["verify"] is not None:
         v = report["verify"]
         lines.append(f'bit-exact: {v.get("bit_exact")} ({v.get("samples")} samples, {v.get("mismatches")} mismatches)')
+    for f in report.get("fifos", []):
+        lines.append(f'skip FIFO {f["instance"]} (depth {f["depth"]}) for {f["join"]}: {f["derivation"]}')
     if thr:
         lines.append(f'throughput {thr["inferences_per_second"]:,.0f} inferences/s at Fmax {thr["fmax_mhz"]:.1f} MHz '
                      f'({thr["cycles_source"]} cycles), latency {thr["latency_us"]:.2f} us')
@@ -433,6 +445,15 @@ def render_html(report: dict) -> str:
                   f'<th>{_e(comp["device"])} has</th></tr>' + "".join(comp_rows) + "</table>")
 
     notes = "".join(f"<li>{_e(n)}</li>" for n in report["notes"])
+    modules = ""
+    if report.get("modules"):
+        rows = "".join(f'<tr><td>{_e(m["name"])}</td><td>{_e(m["module"])}</td><td>{_e(m["note"])}</td>'
+                       f'<td>{_fmt(m["cycles"])}</td></tr>' for m in report["modules"])
+        fifos = "".join(f'<li><b>{_e(f["instance"])}</b>, depth {_fmt(f["depth"])}, for {_e(f["join"])}: '
+                        f'{_e(f["derivation"])}</li>' for f in report.get("fifos", []))
+        modules = ("<h2>Stream modules</h2><table><tr><th>instance</th><th>module</th><th>computes</th>"
+                   f"<th>cycles per inference</th></tr>{rows}</table>"
+                   + (f"<h2>Skip FIFO depths: why the branches cannot deadlock</h2><ul>{fifos}</ul>" if fifos else ""))
     fmax = f' Fmax {synth["fmax_mhz"]} MHz.' if synth and synth.get("fmax_mhz") else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -446,6 +467,7 @@ build <code>{_e(report["build_dir"])}</code>{_e(fmax)}</p>
 <div class="cards">{"".join(cards)}</div>
 <h2>Layers</h2>
 {layer_table}
+{modules}
 <h2>Resources per layer (cost model)</h2>
 <div class="fig">{_resource_bars(report)}</div>
 <h2>Estimate vs measured</h2>
