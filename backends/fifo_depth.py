@@ -56,12 +56,16 @@ branches carry the same number of beats per frame into the join, so the differen
 periodic and one frame decides the maximum; back-to-back frames need no more.
 
 Progress, not rate: the depth guarantees that the block never deadlocks, not that it runs
-at full speed. Where the branches' latencies differ and the block could otherwise move a
-beat per cycle, the side with the shorter latency also needs room for the beats in flight
-on the other (with a one-cycle FIFO on one side of an add and nothing on the other, the
-pair moves every other cycle; hw_tests/test_rtl_branches.py shows both). Behind a dense
-layer the long branch is the slower one anyway, so the rule's depth is usually also the
-fast one.
+at full speed. The skip FIFO also throttles the long branch whenever it is full while the
+long branch could already take more input: nnfpga_dense takes the next vector while
+computing the current one, so it runs at its own rate only when the skip side can hold
+two vectors' beats. Measured for the one-dense block of hw_tests/test_rtl_branches.py
+(K = N = 8, one element per beat, 32 cycles per vector, 3 vectors per frame, no gaps):
+depth 7 (the rule) 117 cycles per frame, 8 -> 105, 15 -> 96, the dense's own 3 * 32.
+Likewise where the branches' latencies differ and the block could move a beat per cycle,
+the side with the shorter latency needs room for the beats in flight on the other (with a
+one-cycle FIFO on one side of an add and nothing on the other, the pair moves every other
+cycle; the add tests show both cases).
 
 Scope: exact when the short branch is FIFOs and pass-throughs only. If the short branch
 has modules of its own (behind the FIFO), they hold the inputs of the beat the join waits
