@@ -497,9 +497,9 @@ def _host_case(op):
         inits["k"] = np.array([3], np.int64)
         nodes = [gemm, helper.make_node("TopK", ["g", "k"], ["v", "i"], axis=-1)]
         return nodes, [("x", [1, 6])], [("v", [1, 3]), ("i", [1, 3])], inits, 13
-    if op == "Clip":  # a bound computed at run time (constant bounds make an IR clip)
+    if op == "Clip":  # a bound computed at run time (constant bounds make an IR clip), one element
         inits.update(lo=np.array(-0.5, np.float32))
-        return ([gemm, helper.make_node("Clip", ["g", "lo", "hi"], ["y"])], [("x", [1, 6]), ("hi", [])],
+        return ([gemm, helper.make_node("Clip", ["g", "lo", "hi"], ["y"])], [("x", [1, 6]), ("hi", [1])],
                 [("y", [1, 8])], inits, 13)
     if op in ("Sub", "Div", "Mul"):
         # (x - mean) / std before the first layer: a typical host prefix, two data operands.
