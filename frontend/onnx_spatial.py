@@ -101,6 +101,9 @@ def _window(node: onnx.NodeProto, spatial, kernel: list[int], at: dict) -> _Wind
     span = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
     auto_pad = at.get("auto_pad", b"NOTSET")
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER") and max(dilations) > 1:
+        raise Unsupported(f"auto_pad {auto_pad} with dilations {dilations}: onnxruntime, the reference nnfpga "
+                          "checks against, does not run it; export explicit pads")
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         # output = ceil(input / stride); the padding that needs, the odd one at the end (UPPER) or begin (LOWER)
         total = [(-(-i // s) - 1) * s + e - i for i, s, e in zip(spatial, strides, span)]

@@ -369,6 +369,7 @@ def test_batch_of_two_is_refused_with_the_fix():
     ("runtime_weight", "weight is computed at run time"),
     ("conv3d", "only 1-D"),
     ("dilated_avg_excluding_pad", "dilations"),
+    ("dilated_same", "auto_pad SAME_UPPER with dilations"),
 ])
 def test_unsupported_corners_are_named(case, text):
     x = [("x", [1, 2, 4, 4])]
@@ -387,6 +388,9 @@ def test_unsupported_corners_are_named(case, text):
     elif case == "conv3d":
         nodes = [helper.make_node("Conv", ["x", "W"], ["y"])]
         x, inits = [("x", [1, 2, 4, 4, 4])], {"W": rand(RNG, 1, 2, 2, 2, 2)}
+    elif case == "dilated_same":
+        nodes = [helper.make_node("Conv", ["x", "W"], ["y"], auto_pad="SAME_UPPER", dilations=[2, 2])]
+        inits = {"W": rand(RNG, 1, 2, 2, 2)}
     else:
         nodes = [helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[2, 2], dilations=[2, 2],
                                   pads=[1, 1, 1, 1])]
