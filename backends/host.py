@@ -130,6 +130,24 @@ class _Exporter:
             attrs = {"alpha": float(n.attrs.get("alpha", 1.0)), "beta": float(n.attrs.get("beta", 1.0)),
                      "transA": int(bool(n.attrs.get("trans_a"))), "transB": int(bool(n.attrs.get("trans_b")))}
             self.add("Gemm", ins, out, **attrs)
+        elif n.op == "conv":
+            a = n.attrs
+            self.add("Conv", ins, out, strides=a["strides"], pads=a["pads"],
+                     dilations=a["dilations"], group=a["group"])
+        elif n.op in ("maxpool", "avgpool"):
+            a = n.attrs
+            extra = ({"dilations": a["dilations"]} if n.op == "maxpool"
+                     else {"count_include_pad": int(bool(a.get("count_include_pad")))})
+            self.add("MaxPool" if n.op == "maxpool" else "AveragePool", ins, out, kernel_shape=a["kernel"],
+                     strides=a["strides"], pads=a["pads"], **extra)
+        elif n.op == "concat":
+            self.add("Concat", ins, out, axis=n.attrs["axis"])
+        elif n.op == "clip":
+            self.add("Clip", [ins[0], self.const(out + "/lo", np.array(n.attrs["lo"], np.float32)),
+                              self.const(out + "/hi", np.array(n.attrs["hi"], np.float32))], out)
+        elif n.op == "pad":
+            self.add("Pad", [ins[0], self.const(out + "/pads", np.array(n.attrs["pads"], np.int64)),
+                             self.const(out + "/value", np.array(n.attrs.get("value", 0.0), np.float32))], out)
         elif n.op in ("matmul", "add", "mul", "relu"):
             self.add({"matmul": "MatMul", "add": "Add", "mul": "Mul", "relu": "Relu"}[n.op], ins, out)
         else:

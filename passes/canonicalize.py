@@ -115,11 +115,17 @@ def _fuse_bias(g: Graph, node: Node) -> bool:
     return False
 
 
+def _constant(v) -> bool:
+    """Whether v is a constant or computed from constants only (folding will make it one)."""
+    return v.is_const or (v.producer is not None and bool(v.producer.inputs)
+                          and all(_constant(x) for x in v.producer.inputs))
+
+
 def _matmul_to_dense(g: Graph, node: Node) -> bool:
-    # Only once no add can take the bias: a matmul whose single user is an add waits for _fuse_bias.
+    # Only once no add can take the bias: a matmul read by an add of a constant waits for _fuse_bias.
     if node.op != "matmul" or not node.inputs[1].is_const or node.inputs[0].type.shape[0] != 1:
         return False
-    if any(user.op == "add" for user, _ in node.output.uses):
+    if any(user.op == "add" and any(_constant(v) for v in user.inputs) for user, _ in node.output.uses):
         return False
     n = node.inputs[1].type.shape[1]
     b = _const(g, f"{node.output.name}_b", np.zeros(n, np.float32))

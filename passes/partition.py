@@ -1,10 +1,13 @@
 """partition: place every node on the accelerator or on the host CPU.
 
-    dense, reshape in the accelerator's chain   -> {place = "accel"}
-    every other node (host ops, float leftovers) -> {place = "host"}
+    accelerator ops in the accelerator's region  -> {place = "accel"}
+    every other node (host ops, float leftovers)  -> {place = "host"}
 
-The accelerator runs one chain of layers: each node reads the previous node's result, and
-no result inside the chain is read by anything else. Host nodes before the chain form the
+The accelerator runs one region: a connected set of accelerator ops (dense, reshape, conv,
+pooling, residual add, concat, and the relu/clip fused into a conv or add) with a single
+value coming in and a single value going out, branches allowed inside. A connected set
+with more ways in or out falls back to its chains: each node reads the previous node's
+result, and no result inside the chain is read by anything else. Host nodes before the chain form the
 host *prefix*, those after it the *suffix* (both compiled by TVM, see backends/host.py);
 `quantize` then puts quantize/dequantize at the chain's two ends.
 
@@ -24,9 +27,13 @@ from nnfpga.errors import PipelineError
 from nnfpga.ir import Graph, Node
 from nnfpga.passes.registry import Option, PassContext, register
 
-ACCEL_OPS = ("dense", "reshape")
-"""Float ops `quantize` and the hardware backend can take (backends/lower.py)."""
-ONNX_NAMES = {"gemm": "dense", "matmul": "dense", "flatten": "reshape", "reshape": "reshape", "dense": "dense"}
+ACCEL_OPS = ("dense", "reshape", "conv", "maxpool", "avgpool", "add", "concat", "relu", "clip")
+"""Float ops `quantize` and the hardware backend can take (backends/lower.py, stream_graph.py);
+add, relu and clip with the conditions in `_acceleratable`."""
+ONNX_NAMES = {"gemm": "dense", "matmul": "dense", "flatten": "reshape", "reshape": "reshape", "dense": "dense",
+              "conv": "conv", "maxpool": "maxpool", "averagepool": "avgpool", "avgpool": "avgpool",
+              "globalaveragepool": "avgpool", "concat": "concat", "add": "add", "sum": "add", "relu": "relu",
+              "clip": "clip"}
 """Names `host_ops` accepts for the accelerator's ops (lower case)."""
 INTEGER_OPS = ("quantize", "dequantize", "qmatmul", "requant")
 
@@ -46,12 +53,69 @@ def _forced(g: Graph, host_ops: str) -> tuple[set[str], set[int]]:
             ops.add(ONNX_NAMES[item.lower()])
         elif item.lower() not in host_types:  # a host op is on the host anyway
             raise PipelineError(f"partition: host_ops names '{item}', which is not an op the accelerator "
-                                "runs; give dense, reshape (or Gemm, MatMul, Flatten, Reshape), or %value")
+                                "runs; give one of "
+                               f"{', '.join(sorted(set(ONNX_NAMES)))}, or %value")
     return ops, nodes
 
 
 def _macs(chain: list[Node]) -> int:
-    return sum(n.inputs[1].type.shape[0] * n.inputs[1].type.shape[1] for n in chain if n.op == "dense")
+    total = 0
+    for n in chain:
+        if n.op == "dense":
+            total += n.inputs[1].type.shape[0] * n.inputs[1].type.shape[1]
+        elif n.op == "conv":
+            o, cg, kh, kw = n.inputs[1].type.shape
+            total += o * cg * kh * kw * n.outputs[0].type.shape[2] * n.outputs[0].type.shape[3]
+    return total
+
+
+def _acceleratable(node: Node) -> bool:
+    """Whether the accelerator can take `node` where it stands (before the user's overrides)."""
+    if node.op not in ACCEL_OPS:
+        return False
+    data = [v for v in node.inputs if not v.is_const]
+    if not data or not all(v.type.is_float for v in data):
+        return False
+    if node.op == "add":  # a residual add of two activations; a bias add is canonicalize's
+        return len(data) == 2 and data[0].type.shape == data[1].type.shape
+    if node.op in ("relu", "clip"):  # only fused into the conv or add before it
+        src = node.inputs[0].producer
+        return src is not None and src.op in ("conv", "add") and len(node.inputs[0].uses) == 1
+    return True
+
+
+def accelerator_regions(g: Graph, can_accelerate) -> list[list[Node]]:
+    """Connected sets of nodes `can_accelerate` takes with one value in and one out; a set with
+    more ways in or out is split into its chains."""
+    members = [n for n in g.nodes if can_accelerate(n)]
+    group = {id(n): i for i, n in enumerate(members)}
+    parent = list(range(len(members)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for n in members:
+        for v in n.inputs:
+            if v.producer is not None and id(v.producer) in group:
+                parent[root(group[id(n)])] = root(group[id(v.producer)])
+    sets: dict[int, list[Node]] = {}
+    for n in members:
+        sets.setdefault(root(group[id(n)]), []).append(n)
+    regions = []
+    for nodes in sets.values():
+        ids = {id(n) for n in nodes}
+        entries = {id(v) for n in nodes for v in n.inputs
+                   if not v.is_const and (v.producer is None or id(v.producer) not in ids)}
+        exits = {id(v) for n in nodes for v in n.outputs
+                 if v in g.outputs or any(id(u) not in ids for u, _ in v.uses)}
+        if len(entries) == 1 and len(exits) == 1:
+            regions.append(nodes)
+        else:
+            regions += accelerator_chains(g, lambda node: id(node) in ids)
+    return sorted(regions, key=lambda r: g.nodes.index(r[0]))
 
 
 def accelerator_chains(g: Graph, can_accelerate) -> list[list[Node]]:
@@ -75,7 +139,7 @@ def accelerator_chains(g: Graph, can_accelerate) -> list[list[Node]]:
 @register("partition",
           host_ops=Option(str, "", "ops forced onto the host, '+'-separated: dense, reshape, Gemm, ..., or %value"))
 def partition(g: Graph, ctx: PassContext, host_ops: str) -> bool:
-    """Place each node: one chain of dense layers on the accelerator, the rest on the host."""
+    """Place each node: one region of layers on the accelerator, the rest on the host."""
     integer = [n for n in g.nodes if n.op in INTEGER_OPS]
     if integer:
         raise PipelineError(f"partition: the graph is already quantized (%{integer[0].outputs[0].name} is "
@@ -83,22 +147,22 @@ def partition(g: Graph, ctx: PassContext, host_ops: str) -> bool:
     forced_ops, forced_nodes = _forced(g, host_ops)
 
     def can_accelerate(node: Node) -> bool:
-        if node.op not in ACCEL_OPS or node.op in forced_ops or id(node) in forced_nodes:
+        if not _acceleratable(node) or node.op in forced_ops or id(node) in forced_nodes:
             return False
         return node.inputs[0].type.is_float and not node.inputs[0].is_const
 
-    chains = [c for c in accelerator_chains(g, can_accelerate) if any(n.op == "dense" for n in c)]
+    chains = [c for c in accelerator_regions(g, can_accelerate) if any(n.op in ("dense", "conv") for n in c)]
     if not chains:
         host = sorted({n.attrs["op_type"] if n.op == "host" else n.op for n in g.nodes})
-        raise PipelineError("partition: no dense layer is left for the accelerator (the graph holds "
-                            f"{', '.join(host) or 'no nodes'}); run canonicalize first, or force fewer ops "
+        raise PipelineError("partition: no dense or convolution layer is left for the accelerator (the graph "
+                            f"holds {', '.join(host) or 'no nodes'}); run canonicalize first, or force fewer ops "
                             "onto the host")
     best = max(chains, key=_macs)  # max keeps the first of equals
     if len(chains) > 1:
-        moved = [n for c in chains if c is not best for n in c if n.op == "dense"]
-        ctx.warn(f"partition: the accelerator runs one chain of layers, and host ops split this model "
+        moved = [n for c in chains if c is not best for n in c if n.op in ("dense", "conv")]
+        ctx.warn(f"partition: the accelerator runs one region of layers, and host ops split this model "
                  f"into {len(chains)}; it takes %{best[0].outputs[0].name} .. %{best[-1].outputs[0].name} "
-                 f"({_macs(best)} multiply-accumulates), and dense layer(s) "
+                 f"({_macs(best)} multiply-accumulates), and layer(s) "
                  f"{', '.join('%' + n.outputs[0].name for n in moved)} run on the host in float")
     accel = {id(n) for n in best}
     changed = False

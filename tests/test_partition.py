@@ -77,8 +77,8 @@ def test_a_host_op_in_the_middle_keeps_the_larger_chain_and_warns():
     assert np.abs(run_batch(graph(text), {"x": x})["y"] - run_batch(q, {"x": x})["y"]).max() < 0.02
 
 
-def test_a_branch_ends_the_chain():
-    # %h0 feeds two layers: the accelerator's stream cannot fork, so each branch is its own chain.
+def test_branches_that_rejoin_stay_on_the_accelerator():
+    # %h0 feeds two layers whose results are added: one region, one value in, one out (a fork).
     text = """graph @g(%x: tensor<1x8xf32>) {
   const %w0 : tensor<8x6xf32> = @w0
   const %w1 : tensor<6x4xf32> = @w1
@@ -91,17 +91,32 @@ def test_a_branch_ends_the_chain():
 }
 """
     g = run(graph(text), "canonicalize,partition")
-    assert places(g) == {"h0": "accel", "y1": "host", "y2": "host", "y": "host"}
+    assert places(g) == {"h0": "accel", "y1": "accel", "y2": "accel", "y": "accel"}
+
+
+def test_a_branch_leaving_the_region_ends_the_chain():
+    # %h0 is read by a layer and by a host op: two ways out, so the layers fall back to chains.
+    text = """graph @g(%x: tensor<1x8xf32>) {
+  const %w0 : tensor<8x6xf32> = @w0
+  const %w1 : tensor<6x4xf32> = @w1
+  %h0 = matmul(%x, %w0) : tensor<1x6xf32>
+  %y1 = matmul(%h0, %w1) : tensor<1x4xf32>
+  %s = host(%h0) {op_type = "Sigmoid"} : tensor<1x6xf32>
+  return %y1, %s
+}
+"""
+    g = run(graph(text), "canonicalize,partition")
+    assert places(g) == {"h0": "accel", "y1": "host", "s": "host"}
 
 
 def test_host_ops_forces_nodes_onto_the_host():
     g = run(graph(), "canonicalize,partition{host_ops=%logits}")
     assert places(g) == {"h0": "accel", "logits": "host", "y": "host"}
     for names in ("Gemm", "dense", "MatMul+Softmax"):
-        with pytest.raises(PipelineError, match="no dense layer is left for the accelerator"):
+        with pytest.raises(PipelineError, match="no dense or convolution layer is left for the accelerator"):
             run(graph(), f"canonicalize,partition{{host_ops={names}}}")
-    with pytest.raises(PipelineError, match="'Conv', which is not an op the accelerator runs"):
-        run(graph(), "canonicalize,partition{host_ops=Conv}")
+    with pytest.raises(PipelineError, match="'LSTM', which is not an op the accelerator runs"):
+        run(graph(), "canonicalize,partition{host_ops=LSTM}")
     with pytest.raises(PipelineError, match="%nope, which no node defines"):
         run(graph(), "canonicalize,partition{host_ops=%nope}")
 
