@@ -74,3 +74,25 @@ def test_run_agrees_with_the_float_model_and_the_accelerator_is_bit_exact(tmp_pa
     print(variant, "verify:", check)
     assert check["bit_exact"] and check["mismatches"] == 0 and check["ir_vs_reference_mismatches"] == 0
     assert check["top1_agreement"] >= 0.98  # the whole chain, host suffix in the interpreter
+
+
+def test_cnn_ending_in_softmax_runs_end_to_end(tmp_path):
+    """The digits CNN with a Softmax appended: convolutions on the accelerator, Softmax on the host."""
+    cnn = ROOT / "examples" / "digits_cnn"
+    model = onnx.load(str(cnn / "model.onnx"))
+    graph = model.graph
+    graph.node.append(helper.make_node("Softmax", ["logits"], ["probs"], axis=1, name="softmax"))
+    graph.output[0].name = "probs"
+    onnx.checker.check_model(model)
+    path = tmp_path / "cnn_softmax.onnx"
+    onnx.save(model, str(path))
+
+    build = compile_model(path, tmp_path / "build", calib_path=cnn / "calib.npz")
+    assert {p["name"]: p["ops"] for p in build.manifest["host"]["parts"]} == {"suffix": ["Softmax (%probs)"]}
+    result, outputs = run_build(build.out_dir, cnn / "test.npz", samples=200, seed=5)
+    print("cnn run:", result)
+    assert result["top1_agreement"] >= 0.98
+    assert abs(result["accuracy"] - result["float_accuracy"]) <= 0.02
+    np.testing.assert_allclose(outputs["probs"].reshape(200, 10).sum(1), 1.0, rtol=1e-5)
+    check = verify_build(build.out_dir, inputs_path=cnn / "test.npz", samples=100, seed=6)
+    assert check["bit_exact"] and check["mismatches"] == 0

@@ -121,7 +121,7 @@ def predict(build_dir: Path, feeds: dict[str, np.ndarray], *, accelerator: str =
         from nnfpga.backends.reference_onnx import run_reference
 
         reference = onnx.load(str(build_dir / "reference.onnx"))
-        y_q = next(iter(run_reference(reference, {reference.graph.input[0].name: x_q}).values()))
+        y_q = next(iter(run_reference(reference, {reference.graph.input[0].name: x_q.reshape((count,) + tuple(manifest["accelerator_input"]["shape"]))}).values()))
     info["accelerator_seconds"] = time.perf_counter() - start
     shape = tuple(manifest["accelerator_output"]["shape"])
     y = dequantize_array(y_q.reshape((count,) + shape), out_t)

@@ -110,7 +110,7 @@ def verify_build(build_dir: Path, *, samples: int | None = None, inputs_path: Pa
     in_t, out_t = _qtype(manifest["accelerator_input"]), _qtype(manifest["accelerator_output"])
     interp = run_batch(g, feeds if host else {g.inputs[0].name: x}, keep_all=True)
     if host:  # the accelerator's input is the host prefix's result
-        x_q = interp[manifest["accelerator_input"]["name"]].reshape(count, -1)
+        x_q = interp[manifest["accelerator_input"]["name"]].reshape((count,) + tuple(manifest["accelerator_input"]["shape"]))
     else:
         x_q = quantize_array(x.reshape((count,) + tuple(manifest["accelerator_input"]["shape"])), in_t)
     ir_int = interp[manifest["accelerator_output"]["name"]].reshape(count, -1)
