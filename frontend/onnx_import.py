@@ -52,9 +52,7 @@ from onnx import helper, numpy_helper
 
 from nnfpga.errors import ModelError, UnsupportedOpError
 from nnfpga.frontend.onnx_common import Unsupported as _Unsupported
-from nnfpga.frontend.onnx_common import constant_axes as _constant_axes
 from nnfpga.frontend.onnx_common import describe as _describe
-from nnfpga.frontend.onnx_common import normalised_axes as _normalised_axes
 from nnfpga.frontend.onnx_common import node_attrs as _attrs
 from nnfpga.frontend.onnx_common import optional_input as _optional
 from nnfpga.frontend.onnx_spatial import SPATIAL_HANDLERS
@@ -510,34 +508,6 @@ def _add(imp: _Importer, node: onnx.NodeProto) -> None:
     imp.emit(node, "add", [a, b], np.broadcast_shapes(a.type.shape, b.type.shape))
 
 
-def _squeeze(imp: _Importer, node: onnx.NodeProto) -> None:
-    shape = imp.shape_of(node.input[0])
-    axes = _constant_axes(imp, node)
-    axes = [a for a, d in enumerate(shape) if d == 1] if axes is None else _normalised_axes(node, axes, len(shape))
-    if any(shape[a] != 1 for a in axes):
-        raise ModelError(f"Squeeze ({_describe(node)}): axes {axes} of {list(shape)} are not all of size 1")
-    imp.reshape(node, tuple(d for a, d in enumerate(shape) if a not in axes))
-
-
-def _unsqueeze(imp: _Importer, node: onnx.NodeProto) -> None:
-    shape = list(imp.shape_of(node.input[0]))
-    axes = _constant_axes(imp, node)
-    if not axes:
-        raise ModelError(f"Unsqueeze ({_describe(node)}): no axes given")
-    for a in _normalised_axes(node, axes, len(shape) + len(axes)):
-        shape.insert(a, 1)
-    imp.reshape(node, tuple(shape))
-
-
-def _constant_of_shape(imp: _Importer, node: onnx.NodeProto) -> None:
-    if not imp.is_const(node.input[0]):
-        raise _Unsupported("its shape is computed at run time; only a constant shape is supported")
-    value = _attrs(node).get("value")
-    fill = numpy_helper.to_array(value).reshape(-1) if value is not None else np.zeros(1, np.float32)
-    shape = [int(d) for d in imp.consts[node.input[0]].reshape(-1)]
-    imp.consts[node.output[0]] = np.full(shape, fill[0], dtype=fill.dtype)
-
-
 def _relu(imp: _Importer, node: onnx.NodeProto) -> None:
     x = imp.operand(node.input[0])
     imp.emit(node, "relu", [x], x.type.shape)
@@ -644,9 +614,8 @@ def _host(imp: _Importer, node: onnx.NodeProto) -> None:
 
 _HANDLERS = {op: _host for op in HOST_OPS}
 _HANDLERS.update({
-    "Add": _add, "Constant": _constant, "ConstantOfShape": _constant_of_shape, "Dropout": _dropout,
-    "Flatten": _flatten, "Gemm": _gemm, "Identity": _identity, "MatMul": _matmul, "Relu": _relu,
-    "Reshape": _reshape, "Shape": _shape, "Squeeze": _squeeze, "Unsqueeze": _unsqueeze,
+    "Add": _add, "Constant": _constant, "Dropout": _dropout, "Flatten": _flatten, "Gemm": _gemm,
+    "Identity": _identity, "MatMul": _matmul, "Relu": _relu, "Reshape": _reshape, "Shape": _shape,
 })
 _HANDLERS.update(SPATIAL_HANDLERS)
 assert set(_HANDLERS) == set(SUPPORTED_OPS) | set(HOST_OPS)

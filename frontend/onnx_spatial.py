@@ -13,6 +13,8 @@
     Sum                   -> add(add(x0, x1), x2) ...
     Mul, Div              -> mul (one constant operand; Div: the divisor, x/c = x·(1/c); otherwise host)
     Transpose             -> transpose {perm}
+    Squeeze, Unsqueeze    -> reshape (constant axes)
+    ConstantOfShape       -> a constant (constant shape)
 
 A 1-D op over [1, C, L] is the 2-D op over [1, C, 1, L]: reshape, op, reshape back.
 
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from nnfpga.errors import ModelError
 from nnfpga.frontend.onnx_common import Unsupported, constant_axes, describe, node_attrs, normalised_axes, optional_input
@@ -141,6 +144,13 @@ def _window(node: onnx.NodeProto, spatial, kernel: list[int], at: dict) -> _Wind
                                   f"padding (at {start}, the input ends at {b + size}); such a window is not "
                                   "taken: export with ceil_mode=0 or other pads")
             extra[axis] = start + e - padded
+        if node.op_type != "Conv" and dilations[axis] > 1:
+            # A pool window whose taps all land in padding has no input to pool (runtimes fill
+            # it with the lowest float, or divide by zero).
+            for o in range((padded + extra[axis] - e) // s + 1):
+                if not any(b <= o * s + j * dilations[axis] < b + size for j in range(kernel[axis])):
+                    raise Unsupported(f"window {o} on spatial axis {axis} sees padding only (dilation "
+                                      f"{dilations[axis]} steps over the input); export other pads")
     return _Window(kernel, strides, dilations, begins, ends, extra)
 
 
@@ -492,10 +502,39 @@ def _transpose(imp, node: onnx.NodeProto) -> None:
     imp.emit(node, "transpose", [imp.operand(node.input[0])], [shape[p] for p in perm], {"perm": perm})
 
 
+def _squeeze(imp, node: onnx.NodeProto) -> None:
+    shape = imp.shape_of(node.input[0])
+    axes = constant_axes(imp, node)
+    axes = [a for a, d in enumerate(shape) if d == 1] if axes is None else normalised_axes(node, axes, len(shape))
+    if any(shape[a] != 1 for a in axes):
+        raise ModelError(f"Squeeze ({describe(node)}): axes {axes} of {list(shape)} are not all of size 1")
+    imp.reshape(node, tuple(d for a, d in enumerate(shape) if a not in axes))
+
+
+def _unsqueeze(imp, node: onnx.NodeProto) -> None:
+    shape = list(imp.shape_of(node.input[0]))
+    axes = constant_axes(imp, node)
+    if not axes:
+        raise ModelError(f"Unsqueeze ({describe(node)}): no axes given")
+    for a in normalised_axes(node, axes, len(shape) + len(axes)):
+        shape.insert(a, 1)
+    imp.reshape(node, tuple(shape))
+
+
+def _constant_of_shape(imp, node: onnx.NodeProto) -> None:
+    if not imp.is_const(node.input[0]):
+        raise Unsupported("its shape is computed at run time; only a constant shape is supported")
+    value = node_attrs(node).get("value")
+    fill = numpy_helper.to_array(value).reshape(-1) if value is not None else np.zeros(1, np.float32)
+    shape = [int(d) for d in imp.consts[node.input[0]].reshape(-1)]
+    imp.consts[node.output[0]] = np.full(shape, fill[0], dtype=fill.dtype)
+
+
 SPATIAL_HANDLERS = {
     "AveragePool": _avgpool, "BatchNormalization": _batch_norm, "Clip": _clip, "Concat": _concat, "Conv": _conv,
     "Div": _div, "GlobalAveragePool": lambda imp, node: _global_pool(imp, node, "avgpool"),
     "GlobalMaxPool": lambda imp, node: _global_pool(imp, node, "maxpool"), "MaxPool": _maxpool, "Mul": _mul,
     "Pad": _pad, "ReduceMean": _reduce_mean, "Sum": _sum, "Transpose": _transpose,
+    "ConstantOfShape": _constant_of_shape, "Squeeze": _squeeze, "Unsqueeze": _unsqueeze,
 }
 """ONNX op type -> translator(importer, node)."""
