@@ -69,6 +69,8 @@ def to_stream_order(x: np.ndarray, shape) -> np.ndarray:
     x = np.asarray(x).reshape((len(x),) + tuple(shape))
     if len(shape) == 4:  # [B, 1, C, H, W] -> [B, 1, H, W, C]
         x = x.transpose(0, 1, 3, 4, 2)
+    elif len(shape) == 3:  # [B, 1, C, L] -> [B, 1, L, C]
+        x = x.transpose(0, 1, 3, 2)
     return x.reshape(len(x), -1)
 
 

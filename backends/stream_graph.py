@@ -118,6 +118,22 @@ RATE_FACTOR, RATE_SLACK = 2, 2
 """Skip FIFOs are built RATE_FACTOR × their deadlock-free depth + RATE_SLACK (see join_fifos)."""
 
 
+def is_image(v: Value) -> bool:
+    """[1, C, H, W] and [1, C, L] tensors stream channels-last."""
+    return v.type.rank in (3, 4) and v.type.shape[0] == 1
+
+
+def channels_last_perm(rank: int) -> list[int]:
+    """The transpose that lists an image's elements in stream order."""
+    return [0, 2, 3, 1] if rank == 4 else [0, 2, 1]
+
+
+def _mixes_nothing(v: Value) -> bool:
+    """Whether row-major and channels-last order agree for v (one channel, or one pixel)."""
+    shape = v.type.shape
+    return not is_image(v) or shape[1] == 1 or int(np.prod(shape[2:])) == 1
+
+
 def _ident(index: int, hint: str) -> str:
     return f"u{index}_" + (re.sub(r"[^a-z0-9_]", "_", hint.lower()).strip("_")[:24] or "m")
 
@@ -136,7 +152,7 @@ class _Lowering:
         self.count = 0
         e = x.type.element
         self.input = Stream("s_axis", in_par, e.bits, e.signed, x.type.size // in_par)
-        self.layout[id(x)] = "image" if x.type.rank == 4 else "flat"
+        self.layout[id(x)] = "image" if is_image(x) else "flat"
         self.publish(x, self.input)
 
     # -- streams -----------------------------------------------------------------
@@ -322,7 +338,7 @@ def lower_stream(g: Graph, x: Value, in_par: int | None = None) -> StreamDesign:
         _lower_node(g, lo, node, done)
     if out_value is None:
         out_value = next(v for v in g.outputs if id(v) in lo.layout)
-    if lo.layout[id(out_value)] == "image" and out_value.type.shape[1] > 1 and out_value.type.shape[2] * out_value.type.shape[3] > 1:
+    if lo.layout[id(out_value)] == "image" and not _mixes_nothing(out_value):
         raise NnfpgaError(f"the accelerator's result %{out_value.name} is an image; it would leave channels-last, "
                           "not in the model's NCHW order: flatten it inside the model (run channels_last) or "
                           "end the accelerator at a dense layer or a global pool")
@@ -338,16 +354,20 @@ def _lower_node(g: Graph, lo: _Lowering, node, done: set) -> None:
         x, y = node.inputs[0], node.output
         layout = lo.layout[id(x)]
         if op == "transpose":
-            if not (layout == "image" and node.attrs["perm"] == [0, 2, 3, 1]):
+            if not (layout == "image" and node.attrs["perm"] == channels_last_perm(x.type.rank)):
                 raise NnfpgaError(f"{where}: the accelerator streams images channels-last; it can only "
-                                  "transpose an image to NHWC (which moves no data), not by "
+                                  "transpose an image to channels-last (which moves no data), not by "
                                   f"perm {node.attrs['perm']}")
             new = "flat"
         else:
-            if layout == "image" and x.type.shape[1] > 1 and x.type.shape[2] * x.type.shape[3] > 1:
-                raise NnfpgaError(f"{where}: flattening a {list(x.type.shape)} image in NCHW order needs the "
-                                  "channels_last pass (it makes the dense layer read pixels in stream order)")
-            new = "image" if y.type.rank == 4 else "flat"
+            new = "image" if is_image(y) else "flat"
+            # A reshape moves no data when both sides list the elements in the same stream order.
+            same = ((layout == "flat" or _mixes_nothing(x)) and (new == "flat" or _mixes_nothing(y))
+                    or (layout == new == "image" and x.type.shape[1] == y.type.shape[1]))
+            if not same:
+                raise NnfpgaError(f"{where}: reshaping {list(x.type.shape)} to {list(y.type.shape)} would reorder "
+                                  "the channels-last stream; a flatten before a dense layer needs the "
+                                  "channels_last pass (it makes the layer read pixels in stream order)")
         lo.layout[id(y)] = new
         lo.publish(y, lo.take(x))
         return

@@ -14,6 +14,7 @@ one value per channel of axis 1, [1,C,1,1], [C,1,1], [N], [1,N] or a scalar):
     add(conv(x, W, b), c)            -> conv(x, W, b + c)                    without relu; one user)
     mul(reshape(x), a)               -> reshape(mul(x, a))                  affine before a reshape that
     add(reshape(x), c)               -> reshape(add(x, c))                   keeps axes 0, 1 (x an image)
+    relu|clip(reshape(x)), x = conv or add -> reshape(relu|clip(x))         so quantize fuses it (1-D convs)
     mul(x, a), x [1,C,H,W] or [1,C,L] -> conv(x, a as [C,1,1,1], 0) {group = C}   standalone BatchNorm
     add(x, c), x likewise            -> conv(x, 1, c) {group = C}              (a 1×1 depthwise conv)
     conv(pad(x, p, 0))               -> conv(x) {pads + p}                  padding into the window
@@ -219,6 +220,24 @@ def _affine_through_reshape(g: Graph, node: Node) -> bool:
     return True
 
 
+def _activation_through_reshape(g: Graph, node: Node) -> bool:
+    # relu(reshape(x)) -> reshape(relu(x)) when x is a conv or add result: the quantizer fuses it there
+    if node.op not in ("relu", "clip"):
+        return False
+    reshape = node.inputs[0].producer
+    if reshape is None or reshape.op != "reshape" or not _single_user(g, node.inputs[0]):
+        return False
+    x = reshape.inputs[0]
+    if x.producer is None or x.producer.op not in ("conv", "add") or not _single_user(g, x):
+        return False
+    inner = g.add_node(node.op, [x], [x.type], dict(node.attrs), names=[f"{node.output.name}_inner"],
+                       before=node).output
+    moved = g.add_node("reshape", [inner], [node.output.type], dict(reshape.attrs), before=node)
+    _replace(g, node, moved.output)
+    g.remove_node(reshape)
+    return True
+
+
 def _affine_to_depthwise(g: Graph, node: Node) -> bool:
     # mul(x, a) -> conv(x, a as [C,1,1,1], 0) {group = C}; add(x, c) -> conv(x, 1, c) {group = C}
     split = _affine(g, node)
@@ -308,7 +327,8 @@ def _simplify_clip(g: Graph, node: Node) -> bool:
 
 
 RULES = [_normalise_gemm, _fold_constant, _fuse_bias, _matmul_to_dense, _fuse_relu, _simplify_reshape,
-         _fold_affine_into_layer, _affine_through_reshape, _affine_to_depthwise, _pad_into_window,
+         _fold_affine_into_layer, _affine_through_reshape, _activation_through_reshape, _affine_to_depthwise,
+         _pad_into_window,
          _merge_clips, _simplify_clip]
 
 

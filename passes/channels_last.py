@@ -6,6 +6,7 @@ only, where an image is flattened into a vector for a dense layer:
 
     reshape(x[1,C,H,W]) -> [1, C·H·W] -> qmatmul(., W)            (C > 1 and H·W > 1)
  => reshape(transpose(x) {perm = [0, 2, 3, 1]}) -> qmatmul(., W')   W'[(h·W + w)·C + c] = W[(c·H + h)·W + w]
+    (a 1-D image [1, C, L] likewise, with perm = [0, 2, 1])
 
 The result is the same tensor, so the interpreter gives identical integers before and after;
 the hardware then reads the transposed tensor in row-major order, which is its stream order,
@@ -25,7 +26,7 @@ NHWC = [0, 2, 3, 1]
 
 def _needs_transpose(x) -> bool:
     shape = x.type.shape
-    return len(shape) == 4 and shape[1] > 1 and shape[2] * shape[3] > 1
+    return len(shape) in (3, 4) and shape[0] == 1 and shape[1] > 1 and int(np.prod(shape[2:])) > 1
 
 
 @register("channels_last")
@@ -40,13 +41,14 @@ def channels_last(g: Graph, ctx: PassContext) -> bool:
             continue
         mm = users[0]
         x = node.inputs[0]
-        _, c, h, w = x.type.shape
-        t = g.add_node("transpose", [x], [TensorType((1, h, w, c), x.type.element)], {"perm": list(NHWC)},
-                       names=[x.name + "_nhwc"], before=node).output
+        c, spatial = x.type.shape[1], int(np.prod(x.type.shape[2:]))
+        perm = NHWC if x.type.rank == 4 else [0, 2, 1]
+        t = g.add_node("transpose", [x], [TensorType(tuple(x.type.shape[p] for p in perm), x.type.element)],
+                       {"perm": list(perm)}, names=[x.name + "_nhwc"], before=node).output
         node.set_input(0, t)
         weights = g.const_data(mm.inputs[1])
-        # Row (h, w, c) of the new matrix is row (c, h, w) of the old one.
-        rows = np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).reshape(-1)
+        # Row (pixel, c) of the new matrix is row (c, pixel) of the old one.
+        rows = np.arange(c * spatial).reshape(c, spatial).T.reshape(-1)
         wq = g.add_const(mm.inputs[1].name + "_nhwc", np.ascontiguousarray(weights[rows]), mm.inputs[1].type)
         mm.set_input(1, wq)
         changed = True
