@@ -406,3 +406,20 @@ def test_errors_are_nnfpga_errors_never_tracebacks():
     node = helper.make_node("Conv", ["x", "W"], ["y"], group=2)
     with pytest.raises(NnfpgaError):
         load_onnx(make_model([node], [("x", [1, 4, 5, 5])], ["y"], {"W": rand(RNG, 2, 3, 3, 3)}))
+
+
+# -- small convolutional networks ---------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["residual_block", "depthwise_separable", "strided_cnn", "concat_block",
+                                  "conv1d_net"])
+@pytest.mark.parametrize("opset", [11, 13, 21])
+def test_small_networks_match_onnxruntime_and_fold_every_batchnorm(name, opset):
+    import onnx_models
+
+    model = getattr(onnx_models, name)(opset=opset)
+    rng = np.random.default_rng(0)
+    feeds = {i.name: rand(rng, *[d.dim_value for d in i.type.tensor_type.shape.dim]) for i in model.graph.input}
+    g, after = check(model, feeds)
+    assert "mul" not in {n.op for n in after.nodes}  # BatchNormalization became part of a conv
+    assert {n.op for n in after.nodes} <= {"conv", "relu", "clip", "add", "maxpool", "avgpool", "concat",
+                                           "reshape", "dense"}
