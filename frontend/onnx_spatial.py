@@ -37,7 +37,8 @@ import onnx
 from onnx import numpy_helper
 
 from nnfpga.errors import ModelError
-from nnfpga.frontend.onnx_common import Unsupported, constant_axes, describe, node_attrs, normalised_axes, optional_input
+from nnfpga.frontend.onnx_common import (Unsupported, constant_axes, describe, node_attrs, normalised_axes,
+                                         optional_input)
 from nnfpga.ir.spatial import SpatialError, window_output
 
 FLOAT_MAX = float(np.finfo(np.float32).max)

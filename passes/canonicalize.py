@@ -189,7 +189,8 @@ def _fold_affine_into_layer(g: Graph, node: Node) -> bool:
     w, b = layer.inputs[1], layer.inputs[2]
     wdata, bdata = g.const_data(w).astype(np.float64), g.const_data(b).astype(np.float64)
     if node.op == "mul":
-        scale = k.reshape(-1, 1, 1, 1) if layer.op == "conv" else k.reshape(1, -1)  # conv W [O,C/g,kh,kw], dense W [K,N]
+        # per output channel: conv W is [O, C/g, kh, kw], dense W is [K, N]
+        scale = k.reshape(-1, 1, 1, 1) if layer.op == "conv" else k.reshape(1, -1)
         w = _const(g, f"{w.name}_scaled", wdata * scale)
         b = _const(g, f"{b.name}_scaled", bdata * k)
     else:
@@ -302,7 +303,9 @@ def _bounds(node: Node) -> tuple[float, float]:
 def _merge_clips(g: Graph, node: Node) -> bool:
     # clip(clip(x, a, b), c, d) -> clip(x, clamp(a, c, d), clamp(b, c, d)), relu(x) = clip(x, 0, ∞)
     src = node.inputs[0].producer
-    if node.op not in ("clip", "relu") or src is None or src.op not in ("clip", "relu") or not _single_user(g, src.output):
+    if node.op not in ("clip", "relu") or src is None or src.op not in ("clip", "relu"):
+        return False
+    if not _single_user(g, src.output):
         return False
     (a, b), (c, d) = _bounds(src), _bounds(node)
     lo, hi = min(max(a, c), d), min(max(b, c), d)
