@@ -86,6 +86,41 @@ def _pack(fields: list[int], bits: int) -> int:
     return word
 
 
+_HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
+
+
+def mem_text(fields: np.ndarray, bits: int, chunk: int = 1 << 16) -> str:
+    """`$readmemh` text of words packed from `fields` [words, lanes] (lane 0 in the low bits,
+    each `bits` wide, two's complement): the same text as `_mem_lines` on the packed words,
+    computed with numpy so a layer of millions of weights takes seconds."""
+    fields = np.asarray(fields, np.int64)
+    words, lanes = fields.shape
+    width = lanes * bits
+    digits = (width + 3) // 4
+    out = []
+    for start in range(0, words, chunk):
+        f = fields[start:start + chunk] & ((1 << bits) - 1)
+        lsb_first = ((f[:, :, None] >> np.arange(bits)) & 1).astype(np.uint8).reshape(len(f), width)
+        padded = np.zeros((len(f), digits * 4), np.uint8)
+        padded[:, :width] = lsb_first
+        nibbles = padded.reshape(len(f), digits, 4) @ np.array([1, 2, 4, 8], np.uint8)
+        chars = _HEX[nibbles[:, ::-1]]
+        out.append(np.concatenate([chars, np.full((len(f), 1), ord("\n"), np.uint8)], axis=1).tobytes())
+    return b"".join(out).decode()
+
+
+def weight_fields(l: DenseLayer) -> np.ndarray:
+    """[NF·SF, PE·SIMD] weight ROM lanes: word nf*SF + sf, lane p*SIMD + s holds W[sf*SIMD + s][nf*PE + p]."""
+    nf, sf = l.n // l.pe, l.k // l.simd
+    return l.weights.reshape(sf, l.simd, nf, l.pe).transpose(2, 0, 3, 1).reshape(nf * sf, l.pe * l.simd)
+
+
+def param_fields(l: DenseLayer) -> np.ndarray:
+    """[NF, PE] parameter ROM lanes: {M, bias} of channel nf*PE + p."""
+    lanes = (l.mult.astype(np.int64) << l.acc_bits) | (l.bias.astype(np.int64) & ((1 << l.acc_bits) - 1))
+    return lanes.reshape(l.n // l.pe, l.pe)
+
+
 def weight_words(l: DenseLayer) -> list[int]:
     """Weight ROM: word nf*SF + sf holds W[sf*SIMD + s][nf*PE + p] at lane p*SIMD + s."""
     nf_count, sf_count = l.n // l.pe, l.k // l.simd
@@ -166,8 +201,8 @@ def emit_verilog(layers: list[DenseLayer], out_dir: Path, *, top: str = DEFAULT_
             out_par=last.pe, out_beats=last.n // last.pe, out_width=last.pe * last.out_bits),
     }
     for l, v in zip(layers, views):
-        files[v["w_file"]] = _mem_lines(weight_words(l), l.pe * l.simd * l.wbits)
-        files[v["p_file"]] = _mem_lines(param_words(l), l.pe * (MULT_BITS + l.acc_bits))
+        files[v["w_file"]] = mem_text(weight_fields(l), l.wbits)
+        files[v["p_file"]] = mem_text(param_fields(l), MULT_BITS + l.acc_bits)
 
     cycles = [folding_cycles(l) for l in layers]
     design = {

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from nnfpga.backends.rtl_layers import MULT_BITS, check as check_layer_chain, folding_cycles
 from nnfpga.backends.stream_graph import StreamDesign
-from nnfpga.backends.verilog import (DEFAULT_TOP, PIPELINE_STAGES, _layer_view, _mem_lines, _templates,
-                                     hw_identifier, param_words, weight_words)
+from nnfpga.backends.verilog import (DEFAULT_TOP, PIPELINE_STAGES, _layer_view, _templates, hw_identifier,
+                                     mem_text, param_fields, weight_fields)
 
 INPUT_TLAST = {"nnfpga_fork", "nnfpga_fifo"}
 """Modules with an s_axis_tlast input port (the others delimit frames by counting)."""
@@ -30,8 +30,8 @@ def _dense_params(inst, name: str) -> tuple[list[tuple[str, object]], dict[str, 
               ("PROD_BITS", v["prod_bits"]), ("ACC_BITS", l.acc_bits), ("MULT_BITS", MULT_BITS),
               ("SHIFT", l.shift), ("RQ_BITS", v["rq_bits"]), ("OUT_BITS", l.out_bits), ("OUT_ZP", l.out_zp),
               ("LO", l.lo), ("HI", l.hi), ("W_FILE", f'"{v["w_file"]}"'), ("P_FILE", f'"{v["p_file"]}"')]
-    mems = {v["w_file"]: _mem_lines(weight_words(l), l.pe * l.simd * l.wbits),
-            v["p_file"]: _mem_lines(param_words(l), l.pe * (MULT_BITS + l.acc_bits))}
+    mems = {v["w_file"]: mem_text(weight_fields(l), l.wbits),
+            v["p_file"]: mem_text(param_fields(l), MULT_BITS + l.acc_bits)}
     return params, mems
 
 

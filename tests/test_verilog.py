@@ -131,3 +131,16 @@ def test_golden_rtl_text(tmp_path):
     for p in files:
         normalise = lambda t: [" ".join(line.split()) for line in t.splitlines() if line.strip()]
         assert normalise(p.read_text()) == normalise((GOLDEN_RTL / p.name).read_text()), p.name
+
+
+@pytest.mark.parametrize("wbits, acc_bits, pe, simd", [(8, 20, 4, 8), (6, 19, 3, 5), (3, 31, 1, 1), (2, 17, 6, 10)])
+def test_numpy_rom_text_equals_the_packed_words(wbits, acc_bits, pe, simd):
+    from nnfpga.backends.verilog import _mem_lines, mem_text, param_fields, weight_fields
+
+    rng = np.random.default_rng(wbits)
+    k, n = simd * 3, pe * 2
+    top = 2 ** (wbits - 1) - 1
+    l = DenseLayer("x", rng.integers(-top, top + 1, (k, n)), rng.integers(-1000, 1000, n), wbits, 8, False,
+                   acc_bits, rng.integers(0, 2**16, n), 10, 0, 0, 255, 8, False, pe, simd)
+    assert mem_text(weight_fields(l), wbits) == _mem_lines(weight_words(l), pe * simd * wbits)
+    assert mem_text(param_fields(l), 16 + acc_bits) == _mem_lines(param_words(l), pe * (16 + acc_bits))
