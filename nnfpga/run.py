@@ -51,7 +51,7 @@ class HostLibrary:
                                         tvm.cpu())
 
     def __call__(self, env: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        args = [self._tvm.runtime.tensor(np.ascontiguousarray(env[i["name"]], dtype=i["dtype"]))
+        args = [self._tvm.runtime.tensor(np.asarray(env[i["name"]], dtype=i["dtype"], order="C"))
                 for i in self.record["inputs"]]
         result = self._vm["main"](*args)
         results = [result] if len(self.record["outputs"]) == 1 else list(result)
