@@ -48,7 +48,7 @@ def compile_job(args: dict) -> dict:
     layers = result.manifest["layers"]
     return {"status": "ok", "import_seconds": import_seconds, "seconds": times,
             "tracemalloc_peak_bytes": peak, "layers": len(layers),
-            "macs": sum(l["k"] * l["n"] for l in layers),
+            "macs": sum(l["k"] * l["n"] * l.get("vectors", 1) for l in layers),
             "predicted_cycles_per_inference": result.manifest["predicted_cycles_per_inference"]}
 
 

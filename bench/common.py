@@ -37,8 +37,9 @@ AUTOFOLD = {"pe": 0, "simd": 0}
 
 def pipeline(fold: dict[str, int], wbits: int = 8, abits: int = 8) -> str:
     if fold == AUTOFOLD:
-        return f"canonicalize,quantize{{wbits={wbits},abits={abits}}},autofold"
-    return f"canonicalize,quantize{{wbits={wbits},abits={abits}}},fold{{pe={fold['pe']},simd={fold['simd']}}}"
+        return f"canonicalize,quantize{{wbits={wbits},abits={abits}}},channels_last,autofold"
+    return (f"canonicalize,quantize{{wbits={wbits},abits={abits}}},channels_last,"
+            f"fold{{pe={fold['pe']},simd={fold['simd']}}}")
 
 
 def fold_label(fold: dict[str, int]) -> str:
@@ -124,7 +125,24 @@ def light_models() -> dict[str, Path]:
     if spec is None or spec.origin is None:
         return {}
     light = Path(spec.origin).parent / "backend" / "test" / "data" / "light"
-    return {name: light / f"{name}.onnx" for name in ("light_resnet50", "light_vgg19")}
+    return {p.stem: p for p in sorted(light.glob("light_*.onnx"))}
+
+
+LIGHT_CALIB_SAMPLES = 2
+"""Calibration samples for the light models: the float interpreter takes seconds per 224×224
+sample, and compile speed, not accuracy, is what their rows measure."""
+
+
+def light_calib(model: Path, work: Path) -> Path:
+    """A seeded standard-normal calibration file for a light model (its weights are synthetic too)."""
+    from nnfpga.frontend import load_onnx
+
+    x = load_onnx(model).inputs[0]
+    path = work / "calib" / f"{model.stem}.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    np.savez(path, **{x.name: rng.standard_normal((LIGHT_CALIB_SAMPLES,) + x.type.shape[1:]).astype(np.float32)})
+    return path
 
 
 # -- the machine ---------------------------------------------------------------------------

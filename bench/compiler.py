@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import statistics
 
-from bench.common import (DEFAULT_FOLD, SYNTHETIC_MLP, WORKLOADS, fmt_bytes, fmt_seconds, light_models,
-                          pipeline, run_child, synthetic_mlp)
+from bench.common import (DEFAULT_FOLD, EXAMPLES, LIGHT_CALIB_SAMPLES, SYNTHETIC_MLP, WORKLOADS, fmt_bytes,
+                          fmt_seconds, light_calib, light_models, pipeline, run_child, synthetic_mlp)
 
 
 def run(ctx) -> dict:
@@ -13,7 +13,10 @@ def run(ctx) -> dict:
     big = "mlp_" + "x".join(map(str, SYNTHETIC_MLP))
     # No calibration file: compile draws 256 seeded samples, as the CLI does without --calib.
     models.append((big, synthetic_mlp(ctx.work / "models" / f"{big}.onnx"), None, 1 if ctx.quick else 3))
-    models += [(name, path, None, 1) for name, path in light_models().items()]
+    cnn = EXAMPLES / "digits_cnn"
+    models.append(("digits_cnn", cnn / "model.onnx", cnn / "calib.npz", ctx.repeat))
+    models += [(name, path, light_calib(path, ctx.work) if path.is_file() else None, 1)
+               for name, path in light_models().items()]
     rows = []
     for name, path, calib, repeat in models:
         if not path.is_file():
@@ -45,7 +48,8 @@ def table(result: dict):
     t.caption = ("one process per model; first compile includes lazy imports (backends, Jinja); warm = median "
                  "of the later compiles; peak RSS of the process, imports included; tracemalloc peak = "
                  f"Python heap during one more compile. {SYNTHETIC_MLP[0]}→…: seeded random weights, "
-                 "calibrated on 256 synthetic samples")
+                 f"calibrated on 256 synthetic samples; light_*: the onnx package's test graphs, calibrated on "
+                 f"{LIGHT_CALIB_SAMPLES} synthetic samples, Softmax/LRN on the host (TVM); MACs: the accelerator's")
     for col in ("model", "status", "first compile", "warm median", "imports", "peak RSS",
                 "tracemalloc peak", "MACs", "notes"):
         t.add_column(col, justify="left" if col in ("model", "status", "notes") else "right")

@@ -188,10 +188,12 @@ def compile_model(model_path: Path, out_dir: Path, *, pipeline: str = DEFAULT_PI
             emit_hls(region.layers, tmp, part=dev.part if dev.family in ("xc7", "xcup") else HLS_DEFAULT_PART,
                      test_inputs=x_q, test_expected=y_q)
             region_in, region_out, layers, fifos = region.input, region.output, region.layers, []
+            vectors = [1] * len(layers)
         else:
             stream = lower_stream(final, region_input(final))
             rtl_files = emit_stream_verilog(stream, tmp / "rtl")
             region_in, region_out, layers, fifos = stream.input_value, stream.output_value, stream.layers, stream.fifos
+            vectors = [i.vectors for i in stream.instances if i.layer is not None]  # a conv: one per pixel
             warn("the HLS C++ backend covers dense layers only; this build has no hls/ directory")
         (tmp / "reference.onnx").write_bytes(to_reference_onnx(final).SerializeToString())
         shutil.copyfile(model_path, tmp / "model.onnx")
@@ -205,8 +207,9 @@ def compile_model(model_path: Path, out_dir: Path, *, pipeline: str = DEFAULT_PI
             "accelerator_output": _qtype_record(region_out),
             "layers": [{"name": l.name, "k": int(l.weights.shape[0]), "n": int(l.weights.shape[1]),
                         "pe": l.pe, "simd": l.simd, "wbits": l.wbits, "acc_bits": l.acc_bits,
-                        "cycles": (l.weights.shape[1] // l.pe) * (l.weights.shape[0] // l.simd)}
-                       for l in layers],
+                        "cycles": (l.weights.shape[1] // l.pe) * (l.weights.shape[0] // l.simd),
+                        "vectors": v}
+                       for l, v in zip(layers, vectors)],
             "rtl": sorted(p.name for p in rtl_files),
         }
         if fifos:
