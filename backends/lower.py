@@ -74,6 +74,19 @@ def to_stream_order(x: np.ndarray, shape) -> np.ndarray:
     return x.reshape(len(x), -1)
 
 
+def from_stream_order(x: np.ndarray, shape) -> np.ndarray:
+    """The inverse of `to_stream_order`: stream-ordered rows back to [B, *shape] in IR (NCHW) order."""
+    x = np.asarray(x)
+    b = len(x)
+    if len(shape) == 4:  # [B, 1, H, W, C] -> [B, 1, C, H, W]
+        _, c, h, w = shape
+        return x.reshape(b, 1, h, w, c).transpose(0, 1, 4, 2, 3).reshape((b,) + tuple(shape))
+    if len(shape) == 3:  # [B, 1, L, C] -> [B, 1, C, L]
+        _, c, length = shape
+        return x.reshape(b, 1, length, c).transpose(0, 1, 3, 2).reshape((b,) + tuple(shape))
+    return x.reshape((b,) + tuple(shape))
+
+
 def integer_region(g: Graph) -> IntegerRegion:
     """Find the accelerator's chain; explain what is wrong when the graph is not one."""
     x = region_input(g)

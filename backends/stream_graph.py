@@ -338,10 +338,6 @@ def lower_stream(g: Graph, x: Value, in_par: int | None = None) -> StreamDesign:
         _lower_node(g, lo, node, done)
     if out_value is None:
         out_value = next(v for v in g.outputs if id(v) in lo.layout)
-    if lo.layout[id(out_value)] == "image" and not _mixes_nothing(out_value):
-        raise NnfpgaError(f"the accelerator's result %{out_value.name} is an image; it would leave channels-last, "
-                          "not in the model's NCHW order: flatten it inside the model (run channels_last) or "
-                          "end the accelerator at a dense layer or a global pool")
     out = lo.take(out_value)
     out.name = "m_axis"
     return StreamDesign(lo.input, out, lo.instances, x, out_value, lo.fifos)

@@ -73,7 +73,7 @@ def emit_stream_verilog(design: StreamDesign, out_dir: Path, *, top: str = DEFAU
                   "par": design.input.par, "beats": design.input.beats, "width": design.input.width, "image": in_image},
         "output": {"elements": design.output_value.type.size, "bits": design.output.bits,
                    "signed": design.output.signed, "par": design.output.par, "beats": design.output.beats,
-                   "width": design.output.width, "image": False},
+                   "width": design.output.width, "image": design.output_value.type.rank in (3, 4)},
     }
     for m in modules:
         files[f"{m}.sv"] = env.get_template(f"{m}.sv.j2").render()
@@ -86,7 +86,8 @@ def emit_stream_verilog(design: StreamDesign, out_dir: Path, *, top: str = DEFAU
         "mem_files": sorted(n for n in files if n.endswith(".mem")),
         "input": {k: ports["input"][k] for k in ("elements", "bits", "signed", "par", "beats")},
         "output": {k: ports["output"][k] for k in ("elements", "bits", "signed", "par", "beats")},
-        "stream_order": "channels-last (pixel by pixel, channels together)" if in_image else "row-major",
+        "stream_order": {side: "channels-last (pixel by pixel, channels together)" if ports[side]["image"]
+                         else "row-major" for side in ("input", "output")},
         "layers": [{"instance": v["name"], "k": i.layer.k, "n": i.layer.n, "pe": i.layer.pe, "simd": i.layer.simd,
                     "in_par": i.params["IN_PAR"], "wbits": i.layer.wbits, "acc_bits": i.layer.acc_bits,
                     "cycles": folding_cycles(i.layer), "vectors": i.vectors,

@@ -50,3 +50,29 @@ def test_cnn_block_is_bit_exact_under_backpressure(tmp_path, builder):
     print(builder, result)
     assert result["samples"] == 40 and result["mismatches"] == 0 and result["bit_exact"]
     _check_rate(result)
+
+
+def test_an_image_output_streams_out_channels_last(tmp_path):
+    """A backbone whose result is a feature map (a head would run elsewhere): the hardware
+    emits it channels-last and verify compares it in that order."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(4)
+    w = numpy_helper.from_array((rng.standard_normal((4, 2, 3, 3)) * 0.4).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b")
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Relu", ["c"], ["y"])]
+    graph = helper.make_graph(nodes, "backbone", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 2, 6, 6])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4, 3, 3])], [w, b])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = tmp_path / "backbone.onnx"
+    onnx.save(model, str(path))
+    build = tmp_path / "build"
+    compile_model(path, build, pipeline="canonicalize,quantize,channels_last,fold{pe=2,simd=6}")
+    result = verify_build(build, samples=30, seed=3)
+    assert result["bit_exact"] and result["mismatches"] == 0
+    assert result["float_max_abs_err"] < 0.1
+    _check_rate(result)

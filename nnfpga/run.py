@@ -107,12 +107,12 @@ def predict(build_dir: Path, feeds: dict[str, np.ndarray], *, accelerator: str =
     if accelerator == "rtl":
         from nnfpga.hw_tests.sim import simulate
 
-        from nnfpga.backends.lower import to_stream_order
+        from nnfpga.backends.lower import from_stream_order, to_stream_order
 
         stream_in = to_stream_order(x_q, manifest["accelerator_input"]["shape"])
         sim = simulate(build_dir / "rtl", stream_in, work_dir=build_dir / "sim", gap_prob=0.0, backpressure_prob=0.0,
                        seed=seed, progress=progress, timing_samples=min(8, count))
-        y_q = np.asarray(sim.outputs, np.int64)
+        y_q = from_stream_order(np.asarray(sim.outputs, np.int64), manifest["accelerator_output"]["shape"])
         info["cycles_per_inference"] = sim.cycles_per_inference
         info["latency_cycles"] = sim.latency_cycles
     else:

@@ -80,7 +80,7 @@ def verify_build(build_dir: Path, *, samples: int | None = None, inputs_path: Pa
                  progress: Callable | None = None) -> dict:
     import onnx
 
-    from nnfpga.backends.lower import to_stream_order
+    from nnfpga.backends.lower import from_stream_order, to_stream_order
     from nnfpga.backends.reference_onnx import run_reference
 
     build_dir = Path(build_dir)
@@ -123,9 +123,10 @@ def verify_build(build_dir: Path, *, samples: int | None = None, inputs_path: Pa
     from nnfpga.hw_tests.sim import simulate
 
     stream_in = to_stream_order(x_q, manifest["accelerator_input"]["shape"])
-    sim = simulate(build_dir / "rtl", stream_in, golden, work_dir=build_dir / "sim",
+    out_record_shape = manifest["accelerator_output"]["shape"]
+    sim = simulate(build_dir / "rtl", stream_in, to_stream_order(golden, out_record_shape), work_dir=build_dir / "sim",
                    gap_prob=gap_prob, backpressure_prob=backpressure_prob, seed=seed, progress=progress)
-    hw = np.asarray(sim.outputs, np.int64).reshape(count, -1)
+    hw = from_stream_order(np.asarray(sim.outputs, np.int64), out_record_shape).reshape(count, -1)
     # The harness also replays inputs back to back for timing; a fault seen only there counts too.
     mismatches = max(int(np.any(hw != golden, axis=1).sum()), sim.mismatches)
 

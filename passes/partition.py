@@ -78,6 +78,8 @@ def _acceleratable(node: Node) -> bool:
         return False
     if node.op == "add":  # a residual add of two activations; a bias add is canonicalize's
         return len(data) == 2 and data[0].type.shape == data[1].type.shape
+    if node.op == "avgpool" and any(node.attrs["pads"]) and not node.attrs.get("count_include_pad"):
+        return False  # its divisor changes at the border; the accelerator divides by one constant
     if node.op in ("relu", "clip"):  # only fused into the conv or add before it
         src = node.inputs[0].producer
         return src is not None and src.op in ("conv", "add") and len(node.inputs[0].uses) == 1

@@ -128,8 +128,7 @@ def quantize(g: Graph, ctx: PassContext, wbits: int, abits: int) -> bool:
         out = (act or node).output
         if act is not None:
             fused.add(id(act))
-        low = 0.0 if act is not None and act.op == "relu" else ranges[out.name].min()
-        y_t = activation_type(low, ranges[out.name].max(), abits)
+        y_t = activation_type(ranges[out.name].min(), ranges[out.name].max(), abits)  # a relu's range starts at 0
         if node.op in ("reshape", "transpose"):
             src = qvalue[node.inputs[0].name]
             qvalue[out.name] = g.add_node(node.op, [src], [node.output.type.with_element(src.type.element)],

@@ -137,18 +137,39 @@ def quantize_concat(g: Graph, node, xqs):
             raise PipelineError(
                 f"quantize: the concat defining %{node.output.name} joins %{xqs[0].name} ({first!r}) and "
                 f"%{v.name} ({v.type.element!r}); the accelerator concatenates tensors of one quantized type, "
-                "which the quantizer gives to the outputs of conv, dense, add and average-pool layers, but "
-                "not to a max pool or the model input")
+                "and calibration could not give them one")
     return g.add_node("concat", xqs, [node.output.type.with_element(first)], dict(node.attrs),
                       names=[node.output.name + "_q"], before=node).output
 
 
 def unify_concat_ranges(g: Graph, accel, ranges: dict[str, np.ndarray]) -> None:
-    """Give every concat input the range of the whole concat, so all get one quantized type."""
+    """Give every value that meets at a concat one range, so all get one quantized type.
+
+    A max pool, reshape or transpose passes its input's type on, so the values joined through
+    them (a DenseNet block concatenates pooled and convolved maps) form one group with the
+    concat's inputs and output; each group takes the union of its members' ranges."""
+    parent: dict[str, str] = {}
+
+    def root(name: str) -> str:
+        while parent.setdefault(name, name) != name:
+            name = parent[name]
+        return name
+
+    def join(a: str, b: str) -> None:
+        parent[root(a)] = root(b)
+
     for node in accel:
-        if node.op != "concat":
+        if node.op == "concat":
+            for v in node.inputs:
+                join(v.name, node.output.name)
+        elif node.op in ("maxpool", "reshape", "transpose"):
+            join(node.inputs[0].name, node.output.name)
+    groups: dict[str, list[str]] = {}
+    for name in parent:
+        groups.setdefault(root(name), []).append(name)
+    for names in groups.values():
+        if len(names) < 2 or not any(n.op == "concat" and n.output.name in names for n in accel):
             continue
-        names = [v.name for v in node.inputs] + [node.output.name]
         lo = min(float(ranges[n].min()) for n in names)
         hi = max(float(ranges[n].max()) for n in names)
         for n in names:
