@@ -60,9 +60,10 @@ def table(result: dict):
                       fmt_bytes(r["tracemalloc_peak_bytes"]), f"{r['macs']:,}",
                       f"{r['repeat']} compile{'s' if r['repeat'] > 1 else ''}")
         elif r["status"] == "unsupported":
-            t.add_row(r["model"], "unsupported", f"rejected in {fmt_seconds(r['seconds_to_reject'])}", "—",
-                      fmt_seconds(r["import_seconds"]), fmt_bytes(r["max_rss_bytes"]), "—", "—",
-                      f"unsupported: {', '.join(r['unsupported_ops'])} ({r['unsupported_nodes']} nodes)")
+            why = (f"unsupported: {', '.join(r['unsupported_ops'])} ({r['unsupported_nodes']} nodes)"
+                   if r["unsupported_ops"] else r["message_first_line"][:160])
+            t.add_row(r["model"], "rejected", f"rejected in {fmt_seconds(r['seconds_to_reject'])}", "—",
+                      fmt_seconds(r["import_seconds"]), fmt_bytes(r["max_rss_bytes"]), "—", "—", why)
         else:
             t.add_row(r["model"], f"[red]{r['status']}[/red]", *["—"] * 6, r.get("error", r.get("path", "")))
     return t
