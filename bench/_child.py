@@ -24,6 +24,10 @@ def compile_job(args: dict) -> dict:
     model = Path(args["model"])
     calib = Path(args["calib"]) if args.get("calib") else None
     out = Path(args["work"]) / "build"
+    if args.get("light_calib"):  # made here, not in the parent, whose memory the child's RSS would inherit
+        from bench.common import light_calib
+
+        calib = light_calib(model, Path(args["work"]))
 
     def once():
         return compile_model(model, out, pipeline=args["pipeline"], calib_path=calib, force=True)
