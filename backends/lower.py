@@ -110,23 +110,22 @@ def integer_region(g: Graph) -> IntegerRegion:
         rq = [n for n, _ in acc.uses]
         if len(rq) != 1 or rq[0].op != "requant" or acc in g.outputs:
             raise NnfpgaError(f"qmatmul %{acc.name} must feed exactly one requant")
-        layers.append(_dense_layer(g, node, rq[0], len(layers)))
+        layers.append(dense_layer(g, node, rq[0], _hw_name(len(layers), rq[0].output.name)))
         value = rq[0].output
     if not layers:
         raise NnfpgaError("the graph has no layer for the accelerator")
     return IntegerRegion(start, value, layers)
 
 
-def _dense_layer(g: Graph, mm, rq, index: int) -> DenseLayer:
+def dense_layer(g: Graph, mm, rq, name: str, weights: np.ndarray | None = None) -> DenseLayer:
+    """The layer record of a qmatmul (or qconv, with its [K, N] matrix as `weights`) and its requant."""
     x_t: QuantType = mm.inputs[0].type.element
-    w_t = mm.inputs[1].type.element
     y_t: QuantType = rq.output.type.element
-    k, n = mm.inputs[1].type.shape
     return DenseLayer(
-        name=_hw_name(index, rq.output.name),
-        weights=g.const_data(mm.inputs[1]).astype(np.int64),
+        name=name,
+        weights=(g.const_data(mm.inputs[1]) if weights is None else weights).astype(np.int64),
         bias=g.const_data(mm.inputs[2]).astype(np.int64),
-        wbits=w_t.bits,
+        wbits=mm.inputs[1].type.element.bits,
         in_bits=x_t.bits, in_signed=x_t.signed,
         acc_bits=mm.output.type.element.bits,
         mult=g.arrays[rq.attrs["mult"].name].astype(np.int64),

@@ -35,11 +35,13 @@ from typing import Callable
 import numpy as np
 
 from nnfpga.backends import fifo_depth, stream_model
+from nnfpga.backends.lower import dense_layer
 from nnfpga.backends.rtl_layers import DenseLayer, folding_cycles
 from nnfpga.errors import NnfpgaError
 from nnfpga.ir import Graph, Value
 from nnfpga.ir.spatial import window_output
-from nnfpga.ir.types import IntType, QuantType, int_type_for_range
+from nnfpga.ir.types import IntType, int_type_for_range
+from nnfpga.passes.fold import largest_divisor_at_most
 
 
 @dataclass(eq=False)
@@ -136,10 +138,6 @@ def _mixes_nothing(v: Value) -> bool:
 
 def _ident(index: int, hint: str) -> str:
     return f"u{index}_" + (re.sub(r"[^a-z0-9_]", "_", hint.lower()).strip("_")[:24] or "m")
-
-
-def _divisor_at_most(n: int, cap: int) -> int:
-    return max(d for d in range(1, min(n, max(cap, 1)) + 1) if n % d == 0)
 
 
 class _Lowering:
@@ -292,16 +290,6 @@ class _Lowering:
         return streams["a"], streams["b"]
 
 
-def _dense_layer(g: Graph, name: str, weights: np.ndarray, bias: np.ndarray, x_t, w_t, acc_t, rq, mm) -> DenseLayer:
-    y_t: QuantType = rq.output.type.element
-    return DenseLayer(
-        name=name, weights=weights.astype(np.int64), bias=bias.astype(np.int64), wbits=w_t.bits,
-        in_bits=x_t.bits, in_signed=x_t.signed, acc_bits=acc_t.bits,
-        mult=g.arrays[rq.attrs["mult"].name].astype(np.int64), shift=rq.attrs["shift"],
-        out_zp=y_t.zero_point, lo=rq.attrs["lo"], hi=rq.attrs["hi"], out_bits=y_t.bits, out_signed=y_t.signed,
-        pe=mm.attrs.get("pe", 1), simd=mm.attrs.get("simd", 1))
-
-
 def conv_matrix(w: np.ndarray, channels: int, group: int) -> np.ndarray:
     """[kh·kw·C, O] matrix of a (grouped) convolution, rows in the window's (ky, kx, c) order."""
     o, cg, kh, kw = w.shape
@@ -324,8 +312,8 @@ def lower_stream(g: Graph, x: Value, in_par: int | None = None) -> StreamDesign:
     """The module graph computing the region that starts at quantized value `x`."""
     first = next((u for u, _ in x.uses), None)
     if in_par is None:
-        lanes = x.type.shape[1] if x.type.rank == 4 else x.type.size
-        in_par = _divisor_at_most(lanes, first.attrs.get("simd", 1) if first is not None else 1)
+        lanes = x.type.shape[1] if is_image(x) else x.type.size
+        in_par = largest_divisor_at_most(lanes, first.attrs.get("simd", 1) if first is not None else 1)
     lo = _Lowering(g, x, in_par)
     out_value = None
     done: set[int] = set()  # requants lowered with their qmatmul, qconv or sumpool
@@ -374,8 +362,7 @@ def _lower_node(g: Graph, lo: _Lowering, node, done: set) -> None:
         src = lo.take(x)
         name = rq.output.name
         if op == "qmatmul":
-            layer = _dense_layer(g, name, g.const_data(w), g.const_data(b), x.type.element, w.type.element,
-                                 node.output.type.element, rq, node)
+            layer = dense_layer(g, node, rq, name)
             out = lo.dense(layer, src, 1, name, f"dense %{name}: {layer.k} -> {layer.n}")
             lo.layout[id(rq.output)] = "flat"
         else:
@@ -388,8 +375,7 @@ def _lower_node(g: Graph, lo: _Lowering, node, done: set) -> None:
             pointwise = kh == kw == 1 and node.attrs["strides"] == [1, 1] and not any(node.attrs["pads"])
             if not pointwise:
                 src = lo.window(src, x, [kh, kw], node.attrs, x.type.element.zero_point, name)
-            layer = _dense_layer(g, name, conv_matrix(wdata, c, node.attrs["group"]), g.const_data(b),
-                                 x.type.element, w.type.element, node.output.type.element, rq, node)
+            layer = dense_layer(g, node, rq, name, conv_matrix(wdata, c, node.attrs["group"]))
             out = lo.dense(layer, src, oh * ow, name,
                            f"conv %{name}: {kh}x{kw}, {c} -> {o} channels, {h}x{wd} -> {oh}x{ow}")
             lo.layout[id(rq.output)] = "image"

@@ -240,8 +240,9 @@ def layer_shapes(g) -> list[LayerShape]:
 
 def first_in_par(l: LayerShape) -> int:
     """Input elements per beat at the top: the first layer's simd, within one pixel for a convolution."""
-    lanes = l.channels or l.k
-    return max(d for d in range(1, min(lanes, l.simd) + 1) if lanes % d == 0)
+    from nnfpga.passes.fold import largest_divisor_at_most
+
+    return largest_divisor_at_most(l.channels or l.k, l.simd)
 
 
 def _clog2(x: int) -> int:

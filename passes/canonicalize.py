@@ -201,6 +201,15 @@ def _fold_affine_into_layer(g: Graph, node: Node) -> bool:
     return True
 
 
+def _apply_before_reshape(g: Graph, node: Node, reshape: Node, inputs: list, hint: str) -> bool:
+    """node(reshape(x), ..) -> reshape(node(x, ..)): `inputs` are the new node's, x first."""
+    inner = g.add_node(node.op, inputs, [inputs[0].type], dict(node.attrs), names=[hint], before=node).output
+    moved = g.add_node("reshape", [inner], [node.output.type], dict(reshape.attrs), before=node)
+    _replace(g, node, moved.output)
+    g.remove_node(reshape)
+    return True
+
+
 def _affine_through_reshape(g: Graph, node: Node) -> bool:
     # mul(reshape(x), a) -> reshape(mul(x, a)) when the reshape keeps axes 0 and 1 and x is an image
     split = _affine(g, node)
@@ -214,11 +223,7 @@ def _affine_through_reshape(g: Graph, node: Node) -> bool:
     if x.type.rank != 4 or x.type.shape[:2] != y.type.shape[:2]:
         return False
     c = _const(g, f"{node.output.name}_c", k.reshape(1, -1, 1, 1))
-    inner = g.add_node(node.op, [x, c], [x.type], names=[f"{node.output.name}_2d"], before=node).output
-    moved = g.add_node("reshape", [inner], [node.output.type], dict(reshape.attrs), before=node)
-    _replace(g, node, moved.output)
-    g.remove_node(reshape)
-    return True
+    return _apply_before_reshape(g, node, reshape, [x, c], f"{node.output.name}_2d")
 
 
 def _activation_through_reshape(g: Graph, node: Node) -> bool:
@@ -231,12 +236,7 @@ def _activation_through_reshape(g: Graph, node: Node) -> bool:
     x = reshape.inputs[0]
     if x.producer is None or x.producer.op not in ("conv", "add") or not _single_user(g, x):
         return False
-    inner = g.add_node(node.op, [x], [x.type], dict(node.attrs), names=[f"{node.output.name}_inner"],
-                       before=node).output
-    moved = g.add_node("reshape", [inner], [node.output.type], dict(reshape.attrs), before=node)
-    _replace(g, node, moved.output)
-    g.remove_node(reshape)
-    return True
+    return _apply_before_reshape(g, node, reshape, [x], f"{node.output.name}_inner")
 
 
 def _affine_to_depthwise(g: Graph, node: Node) -> bool:
