@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from nnfpga.errors import PipelineError
 from nnfpga.ir import Graph, Node
+from nnfpga.passes.quantize_spatial import fusable
 from nnfpga.passes.registry import Option, PassContext, register
 
 ACCEL_OPS = ("dense", "reshape", "conv", "maxpool", "avgpool", "add", "concat", "relu", "clip")
@@ -69,7 +70,7 @@ def _macs(chain: list[Node]) -> int:
     return total
 
 
-def _acceleratable(node: Node) -> bool:
+def _acceleratable(g: Graph, node: Node) -> bool:
     """Whether the accelerator can take `node` where it stands (before the user's overrides)."""
     if node.op not in ACCEL_OPS:
         return False
@@ -81,8 +82,7 @@ def _acceleratable(node: Node) -> bool:
     if node.op == "avgpool" and any(node.attrs["pads"]) and not node.attrs.get("count_include_pad"):
         return False  # its divisor changes at the border; the accelerator divides by one constant
     if node.op in ("relu", "clip"):  # only fused into the conv or add before it
-        src = node.inputs[0].producer
-        return src is not None and src.op in ("conv", "add") and len(node.inputs[0].uses) == 1
+        return fusable(g, node)
     return True
 
 
@@ -149,7 +149,7 @@ def partition(g: Graph, ctx: PassContext, host_ops: str) -> bool:
     forced_ops, forced_nodes = _forced(g, host_ops)
 
     def can_accelerate(node: Node) -> bool:
-        if not _acceleratable(node) or node.op in forced_ops or id(node) in forced_nodes:
+        if not _acceleratable(g, node) or node.op in forced_ops or id(node) in forced_nodes:
             return False
         return node.inputs[0].type.is_float and not node.inputs[0].is_const
 

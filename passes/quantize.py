@@ -26,7 +26,7 @@ from nnfpga.errors import CalibrationError, PipelineError
 from nnfpga.ir import Graph, IntType, QuantType, TensorType, run_batch
 from nnfpga.ir.ops import accumulator_bounds
 from nnfpga.ir.types import int_type_for_range
-from nnfpga.passes.quantize_spatial import (fused_activation, quantize_add, quantize_avgpool, quantize_concat,
+from nnfpga.passes.quantize_spatial import (fusable, fused_activation, quantize_add, quantize_avgpool, quantize_concat,
                                             quantize_conv, unify_concat_ranges)
 from nnfpga.passes.registry import Option, PassContext, register
 
@@ -94,7 +94,7 @@ def quantize(g: Graph, ctx: PassContext, wbits: int, abits: int) -> bool:
     partitioned = any("place" in n.attrs for n in g.nodes)
     accel = [n for n in g.nodes if n.attrs.get("place", "accel") == "accel"]
     for node in accel:
-        if node.op not in QUANTIZABLE and not (node.op in ("relu", "clip") and _fusable(g, node)):
+        if node.op not in QUANTIZABLE and not (node.op in ("relu", "clip") and fusable(g, node)):
             hint = (f"it is placed on the accelerator, which takes {ACCEL_OPS_TEXT}" if partitioned
                     else f"the accelerator takes {ACCEL_OPS_TEXT} — run canonicalize first, and partition "
                     "to place other ops on the host")
@@ -129,7 +129,7 @@ def quantize(g: Graph, ctx: PassContext, wbits: int, abits: int) -> bool:
         if act is not None:
             fused.add(id(act))
         y_t = activation_type(ranges[out.name].min(), ranges[out.name].max(), abits)  # a relu's range starts at 0
-        if node.op in ("reshape", "transpose"):
+        if node.op in ("reshape", "transpose", "maxpool"):  # the quantized type passes through
             src = qvalue[node.inputs[0].name]
             qvalue[out.name] = g.add_node(node.op, [src], [node.output.type.with_element(src.type.element)],
                                           dict(node.attrs), names=[node.output.name + "_q"], before=node).output
@@ -139,10 +139,6 @@ def quantize(g: Graph, ctx: PassContext, wbits: int, abits: int) -> bool:
         elif node.op == "conv":
             qvalue[out.name] = quantize_conv(g, node, qvalue[node.inputs[0].name], y_t, act, wbits,
                                              requant_params, SCALE_FLOOR_BITS)
-        elif node.op == "maxpool":
-            src = qvalue[node.inputs[0].name]
-            qvalue[out.name] = g.add_node("maxpool", [src], [node.output.type.with_element(src.type.element)],
-                                          dict(node.attrs), names=[node.output.name + "_q"], before=node).output
         elif node.op == "avgpool":
             qvalue[out.name] = quantize_avgpool(g, node, qvalue[node.inputs[0].name], y_t, requant_params)
         elif node.op == "add":
@@ -178,11 +174,6 @@ def quantize(g: Graph, ctx: PassContext, wbits: int, abits: int) -> bool:
         for node in g.nodes:
             node.attrs.setdefault("place", "accel")  # the nodes made here: quantize .. dequantize
     return True
-
-
-def _fusable(g: Graph, act) -> bool:
-    src = act.inputs[0].producer
-    return src is not None and src.op in ("conv", "add") and fused_activation(g, src) is act
 
 
 def _quantize_dense(g: Graph, node, xq, out_range: np.ndarray, wbits: int, abits: int):

@@ -40,6 +40,12 @@ def fused_activation(g: Graph, node):
     return act
 
 
+def fusable(g: Graph, act) -> bool:
+    """Whether relu/clip node `act` is the one `fused_activation` folds into the conv or add before it."""
+    src = act.inputs[0].producer
+    return src is not None and src.op in ("conv", "add") and fused_activation(g, src) is act
+
+
 def activation_clamp(act, y_t: QuantType) -> tuple[int, int]:
     """Integer clamp bounds of the requant for a fused activation (or none)."""
     lo, hi = y_t.min, y_t.max
