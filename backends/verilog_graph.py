@@ -14,12 +14,14 @@ import json
 from pathlib import Path
 
 from nnfpga.backends.rtl_layers import MULT_BITS, check as check_layer_chain, folding_cycles
-from nnfpga.backends.stream_graph import StreamDesign
+from nnfpga.backends.stream_graph import StreamDesign, is_image
 from nnfpga.backends.verilog import (DEFAULT_TOP, PIPELINE_STAGES, _layer_view, _templates, hw_identifier,
                                      mem_text, param_fields, weight_fields)
 
 INPUT_TLAST = {"nnfpga_fork", "nnfpga_fifo"}
 """Modules with an s_axis_tlast input port (the others delimit frames by counting)."""
+LAST_MODULE_TLAST = "last_unused"
+"""The wire the last module's own tlast goes to: the top level counts output beats itself."""
 
 
 def _dense_params(inst, name: str) -> tuple[list[tuple[str, object]], dict[str, str]]:
@@ -62,23 +64,23 @@ def emit_stream_verilog(design: StreamDesign, out_dir: Path, *, top: str = DEFAU
         views.append({
             "module": inst.module, "name": name, "params": params, "note": inst.note, "cycles": inst.cycles,
             "inputs": [(port, s.name, inst.module in INPUT_TLAST) for port, s in inst.inputs.items()],
-            "outputs": [(port, s.name, "last_unused" if s.name == "m_axis" else f"{s.name}_tlast")
+            "outputs": [(port, s.name, LAST_MODULE_TLAST if s.name == "m_axis" else f"{s.name}_tlast")
                         for port, s in inst.outputs.items()],
         })
     streams = [s for inst in design.instances for s in inst.outputs.values()]
     wires = [s for s in streams if s.name not in ("s_axis", "m_axis")]
-    in_image = design.input_value.type.rank == 4
     ports = {
         "input": {"elements": design.input_value.type.size, "bits": design.input.bits, "signed": design.input.signed,
-                  "par": design.input.par, "beats": design.input.beats, "width": design.input.width, "image": in_image},
+                  "par": design.input.par, "beats": design.input.beats, "width": design.input.width,
+                  "image": is_image(design.input_value)},
         "output": {"elements": design.output_value.type.size, "bits": design.output.bits,
                    "signed": design.output.signed, "par": design.output.par, "beats": design.output.beats,
-                   "width": design.output.width, "image": design.output_value.type.rank in (3, 4)},
+                   "width": design.output.width, "image": is_image(design.output_value)},
     }
     for m in modules:
         files[f"{m}.sv"] = env.get_template(f"{m}.sv.j2").render()
     files[f"{top}.sv"] = env.get_template("nnfpga_graph_top.sv.j2").render(
-        top=top, instances=views, wires=wires, fifos=design.fifos, output_tlast="last_unused", **ports)
+        top=top, instances=views, wires=wires, fifos=design.fifos, output_tlast=LAST_MODULE_TLAST, **ports)
     layers = [(inst, v) for inst, v in zip(design.instances, views) if inst.layer is not None]
     info = {
         "top": top,
