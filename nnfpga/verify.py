@@ -109,10 +109,11 @@ def verify_build(build_dir: Path, *, samples: int | None = None, inputs_path: Pa
 
     in_t, out_t = _qtype(manifest["accelerator_input"]), _qtype(manifest["accelerator_output"])
     interp = run_batch(g, feeds if host else {g.inputs[0].name: x}, keep_all=True)
+    in_shape, out_shape = manifest["accelerator_input"]["shape"], manifest["accelerator_output"]["shape"]
     if host:  # the accelerator's input is the host prefix's result
-        x_q = interp[manifest["accelerator_input"]["name"]].reshape((count,) + tuple(manifest["accelerator_input"]["shape"]))
+        x_q = interp[manifest["accelerator_input"]["name"]].reshape((count, *in_shape))
     else:
-        x_q = quantize_array(x.reshape((count,) + tuple(manifest["accelerator_input"]["shape"])), in_t)
+        x_q = quantize_array(x.reshape((count, *in_shape)), in_t)
     ir_int = interp[manifest["accelerator_output"]["name"]].reshape(count, -1)
 
     reference = onnx.load(str(build_dir / "reference.onnx"))
@@ -122,17 +123,15 @@ def verify_build(build_dir: Path, *, samples: int | None = None, inputs_path: Pa
 
     from nnfpga.hw_tests.sim import simulate
 
-    stream_in = to_stream_order(x_q, manifest["accelerator_input"]["shape"])
-    out_record_shape = manifest["accelerator_output"]["shape"]
-    sim = simulate(build_dir / "rtl", stream_in, to_stream_order(golden, out_record_shape), work_dir=build_dir / "sim",
-                   gap_prob=gap_prob, backpressure_prob=backpressure_prob, seed=seed, progress=progress)
-    hw = from_stream_order(np.asarray(sim.outputs, np.int64), out_record_shape).reshape(count, -1)
+    sim = simulate(build_dir / "rtl", to_stream_order(x_q, in_shape), to_stream_order(golden, out_shape),
+                   work_dir=build_dir / "sim", gap_prob=gap_prob, backpressure_prob=backpressure_prob, seed=seed,
+                   progress=progress)
+    hw = from_stream_order(np.asarray(sim.outputs, np.int64), out_shape).reshape(count, -1)
     # The harness also replays inputs back to back for timing; a fault seen only there counts too.
     mismatches = max(int(np.any(hw != golden, axis=1).sum()), sim.mismatches)
 
     if host:  # the whole chain: hardware output -> dequantize -> host suffix
-        out_shape = (count,) + tuple(manifest["accelerator_output"]["shape"])
-        chain = run_batch(g, feeds, given={manifest["accelerator_output"]["name"]: hw.reshape(out_shape)})
+        chain = run_batch(g, feeds, given={manifest["accelerator_output"]["name"]: hw.reshape((count, *out_shape))})
         hw_real = chain[g.outputs[0].name].reshape(count, -1)
         float_out = float_model_run(build_dir / "model.onnx", feeds)[0].reshape(count, -1)
     else:
