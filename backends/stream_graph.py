@@ -183,7 +183,7 @@ class _Lowering:
         return v in self.g.outputs or any(u.op == "dequantize" for u, _ in v.uses)
 
     def add(self, module, hint, params, inputs, outputs, cycles, needed=None, layer=None, note="") -> Instance:
-        inst = Instance(module, _ident(len(self.instances), hint), params, inputs, {}, cycles, needed, layer, note)
+        inst = Instance(module, _ident(len(self.instances), hint), params, inputs, {}, cycles, needed, layer, note=note)
         for port, s in outputs:
             inst.outputs[port] = s
         self.instances.append(inst)
