@@ -217,7 +217,7 @@ def _core(layer, cores: Mapping[str, str] | None) -> str:
     return CORES[core]
 
 
-def _layer_context(layer, name: str, impl: str) -> dict:
+def _layer_context(layer, name: str, impl: str, vectors: int = 1) -> dict:
     """Everything the templates need about one layer, with the ROM layouts computed here."""
     k, n = layer.weights.shape
     pe, simd = layer.pe, layer.simd
@@ -240,7 +240,7 @@ def _layer_context(layer, name: str, impl: str) -> dict:
         "out_bits": int(layer.out_bits),
         "out_wrap": "nn_wrap" if layer.out_signed else "nn_uwrap",
         "shift": shift, "out_zp": _literal(layer.out_zp), "lo": _literal(layer.lo),
-        "hi": _literal(layer.hi), "impl": impl,
+        "hi": _literal(layer.hi), "impl": impl, "vectors": int(vectors),
         "w_init": _c_array(rom),
         "bias_init": _c_array(np.asarray(layer.bias, dtype=np.int64).reshape(nf, pe)),
         "mult_init": _c_array(mult.reshape(nf, pe)),
@@ -265,10 +265,7 @@ def emit_hls(layers: Sequence[DenseLayer], out_dir: Path, top: str = DEFAULT_TOP
     layers = list(layers)
     _check_chain(layers)
     top = c_identifier(top, DEFAULT_TOP)
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", part):
-        raise BuildError(f"FPGA part {part!r} is not a part name")
-    if not (isinstance(clock_ns, (int, float)) and 0 < clock_ns < 1e4):
-        raise BuildError(f"clock period {clock_ns!r} ns must be a positive number")
+    check_target(part, clock_ns)
     names = _layer_names(layers, top)
     ctx_layers = [_layer_context(layer, name, _core(layer, cores))
                   for layer, name in zip(layers, names)]
@@ -278,35 +275,62 @@ def emit_hls(layers: Sequence[DenseLayer], out_dir: Path, top: str = DEFAULT_TOP
         ctx["in_stream"] = "in" if i == 0 else streams[i - 1]["name"]
         ctx["out_stream"] = "out" if i == len(ctx_layers) - 1 else streams[i]["name"]
     first, last = layers[0], layers[-1]
-    design = {
-        "top": top, "layers": ctx_layers, "streams": streams,
-        "in_type": _int_type(first.in_bits, first.in_signed),
-        "out_type": _int_type(last.out_bits, last.out_signed),
-        "in_len": first.weights.shape[0], "out_len": last.weights.shape[1],
-        "in_bits": first.in_bits, "in_signed": "true" if first.in_signed else "false",
-        "out_bits": last.out_bits, "out_signed": "true" if last.out_signed else "false",
-        "in_wrap": "nn_wrap" if first.in_signed else "nn_uwrap",
+    ports = port_context(top, (first.in_bits, first.in_signed, first.weights.shape[0]),
+                         (last.out_bits, last.out_signed, last.weights.shape[1]))
+    data = test_vector_files(ports, test_inputs, test_expected)
+    return render_design(out_dir, {**ports, "layers": ctx_layers, "streams": streams},
+                         "hls/nnfpga_design.cpp.j2", data, part, clock_ns)
+
+
+def check_target(part: str, clock_ns: float) -> None:
+    """Guard: the part and clock reach the tcl script only if they are plain values."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", part):
+        raise BuildError(f"FPGA part {part!r} is not a part name")
+    if not (isinstance(clock_ns, (int, float)) and 0 < clock_ns < 1e4):
+        raise BuildError(f"clock period {clock_ns!r} ns must be a positive number")
+
+
+def port_context(top: str, inp: tuple[int, bool, int], out: tuple[int, bool, int]) -> dict:
+    """What nnfpga_design.h and the testbench say about the top's ports: (bits, signed, length) each."""
+    (in_bits, in_signed, in_len), (out_bits, out_signed, out_len) = inp, out
+    return {
+        "top": top, "in_type": _int_type(in_bits, in_signed), "out_type": _int_type(out_bits, out_signed),
+        "in_len": int(in_len), "out_len": int(out_len),
+        "in_bits": int(in_bits), "in_signed": "true" if in_signed else "false",
+        "out_bits": int(out_bits), "out_signed": "true" if out_signed else "false",
+        "in_wrap": "nn_wrap" if in_signed else "nn_uwrap",
     }
 
+
+def test_vector_files(ports: dict, test_inputs, test_expected) -> dict[str, str]:
+    """tb_input.txt (and tb_expected.txt) from integer vectors checked against the ports."""
     data: dict[str, str] = {}
     if test_inputs is not None:
-        x = _check_vectors(test_inputs, first.weights.shape[0], "test_inputs",
-                           _range(first.in_bits, first.in_signed))
+        x = _check_vectors(test_inputs, ports["in_len"], "test_inputs",
+                           _range(ports["in_bits"], ports["in_signed"] == "true"))
         data["tb_input.txt"] = _vectors_text(x)
         if test_expected is not None:
-            y = _check_vectors(test_expected, last.weights.shape[1], "test_expected",
-                               _range(last.out_bits, last.out_signed))
+            y = _check_vectors(test_expected, ports["out_len"], "test_expected",
+                               _range(ports["out_bits"], ports["out_signed"] == "true"))
             if len(y) != len(x):
                 raise CalibrationError(f"{len(x)} test inputs but {len(y)} expected outputs")
             data["tb_expected.txt"] = _vectors_text(y)
     elif test_expected is not None:
         raise CalibrationError("test_expected given without test_inputs")
+    return data
 
+
+def render_design(out_dir: Path, design: dict, cpp_template: str, data: dict[str, str], part: str,
+                  clock_ns: float) -> list[Path]:
+    """Write hls/ (the design source from `cpp_template`, the shared headers and testbench, `data`)
+    and project/vitis_hls.tcl; return the files written."""
+    top = design["top"]
     env = _templates()
     files: dict[str, str] = {f"hls/{f}": env.get_template(f"hls/{f}.j2").render()
                              for f in _STATIC_FILES}
     for f in ("nnfpga_params.h", "nnfpga_design.h", "nnfpga_design.cpp", "nnfpga_tb.cpp"):
-        files[f"hls/{f}"] = env.get_template(f"hls/{f}.j2").render(**design)
+        source = cpp_template if f == "nnfpga_design.cpp" else f"hls/{f}.j2"
+        files[f"hls/{f}"] = env.get_template(source).render(**design)
     files.update({f"hls/{f}": text for f, text in data.items()})
     files["project/vitis_hls.tcl"] = env.get_template("project/vitis_hls.tcl.j2").render(
         top=top, project=f"{top}_prj", part=part, clock_ns=f"{clock_ns:g}",

@@ -16,7 +16,7 @@ import numpy as np
 
 from nnfpga.devices import DEFAULT_DEVICE, device
 from nnfpga.errors import BuildError, CalibrationError, ModelError
-from nnfpga.ir import Graph, clean_name
+from nnfpga.ir import Graph, Value, clean_name
 from nnfpga.ir.textio import save_ir
 from nnfpga.passes import DEFAULT_PIPELINE, PassContext, parse_pipeline, run_pipeline
 from nnfpga.passes.partition import pipeline_text, with_partition
@@ -134,6 +134,21 @@ def _test_vectors(g: Graph, region, calib: dict | None, seed: int) -> tuple[np.n
     return x_q, reference_forward(region.layers, x_q)[-1]
 
 
+def _stream_test_vectors(g: Graph, x: Value, y: Value, calib: dict | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The accelerator's inputs and exact outputs as the integer IR computes them, in stream
+    order (images channels-last), from calibration data if given."""
+    from nnfpga.backends.lower import to_stream_order
+    from nnfpga.ir import run_batch
+
+    if calib is not None:
+        feeds = {k: v[:TEST_VECTORS] for k, v in calib.items()}
+    else:
+        rng = np.random.default_rng(seed)
+        feeds = {v.name: rng.standard_normal((TEST_VECTORS,) + tuple(v.type.shape[1:])) for v in g.inputs}
+    env = run_batch(g, feeds, keep_all=True)
+    return to_stream_order(env[x.name], x.type.shape), to_stream_order(env[y.name], y.type.shape)
+
+
 def compile_model(model_path: Path, out_dir: Path, *, pipeline: str = DEFAULT_PIPELINE,
                   calib_path: Path | None = None, force: bool = False,
                   input_shapes: dict[str, list[int]] | None = None, seed: int = 0,
@@ -144,6 +159,7 @@ def compile_model(model_path: Path, out_dir: Path, *, pipeline: str = DEFAULT_PI
                   progress: Callable[[str, int, int], None] = lambda stage, done, total: None,
                   host_ops: str | None = None, host_target: str = "llvm") -> BuildResult:
     from nnfpga.backends.hls import DEFAULT_PART as HLS_DEFAULT_PART, emit_hls
+    from nnfpga.backends.hls_graph import emit_hls_graph
     from nnfpga.backends.host import emit_host
     from nnfpga.backends.lower import integer_region, is_dense_chain, region_input
     from nnfpga.backends.stream_graph import lower_stream
@@ -181,12 +197,12 @@ def compile_model(model_path: Path, out_dir: Path, *, pipeline: str = DEFAULT_PI
         save_ir(final, ir_dir / "final")
         timings: dict = {}
         host = emit_host(final, tmp / "host", target=host_target, warn=warn, timings=timings)
+        hls_part = dev.part if dev.family in ("xc7", "xcup") else HLS_DEFAULT_PART
         if is_dense_chain(final):
             region = integer_region(final)
             rtl_files = emit_verilog(region.layers, tmp / "rtl", in_par=region.layers[0].simd)
             x_q, y_q = _test_vectors(final, region, calib, seed)
-            emit_hls(region.layers, tmp, part=dev.part if dev.family in ("xc7", "xcup") else HLS_DEFAULT_PART,
-                     test_inputs=x_q, test_expected=y_q)
+            emit_hls(region.layers, tmp, part=hls_part, test_inputs=x_q, test_expected=y_q)
             region_in, region_out, layers, fifos = region.input, region.output, region.layers, []
             vectors = [1] * len(layers)
         else:
@@ -194,7 +210,8 @@ def compile_model(model_path: Path, out_dir: Path, *, pipeline: str = DEFAULT_PI
             rtl_files = emit_stream_verilog(stream, tmp / "rtl")
             region_in, region_out, layers, fifos = stream.input_value, stream.output_value, stream.layers, stream.fifos
             vectors = [i.vectors for i in stream.instances if i.layer is not None]  # a conv: one per pixel
-            warn("the HLS C++ backend covers dense layers only; this build has no hls/ directory")
+            x_q, y_q = _stream_test_vectors(final, region_in, region_out, calib, seed)
+            emit_hls_graph(stream, tmp, part=hls_part, test_inputs=x_q, test_expected=y_q)
         (tmp / "reference.onnx").write_bytes(to_reference_onnx(final).SerializeToString())
         shutil.copyfile(model_path, tmp / "model.onnx")
         manifest = {

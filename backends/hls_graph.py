@@ -1,0 +1,189 @@
+"""Vitis HLS C++ for a graph of stream modules (backends/stream_graph.py): convolutional and
+branching networks.
+
+    emit_hls_graph(design, out_dir)   writes out_dir/hls/* and out_dir/project/vitis_hls.tcl
+
+The files, the top function's interface, the testbench and the Vitis project are the dense
+backend's (backends/hls.py), so `csim` runs either; only nnfpga_design.cpp differs. Streams
+carry one element per transfer, images channels-last, and each instance becomes:
+
+    nnfpga_dense     the dense backend's layer process, once per vector of the frame (a conv:
+                     one vector per output pixel, K = kh·kw·C in window order)
+    nnfpga_window    a line buffer that reads input rows only as the next output row needs
+                     them (stream_model.WindowParams.need_rows, the RTL's rule), then emits
+                     that row's windows in (ky, kx, c) order with PAD outside the image
+    nnfpga_pool, nnfpga_add, nnfpga_concat   the RTL module's arithmetic, element by element
+    nnfpga_fork      a process copying each element to two streams
+    nnfpga_fifo      no process: the stream it sits on gets `#pragma HLS STREAM depth=`
+                     (its DEPTH beats times the elements per beat)
+    nnfpga_repack    no process: with one element per transfer its two sides are one stream
+
+Processes are called in the order data flows through them (C simulation runs them one
+after another, so a reader must come after its writer; DATAFLOW expects the same order).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from nnfpga.backends import stream_model
+from nnfpga.backends.hls import (DEFAULT_CLOCK_NS, DEFAULT_PART, DEFAULT_TOP, _MAX_EXACT, _c_array,
+                                 _check_layer, _core, _int_type, _layer_context, _layer_names,
+                                 _literal, _range, c_identifier, check_target, port_context,
+                                 render_design, test_vector_files)
+from nnfpga.backends.stream_graph import Instance, Stream, StreamDesign
+from nnfpga.errors import BuildError
+
+NO_PROCESS = ("nnfpga_fifo", "nnfpga_repack")
+"""Modules that become a stream (a depth, or nothing) instead of a process."""
+PORT_ORDER = ("s_axis", "a_axis", "b_axis", "m_axis", "m0_axis", "m1_axis")
+"""A process's arguments in this order: its inputs, then its outputs."""
+DEFAULT_DEPTH = 2
+"""Depth of a stream between two processes that needs no skip FIFO (as in the dense chain)."""
+
+
+def _data_order(design: StreamDesign) -> list[Instance]:
+    """The instances in a topological order of their streams, otherwise as listed."""
+    producer = {id(s): inst for inst in design.instances for s in inst.outputs.values()}
+    placed: set[int] = set()
+    order: list[Instance] = []
+    while len(order) < len(design.instances):
+        ready = next((i for i in design.instances if id(i) not in placed and all(
+            s is design.input or id(producer.get(id(s))) in placed for s in i.inputs.values())), None)
+        if ready is None:
+            raise BuildError("the stream design has a cycle or a stream nothing writes; cannot order its processes")
+        placed.add(id(ready))
+        order.append(ready)
+    return order
+
+
+def _comment(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_ %:.,>x+-]", "_", text)
+
+
+def _streams(design: StreamDesign, order: list[Instance]) -> tuple[dict[int, dict], list[dict]]:
+    """Each Stream's C++ stream (FIFOs and repacks folded into the stream they sit on), and the
+    streams the top declares."""
+    canonical: dict[int, Stream] = {}
+    for inst in order:
+        if inst.module in NO_PROCESS:
+            src = canonical.get(id(inst.inputs["s_axis"]), inst.inputs["s_axis"])
+            canonical[id(inst.outputs["m_axis"])] = src
+    fifo_of = {id(inst.inputs["s_axis"]): inst for inst in order if inst.module == "nnfpga_fifo"}
+    decl: dict[int, dict] = {}
+    declared: list[dict] = []
+    for s in [design.input] + [s for inst in order for s in inst.outputs.values()]:
+        root = canonical.get(id(s), s)
+        if id(root) not in decl:
+            name = "in" if root is design.input else f"stream_{len(declared) + 1}"
+            decl[id(root)] = {"name": name, "type": _int_type(root.bits, root.signed), "depth": DEFAULT_DEPTH,
+                              "fifo": ""}
+            if root is not design.input:
+                declared.append(decl[id(root)])
+        entry = decl[id(root)]
+        if (s.bits, s.signed) != (root.bits, root.signed):
+            raise BuildError(f"stream {s.name} carries {_int_type(s.bits, s.signed)} but is folded into a stream "
+                             f"of {entry['type']}")
+        fifo = fifo_of.get(id(s))
+        if fifo is not None:
+            if root is design.input:
+                raise BuildError(f"{fifo.name}: a skip FIFO on the top-level input has no stream to deepen")
+            depth = fifo.params["DEPTH"] * s.par
+            entry["depth"] = max(entry["depth"], depth)
+            entry["fifo"] = _comment(f"skip FIFO {fifo.name}: {fifo.params['DEPTH']} beats of {s.par} elements")
+        canonical[id(s)] = root
+    out = decl[id(canonical.get(id(design.output), design.output))]
+    if out["name"] == "in":
+        raise BuildError("the stream design computes nothing: its output is its input")
+    declared.remove(out)
+    out["name"] = "out"
+    return {sid: decl[id(root)] for sid, root in canonical.items()}, declared
+
+
+def _pad(value: int, bits: int, signed: bool) -> str:
+    """The window's PAD as the stream element it becomes (the RTL truncates it to BITS bits)."""
+    lo, _ = _range(bits, signed)
+    return _literal((int(value) - lo) % (1 << bits) + lo)
+
+
+def _process(inst: Instance, name: str, types: dict, cores) -> dict:
+    """Template context of one process; Python decides every number."""
+    ins = [inst.inputs[p] for p in PORT_ORDER if p in inst.inputs]
+    outs = [inst.outputs[p] for p in PORT_ORDER if p in inst.outputs]
+    p = inst.params
+    ctx = {"module": inst.module, "name": name, "note": _comment(inst.note),
+           "args": [types[id(s)]["name"] for s in ins + outs]}
+    type_of = lambda s: _int_type(s.bits, s.signed)  # noqa: E731
+    if inst.module == "nnfpga_dense":
+        layer = inst.layer
+        _check_layer(0, layer)
+        for side, s, bits, signed in (("input", ins[0], layer.in_bits, layer.in_signed),
+                                      ("output", outs[0], layer.out_bits, layer.out_signed)):
+            if (s.bits, s.signed) != (bits, signed):
+                raise BuildError(f"{name}: its {side} stream carries {type_of(s)} but the layer has "
+                                 f"{_int_type(bits, signed)}")
+        if ins[0].beats * ins[0].par != inst.vectors * layer.k:
+            raise BuildError(f"{name}: {ins[0].beats * ins[0].par} input elements per frame are not "
+                             f"{inst.vectors} vectors of K={layer.k}")
+        ctx.update(_layer_context(layer, name, _core(layer, cores), inst.vectors))
+    elif inst.module == "nnfpga_window":
+        w = stream_model.WindowParams(**p)
+        need = [w.need_rows(oy) for oy in range(w.OH)]
+        ctx.update({k: getattr(w, k) for k in ("C", "H", "W", "KH", "KW", "SH", "SW", "DH", "DW", "PT", "PL",
+                                                 "OH", "OW")},
+                   type=type_of(ins[0]), row_len=w.W * w.C, need_init=_c_array(np.array(need)),
+                   rows=max(n - w.free_rows(oy) for oy, n in enumerate(need)),
+                   pad=_pad(w.PAD, ins[0].bits, ins[0].signed))
+    elif inst.module == "nnfpga_pool":
+        q = stream_model.PoolParams(**p)
+        if q.MODE == 1 and (1 << (q.ACC_BITS - 1)) * q.MULT >= _MAX_EXACT:
+            raise BuildError(f"{name}: a {q.ACC_BITS}-bit sum times {q.MULT} can reach 2^53")
+        ctx.update(C=q.C, P=q.P, windows=q.FRAME_WINDOWS, max=q.MODE == 0, in_type=type_of(ins[0]),
+                   out_type=type_of(outs[0]), acc_type=type_of(ins[0]) if q.MODE == 0 else _int_type(q.ACC_BITS, True),
+                   acc_bits=q.ACC_BITS, bias=_literal(q.BIAS), mult=_literal(q.MULT), shift=q.SHIFT,
+                   out_zp=_literal(q.OUT_ZP), lo=_literal(q.LO), hi=_literal(q.HI), out_bits=outs[0].bits,
+                   out_wrap="nn_wrap" if outs[0].signed else "nn_uwrap")
+    elif inst.module == "nnfpga_add":
+        if not 1 <= p["SHIFT"] <= 62:
+            raise BuildError(f"{name}: shift {p['SHIFT']} outside 1..62")
+        ctx.update(a_type=type_of(ins[0]), b_type=type_of(ins[1]), out_type=type_of(outs[0]),
+                   count=p["BEATS"] * p["PAR"], shift=p["SHIFT"], out_bits=outs[0].bits,
+                   out_wrap="nn_wrap" if outs[0].signed else "nn_uwrap",
+                   **{k.lower(): _literal(p[k]) for k in ("A_ZP", "MA", "B_ZP", "MB", "OUT_ZP", "LO", "HI")})
+    elif inst.module == "nnfpga_concat":
+        if len({type_of(s) for s in ins + outs}) != 1:
+            raise BuildError(f"{name}: concat joins {type_of(ins[0])} and {type_of(ins[1])} into {type_of(outs[0])}; "
+                             "the three must be one type")
+        ctx.update(type=type_of(outs[0]), pixels=p["PIXELS"], CA=p["CA"], pixel_len=p["CA"] + p["CB"])
+    elif inst.module == "nnfpga_fork":
+        ctx.update(type=type_of(ins[0]), count=ins[0].beats * ins[0].par)
+    else:
+        raise BuildError(f"the HLS backend has no process for module {inst.module} (instance {name})")
+    return ctx
+
+
+def emit_hls_graph(design: StreamDesign, out_dir: Path, top: str = DEFAULT_TOP, *,
+                   cores: Mapping[str, str] | None = None, part: str = DEFAULT_PART,
+                   clock_ns: float = DEFAULT_CLOCK_NS, test_inputs: np.ndarray | None = None,
+                   test_expected: np.ndarray | None = None) -> list[Path]:
+    """Write `out_dir/hls/*` and `out_dir/project/vitis_hls.tcl` for `design`; return the files.
+
+    Arguments as `emit_hls`'s (`cores` keyed by the dense layers' names); test vectors are
+    [B, elements] in stream order (images channels-last, `lower.to_stream_order`).
+    """
+    top = c_identifier(top, DEFAULT_TOP)
+    check_target(part, clock_ns)
+    order = _data_order(design)
+    types, declared = _streams(design, order)
+    procs = [inst for inst in order if inst.module not in NO_PROCESS]
+    names = _layer_names(procs, top)
+    processes = [_process(inst, name, types, cores) for inst, name in zip(procs, names)]
+    ports = port_context(top, (design.input.bits, design.input.signed, design.input_value.type.size),
+                         (design.output.bits, design.output.signed, design.output_value.type.size))
+    data = test_vector_files(ports, test_inputs, test_expected)
+    context = {**ports, "processes": processes, "streams": declared,
+               "layers": [p for p in processes if p["module"] == "nnfpga_dense"]}
+    return render_design(out_dir, context, "hls/nnfpga_graph.cpp.j2", data, part, clock_ns)
