@@ -3,6 +3,8 @@
     emit_hls(layers, build_dir)     writes build_dir/hls/*  and  build_dir/project/vitis_hls.tcl
     csim(build_dir / "hls", x)      compiles the design with g++ and runs it (C simulation)
 
+Convolutional and branching designs: backends/hls_graph.py, with the same files and helpers.
+
 Interface: the top function `void top(hls::stream<top_in_t>& in, hls::stream<top_out_t>& out)`
 (AXI4-Stream ports, no side channels) carries one vector element per transfer, element 0
 first; one call consumes K0 inputs and produces N_last outputs. Layers talk through the
@@ -290,10 +292,12 @@ def check_target(part: str, clock_ns: float) -> None:
         raise BuildError(f"clock period {clock_ns!r} ns must be a positive number")
 
 
-def port_context(top: str, inp: tuple[int, bool, int], out: tuple[int, bool, int]) -> dict:
-    """What nnfpga_design.h and the testbench say about the top's ports: (bits, signed, length) each."""
+def port_context(top: str, inp: tuple[int, bool, int], out: tuple[int, bool, int], order_note: str = "") -> dict:
+    """What nnfpga_design.h and the testbench say about the top's ports: (bits, signed, length)
+    each, and a comment on the element order when it is not simply row-major."""
     (in_bits, in_signed, in_len), (out_bits, out_signed, out_len) = inp, out
     return {
+        "order_note": order_note,
         "top": top, "in_type": _int_type(in_bits, in_signed), "out_type": _int_type(out_bits, out_signed),
         "in_len": int(in_len), "out_len": int(out_len),
         "in_bits": int(in_bits), "in_signed": "true" if in_signed else "false",

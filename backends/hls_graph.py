@@ -34,7 +34,7 @@ from nnfpga.backends.hls import (DEFAULT_CLOCK_NS, DEFAULT_PART, DEFAULT_TOP, _M
                                  _check_layer, _core, _int_type, _layer_context, _layer_names,
                                  _literal, _range, c_identifier, check_target, port_context,
                                  render_design, test_vector_files)
-from nnfpga.backends.stream_graph import Instance, Stream, StreamDesign
+from nnfpga.backends.stream_graph import Instance, Stream, StreamDesign, is_image
 from nnfpga.errors import BuildError
 
 NO_PROCESS = ("nnfpga_fifo", "nnfpga_repack")
@@ -65,42 +65,41 @@ def _comment(text: str) -> str:
 
 
 def _streams(design: StreamDesign, order: list[Instance]) -> tuple[dict[int, dict], list[dict]]:
-    """Each Stream's C++ stream (FIFOs and repacks folded into the stream they sit on), and the
-    streams the top declares."""
-    canonical: dict[int, Stream] = {}
-    for inst in order:
-        if inst.module in NO_PROCESS:
-            src = canonical.get(id(inst.inputs["s_axis"]), inst.inputs["s_axis"])
-            canonical[id(inst.outputs["m_axis"])] = src
-    fifo_of = {id(inst.inputs["s_axis"]): inst for inst in order if inst.module == "nnfpga_fifo"}
-    decl: dict[int, dict] = {}
+    """The C++ stream of every Stream (by id) and the streams the top declares. A FIFO's or a
+    repack's output is its input's stream; a FIFO deepens it."""
+    port_in = {"name": "in", "type": _int_type(design.input.bits, design.input.signed), "depth": 0, "fifo": ""}
+    streams: dict[int, dict] = {id(design.input): port_in}
     declared: list[dict] = []
-    for s in [design.input] + [s for inst in order for s in inst.outputs.values()]:
-        root = canonical.get(id(s), s)
-        if id(root) not in decl:
-            name = "in" if root is design.input else f"stream_{len(declared) + 1}"
-            decl[id(root)] = {"name": name, "type": _int_type(root.bits, root.signed), "depth": DEFAULT_DEPTH,
-                              "fifo": ""}
-            if root is not design.input:
-                declared.append(decl[id(root)])
-        entry = decl[id(root)]
-        if (s.bits, s.signed) != (root.bits, root.signed):
-            raise BuildError(f"stream {s.name} carries {_int_type(s.bits, s.signed)} but is folded into a stream "
-                             f"of {entry['type']}")
-        fifo = fifo_of.get(id(s))
-        if fifo is not None:
-            if root is design.input:
-                raise BuildError(f"{fifo.name}: a skip FIFO on the top-level input has no stream to deepen")
-            depth = fifo.params["DEPTH"] * s.par
-            entry["depth"] = max(entry["depth"], depth)
-            entry["fifo"] = _comment(f"skip FIFO {fifo.name}: {fifo.params['DEPTH']} beats of {s.par} elements")
-        canonical[id(s)] = root
-    out = decl[id(canonical.get(id(design.output), design.output))]
-    if out["name"] == "in":
+    for inst in order:
+        for s in inst.outputs.values():
+            if inst.module not in NO_PROCESS:
+                streams[id(s)] = {"name": f"stream_{len(declared) + 1}", "type": _int_type(s.bits, s.signed),
+                                  "depth": DEFAULT_DEPTH, "fifo": ""}
+                declared.append(streams[id(s)])
+                continue
+            src = inst.inputs["s_axis"]
+            entry = streams[id(src)]
+            if entry is port_in:
+                raise BuildError(f"{inst.name}: a {inst.module} on the top-level input has no stream of its own")
+            if (s.bits, s.signed) != (src.bits, src.signed):
+                raise BuildError(f"{inst.name}: a {inst.module} must not change the element type")
+            if inst.module == "nnfpga_fifo":
+                entry["depth"] = max(entry["depth"], inst.params["DEPTH"] * src.par)
+                entry["fifo"] = f"skip FIFO {inst.name}: {inst.params['DEPTH']} beats of {src.par} elements"
+            streams[id(s)] = entry
+    out = streams[id(design.output)]
+    if out is port_in:
         raise BuildError("the stream design computes nothing: its output is its input")
     declared.remove(out)
     out["name"] = "out"
-    return {sid: decl[id(root)] for sid, root in canonical.items()}, declared
+    return streams, declared
+
+
+def _order(v) -> str:
+    if not is_image(v):
+        return "row-major"
+    shape = v.type.shape[2:] + v.type.shape[1:2]
+    return f"channels-last ({' x '.join(map(str, shape))}, pixel by pixel, each pixel's channels together)"
 
 
 def _pad(value: int, bits: int, signed: bool) -> str:
@@ -182,7 +181,8 @@ def emit_hls_graph(design: StreamDesign, out_dir: Path, top: str = DEFAULT_TOP, 
     names = _layer_names(procs, top)
     processes = [_process(inst, name, types, cores) for inst, name in zip(procs, names)]
     ports = port_context(top, (design.input.bits, design.input.signed, design.input_value.type.size),
-                         (design.output.bits, design.output.signed, design.output_value.type.size))
+                         (design.output.bits, design.output.signed, design.output_value.type.size),
+                         f"Element order: input {_order(design.input_value)}, output {_order(design.output_value)}.")
     data = test_vector_files(ports, test_inputs, test_expected)
     context = {**ports, "processes": processes, "streams": declared,
                "layers": [p for p in processes if p["module"] == "nnfpga_dense"]}

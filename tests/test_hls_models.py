@@ -125,3 +125,20 @@ def test_build_testbench_vectors_are_the_exact_outputs(tmp_path, example):
     x_ir = from_stream_order(x, manifest["accelerator_input"]["shape"])
     (golden,) = run_reference(reference, {reference.graph.input[0].name: x_ir}).values()
     assert np.array_equal(to_stream_order(golden, manifest["accelerator_output"]["shape"]), expected)
+
+
+def test_cnn_hls_bad_input_is_a_clear_error(tmp_path):
+    from nnfpga.backends.hls_graph import emit_hls_graph
+    from nnfpga.errors import BuildError, CalibrationError
+
+    model = onnx_models.save(onnx_models.conv1d_net(), tmp_path / "conv1d.onnx")
+    compile_model(Path(model), tmp_path / "build")
+    g = load_ir(tmp_path / "build" / "ir" / "final")
+    design = lower_stream(g, region_input(g))
+    with pytest.raises(CalibrationError, match=r"test_inputs must be integer vectors \[B, 32\]"):
+        emit_hls_graph(design, tmp_path / "a", test_inputs=np.zeros((2, 31), np.int64))
+    with pytest.raises(BuildError, match="not a part name"):
+        emit_hls_graph(design, tmp_path / "b", part="x}; exec rm")
+    design.instances[1].module = "nnfpga_mystery"
+    with pytest.raises(BuildError, match="no process for module nnfpga_mystery"):
+        emit_hls_graph(design, tmp_path / "c")
