@@ -10,6 +10,8 @@ repository root. Sections:
   hardware   cycles per inference (measured and predicted), latency, MACs per model and
              folding; synthesis figures when nnfpga.backends.synth exists
   peers      hls4ml and da4ml on the same models and layers, when installed
+  cost       the cost model's LUT/FF/DSP/BRAM and cycles against yosys and Verilator on
+             MLPs and CNNs at several foldings
 """
 from __future__ import annotations
 
@@ -26,8 +28,8 @@ from rich.console import Console
 
 from bench import common
 
-SECTIONS = ("compiler", "verify", "hardware", "peers")
-ALIASES = {"compile": "compiler", "verification": "verify", "hw": "hardware", "peer": "peers"}
+SECTIONS = ("compiler", "verify", "hardware", "peers", "cost")
+ALIASES = {"compile": "compiler", "verification": "verify", "hw": "hardware", "peer": "peers", "cost_model": "cost"}
 
 
 class Context:
@@ -45,6 +47,7 @@ class Context:
         self.peer_samples = 200 if self.quick else 450
         self.results: dict = {}
         self._builds: dict = {}
+        self._synth: dict = {}
         self.synth_module, self.synth_note = common.synth_status()
         self.synth_mode = args.synth if args.synth != "auto" else ("off" if self.quick else "some")
         self.pnr = args.pnr
@@ -75,8 +78,16 @@ class Context:
         self._builds.setdefault(key, result)
         return result
 
-    def synthesize(self, rtl_dir: Path, label: str, important: bool = False) -> dict | None:
-        return common.synthesize(self, rtl_dir=rtl_dir, label=label, important=important)
+    def synthesize(self, rtl_dir: Path, label: str, important: bool = False, place: bool = True) -> dict | None:
+        """yosys figures for a design once per run (sections share them), Fmax too with --pnr."""
+        placed = self._synth.get((str(rtl_dir), True))
+        if placed is not None:
+            return placed
+        key = (str(rtl_dir), place and self.pnr)
+        if self._synth.get(key) is None:  # None: not run for this row's importance, or not yet
+            self._synth[key] = common.synthesize(self, rtl_dir=rtl_dir, label=label, important=important,
+                                                 place=place)
+        return self._synth[key]
 
     def synthesize_sources(self, sources: list[str], top: str, label: str, important: bool = False) -> dict | None:
         return common.synthesize(self, sources=sources, top=top, label=label, important=important)
@@ -138,9 +149,10 @@ def main(argv=None) -> int:
               f"({machine['cpu_model']}), load average {', '.join(f'{v:.2f}' for v in machine['load_average_at_start'] or [])}")
     out.print(f"[yellow]{ctx.synth_note}[/yellow]", markup=True)
 
-    from bench import compiler, hardware, peers, verification
+    from bench import compiler, cost_model, hardware, peers, verification
 
-    modules = {"compiler": compiler, "verify": verification, "hardware": hardware, "peers": peers}
+    modules = {"compiler": compiler, "verify": verification, "hardware": hardware, "peers": peers,
+               "cost": cost_model}
     record = {"schema": 1, "date": iso, "mode": mode, "sections_run": args.sections, "target": args.target,
               "seed": args.seed, "machine": machine, "synth": ctx.synth_note, "sections": {}, "errors": {}}
     for name in args.sections:
@@ -172,9 +184,10 @@ def main(argv=None) -> int:
 
 
 def section_tables(name: str, result: dict) -> list:
-    from bench import compiler, hardware, peers, verification
+    from bench import compiler, cost_model, hardware, peers, verification
 
-    module = {"compiler": compiler, "verify": verification, "hardware": hardware, "peers": peers}[name]
+    module = {"compiler": compiler, "verify": verification, "hardware": hardware, "peers": peers,
+              "cost": cost_model}[name]
     return module.tables(result) if hasattr(module, "tables") else [module.table(result)]
 
 

@@ -87,6 +87,9 @@ class Workload:
 
 
 WORKLOADS = {w.name: w for w in (Workload("jet", "jet_mlp"), Workload("digits", "digits_mlp"))}
+"""The MLPs every section runs (peers and the verification-speed rows take these)."""
+CNN_WORKLOADS = {w.name: w for w in (Workload("digits_cnn", "digits_cnn"),)}
+"""Convolutional examples: hardware quality and the cost model take these too."""
 
 
 SYNTHETIC_MLP = (784, 512, 256, 10)
@@ -304,9 +307,10 @@ def fmt_rate(r: float | None, unit: str = "/s") -> str:
 
 
 def synthesize(ctx, *, rtl_dir: Path | None = None, sources: list[str] | None = None,
-               top: str | None = None, label: str, important: bool = False) -> dict | None:
+               top: str | None = None, label: str, important: bool = False, place: bool = True) -> dict | None:
     """LUT/FF/DSP/BRAM from nnfpga.backends.synth (yosys, the same script for every design),
-    and Fmax from its place_and_route when --pnr is given; None when not run for this row.
+    and Fmax (and the bitstream's size) from its place_and_route when --pnr is given and `place`;
+    None when not run for this row.
 
     `sources`/`top` synthesize foreign Verilog (da4ml's) through the same script: they are
     copied into a folder with a minimal design.json. A failure is recorded in the row as
@@ -332,10 +336,10 @@ def synthesize(ctx, *, rtl_dir: Path | None = None, sources: list[str] | None = 
         r = synth.synthesize(Path(rtl_dir), work / "yosys", dev)
         out = {"luts": r.luts, "ffs": r.ffs, "dsps": r.dsps, "brams": r.brams, "seconds": r.seconds,
                "yosys": r.yosys_version, "top": r.top}
-        if ctx.pnr and sources is None:
+        if ctx.pnr and place and sources is None:
             ctx.say(f"nextpnr {label} (slow)")
             p = synth.place_and_route(Path(rtl_dir), work / "pnr", dev)
-            out.update(fmax_mhz=p.fmax_mhz, pnr_seconds=p.pnr_seconds,
+            out.update(fmax_mhz=p.fmax_mhz, pnr_seconds=p.pnr_seconds, bitstream_bytes=p.bitstream.stat().st_size,
                        fmax_of="accelerator behind nnfpga's UART board wrapper, nextpnr-ecp5")
         return out
     except Exception as e:

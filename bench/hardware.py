@@ -11,56 +11,62 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.common import (AUTOFOLD, DEFAULT_FOLD, FULLY_PARALLEL, WORKLOADS, fmt_rate, fold_label)
+from bench.common import AUTOFOLD, CNN_WORKLOADS, DEFAULT_FOLD, FULLY_PARALLEL, WORKLOADS, fmt_rate, fold_label
 
 QUICK_FOLDS = [{"pe": 1, "simd": 1}, DEFAULT_FOLD, AUTOFOLD, FULLY_PARALLEL]
 FULL_FOLDS = [{"pe": 1, "simd": 1}, {"pe": 2, "simd": 4}, DEFAULT_FOLD, {"pe": 16, "simd": 16}, AUTOFOLD,
               FULLY_PARALLEL]
+CNN_FOLDS = [{"pe": 2, "simd": 4}, DEFAULT_FOLD, AUTOFOLD]
+"""A convolution's window feeds one pixel's taps per beat, so full parallelism buys nothing there."""
+
+
+def macs(build) -> int:
+    """Multiply-accumulates per inference: K·N per dense layer, times its vectors (a conv's pixels)."""
+    return sum(l["k"] * l["n"] * l.get("vectors", 1) for l in build.manifest["layers"])
 
 
 def run(ctx) -> dict:
-    from nnfpga.backends.lower import integer_region
-    from nnfpga.backends.rtl_layers import reference_forward
+    from bench.verification import quantized_inputs_and_golden
     from nnfpga.devices import device
     from nnfpga.hw_tests.sim import simulate
 
     dev = device(ctx.target)
     rows = []
-    for w in WORKLOADS.values():
+    plan = [(w, QUICK_FOLDS if ctx.quick else FULL_FOLDS) for w in WORKLOADS.values()]
+    plan += [(w, CNN_FOLDS[1:] if ctx.quick else CNN_FOLDS) for w in CNN_WORKLOADS.values()]
+    for w, folds in plan:
         x, _ = w.inputs(ctx.hw_samples, seed=ctx.seed)
-        for fold in (QUICK_FOLDS if ctx.quick else FULL_FOLDS):
+        for fold in folds:
             build = ctx.build(w, fold)
-            layers = integer_region(build.graph).layers
-            from bench.verification import quantized_inputs_and_golden
-
-            x_q, _ = quantized_inputs_and_golden(build, x)
-            expected = reference_forward(layers, x_q)[-1]
+            layers = build.manifest["layers"]
+            x_q, expected = quantized_inputs_and_golden(build, x)
             ctx.say(f"simulate {w.name} {fold_label(fold)} ({len(x)} inferences)")
             sim = simulate(build.out_dir / "rtl", x_q, expected, work_dir=ctx.work / "hw" / w.name,
                            seed=ctx.seed)
-            macs = sum(l.k * l.n for l in layers)
+            total_macs = macs(build)
             cycles = sim.cycles_per_inference
             row = {
                 "model": w.name, "fold": fold, "fold_label": fold_label(fold),
-                "layers": [{"k": l.k, "n": l.n, "pe": l.pe, "simd": l.simd} for l in layers],
-                "multipliers": sum(l.pe * l.simd for l in layers),
-                "macs": macs,
+                "layers": [{k: l[k] for k in ("k", "n", "pe", "simd")} for l in layers],
+                "multipliers": sum(l["pe"] * l["simd"] for l in layers),
+                "macs": total_macs,
                 "predicted_cycles_per_inference": build.manifest["predicted_cycles_per_inference"],
                 "cycles_per_inference": cycles,
                 "latency_cycles": sim.latency_cycles,
                 "mismatches": sim.mismatches, "samples": len(x),
                 "verilator_build_seconds": sim.build_seconds, "build_cached": sim.build_cached,
                 "device": dev.name, "device_multipliers": dev.dsps,
-                "achieved_over_roofline": macs / (cycles * dev.dsps) if cycles else None,
+                "achieved_over_roofline": total_macs / (cycles * dev.dsps) if cycles else None,
             }
+            # --pnr places the compiler's default design of each model (nextpnr takes minutes each)
             synth = ctx.synthesize(build.out_dir / "rtl", f"{w.name}-pe{fold['pe']}-simd{fold['simd']}" if fold != AUTOFOLD else f"{w.name}-autofold",
-                                   important=fold in (DEFAULT_FOLD, AUTOFOLD))
+                                   important=fold in (DEFAULT_FOLD, AUTOFOLD), place=fold == AUTOFOLD)
             if synth is not None:
                 row["synth"] = synth
                 fmax = synth.get("fmax_mhz")
                 if fmax and cycles:
                     row["throughput_per_second"] = fmax * 1e6 / cycles
-                    row["roofline_per_second"] = dev.dsps * fmax * 1e6 / macs
+                    row["roofline_per_second"] = dev.dsps * fmax * 1e6 / total_macs
             rows.append(row)
     return {"device": {"name": dev.name, "multipliers": dev.dsps, "multiplier_shape": list(dev.dsp_shape)},
             "synth": ctx.synth_note, "rows": rows}
@@ -88,7 +94,7 @@ def table(result: dict):
     cols = ["model", "fold", "pe×simd per layer", "mults", "MACs", "cycles/inf (sim)", "predicted",
             "latency", "bit-exact", "achieved/roofline"]
     if with_synth:
-        cols += ["LUT", "FF", "DSP", "BRAM", "Fmax MHz", "inf/s", "roofline inf/s"]
+        cols += ["LUT", "FF", "DSP", "BRAM", "Fmax MHz", "bitstream", "inf/s", "roofline inf/s"]
     for c in cols:
         t.add_column(c, justify="left" if c in ("model", "fold", "pe×simd per layer") else "right")
     for r in result["rows"]:
@@ -104,6 +110,7 @@ def table(result: dict):
             else:
                 cells += [f"{s[k]:,}" if k in s else "—" for k in ("luts", "ffs", "dsps", "brams")]
             cells += [f"{s['fmax_mhz']:.1f}" if s.get("fmax_mhz") else "—",
+                      f"{s['bitstream_bytes'] / 1024:.0f} KiB .bit" if s.get("bitstream_bytes") else "—",
                       fmt_rate(r.get("throughput_per_second"), ""), fmt_rate(r.get("roofline_per_second"), "")]
         t.add_row(*cells)
     return t

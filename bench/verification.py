@@ -18,9 +18,11 @@ LONG_RUN = 4
 
 
 def quantized_inputs_and_golden(build, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The accelerator's integer inputs and onnxruntime(reference.onnx)'s outputs, as verify does."""
+    """The accelerator's integer inputs and onnxruntime(reference.onnx)'s outputs, as verify does,
+    one row per inference in stream order (images channels-last)."""
     import onnx
 
+    from nnfpga.backends.lower import to_stream_order
     from nnfpga.backends.reference_onnx import run_reference
     from nnfpga.ir.interpreter import quantize_array
     from nnfpga.verify import _qtype
@@ -30,7 +32,8 @@ def quantized_inputs_and_golden(build, x: np.ndarray) -> tuple[np.ndarray, np.nd
                          _qtype(m["accelerator_input"]))
     reference = onnx.load(str(build.out_dir / "reference.onnx"))
     golden = next(iter(run_reference(reference, {reference.graph.input[0].name: x_q}).values()))
-    return x_q.reshape(len(x), -1), golden.reshape(len(x), -1).astype(np.int64)
+    return (to_stream_order(x_q, m["accelerator_input"]["shape"]),
+            to_stream_order(golden, m["accelerator_output"]["shape"]).astype(np.int64))
 
 
 def run(ctx) -> dict:
