@@ -230,6 +230,7 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:16px;margin:28px 0 8px;border-bott
 .ok{color:#1a7f37}.bad{color:#c62828}.na{color:#8a93a2}
 table{border-collapse:collapse;width:100%;background:#fff;border:1px solid #dde1e7;font-size:13px}
 th,td{padding:5px 8px;border-bottom:1px solid #eceef2;text-align:right;white-space:nowrap}
+td.wrap{white-space:normal;text-align:left}
 th{background:#f0f2f5;font-weight:600}td:first-child,th:first-child{text-align:left}
 .fig{background:#fff;border:1px solid #dde1e7;border-radius:6px;padding:8px;margin:8px 0}
 .notes li{color:#5b6575}
@@ -476,17 +477,21 @@ def render_html(report: dict) -> str:
     notes = "".join(f"<li>{_e(n)}</li>" for n in report["notes"])
     modules = ""
     if report.get("modules"):
-        rows = "".join(f'<tr><td>{_e(m["name"])}</td><td>{_e(m["module"])}</td><td>{_e(m["note"])}</td>'
-                       f'<td>{_fmt(m["cycles"])}</td>'
-                       + "".join(f'<td>{_fmt(m["estimate"][r]) if "estimate" in m else "per layer above"}</td>'
-                                 for r in RESOURCES) + "</tr>" for m in report["modules"])
+        rows = "".join(f'<tr><td>{_e(m["name"])}</td><td>{_e(m["module"].removeprefix("nnfpga_"))}</td>'
+                       f'<td class="wrap">{_e(m["note"])}</td>'
+                       f'<td>{_fmt(m["cycles"])}</td><td>'
+                       + (" / ".join(_fmt(m["estimate"][r]) for r in RESOURCES) if "estimate" in m
+                          else "in Layers above") + "</td></tr>" for m in report["modules"])
         fifos = "".join(f'<li><b>{_e(f["instance"])}</b>, depth {_fmt(f["depth"])}, for {_e(f["join"])}: '
                         f'{_e(f["derivation"])}</li>' for f in report.get("fifos", []))
         modules = ("<h2>Stream modules</h2><table><tr><th>instance</th><th>module</th><th>computes</th>"
                    "<th>cycles per inference</th>"
-                   + "".join(f"<th>{RESOURCE_LABELS[r]} (estimate)</th>" for r in RESOURCES) + f"</tr>{rows}</table>"
+                   f"<th>LUT / FF / DSP / BRAM (estimate)</th></tr>{rows}</table>"
                    + (f"<h2>Skip FIFO depths: why the branches cannot deadlock</h2><ul>{fifos}</ul>" if fifos else ""))
     fmax = f' Fmax {synth["fmax_mhz"]} MHz.' if synth and synth.get("fmax_mhz") else ""
+    # A convolutional design's latency is mostly windows waiting for rows, which the model lacks.
+    latency = ("" if est["total"]["latency_cycles"] is None else
+               f'<h2>Latency of one inference, layer by layer</h2>\n<div class="fig">{_latency_chart(report)}</div>')
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -505,8 +510,7 @@ build <code>{_e(report["build_dir"])}</code>{_e(fmax)}</p>
 <h2>Estimate vs measured</h2>
 <div class="fig">{_estimate_vs_measured(report)}</div>
 {comp_table}
-<h2>Latency of one inference, layer by layer</h2>
-<div class="fig">{_latency_chart(report)}</div>
+{latency}
 <h2>Cycles per vector: the slowest layer sets the interval</h2>
 <div class="fig">{_interval_chart(report)}</div>
 {f'<h2>Notes</h2><ul class="notes">{notes}</ul>' if notes else ""}
