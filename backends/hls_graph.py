@@ -34,7 +34,7 @@ from nnfpga.backends.hls import (DEFAULT_CLOCK_NS, DEFAULT_PART, DEFAULT_TOP, _M
                                  _check_layer, _core, _int_type, _layer_context, _layer_names,
                                  _literal, _range, c_identifier, check_target, port_context,
                                  render_design, test_vector_files)
-from nnfpga.backends.stream_graph import Instance, Stream, StreamDesign, is_image
+from nnfpga.backends.stream_graph import Instance, StreamDesign, is_image
 from nnfpga.errors import BuildError
 
 NO_PROCESS = ("nnfpga_fifo", "nnfpga_repack")
@@ -102,14 +102,20 @@ def _order(v) -> str:
     return f"channels-last ({' x '.join(map(str, shape))}, pixel by pixel, each pixel's channels together)"
 
 
+def _plus(v: int) -> str:
+    """`+ v` as C++ that reads well for negative v too (`- 4`, not `+ -4`)."""
+    return f"+ {_literal(v)}" if v >= 0 else f"- {_literal(-v)}"
+
+
 def _pad(value: int, bits: int, signed: bool) -> str:
     """The window's PAD as the stream element it becomes (the RTL truncates it to BITS bits)."""
     lo, _ = _range(bits, signed)
     return _literal((int(value) - lo) % (1 << bits) + lo)
 
 
-def _process(inst: Instance, name: str, types: dict, cores) -> dict:
-    """Template context of one process; Python decides every number."""
+def _process(inst: Instance, name: str, types: dict, cores, index: int) -> dict:
+    """Template context of one process (`index`: its place among the processes); Python decides
+    every number."""
     ins = [inst.inputs[p] for p in PORT_ORDER if p in inst.inputs]
     outs = [inst.outputs[p] for p in PORT_ORDER if p in inst.outputs]
     p = inst.params
@@ -118,7 +124,7 @@ def _process(inst: Instance, name: str, types: dict, cores) -> dict:
     type_of = lambda s: _int_type(s.bits, s.signed)  # noqa: E731
     if inst.module == "nnfpga_dense":
         layer = inst.layer
-        _check_layer(0, layer)
+        _check_layer(index, layer)
         for side, s, bits, signed in (("input", ins[0], layer.in_bits, layer.in_signed),
                                       ("output", outs[0], layer.out_bits, layer.out_signed)):
             if (s.bits, s.signed) != (bits, signed):
@@ -143,7 +149,7 @@ def _process(inst: Instance, name: str, types: dict, cores) -> dict:
         ctx.update(C=q.C, P=q.P, windows=q.FRAME_WINDOWS, max=q.MODE == 0, in_type=type_of(ins[0]),
                    out_type=type_of(outs[0]), acc_type=type_of(ins[0]) if q.MODE == 0 else _int_type(q.ACC_BITS, True),
                    acc_bits=q.ACC_BITS, bias=_literal(q.BIAS), mult=_literal(q.MULT), shift=q.SHIFT,
-                   out_zp=_literal(q.OUT_ZP), lo=_literal(q.LO), hi=_literal(q.HI), out_bits=outs[0].bits,
+                   plus_out_zp=_plus(q.OUT_ZP), lo=_literal(q.LO), hi=_literal(q.HI), out_bits=outs[0].bits,
                    out_wrap="nn_wrap" if outs[0].signed else "nn_uwrap")
     elif inst.module == "nnfpga_add":
         if not 1 <= p["SHIFT"] <= 62:
@@ -151,7 +157,8 @@ def _process(inst: Instance, name: str, types: dict, cores) -> dict:
         ctx.update(a_type=type_of(ins[0]), b_type=type_of(ins[1]), out_type=type_of(outs[0]),
                    count=p["BEATS"] * p["PAR"], shift=p["SHIFT"], out_bits=outs[0].bits,
                    out_wrap="nn_wrap" if outs[0].signed else "nn_uwrap",
-                   **{k.lower(): _literal(p[k]) for k in ("A_ZP", "MA", "B_ZP", "MB", "OUT_ZP", "LO", "HI")})
+                   minus_a_zp=_plus(-p["A_ZP"]), minus_b_zp=_plus(-p["B_ZP"]), plus_out_zp=_plus(p["OUT_ZP"]),
+                   **{k.lower(): _literal(p[k]) for k in ("MA", "MB", "LO", "HI")})
     elif inst.module == "nnfpga_concat":
         if len({type_of(s) for s in ins + outs}) != 1:
             raise BuildError(f"{name}: concat joins {type_of(ins[0])} and {type_of(ins[1])} into {type_of(outs[0])}; "
@@ -179,7 +186,7 @@ def emit_hls_graph(design: StreamDesign, out_dir: Path, top: str = DEFAULT_TOP, 
     types, declared = _streams(design, order)
     procs = [inst for inst in order if inst.module not in NO_PROCESS]
     names = _layer_names(procs, top)
-    processes = [_process(inst, name, types, cores) for inst, name in zip(procs, names)]
+    processes = [_process(inst, name, types, cores, i) for i, (inst, name) in enumerate(zip(procs, names))]
     ports = port_context(top, (design.input.bits, design.input.signed, design.input_value.type.size),
                          (design.output.bits, design.output.signed, design.output_value.type.size),
                          f"Element order: input {_order(design.input_value)}, output {_order(design.output_value)}.")
