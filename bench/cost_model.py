@@ -82,8 +82,9 @@ def table(result: dict):
 
     t = Table(title=f"5. Cost model vs yosys — {result['device']} (estimate / measured, error)")
     worst = result.get("worst_error")
-    t.caption = ("error = estimate / measured − 1; LUTs in the device's LUT (LUT4 on ECP5, a CCU2C carry counted "
-                 "as two), BRAM in DP16KD blocks; measured = yosys synthesis of the accelerator alone; "
+    t.caption = ("error = estimate / measured − 1; LUTs in the device's LUT (LUT4 on ECP5 with a CCU2C carry "
+                 "counted as two, LUT6 on Xilinx), BRAM in DP16KD or RAMB36 blocks; measured = yosys synthesis "
+                 "of the accelerator alone; "
                  + (f"worst error {worst:.0%} (held to {result['tolerance']:.0%})" if worst is not None
                     else "no synthesis in this run (add --synth some)"))
     for c in ("model", "fold", "LUT", "FF", "DSP", "BRAM", "of it: windows, pools, FIFOs (LUT/FF)",
