@@ -115,24 +115,32 @@ def _literal(v: int) -> str:
     return f"{v}LL" if abs(v) > 2**31 - 1 else str(v)
 
 
-def _c_array(a: np.ndarray, indent: int = 0, per_line: int = 24) -> str:
+def _c_array(a: np.ndarray, indent: int = 0, per_line: int = 24, fmt=None) -> str:
     """A brace initializer for `a`, innermost rows wrapped at `per_line` numbers."""
+    if fmt is None:  # str() is _literal() when nothing needs LL, and far faster on big layers
+        small = a.size == 0 or max(abs(int(a.min())), abs(int(a.max()))) <= 2**31 - 1
+        fmt = str if small else _literal
     pad = "    " * (indent + 1)
     if a.ndim == 1:
-        items = [_literal(v) for v in a.tolist()]
+        items = list(map(fmt, a.tolist()))
         lines = [", ".join(items[i:i + per_line]) for i in range(0, len(items), per_line)]
         if len(lines) <= 1:
             return "{" + (lines[0] if lines else "") + "}"
         return "{\n" + ",\n".join(pad + line for line in lines) + "\n" + "    " * indent + "}"
-    inner = [pad + _c_array(sub, indent + 1, per_line) for sub in a]
+    inner = [pad + _c_array(sub, indent + 1, per_line, fmt) for sub in a]
     return "{\n" + ",\n".join(inner) + "\n" + "    " * indent + "}"
 
 
 def _accumulator_bounds(layer, in_lo: int, in_hi: int) -> tuple[np.ndarray, np.ndarray]:
     """Per output channel, min and max of x.W + bias over every input in [in_lo, in_hi]^K."""
-    w = layer.weights.astype(object)
-    lo = np.minimum(w * in_lo, w * in_hi).sum(axis=0) + layer.bias.astype(object)
-    hi = np.maximum(w * in_lo, w * in_hi).sum(axis=0) + layer.bias.astype(object)
+    w = np.asarray(layer.weights)
+    # int64 is exact while K·max|w|·max|x| < 2^62 (8-bit weights, inputs within 32 bits: K < 2^23);
+    # beyond that Python integers. The bias (up to 64 bits) is added as Python integers.
+    exact = w.shape[0] * int(np.abs(w).max(initial=0)) * max(abs(in_lo), abs(in_hi)) < 2**62
+    w = w.astype(np.int64 if exact else object)
+    bias = np.asarray(layer.bias).astype(object)
+    lo = np.minimum(w * in_lo, w * in_hi).sum(axis=0).astype(object) + bias
+    hi = np.maximum(w * in_lo, w * in_hi).sum(axis=0).astype(object) + bias
     return lo, hi
 
 

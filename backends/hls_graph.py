@@ -34,7 +34,7 @@ from nnfpga.backends.hls import (DEFAULT_CLOCK_NS, DEFAULT_PART, DEFAULT_TOP, _M
                                  _check_layer, _core, _int_type, _layer_context, _layer_names,
                                  _literal, _range, c_identifier, check_target, port_context,
                                  render_design, test_vector_files)
-from nnfpga.backends.stream_graph import Instance, StreamDesign, is_image
+from nnfpga.backends.stream_graph import Instance, StreamDesign, data_order, is_image
 from nnfpga.errors import BuildError
 
 NO_PROCESS = ("nnfpga_fifo", "nnfpga_repack")
@@ -43,21 +43,6 @@ PORT_ORDER = ("s_axis", "a_axis", "b_axis", "m_axis", "m0_axis", "m1_axis")
 """A process's arguments in this order: its inputs, then its outputs."""
 DEFAULT_DEPTH = 2
 """Depth of a stream between two processes that needs no skip FIFO (as in the dense chain)."""
-
-
-def _data_order(design: StreamDesign) -> list[Instance]:
-    """The instances in a topological order of their streams, otherwise as listed."""
-    producer = {id(s): inst for inst in design.instances for s in inst.outputs.values()}
-    placed: set[int] = set()
-    order: list[Instance] = []
-    while len(order) < len(design.instances):
-        ready = next((i for i in design.instances if id(i) not in placed and all(
-            s is design.input or id(producer.get(id(s))) in placed for s in i.inputs.values())), None)
-        if ready is None:
-            raise BuildError("the stream design has a cycle or a stream nothing writes; cannot order its processes")
-        placed.add(id(ready))
-        order.append(ready)
-    return order
 
 
 def _comment(text: str) -> str:
@@ -182,7 +167,7 @@ def emit_hls_graph(design: StreamDesign, out_dir: Path, top: str = DEFAULT_TOP, 
     """
     top = c_identifier(top, DEFAULT_TOP)
     check_target(part, clock_ns)
-    order = _data_order(design)
+    order = data_order(design)
     types, declared = _streams(design, order)
     procs = [inst for inst in order if inst.module not in NO_PROCESS]
     names = _layer_names(procs, top)

@@ -116,6 +116,21 @@ class StreamDesign:
         return max(i.cycles for i in self.instances)
 
 
+def data_order(design: StreamDesign) -> list[Instance]:
+    """The instances in a topological order of their streams, otherwise as listed."""
+    producer = {id(s): inst for inst in design.instances for s in inst.outputs.values()}
+    placed: set[int] = set()
+    order: list[Instance] = []
+    while len(order) < len(design.instances):
+        ready = next((i for i in design.instances if id(i) not in placed and all(
+            s is design.input or id(producer.get(id(s))) in placed for s in i.inputs.values())), None)
+        if ready is None:
+            raise NnfpgaError("the stream design has a cycle or a stream nothing writes; cannot order its processes")
+        placed.add(id(ready))
+        order.append(ready)
+    return order
+
+
 RATE_FACTOR, RATE_SLACK = 2, 2
 """Skip FIFOs are built RATE_FACTOR × their deadlock-free depth + RATE_SLACK (see join_fifos)."""
 

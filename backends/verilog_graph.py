@@ -6,7 +6,8 @@ and branching networks.
 Every module is a static template rendered once; the top level instantiates them with
 parameters decided in Python and wires their streams. design.json has the keys the
 harness, synthesis and reports read for dense chains (top, sources, mem_files, input,
-output, layers, predicted_cycles_per_inference) plus `instances` and `fifos`.
+output, layers, predicted_cycles_per_inference) plus `instances`, `fifos` and
+`predicted_latency_cycles` (backends/stream_latency.py).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from nnfpga.backends.rtl_layers import MULT_BITS, check as check_layer_chain, folding_cycles
 from nnfpga.backends.stream_graph import StreamDesign, is_image
+from nnfpga.backends.stream_latency import frame_latency
 from nnfpga.backends.verilog import (DEFAULT_TOP, PIPELINE_STAGES, _layer_view, _templates, hw_identifier,
                                      mem_text, param_fields, weight_fields)
 
@@ -98,6 +100,7 @@ def emit_stream_verilog(design: StreamDesign, out_dir: Path, *, top: str = DEFAU
                        "params": {k: p for k, p in v["params"]}} for v in views],
         "fifos": design.fifos,
         "predicted_cycles_per_inference": design.interval,
+        "predicted_latency_cycles": frame_latency(design),
         "pipeline_stages_per_layer": PIPELINE_STAGES,
     }
     files["design.json"] = json.dumps(info, indent=2, sort_keys=True) + "\n"

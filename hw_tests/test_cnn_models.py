@@ -19,14 +19,15 @@ sys.path.insert(0, str(ROOT / "tests"))
 import onnx_models  # noqa: E402
 
 RATE_TOLERANCE = 0.05
-"""Measured interval may exceed the prediction by this fraction (+2 cycles): the window
-generator's row hand-over with strides is modelled to within a few percent."""
+"""Measured interval and latency may exceed the prediction by this fraction (+2 cycles): the
+window generator's row hand-over with strides is modelled to within a few percent."""
 
 
 def _check_rate(result: dict) -> None:
-    predicted, measured = result["predicted_cycles_per_inference"], result["cycles_per_inference"]
-    print(f"cycles per inference: measured {measured}, predicted {predicted}; latency {result['latency_cycles']}")
-    assert predicted <= measured <= predicted * (1 + RATE_TOLERANCE) + 2
+    for what in ("cycles_per_inference", "latency_cycles"):
+        predicted, measured = result[f"predicted_{what}"], result[what]
+        print(f"{what}: measured {measured}, predicted {predicted}")
+        assert predicted <= measured <= predicted * (1 + RATE_TOLERANCE) + 2
 
 
 def test_digits_cnn_is_bit_exact_and_as_accurate_as_float(tmp_path):

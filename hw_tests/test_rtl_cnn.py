@@ -17,6 +17,7 @@ import pytest
 from nnfpga.backends.lower import region_input, to_stream_order
 from nnfpga.backends.reference_onnx import run_reference, to_reference_onnx
 from nnfpga.backends.stream_graph import lower_stream
+from nnfpga.backends.stream_latency import frame_latency
 from nnfpga.backends.verilog_graph import emit_stream_verilog
 from nnfpga.errors import BuildError
 from nnfpga.hw_tests.sim import lint, simulate
@@ -110,9 +111,11 @@ def test_cnn_is_bit_exact_at_the_predicted_rate(tmp_path, text, fold):
     result = simulate(rtl, x, golden, work_dir=tmp_path / "sim", seed=3)
     assert result.mismatches == 0
     assert np.array_equal(np.asarray(result.outputs, np.int64), golden)
+    latency = frame_latency(design)
     print(f"interval measured {result.cycles_per_inference}, predicted {design.interval}; "
-          f"latency {result.latency_cycles}; fifos {[f['depth'] for f in design.fifos]}")
+          f"latency measured {result.latency_cycles}, predicted {latency}; fifos {[f['depth'] for f in design.fifos]}")
     assert design.interval <= result.cycles_per_inference <= design.interval + INTERVAL_SLACK
+    assert latency <= result.latency_cycles <= latency + INTERVAL_SLACK
 
 
 def test_skip_fifo_below_its_deadlock_bound_stalls(tmp_path):

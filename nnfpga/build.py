@@ -238,6 +238,8 @@ def compile_model(model_path: Path, out_dir: Path, *, pipeline: str = DEFAULT_PI
                                 "graph_outputs": [v.name for v in final.outputs]}
         design = json.loads((tmp / "rtl" / "design.json").read_text())
         manifest["predicted_cycles_per_inference"] = design["predicted_cycles_per_inference"]
+        if "predicted_latency_cycles" in design:  # stream designs; a dense chain's is in nnfpga.cost
+            manifest["predicted_latency_cycles"] = design["predicted_latency_cycles"]
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         commit_out_dir(tmp, out_dir)
     except BaseException:

@@ -93,12 +93,10 @@ def build_report(build_dir: Path | str, *, write: bool = True) -> dict:
     target = manifest.get("target", "ecp5-85k")
     est = estimate(device=target, **inputs)
     if design.get("instances") is not None:
-        # Windows, pools and joins run at their own rates: the module graph's prediction holds.
-        # Their fill time (a window waits for kernel rows) is not modelled, so no latency figure.
+        # Windows, pools and joins run at their own rates and a window waits for kernel rows:
+        # the module graph's own predictions hold (None from a build made before they existed).
         est["total"]["interval_cycles"] = manifest["predicted_cycles_per_inference"]
-        est["total"]["latency_cycles"] = None
-        notes.append("convolutional build: no latency estimate (the time windows wait for their first rows "
-                     "is not in the cost model); verify measures it")
+        est["total"]["latency_cycles"] = design.get("predicted_latency_cycles")
 
     verify = _read_json(build_dir / VERIFY_JSON, notes, "the verification result")
     synth = _read_json(build_dir / SYNTH_JSON, notes, "the synthesis result")
@@ -489,8 +487,9 @@ def render_html(report: dict) -> str:
                    f"<th>LUT / FF / DSP / BRAM (estimate)</th></tr>{rows}</table>"
                    + (f"<h2>Skip FIFO depths: why the branches cannot deadlock</h2><ul>{fifos}</ul>" if fifos else ""))
     fmax = f' Fmax {synth["fmax_mhz"]} MHz.' if synth and synth.get("fmax_mhz") else ""
-    # A convolutional design's latency is mostly windows waiting for rows, which the model lacks.
-    latency = ("" if est["total"]["latency_cycles"] is None else
+    # The per-layer breakdown is a dense chain's; a convolutional design's latency is mostly
+    # windows waiting for rows.
+    latency = ("" if report["modules"] else
                f'<h2>Latency of one inference, layer by layer</h2>\n<div class="fig">{_latency_chart(report)}</div>')
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">

