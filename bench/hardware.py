@@ -9,8 +9,6 @@ backend exists) LUT/FF/DSP/BRAM and Fmax, throughput and the multiplier roofline
 """
 from __future__ import annotations
 
-import numpy as np
-
 from bench.common import AUTOFOLD, CNN_WORKLOADS, DEFAULT_FOLD, FULLY_PARALLEL, WORKLOADS, fmt_rate, fold_label
 
 QUICK_FOLDS = [{"pe": 1, "simd": 1}, DEFAULT_FOLD, AUTOFOLD, FULLY_PARALLEL]
