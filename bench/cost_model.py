@@ -6,7 +6,8 @@ CNNs at several foldings.
     error = estimate / measured − 1          (+ over-estimate, − under-estimate)
 
 Measured figures need synthesis (not with --quick unless --synth some|all); cycles come from
-the hardware section's simulation of the same design when it ran, else from a short one here.
+the hardware section's simulation of the same design when it ran, else from a short one here
+(not with --quick).
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ def _measured_cycles(ctx, workload, fold, build) -> int | None:
     for row in (ctx.results.get("hardware") or {}).get("rows", []):
         if row["model"] == workload.name and row["fold"] == fold:
             return row["cycles_per_inference"]
+    if ctx.quick:  # --quick keeps to its budget: only what the hardware section simulated
+        return None
     from bench.verification import quantized_inputs_and_golden
     from nnfpga.hw_tests.sim import simulate
 
