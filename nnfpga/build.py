@@ -112,6 +112,10 @@ def _qtype_record(value) -> dict:
 
 TEST_VECTORS = 16
 """Samples written as the HLS testbench's vectors (tb_input.txt / tb_expected.txt)."""
+TEST_VECTOR_MACS = 10**8
+"""A convolutional build's vectors come from running the integer IR in the interpreter, which
+is slow on large networks: their count keeps that work near 10^8 MACs (the digits CNN gets
+16, ResNet-50 at 4·10^9 MACs per inference one)."""
 
 
 def _test_vectors(g: Graph, region, calib: dict | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -134,17 +138,18 @@ def _test_vectors(g: Graph, region, calib: dict | None, seed: int) -> tuple[np.n
     return x_q, reference_forward(region.layers, x_q)[-1]
 
 
-def _stream_test_vectors(g: Graph, x: Value, y: Value, calib: dict | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The accelerator's inputs and exact outputs as the integer IR computes them, in stream
-    order (images channels-last), from calibration data if given."""
+def _stream_test_vectors(g: Graph, x: Value, y: Value, calib: dict | None, seed: int,
+                         count: int = TEST_VECTORS) -> tuple[np.ndarray, np.ndarray]:
+    """`count` accelerator inputs and their exact outputs as the integer IR computes them, in
+    stream order (images channels-last), from calibration data if given."""
     from nnfpga.backends.lower import to_stream_order
     from nnfpga.ir import run_batch
 
     if calib is not None:
-        feeds = {k: v[:TEST_VECTORS] for k, v in calib.items()}
+        feeds = {k: v[:count] for k, v in calib.items()}
     else:
         rng = np.random.default_rng(seed)
-        feeds = {v.name: rng.standard_normal((TEST_VECTORS,) + tuple(v.type.shape[1:])) for v in g.inputs}
+        feeds = {v.name: rng.standard_normal((count,) + tuple(v.type.shape[1:])) for v in g.inputs}
     env = run_batch(g, feeds, keep_all=True)
     return to_stream_order(env[x.name], x.type.shape), to_stream_order(env[y.name], y.type.shape)
 
@@ -210,7 +215,9 @@ def compile_model(model_path: Path, out_dir: Path, *, pipeline: str = DEFAULT_PI
             rtl_files = emit_stream_verilog(stream, tmp / "rtl")
             region_in, region_out, layers, fifos = stream.input_value, stream.output_value, stream.layers, stream.fifos
             vectors = [i.vectors for i in stream.instances if i.layer is not None]  # a conv: one per pixel
-            x_q, y_q = _stream_test_vectors(final, region_in, region_out, calib, seed)
+            macs = sum(l.k * l.n * v for l, v in zip(layers, vectors))
+            count = max(1, min(TEST_VECTORS, TEST_VECTOR_MACS // max(1, macs)))
+            x_q, y_q = _stream_test_vectors(final, region_in, region_out, calib, seed, count)
             emit_hls_graph(stream, tmp, part=hls_part, test_inputs=x_q, test_expected=y_q)
         (tmp / "reference.onnx").write_bytes(to_reference_onnx(final).SerializeToString())
         shutil.copyfile(model_path, tmp / "model.onnx")
