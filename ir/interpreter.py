@@ -34,19 +34,26 @@ def requantize_array(acc: np.ndarray, mult: np.ndarray, shift: int, zero_point: 
     return np.clip(rounded + zero_point, lo, hi)
 
 
+def _matmul64(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b in float64. A float32 product's rounding depends on the BLAS kernel the CPU
+    selects, and calibration ranges (so scales, so every golden) inherited it; rounded back
+    to float32, the float64 product is the same on every machine."""
+    return a.astype(np.float64) @ b.astype(np.float64)
+
+
 def _gemm(g, node, a, b, c=None):
     alpha = np.float32(node.attrs.get("alpha", 1.0))
     beta = np.float32(node.attrs.get("beta", 1.0))
     a = a.T if node.attrs.get("trans_a") else a
     b = b.T if node.attrs.get("trans_b") else b
-    y = alpha * (a @ b)
+    y = alpha * _matmul64(a, b)
     if c is not None:
         y = y + beta * c
     return [y.astype(np.float32)]
 
 
 def _dense(g, node, x, w, b):
-    y = (x @ w + b).astype(np.float32)
+    y = (_matmul64(x, w) + b).astype(np.float32)
     return [np.maximum(y, np.float32(0)) if node.attrs.get("relu") else y]
 
 
@@ -67,7 +74,7 @@ def _host(g, node, *operands):
 
 KERNELS = {
     "gemm": _gemm,
-    "matmul": lambda g, n, a, b: [(a @ b).astype(np.float32)],
+    "matmul": lambda g, n, a, b: [_matmul64(a, b).astype(np.float32)],
     "add": lambda g, n, a, b: [(a + b).astype(np.float32)],
     "mul": lambda g, n, a, b: [(a * b).astype(np.float32)],
     "relu": lambda g, n, x: [np.maximum(x, np.float32(0))],
