@@ -39,8 +39,9 @@ Why each step is exact (IEEE double, round to nearest even):
     on AVX2/AVX-512 CPUs *without* VNNI use VPMADDUBSW, which saturates pairs of products at
     16 bits (onnxruntime PR #12088, option "session.x64quantprecision"), so u8 inputs near 255
     times weights near ±127 can come out wrong there (s8 inputs may take the same path).
-    That is why "double" is the default; "integer" passed every test here (x86 with
-    AVX512-VNNI and AMX) and is kept for users who want the MatMulInteger op.
+    That is why "double" is the default; "integer" passed every test on x86 with AVX512-VNNI
+    and AMX, failed the extreme u8 cases on an AVX2 EPYC (the tests skip those there), and is
+    kept for users who want the MatMulInteger op.
   * Mul by M·2^-s: M < 2^53 is an integer and 2^-s a power of two, so the constant is exact,
     and |acc·M| < 2^53 (the IR verifier's rule, re-checked here) makes the product exact.
   * Add 0.5: the exact sum is (acc·M + 2^(s-1))/2^s. Whenever acc·M + 2^(s-1) ≤ 2^53 it is
