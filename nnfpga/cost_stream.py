@@ -141,6 +141,21 @@ def module_dsps(module: str, p: dict, dev: Device) -> int:
     return 0
 
 
+def stream_inputs(design) -> dict:
+    """What nnfpga.cost.estimate takes for a lowered stream design (backends.stream_graph):
+    its dense layers as built (ROMs known, one vector per output pixel), each layer's input
+    beat width, and the other module instances."""
+    from dataclasses import replace
+
+    from nnfpga.cost import LayerShape
+
+    dense = [i for i in design.instances if i.layer is not None]
+    return {"layers": [replace(LayerShape.of(i.layer), vectors=i.vectors) for i in dense],
+            "in_par": design.input.par, "layer_in_pars": [i.params["IN_PAR"] for i in dense],
+            "modules": [{"name": i.name, "module": i.module, "params": i.params}
+                        for i in design.instances if i.layer is None]}
+
+
 def module_cost(module: str, params: dict, dev: Device) -> dict:
     """LUTs, FFs, DSPs and block RAMs of one stream module instance on `dev`."""
     from nnfpga.cost import CALIBRATION

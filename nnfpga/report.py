@@ -50,10 +50,9 @@ def cost_inputs(build_dir: Path, manifest: dict, design: dict, notes: list[str])
     with their ROMs), and for a convolutional build each layer's input beat width, its vectors
     per inference and the other stream modules. Falls back to the manifest's shapes (8-bit
     assumed) when ir/final cannot be loaded."""
-    from dataclasses import replace
-
     from nnfpga.backends.lower import integer_region, is_dense_chain, region_input
     from nnfpga.backends.stream_graph import lower_stream
+    from nnfpga.cost_stream import stream_inputs
     from nnfpga.ir.textio import load_ir
 
     try:
@@ -61,12 +60,7 @@ def cost_inputs(build_dir: Path, manifest: dict, design: dict, notes: list[str])
         if is_dense_chain(g):
             layers = integer_region(g).layers
             return {"layers": layers, "in_par": (design.get("input") or {}).get("par") or layers[0].simd}
-        stream = lower_stream(g, region_input(g))
-        dense = [i for i in stream.instances if i.layer is not None]
-        return {"layers": [replace(LayerShape.of(i.layer), vectors=i.vectors) for i in dense],
-                "in_par": stream.input.par, "layer_in_pars": [i.params["IN_PAR"] for i in dense],
-                "modules": [{"name": i.name, "module": i.module, "params": i.params}
-                            for i in stream.instances if i.layer is None]}
+        return stream_inputs(lower_stream(g, region_input(g)))
     except Exception as e:  # a damaged or missing IR still leaves the manifest to report on
         notes.append(f"ir/final could not be loaded ({e}); the cost model assumes 8-bit activations"
                      + (" and leaves out windows, pools and FIFOs" if design.get("instances") else ""))

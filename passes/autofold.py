@@ -17,11 +17,20 @@ interval T and spends no more than T needs:
 the device's LUTs, FFs, DSPs and block RAMs; a design fits when every total is within
 the budget. When nothing fits, the error names the largest rate that does, or the
 smallest device in the table that would.
+
+A convolutional graph also has windows, pools, skip FIFOs and joins (nnfpga.cost_stream),
+sized by the folding around them. Each interval's layers are chosen and screened on the
+matrix-vector units alone; the survivors (fastest first, or smallest first) are then
+lowered to the module graph and costed whole, and the first whole design that fits (with
+its own predicted interval within the target) is taken. Lowering costs up to seconds on
+big graphs, so after the first survivor the search bisects: a slower folding narrows
+every beat, so a design that fits whole is followed by designs that fit.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import replace
+from typing import Callable
 
 from nnfpga.cost import (RESOURCES, LayerShape, device_budget, devices_by_size, estimate, first_in_par, fps,
                          layer_cost, layer_shapes)
@@ -35,11 +44,16 @@ def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
+WholeDesign = Callable[[list[LayerShape], Device], dict]
+"""The estimate of the whole stream design built with these layers' foldings (its
+total interval_cycles the module graph's), for a graph with more than matrix-vector units."""
+
+
 class _Planner:
     """Designs for one chain of layers on one device, with the per-layer costs cached."""
 
-    def __init__(self, shapes: list[LayerShape], dev: Device):
-        self.shapes, self.dev = shapes, dev
+    def __init__(self, shapes: list[LayerShape], dev: Device, whole: WholeDesign | None = None):
+        self.shapes, self.dev, self.whole = shapes, dev, whole
         budget = device_budget(dev)
         self.options: list[list[tuple[int, float, int, int]]] = []  # (folds, cost, pe, simd)
         for l in shapes:
@@ -72,27 +86,48 @@ class _Planner:
             chosen.append(replace(l, pe=pe, simd=simd, rom_widths=None))
         return chosen
 
-    def best(self, max_interval: int | None) -> tuple[list[LayerShape], dict] | None:
-        """Fastest design that fits (max_interval None), else the smallest within max_interval."""
-        found = None
+    def candidates(self, max_interval: int | None) -> list[tuple[list[LayerShape], dict]]:
+        """Designs whose matrix-vector units fit: fastest first (max_interval None), else
+        those within max_interval, smallest first."""
+        found = []
         for t in self.intervals():
             if max_interval is not None and t > max_interval:
                 break
             layers = self.design(t)
             est = estimate(layers, None, self.dev)
-            if not est["fits"]:
-                continue
-            if max_interval is None:
-                return layers, est
-            size = sum(est["utilization"].values())
-            if found is None or size < found[0]:
-                found = (size, layers, est)
-        return None if found is None else (found[1], found[2])
+            if est["fits"]:
+                found.append((sum(est["utilization"].values()), t, layers, est))
+        if max_interval is not None:
+            found.sort(key=lambda c: (c[0], c[1]))
+        return [(layers, est) for _, _, layers, est in found]
+
+    def whole_fits(self, layers: list[LayerShape], max_interval: int | None) -> dict | None:
+        est = self.whole(layers, self.dev)
+        within = max_interval is None or est["total"]["interval_cycles"] <= max_interval
+        return est if est["fits"] and within else None
+
+    def best(self, max_interval: int | None) -> tuple[list[LayerShape], dict] | None:
+        """Fastest design that fits (max_interval None), else the smallest within max_interval."""
+        found = self.candidates(max_interval)
+        if self.whole is None or not found:
+            return found[0] if found else None
+        est = self.whole_fits(found[0][0], max_interval)
+        if est is not None:
+            return found[0][0], est
+        best, lo, hi = None, 1, len(found)  # the first whole fit, assuming fits stay fits down the list
+        while lo < hi:
+            mid = (lo + hi) // 2
+            est = self.whole_fits(found[mid][0], max_interval)
+            if est is None:
+                lo = mid + 1
+            else:
+                best, hi = (found[mid][0], est), mid
+        return best
 
 
-def _smallest_device(shapes: list[LayerShape], max_interval: int | None) -> str | None:
+def _smallest_device(shapes: list[LayerShape], max_interval: int | None, whole: WholeDesign | None) -> str | None:
     for dev in devices_by_size():
-        if _Planner(shapes, dev).best(max_interval) is not None:
+        if _Planner(shapes, dev, whole).best(max_interval) is not None:
             return dev.name
     return None
 
@@ -102,8 +137,10 @@ def _describe_over(est: dict) -> str:
 
 
 def plan(shapes: list[LayerShape], dev: Device, target_fps: float = 0.0,
-         clock_mhz: float = 100.0) -> tuple[list[LayerShape], dict]:
-    """The folding autofold applies, with its cost estimate; PipelineError if none fits."""
+         clock_mhz: float = 100.0, whole: WholeDesign | None = None) -> tuple[list[LayerShape], dict]:
+    """The folding autofold applies, with its cost estimate; PipelineError if none fits.
+
+    `whole`: for a graph with windows, pools or joins, the estimate of the whole design."""
     if target_fps < 0 or clock_mhz <= 0:
         raise PipelineError(f"autofold: target_fps={target_fps} must be >= 0 and clock_mhz={clock_mhz} > 0")
     max_interval = None
@@ -113,7 +150,7 @@ def plan(shapes: list[LayerShape], dev: Device, target_fps: float = 0.0,
             raise PipelineError(f"autofold: {target_fps:g} inferences/s at {clock_mhz:g} MHz needs less than one "
                                 f"cycle per inference; this architecture does at most {clock_mhz * 1e6:g}/s "
                                 f"at that clock (one inference per cycle)")
-    planner = _Planner(shapes, dev)
+    planner = _Planner(shapes, dev, whole)
     result = planner.best(max_interval)
     if result is not None:
         return result
@@ -121,7 +158,9 @@ def plan(shapes: list[LayerShape], dev: Device, target_fps: float = 0.0,
     if fastest is None:
         slowest = planner.design(planner.intervals()[-1])
         est = estimate(slowest, None, dev)
-        where = _smallest_device(shapes, None)
+        if est["fits"] and whole is not None:  # over only with its windows, pools and FIFOs
+            est = whole(slowest, dev)
+        where = _smallest_device(shapes, None, whole)
         raise PipelineError(
             f"autofold: no folding fits {dev.name}: even the smallest design (interval "
             f"{est['total']['interval_cycles']} cycles) needs {_describe_over(est)}; "
@@ -129,7 +168,7 @@ def plan(shapes: list[LayerShape], dev: Device, target_fps: float = 0.0,
                else f"no device in the table fits it ({', '.join(DEVICES)})"))
     _, est = fastest
     t_best = est["total"]["interval_cycles"]
-    where = _smallest_device(shapes, max_interval)
+    where = _smallest_device(shapes, max_interval, whole)
     raise PipelineError(
         f"autofold: {target_fps:g} inferences/s at {clock_mhz:g} MHz needs an interval of at most "
         f"{max_interval} cycles; the fastest design that fits {dev.name} has an interval of {t_best} cycles "
@@ -151,15 +190,33 @@ def autofold(g: Graph, ctx: PassContext, target_fps: float, clock_mhz: float, de
     shapes = layer_shapes(g)
     if not shapes:
         raise PipelineError("autofold: the graph has no qmatmul layer; run quantize before autofold")
-    chosen, _ = plan(shapes, DEVICES[name], target_fps, clock_mhz)
-    changed = False
-    layers = iter(chosen)
-    for node in g.nodes:
-        if node.op not in ("qmatmul", "qconv"):
-            continue
-        l = next(layers)
-        want = {"pe": l.pe, "simd": l.simd}
-        if any(node.attrs.get(key) != value for key, value in want.items()):
-            node.attrs.update(want)
-            changed = True
-    return changed
+    before = [(n.attrs.get("pe"), n.attrs.get("simd")) for n in g.nodes if n.op in ("qmatmul", "qconv")]
+    chosen, _ = plan(shapes, DEVICES[name], target_fps, clock_mhz, _whole_design(g))
+    _apply(g, chosen)
+    return [(l.pe, l.simd) for l in chosen] != before
+
+
+def _apply(g: Graph, layers: list[LayerShape]) -> None:
+    """Set each qmatmul's and qconv's pe/simd from `layers` (graph order)."""
+    for node, l in zip((n for n in g.nodes if n.op in ("qmatmul", "qconv")), layers, strict=True):
+        node.attrs.update(pe=l.pe, simd=l.simd)
+
+
+def _whole_design(g: Graph) -> WholeDesign | None:
+    """The whole-design estimate for a graph that lowers to windows, pools or joins (None
+    for a chain of dense layers, which is its matrix-vector units)."""
+    from nnfpga.backends.lower import is_dense_chain, region_input
+    from nnfpga.backends.stream_graph import lower_stream
+    from nnfpga.cost_stream import stream_inputs
+
+    if is_dense_chain(g):
+        return None
+    x = region_input(g)
+
+    def whole(layers: list[LayerShape], dev: Device) -> dict:
+        _apply(g, layers)  # the pass sets the chosen ones last
+        design = lower_stream(g, x)
+        est = estimate(device=dev, **stream_inputs(design))
+        est["total"]["interval_cycles"] = design.interval  # windows and joins run at their own rates
+        return est
+    return whole

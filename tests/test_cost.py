@@ -211,3 +211,54 @@ def test_autofold_needs_a_quantized_graph():
         run_pipeline(g, "autofold")
     with pytest.raises(PipelineError, match="unknown device 'nope'"):
         run_pipeline(g, "autofold{device=nope}")
+
+
+# ---- autofold on a convolutional graph: windows, pools and FIFOs count too ---------------
+
+@pytest.fixture(scope="module")
+def residual_64px(tmp_path_factory):
+    """A residual block of 32 channels over 64×64 pixels, quantized and channels-last: on
+    ecp5-25k (28 MULT18X18D) its matrix-vector units' fastest fit leaves no multiplier for
+    the global average pool's 4,096-pixel sum and the add."""
+    import onnx
+
+    from onnx_models import residual_block
+
+    path = tmp_path_factory.mktemp("residual") / "model.onnx"
+    onnx.save(residual_block(c=32, h=64, w=64), path)
+    g = load_onnx(path)
+    x = g.inputs[0]
+    calib = {x.name: np.random.default_rng(0).standard_normal((4,) + x.type.shape[1:]).astype(np.float32)}
+    return run_pipeline(g, "canonicalize,quantize,channels_last", PassContext(calib=calib))
+
+
+def whole_estimate(g, device):
+    from nnfpga.backends.lower import region_input
+    from nnfpga.backends.stream_graph import lower_stream
+    from nnfpga.cost_stream import stream_inputs
+
+    design = lower_stream(g, region_input(g))
+    return estimate(device=device, **stream_inputs(design)), design
+
+
+def test_autofold_fits_the_whole_convolutional_design(residual_64px):
+    from nnfpga.passes.autofold import _whole_design
+
+    dev = DEVICES["ecp5-25k"]
+    units_only, _ = plan(layer_shapes(residual_64px), dev)
+    over = _whole_design(residual_64px.clone())(units_only, dev)
+    assert over["over"] == ["dsps"] and over["total"]["dsps"] > dev.dsps  # what ignoring the modules picks
+
+    est, design = whole_estimate(run_pipeline(residual_64px, "autofold{device=ecp5-25k}"), "ecp5-25k")
+    assert est["fits"] and est["total"]["dsps"] <= dev.dsps
+    assert design.interval >= over["total"]["interval_cycles"]  # the price: a slower folding
+    assert any(m["dsps"] for m in est["modules"])
+
+
+def test_autofold_target_fps_holds_the_module_graphs_interval(residual_64px):
+    fps, clock = 40.0, 100.0
+    est, design = whole_estimate(run_pipeline(residual_64px, f"autofold{{device=xc7z020,target_fps={fps}}}"),
+                                 "xc7z020")
+    assert est["fits"] and design.interval <= clock * 1e6 / fps
+    fastest, _ = whole_estimate(run_pipeline(residual_64px, "autofold{device=xc7z020}"), "xc7z020")
+    assert est["total"]["dsps"] < fastest["total"]["dsps"]
