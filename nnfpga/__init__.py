@@ -13,14 +13,15 @@ __version__ = "0.1.0"
 
 
 def compile(model, out_dir=None, *, pipeline=None, calib=None, force=False, input_shapes=None, seed=0,
-            host_ops=None, host_target="llvm"):
+            host_ops=None, host_target="llvm", target=None, target_fps=None, freq_mhz=100.0):
     """Compile an ONNX model to a build directory; returns a BuildResult (graph, manifest) whose
     `.predict(x)` runs the build end to end.
 
     `model` is a path or an onnx.ModelProto; `calib` a path to an .npz, an array (a
     single-input model) or a dict of arrays; without `out_dir` the build goes to a new
     temporary directory. `host_ops` and `host_target` are the CLI's --host-ops (a list or a
-    comma-separated string) and --host-target."""
+    comma-separated string) and --host-target; `target`, `target_fps` and `freq_mhz` the
+    CLI's --target, --target-fps and --freq."""
     import tempfile
     from pathlib import Path
 
@@ -28,6 +29,7 @@ def compile(model, out_dir=None, *, pipeline=None, calib=None, force=False, inpu
     import onnx
 
     from nnfpga.build import compile_model
+    from nnfpga.devices import DEFAULT_DEVICE
     from nnfpga.passes import DEFAULT_PIPELINE
 
     scratch = None
@@ -47,7 +49,8 @@ def compile(model, out_dir=None, *, pipeline=None, calib=None, force=False, inpu
         host_ops = ",".join(host_ops)
     return compile_model(model, out_dir, pipeline=pipeline or DEFAULT_PIPELINE, calib_path=calib,
                          force=force, input_shapes=input_shapes, seed=seed, host_ops=host_ops,
-                         host_target=host_target)
+                         host_target=host_target, target=target or DEFAULT_DEVICE, target_fps=target_fps,
+                         freq_mhz=freq_mhz)
 
 
 def verify(build_dir, *, samples=None, inputs=None, seed=0):

@@ -19,6 +19,7 @@ from nnfpga.errors import BuildError, CalibrationError, ModelError
 from nnfpga.ir import Graph, Value, clean_name
 from nnfpga.ir.textio import save_ir
 from nnfpga.passes import DEFAULT_PIPELINE, PassContext, parse_pipeline, run_pipeline
+from nnfpga.passes.autofold import with_target_fps
 from nnfpga.passes.partition import pipeline_text, with_partition
 
 MANIFEST = "manifest.json"
@@ -162,7 +163,8 @@ def compile_model(model_path: Path, out_dir: Path, *, pipeline: str = DEFAULT_PI
                   on_dump: Callable[[str, str], None] | None = None,
                   dump_after: str | None = None,
                   progress: Callable[[str, int, int], None] = lambda stage, done, total: None,
-                  host_ops: str | None = None, host_target: str = "llvm") -> BuildResult:
+                  host_ops: str | None = None, host_target: str = "llvm",
+                  target_fps: float | None = None, freq_mhz: float = 100.0) -> BuildResult:
     from nnfpga.backends.hls import DEFAULT_PART as HLS_DEFAULT_PART, emit_hls
     from nnfpga.backends.hls_graph import emit_hls_graph
     from nnfpga.backends.host import emit_host
@@ -179,6 +181,9 @@ def compile_model(model_path: Path, out_dir: Path, *, pipeline: str = DEFAULT_PI
     if out_dir.exists() and not force:
         raise BuildError(f"output directory {out_dir} already exists; pass --force to replace it")
     steps = parse_pipeline(pipeline)
+    if target_fps is not None:
+        steps = with_target_fps(steps, target_fps, freq_mhz)
+        pipeline = pipeline_text(steps)
     dev = device(target)
     g = load_onnx(model_path, input_shapes)
     with_host = with_partition(steps, g, host_ops)  # ops for the host: a partition step before quantize

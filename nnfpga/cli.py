@@ -1,6 +1,7 @@
 """The `nnfpga` command. Contract (scripts depend on it):
 
     nnfpga compile MODEL -o DIR [--target DEV] [--pipeline P] [--calib FILE.npz] [--force]
+                                [--target-fps FPS [--freq MHZ]]
     nnfpga verify DIR [--samples N] [--inputs FILE.npz] [--json]    exit 0 iff bit-exact
     nnfpga ir MODEL [--after PASS]                                  IR text to stdout
     nnfpga report DIR [--json]
@@ -67,7 +68,8 @@ def cmd_compile(args) -> int:
             force=args.force, input_shapes=_input_shapes(args.input_shape), seed=args.seed, target=args.target,
             warn=lambda m: err.print(f"[yellow]warning:[/yellow] {escape(m)}"),
             dump_after=args.dump_after, on_dump=lambda name, text: out.print(text, end="", markup=False),
-            progress=_bar_updater(bar), host_ops=args.host_ops, host_target=args.host_target)
+            progress=_bar_updater(bar), host_ops=args.host_ops, host_target=args.host_target,
+            target_fps=args.target_fps, freq_mhz=args.freq)
     layers = result.manifest["layers"]
     table = Table(title=f"{args.model} -> {args.output}")
     for col in ("layer", "K", "N", "pe", "simd", "wbits", "acc", "cycles"):
@@ -198,10 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("model", help="ONNX model file")
     c.add_argument("-o", "--output", required=True, help="build directory to create")
     c.add_argument("--target", default=DEFAULT_DEVICE, choices=list(DEVICES),
-                   help="device; recorded in the build (resource budgets are not modelled yet)")
+                   help="device whose budget autofold fits the design to; recorded in the build")
     c.add_argument("--pipeline", default=DEFAULT_PIPELINE, help=f"pass pipeline (default: {DEFAULT_PIPELINE})")
     c.add_argument("--calib", help="calibration data .npz (one array per model input, samples on axis 0)")
     c.add_argument("--force", action="store_true", help="replace an existing build directory")
+    c.add_argument("--target-fps", type=float, metavar="FPS",
+                   help="the smallest design reaching FPS inferences/s (sets autofold's target_fps)")
+    c.add_argument("--freq", type=float, default=100.0, metavar="MHZ",
+                   help="clock --target-fps is counted at (default 100 MHz)")
     c.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,..", help="fix a dynamic input shape")
     c.add_argument("--dump-after", metavar="PASS", help="print the IR after PASS (or 'all') to stdout")
     c.add_argument("--seed", type=int, default=0, help="seed for synthetic calibration data")

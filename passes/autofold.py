@@ -220,3 +220,16 @@ def _whole_design(g: Graph) -> WholeDesign | None:
         est["total"]["interval_cycles"] = design.interval  # windows and joins run at their own rates
         return est
     return whole
+
+
+def with_target_fps(steps: list, target_fps: float, clock_mhz: float) -> list:
+    """`steps` with autofold's target_fps and clock_mhz set (compile's --target-fps, --freq)."""
+    from nnfpga.passes.pipeline import Step
+
+    if target_fps < 0 or clock_mhz <= 0:
+        raise PipelineError(f"--target-fps {target_fps:g} must be 0 or more and --freq {clock_mhz:g} above 0")
+    if not any(s.name == "autofold" for s in steps):
+        raise PipelineError("--target-fps sets autofold's target rate, but the pipeline has no autofold pass "
+                            "(fold sets pe/simd by hand; drop --target-fps or use autofold)")
+    return [Step(s.name, {**s.options, "target_fps": target_fps, "clock_mhz": clock_mhz})
+            if s.name == "autofold" else s for s in steps]

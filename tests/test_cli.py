@@ -148,3 +148,29 @@ def test_ir_after_partition_on_a_model_with_host_ops(tmp_path, capsys):
     code, out, _ = run_cli(capsys, "ir", path, "--after", "quantize", "--host-ops", "%h1")
     assert code == 0 and '%h1 = dense(%h0_r_dq, %h1_bt, %b1_1) {place = "host"}' in out
     assert out.count("qmatmul(") == 1
+
+
+def test_target_fps_picks_the_smallest_design_that_reaches_it(tmp_path, model_path, capsys):
+    assert run_cli(capsys, "compile", model_path, "-o", tmp_path / "fast")[0] == 0
+    fast = json.loads((tmp_path / "fast" / "manifest.json").read_text())
+    fps, mhz = 2e6, 50.0  # at most 25 cycles per inference
+    code, _, err = run_cli(capsys, "compile", model_path, "-o", tmp_path / "slow", "--target-fps", fps,
+                           "--freq", mhz)
+    assert code == 0, err
+    slow = json.loads((tmp_path / "slow" / "manifest.json").read_text())
+    assert "autofold{target_fps=2000000.0,clock_mhz=50.0}" in slow["pipeline"]
+    assert fast["predicted_cycles_per_inference"] < slow["predicted_cycles_per_inference"] <= mhz * 1e6 / fps
+    mults = lambda m: sum(l["pe"] * l["simd"] for l in m["layers"])  # noqa: E731
+    assert mults(slow) < mults(fast)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--target-fps", "1e12"], "needs less than one cycle per inference"),
+    (["--target-fps", "5e7", "--target", "ecp5-25k"], "the largest feasible rate"),
+    (["--target-fps", "1000", "--pipeline", "canonicalize,quantize,fold"], "has no autofold pass"),
+    (["--target-fps", "1000", "--freq", "0"], "--freq 0 above 0"),
+])
+def test_target_fps_that_cannot_be_met(tmp_path, model_path, capsys, extra, message):
+    code, _, err = run_cli(capsys, "compile", model_path, "-o", tmp_path / "build", *extra)
+    assert code == 2 and message in err, err
+    assert not (tmp_path / "build").exists() and no_partial_dirs(tmp_path)
