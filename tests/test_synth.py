@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -159,7 +160,7 @@ def test_cli_build_for_xilinx_writes_summary_and_vivado_project(tmp_path, capsys
 
 
 # --------------------------------------------------------------------------------------
-# Vivado tcl: generated, complete, balanced (it cannot run here)
+# Vivado tcl: generated, complete, balanced, and run through tclsh with Vivado stubbed (Vivado does not run here)
 
 
 def tcl_balanced(text):
@@ -201,6 +202,58 @@ def test_vivado_tcl_names_every_source_and_rom(mlp_build, tmp_path):
     assert tcl_balanced(tcl)
     assert not tcl_balanced(tcl + "\nputs {oops\n")
     assert (build / "project" / "nnfpga_board.sv").is_file()
+
+
+VIVADO_STUBS = """
+set calls {}
+foreach cmd {create_project add_files set_property synth_design opt_design place_design
+             phys_opt_design route_design report_utilization report_timing_summary
+             write_checkpoint write_bitstream} {
+    proc $cmd {args} [format {lappend ::calls [concat %s {*}$args]} $cmd]
+}
+proc get_files {files} { return $files }
+proc current_fileset {} { return sources_1 }
+set script [lindex $argv 0]
+set argv [lrange $argv 1 end]
+set argc [llength $argv]
+source $script
+foreach c $calls { puts "call $c" }
+"""
+
+
+@pytest.mark.skipif(shutil.which("tclsh") is None, reason="tclsh not installed")
+@pytest.mark.parametrize("board", [False, True])
+def test_vivado_tcl_runs_through_with_stubbed_vivado(mlp_build, tmp_path, board):
+    """tclsh evaluates the script with each Vivado command recorded: every file it adds
+    exists, the steps come in order, and -tclargs BOARD.xdc switches to the board wrapper."""
+    build = tmp_path / "b"
+    shutil.copytree(mlp_build / "rtl", build / "rtl")
+    tcl = write_vivado_project(build / "rtl", build / "project", device("xc7z020"), freq_mhz=125.0)
+    (tmp_path / "stubs.tcl").write_text(VIVADO_STUBS)
+    xdc = tmp_path / "board.xdc"
+    xdc.write_text("# pins\n")
+    run = subprocess.run(["tclsh", str(tmp_path / "stubs.tcl"), str(tcl)] + ([str(xdc)] if board else []),
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    calls = [line.split()[1:] for line in run.stdout.splitlines() if line.startswith("call ")]
+    assert ("out-of-context run, no bitstream" in run.stdout) != board
+    steps = [c[0] for c in calls if c[0] not in ("add_files", "set_property")]
+    assert steps == ["create_project", "synth_design", "opt_design", "place_design", "phys_opt_design",
+                     "route_design", "report_utilization", "report_utilization", "report_timing_summary",
+                     "write_checkpoint"] + (["write_bitstream"] if board else [])
+    assert calls[0][-2:] == ["-part", "xc7z020clg400-1"]
+    added = [arg for c in calls if c[0] == "add_files" for arg in c[1:] if not arg.startswith("-")
+             and arg != "constrs_1"]
+    assert all(Path(f).is_file() for f in added), added
+    design = load_rtl(build / "rtl")
+    assert {Path(f).name for f in added} >= set(design["sources"] + design["mem_files"])
+    assert (xdc.resolve().as_posix() in added) == board
+    assert ("nnfpga_board.sv" in {Path(f).name for f in added}) == board
+    synth = next(c for c in calls if c[0] == "synth_design")
+    assert synth[1:3] == ["-top", "nnfpga_board" if board else "nnfpga_top"]
+    assert ("-mode" in synth) != board  # out of context only without a board
+    clock = (build / "project" / "vivado" / "nnfpga_clock.xdc").read_text()
+    assert clock == "create_clock -period 8.000 -name clk [get_ports clk]\n"
 
 
 # --------------------------------------------------------------------------------------
