@@ -1,0 +1,80 @@
+"""nnfpga_dense's requantizer in Verilator at its corners, bit for bit against onnxruntime.
+
+One integer layer written as IR text, `y = clamp(zp + ((acc·M + 2^(s-1)) >> s), lo, hi)`,
+with inputs that drive every accumulator to both of its bounds: outputs clamp at both
+ends, rounding meets its ties, zero points are negative and positive, the shift ranges
+from 1 to beyond the product's width, and the output is as narrow as 2 bits.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nnfpga.backends.lower import integer_region
+from nnfpga.backends.reference_onnx import run_reference, to_reference_onnx
+from nnfpga.backends.verilog import emit_verilog
+from nnfpga.hw_tests.sim import simulate
+from nnfpga.ir import parse
+from nnfpga.ir.ops import accumulator_bounds
+from nnfpga.ir.types import int_type_for_range
+
+K, N = 12, 4
+
+CASES = {
+    # name: (input element, output element, fused relu, multiplier range, shift, |weight| max)
+    "u8-relu-wide-range": ("!q<i8, 0.05, -3>", "!q<u8, 0.1, 7>", True, (2**15, 2**16), 21, 127),
+    "i8-negative-zp": ("!q<u8, 0.02, 17>", "!q<i8, 0.2, -100>", False, (2**14, 2**16), 22, 127),
+    # small products: most outputs inside the clamp, every odd acc·M a tie that rounds up
+    "shift-1-ties": ("!q<i4, 0.3, 1>", "!q<i8, 0.3, -3>", False, (1, 6), 1, 1),
+    "u2-relu": ("!q<i8, 0.05>", "!q<u2, 0.5, 1>", True, (100, 2000), 14, 127),
+    "shift-beyond-product": ("!q<u4, 0.1, 2>", "!q<i8, 0.1, 5>", False, (1, 3), 40, 127),
+}
+
+
+def layer_graph(x_type: str, out_type: str, relu: bool, mult_range: tuple[int, int], shift: int, wmax: int, rng):
+    x_elem = parse(f"graph @e(%v: tensor<1x{x_type}>) {{\n  return %v\n}}").inputs[0].type.element
+    out = parse(f"graph @e(%v: tensor<1x{out_type}>) {{\n  return %v\n}}").inputs[0].type.element
+    w = rng.integers(-wmax, wmax + 1, size=(K, N)).astype(np.int8)
+    w[0], w[1] = wmax, -wmax
+    bias = 25 * wmax
+    b = (rng.integers(-bias, bias, size=N) - x_elem.zero_point * w.astype(np.int64).sum(0)).astype(np.int32)
+    acc = int_type_for_range(*accumulator_bounds(x_elem, w, b))
+    arrays = {"w": w, "b": b, "ws": np.full(N, 0.01), "m": rng.integers(*mult_range, size=N)}
+    lo = out.zero_point if relu else out.min
+    text = (f"graph @rq(%x: tensor<1x{K}x{x_type}>) {{\n"
+            f"  const %w : tensor<{K}x{N}x!q<i8, @ws, axis=1>> = @w\n"
+            f"  const %b : tensor<{N}xi32> = @b\n"
+            f"  %a = qmatmul(%x, %w, %b) {{pe = 2, simd = 4}} : tensor<1x{N}x{acc!r}>\n"
+            f"  %y = requant(%a) {{hi = {out.max}, lo = {lo}, mult = @m, shift = {shift}}} : "
+            f"tensor<1x{N}x{out_type}>\n"
+            "  return %y\n}")
+    return parse(text, arrays), x_elem, w
+
+
+def corner_inputs(x_elem, w, count: int, rng) -> np.ndarray:
+    """All-min, all-max, each column's accumulator at its upper and lower bound, then random."""
+    rows = [np.full(K, x_elem.min), np.full(K, x_elem.max)]
+    for col in range(N):
+        rows.append(np.where(w[:, col] > 0, x_elem.max, x_elem.min))
+        rows.append(np.where(w[:, col] > 0, x_elem.min, x_elem.max))
+    rows += list(rng.integers(x_elem.min, x_elem.max + 1, size=(count, K)))
+    return np.stack(rows).astype(np.int64)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_requantizer_corners_are_bit_exact(tmp_path, case):
+    rng = np.random.default_rng(sorted(CASES).index(case))
+    g, x_elem, w = layer_graph(*CASES[case], rng)
+    x = corner_inputs(x_elem, w, 120, rng)
+    golden = run_reference(to_reference_onnx(g), {"x": x})["y"].reshape(len(x), N)
+    emit_verilog(integer_region(g).layers, tmp_path / "rtl")
+    result = simulate(tmp_path / "rtl", x, golden, work_dir=tmp_path / "sim", seed=3)
+    assert result.mismatches == 0
+    assert np.array_equal(result.outputs, golden)
+    out = g.outputs[0].type.element
+    if case == "shift-beyond-product":
+        assert set(golden.ravel().tolist()) == {out.zero_point}
+    else:  # the corners reach both ends of the clamp
+        assert golden.min() == (out.zero_point if CASES[case][2] else out.min) and golden.max() == out.max
+    if case == "shift-1-ties":  # and most outputs are rounded, not clamped
+        assert np.mean((golden > out.min) & (golden < out.max)) > 0.5
