@@ -86,20 +86,23 @@ class _Planner:
             chosen.append(replace(l, pe=pe, simd=simd, rom_widths=None))
         return chosen
 
-    def candidates(self, max_interval: int | None) -> list[tuple[list[LayerShape], dict]]:
-        """Designs whose matrix-vector units fit: fastest first (max_interval None), else
-        those within max_interval, smallest first."""
-        found = []
+    def fitting(self, max_interval: int | None):
+        """Designs whose matrix-vector units fit, fastest first: (interval, layers, estimate)."""
         for t in self.intervals():
             if max_interval is not None and t > max_interval:
-                break
+                return
             layers = self.design(t)
             est = estimate(layers, None, self.dev)
             if est["fits"]:
-                found.append((sum(est["utilization"].values()), t, layers, est))
+                yield t, layers, est
+
+    def candidates(self, max_interval: int | None):
+        """Designs whose matrix-vector units fit: fastest first (max_interval None, lazily),
+        else those within max_interval, smallest first."""
+        found = self.fitting(max_interval)
         if max_interval is not None:
-            found.sort(key=lambda c: (c[0], c[1]))
-        return [(layers, est) for _, _, layers, est in found]
+            found = sorted(found, key=lambda c: (sum(c[2]["utilization"].values()), c[0]))
+        return ((layers, est) for _, layers, est in found)
 
     def whole_fits(self, layers: list[LayerShape], max_interval: int | None) -> dict | None:
         est = self.whole(layers, self.dev)
@@ -108,9 +111,11 @@ class _Planner:
 
     def best(self, max_interval: int | None) -> tuple[list[LayerShape], dict] | None:
         """Fastest design that fits (max_interval None), else the smallest within max_interval."""
-        found = self.candidates(max_interval)
-        if self.whole is None or not found:
-            return found[0] if found else None
+        if self.whole is None:
+            return next(self.candidates(max_interval), None)
+        found = list(self.candidates(max_interval))
+        if not found:
+            return None
         est = self.whole_fits(found[0][0], max_interval)
         if est is not None:
             return found[0][0], est
