@@ -169,7 +169,8 @@ def plan(shapes: list[LayerShape], dev: Device, target_fps: float = 0.0,
         raise PipelineError(
             f"autofold: no folding fits {dev.name}: even the smallest design (interval "
             f"{est['total']['interval_cycles']} cycles) needs {_describe_over(est)}; "
-            + (f"the smallest device that fits it is {where} (autofold{{device={where}}})" if where
+            + (f"the smallest device that fits it is {where} "
+               f"(--target {where}, or autofold{{device={where}}})" if where
                else f"no device in the table fits it ({', '.join(DEVICES)})"))
     _, est = fastest
     t_best = est["total"]["interval_cycles"]
@@ -178,7 +179,8 @@ def plan(shapes: list[LayerShape], dev: Device, target_fps: float = 0.0,
         f"autofold: {target_fps:g} inferences/s at {clock_mhz:g} MHz needs an interval of at most "
         f"{max_interval} cycles; the fastest design that fits {dev.name} has an interval of {t_best} cycles "
         f"({fps(t_best, clock_mhz):.0f} inferences/s at {clock_mhz:g} MHz), the largest feasible rate; "
-        + (f"the smallest device that meets the target is {where} (autofold{{device={where}}})" if where
+        + (f"the smallest device that meets the target is {where} "
+           f"(--target {where}, or autofold{{device={where}}})" if where
            else "no device in the table meets the target"))
 
 
