@@ -31,9 +31,13 @@ CASES = {
 }
 
 
+def element(text: str):
+    """The quantized element type written as `text`, e.g. "!q<u8, 0.1, 7>"."""
+    return parse(f"graph @e(%v: tensor<1x{text}>) {{\n  return %v\n}}").inputs[0].type.element
+
+
 def layer_graph(x_type: str, out_type: str, relu: bool, mult_range: tuple[int, int], shift: int, wmax: int, rng):
-    x_elem = parse(f"graph @e(%v: tensor<1x{x_type}>) {{\n  return %v\n}}").inputs[0].type.element
-    out = parse(f"graph @e(%v: tensor<1x{out_type}>) {{\n  return %v\n}}").inputs[0].type.element
+    x_elem, out = element(x_type), element(out_type)
     w = rng.integers(-wmax, wmax + 1, size=(K, N)).astype(np.int8)
     w[0], w[1] = wmax, -wmax
     bias = 25 * wmax
