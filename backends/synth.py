@@ -120,6 +120,8 @@ class PnrResult:
     """Wall time of nextpnr."""
     pack_seconds: float
     """Wall time of ecppack."""
+    critical_path: dict | None = None
+    """The slowest path (`critical_path`), in RTL signal names and source lines."""
 
     @property
     def timing_met(self) -> bool:
@@ -130,7 +132,8 @@ class PnrResult:
                 "timing_met": self.timing_met, "utilisation": self.utilisation,
                 "bitstream": self.bitstream.name, "bitstream_bytes": self.bitstream.stat().st_size,
                 "pins": self.pins, "board_synth": self.synth.summary(),
-                "pnr_seconds": round(self.pnr_seconds, 2), "pack_seconds": round(self.pack_seconds, 2)}
+                "pnr_seconds": round(self.pnr_seconds, 2), "pack_seconds": round(self.pack_seconds, 2),
+                "critical_path": self.critical_path}
 
 
 # --------------------------------------------------------------------------------------
@@ -392,6 +395,49 @@ def parse_nextpnr_report(report: dict) -> tuple[float, dict[str, dict[str, int]]
     return min(achieved), util
 
 
+_CELL_SUFFIX = re.compile(r"_TRELLIS_|\$|_LUT4_|_CCU2C_|_MULT18X18D|_DP16KD|_ALU54B")
+"""Where nextpnr's generated cell names leave the RTL signal they were made from."""
+
+
+def _signal(cell: str) -> str:
+    """The RTL signal behind a packed cell: `u_accel.u_l1.s5_prod[4]_TRELLIS_FF_Q_7` -> `u_accel.u_l1.s5_prod[4]`."""
+    m = _CELL_SUFFIX.search(cell)
+    return cell[:m.start()] if m and m.start() > 0 else cell
+
+
+def critical_path(report: dict) -> dict | None:
+    """The slowest register-to-register path of nextpnr's --report JSON, in RTL terms: the
+    signal it starts and ends at, its delay split into logic and routing, and the generated
+    source lines it passes through (so a missed target names the module and line to fix)."""
+    paths = [p for p in report.get("critical_paths") or []
+             if p.get("path") and "<async>" not in (p.get("from"), p.get("to"))]
+    if not paths:
+        return None
+    steps = max(paths, key=lambda p: sum(float(s.get("delay", 0)) for s in p["path"]))["path"]
+    lines: list[str] = []
+    for step in steps:
+        for src in step.get("sources") or []:
+            m = re.search(r"(?:^|/)rtl/([^/:]+):(\d+)", src)
+            if m and f"{m[1]}:{m[2]}" not in lines:
+                lines.append(f"{m[1]}:{m[2]}")
+    logic = sum(float(s["delay"]) for s in steps if s.get("type") in ("clk-to-q", "logic", "setup"))
+    routing = sum(float(s["delay"]) for s in steps if s.get("type") == "routing")
+    return {"from": _signal(steps[0]["from"]["cell"]), "to": _signal(steps[-1]["to"]["cell"]),
+            "delay_ns": round(logic + routing, 3), "logic_ns": round(logic, 3),
+            "routing_ns": round(routing, 3), "sources": lines}
+
+
+def describe_critical_path(path: dict) -> str:
+    """One line: `13.9 ns (logic 4.1, routing 9.8): a -> b through nnfpga_dense.sv:215, 242`."""
+    files: dict[str, list[str]] = {}
+    for loc in path["sources"]:
+        name, line = loc.rsplit(":", 1)
+        files.setdefault(name, []).append(line)
+    through = "; ".join(f"{name}:{', '.join(lines)}" for name, lines in files.items())
+    return (f"{path['delay_ns']:.1f} ns (logic {path['logic_ns']:.1f}, routing {path['routing_ns']:.1f}): "
+            f"{path['from']} -> {path['to']}" + (f" through {through}" if through else ""))
+
+
 def _nextpnr_size(device: Device) -> str:
     sizes = {"LFE5U-12F": "--12k", "LFE5U-25F": "--25k", "LFE5U-45F": "--45k", "LFE5U-85F": "--85k",
              "LFE5UM-25F": "--um-25k", "LFE5UM-45F": "--um-45k", "LFE5UM-85F": "--um-85k"}
@@ -434,7 +480,8 @@ def place_and_route(rtl_dir: Path, work_dir: Path, device: Device, *, freq_mhz: 
     if not (work_dir / "report.json").is_file() or not (work_dir / f"{BOARD_TOP}.config").is_file():
         raise BuildError("nextpnr exited 0 but wrote no report/config; it said:\n"
                          + error_lines((work_dir / "nextpnr.out").read_text(errors="replace")))
-    fmax, util = parse_nextpnr_report(json.loads((work_dir / "report.json").read_text()))
+    pnr_report = json.loads((work_dir / "report.json").read_text())
+    fmax, util = parse_nextpnr_report(pnr_report)
 
     pack_seconds = _run_tool("ecppack", ["--input", f"{BOARD_TOP}.config", "--bit", f"{BOARD_TOP}.bit"],
                              work_dir, work_dir / "ecppack.out", "ecppack bitstream", report)
@@ -443,7 +490,8 @@ def place_and_route(rtl_dir: Path, work_dir: Path, device: Device, *, freq_mhz: 
         raise BuildError("ecppack exited 0 but wrote no bitstream; it said:\n"
                          + error_lines((work_dir / "ecppack.out").read_text(errors="replace")))
     return PnrResult(fmax_mhz=fmax, target_mhz=freq_mhz, utilisation=util, bitstream=bit,
-                     synth=synth, pins=pins, pnr_seconds=pnr_seconds, pack_seconds=pack_seconds)
+                     synth=synth, pins=pins, pnr_seconds=pnr_seconds, pack_seconds=pack_seconds,
+                     critical_path=critical_path(pnr_report))
 
 
 # --------------------------------------------------------------------------------------
@@ -547,6 +595,7 @@ def build_synth(build_dir: Path, *, target: str | None = None, freq_mhz: float =
                                  "fold it further (smaller pe/simd) or pick a larger --target")
             pnr = place_and_route(rtl_dir, tmp, dev, freq_mhz=freq_mhz, progress=progress)
             summary.update(fmax_mhz=round(pnr.fmax_mhz, 2), timing_met=pnr.timing_met,
+                           critical_path=pnr.critical_path,
                            bitstream=f"synth/{pnr.bitstream.name}", board=pnr.summary())
             summary["seconds"].update(board_synth=round(pnr.synth.seconds, 2), pnr=round(pnr.pnr_seconds, 2),
                                       pack=round(pnr.pack_seconds, 2))

@@ -153,7 +153,7 @@ def cmd_build(args) -> int:
 
     from rich.progress import SpinnerColumn
 
-    from nnfpga.backends.synth import build_synth
+    from nnfpga.backends.synth import build_synth, describe_critical_path
 
     started: dict[str, float] = {}
     bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
@@ -184,6 +184,8 @@ def cmd_build(args) -> int:
         verdict = "[green]met[/green]" if s["timing_met"] else "[yellow]not met[/yellow]"
         out.print(f"Fmax {s['fmax_mhz']:.1f} MHz (target {s['freq_mhz']:g} MHz, {verdict}); "
                   f"bitstream {escape(str(Path(args.dir) / s['bitstream']))} ({s['board']['pins']} pins)")
+        if not s["timing_met"] and s.get("critical_path"):
+            out.print(f"critical path {escape(describe_critical_path(s['critical_path']))}")
     out.print(f"summary {escape(str(Path(args.dir) / 'synth' / 'synth.json'))}; "
               f"Vivado project {escape(str(Path(args.dir) / s['vivado']['tcl']))} (needs Vivado)")
     return 0

@@ -19,6 +19,7 @@ import json
 import math
 from pathlib import Path
 
+from nnfpga.backends.synth import describe_critical_path
 from nnfpga.cost import RESOURCES, LayerShape, estimate
 from nnfpga.errors import BuildError
 from nnfpga.verify import load_build
@@ -125,7 +126,12 @@ def build_report(build_dir: Path | str, *, write: bool = True) -> dict:
         throughput = {"fmax_mhz": fmax, "cycles_per_inference": cycles,
                       "cycles_source": "measured" if measured_interval else "predicted",
                       "inferences_per_second": fmax * 1e6 / cycles,
-                      "latency_us": latency / fmax if latency else None}
+                      "latency_us": latency / fmax if latency else None,
+                      "timing_met": synth.get("timing_met"), "target_mhz": synth.get("freq_mhz"),
+                      "critical_path": synth.get("critical_path")}
+        if synth.get("timing_met") is False and synth.get("critical_path"):
+            notes.append(f"timing not met at {synth.get('freq_mhz'):g} MHz (Fmax {fmax:.1f} MHz); critical path "
+                         + describe_critical_path(synth["critical_path"]))
 
     per_layer = []
     for m, e in zip(manifest["layers"], est["layers"]):

@@ -88,6 +88,19 @@ def test_text_summary(build):
     assert "bit-exact: True" in text and "5,000,000 inferences/s at Fmax 125.0 MHz" in text
 
 
+def test_missed_timing_names_the_critical_path(build):
+    (build / "synth").mkdir()
+    path = {"from": "u_accel.u_l0.s5_prod[1]", "to": "u_accel.u_l0.s6_data", "delay_ns": 13.9,
+            "logic_ns": 5.4, "routing_ns": 8.5, "sources": ["nnfpga_dense.sv:215", "nnfpga_dense.sv:242"]}
+    (build / "synth" / "synth.json").write_text(json.dumps(
+        {**SYNTH, "fmax_mhz": 71.9, "freq_mhz": 100.0, "timing_met": False, "critical_path": path}))
+    report = build_report(build, write=False)
+    assert report["throughput"]["critical_path"] == path
+    text = format_text(report)
+    assert ("timing not met at 100 MHz (Fmax 71.9 MHz); critical path 13.9 ns (logic 5.4, routing 8.5): "
+            "u_accel.u_l0.s5_prod[1] -> u_accel.u_l0.s6_data through nnfpga_dense.sv:215, 242") in text
+
+
 def test_throughput_uses_predicted_cycles_without_verification(build):
     (build / "synth").mkdir()
     (build / "synth" / "synth.json").write_text(json.dumps({**SYNTH, "fmax_mhz": 100.0}))

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from onnx_models import mlp, save
-from nnfpga.backends.synth import (PINNED, build_synth, board_wrapper, check_netlist, load_rtl,
-                                   synthesize, write_vivado_project)
+from nnfpga.backends.synth import (PINNED, board_wrapper, build_synth, check_netlist, critical_path,
+                                   describe_critical_path, load_rtl, synthesize, write_vivado_project)
 from nnfpga.build import compile_model
 from nnfpga.cli import main
 from nnfpga.devices import device
@@ -104,6 +104,11 @@ def test_ecp5_bitstream_and_fmax(mlp_build, ecp5_run):
     assert 0 < s["fmax_mhz"] < 1000 and s["timing_met"] == (s["fmax_mhz"] >= 100.0)
     report = json.loads((synth / "report.json").read_text())
     assert min(v["achieved"] for v in report["fmax"].values()) == pytest.approx(s["fmax_mhz"], abs=0.01)
+    # The named critical path is the one that sets Fmax, in the generated sources' terms.
+    path = s["critical_path"]
+    assert 1000 / path["delay_ns"] == pytest.approx(s["fmax_mhz"], rel=0.01)
+    assert path["logic_ns"] + path["routing_ns"] == pytest.approx(path["delay_ns"], abs=0.01)
+    assert all(re.fullmatch(r"[a-z_]+\.sv:\d+", loc) for loc in path["sources"]) and path["sources"]
     util = s["board"]["utilisation"]
     assert util["MULT18X18D"]["used"] == s["dsps"]  # the wrapper adds no multiplier
     assert util["TRELLIS_FF"]["used"] >= s["ffs"] and util["TRELLIS_IO"]["used"] == 12
@@ -351,6 +356,31 @@ def test_board_wrapper_round_trip_over_uart(tmp_path, sizes, pipeline):
     as_int = [(b - 256 if b & 0x80 else b) if signed else b for b in got]
     assert as_int == y.reshape(-1).tolist()
     assert bits == (8 if pipeline is None else 4)
+
+
+def _step(kind, delay, src_cell, dst_cell, sources=()):
+    return {"type": kind, "delay": delay, "from": {"cell": src_cell, "port": "Q"},
+            "to": {"cell": dst_cell, "port": "D"}, "sources": list(sources)}
+
+
+def test_critical_path_names_signals_and_source_lines():
+    slow = [_step("clk-to-q", 0.5, "u_accel.u_l1.s5_prod[4]_TRELLIS_FF_Q_7", "u_accel.u_l1.s5_prod[4]_TRELLIS_FF_Q_7"),
+            _step("routing", 3.0, "u_accel.u_l1.s5_prod[4]_TRELLIS_FF_Q_7", "u_accel.u_l1.s6_data_LUT4_Z",
+                  ["../../rtl/nnfpga_dense.sv:215.32-215.39"]),
+            _step("logic", 1.5, "u_accel.u_l1.s6_data_LUT4_Z", "u_accel.u_l1.s6_data_LUT4_Z",
+                  ["../../rtl/nnfpga_dense.sv:242.22-242.54", "/share/lattice/arith_map_ccu2c.v:74.7-80.4"]),
+            _step("setup", 0.2, "u_accel.u_l1.s6_data_LUT4_Z", "u_accel.u_l1.s6_data_TRELLIS_FF_Q_3")]
+    fast = [_step("clk-to-q", 0.5, "a_TRELLIS_FF_Q", "a_TRELLIS_FF_Q"), _step("setup", 0.2, "a", "b_TRELLIS_FF_Q")]
+    report = {"critical_paths": [
+        {"from": "posedge clk", "to": "posedge clk", "path": fast},
+        {"from": "posedge clk", "to": "posedge clk", "path": slow},
+        {"from": "<async>", "to": "posedge clk", "path": slow + slow}]}  # I/O paths are not the design's
+    path = critical_path(report)
+    assert path == {"from": "u_accel.u_l1.s5_prod[4]", "to": "u_accel.u_l1.s6_data", "delay_ns": 5.2,
+                    "logic_ns": 2.2, "routing_ns": 3.0, "sources": ["nnfpga_dense.sv:215", "nnfpga_dense.sv:242"]}
+    assert describe_critical_path(path) == ("5.2 ns (logic 2.2, routing 3.0): u_accel.u_l1.s5_prod[4] -> "
+                                            "u_accel.u_l1.s6_data through nnfpga_dense.sv:215, 242")
+    assert critical_path({"critical_paths": []}) is None
 
 
 def test_board_wrapper_refuses_wide_elements(mlp_build):
