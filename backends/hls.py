@@ -43,6 +43,7 @@ import jinja2
 import numpy as np
 
 from nnfpga.errors import BuildError, CalibrationError
+from nnfpga.hardware import weight_fields
 
 if TYPE_CHECKING:
     from nnfpga.backends.rtl_layers import DenseLayer
@@ -232,9 +233,8 @@ def _layer_context(layer, name: str, impl: str, vectors: int = 1) -> dict:
     k, n = layer.weights.shape
     pe, simd = layer.pe, layer.simd
     nf, sf = n // pe, k // simd
-    # w[p][s][f*SF + g] = W[g*SIMD + s, f*PE + p]
-    rom = (np.asarray(layer.weights, dtype=np.int64).reshape(sf, simd, nf, pe)
-           .transpose(3, 1, 2, 0).reshape(pe, simd, nf * sf))
+    # The RTL's weight ROM (nnfpga.hardware) as w[p][s][word]: w[p][s][f*SF + g] = W[g*SIMD + s, f*PE + p]
+    rom = weight_fields(layer).astype(np.int64).reshape(nf * sf, pe, simd).transpose(1, 2, 0)
     mult = np.asarray(layer.mult, dtype=np.int64)
     shift = int(layer.shift)
     if shift > _MAX_SHIFT:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nnfpga.errors import NnfpgaError
+from nnfpga.hardware import MULT_BITS
 
 
 class LayerConfigError(NnfpgaError, ValueError):
@@ -64,15 +65,6 @@ class DenseLayer:
     @property
     def n(self) -> int:
         return int(self.weights.shape[1])
-
-
-MULT_BITS = 16
-"""Requant multipliers are unsigned 16-bit."""
-
-
-def folding_cycles(layer: DenseLayer) -> int:
-    """Cycles the matrix-vector unit spends on one vector: (N/pe)·(K/simd)."""
-    return (layer.n // layer.pe) * (layer.k // layer.simd)
 
 
 def type_range(bits: int, signed: bool) -> tuple[int, int]:

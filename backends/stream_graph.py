@@ -36,12 +36,12 @@ import numpy as np
 
 from nnfpga.backends import fifo_depth, stream_model
 from nnfpga.backends.lower import dense_layer
-from nnfpga.backends.rtl_layers import DenseLayer, folding_cycles
+from nnfpga.backends.rtl_layers import DenseLayer
 from nnfpga.errors import NnfpgaError
+from nnfpga.hardware import folding_cycles, largest_divisor_at_most
 from nnfpga.ir import Graph, Value
 from nnfpga.ir.spatial import window_output
 from nnfpga.ir.types import IntType, int_type_for_range
-from nnfpga.passes.fold import largest_divisor_at_most
 
 
 @dataclass(eq=False)

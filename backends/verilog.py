@@ -19,7 +19,8 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
-from nnfpga.backends.rtl_layers import MULT_BITS, DenseLayer, LayerConfigError, check, folding_cycles
+from nnfpga.backends.rtl_layers import DenseLayer, LayerConfigError, check
+from nnfpga.hardware import MULT_BITS, folding_cycles, param_fields, weight_fields
 
 DEFAULT_TOP = "nnfpga_top"
 DENSE_MODULE = "nnfpga_dense.sv"
@@ -77,15 +78,6 @@ def _mem_lines(words: list[int], bits: int) -> str:
     return "".join(f"{w & mask:0{digits}x}\n" for w in words)
 
 
-def _pack(fields: list[int], bits: int) -> int:
-    """Pack `fields` into one word, field 0 in the low bits, each `bits` wide."""
-    mask = (1 << bits) - 1
-    word = 0
-    for i, f in enumerate(fields):
-        word |= (int(f) & mask) << (i * bits)
-    return word
-
-
 _HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
 
 
@@ -107,43 +99,6 @@ def mem_text(fields: np.ndarray, bits: int, chunk: int = 1 << 16) -> str:
         chars = _HEX[nibbles[:, ::-1]]
         out.append(np.concatenate([chars, np.full((len(f), 1), ord("\n"), np.uint8)], axis=1).tobytes())
     return b"".join(out).decode()
-
-
-def weight_fields(l: DenseLayer) -> np.ndarray:
-    """[NF·SF, PE·SIMD] weight ROM lanes: word nf*SF + sf, lane p*SIMD + s holds W[sf*SIMD + s][nf*PE + p]."""
-    nf, sf = l.n // l.pe, l.k // l.simd
-    return l.weights.reshape(sf, l.simd, nf, l.pe).transpose(2, 0, 3, 1).reshape(nf * sf, l.pe * l.simd)
-
-
-def param_fields(l: DenseLayer) -> np.ndarray:
-    """[NF, PE] parameter ROM lanes: {M, bias} of channel nf*PE + p."""
-    lanes = (l.mult.astype(np.int64) << l.acc_bits) | (l.bias.astype(np.int64) & ((1 << l.acc_bits) - 1))
-    return lanes.reshape(l.n // l.pe, l.pe)
-
-
-def weight_words(l: DenseLayer) -> list[int]:
-    """Weight ROM: word nf*SF + sf holds W[sf*SIMD + s][nf*PE + p] at lane p*SIMD + s."""
-    nf_count, sf_count = l.n // l.pe, l.k // l.simd
-    words = []
-    for nf in range(nf_count):
-        for sf in range(sf_count):
-            tile = l.weights[sf * l.simd:(sf + 1) * l.simd, nf * l.pe:(nf + 1) * l.pe]  # [SIMD, PE]
-            words.append(_pack(tile.T.reshape(-1).tolist(), l.wbits))
-    return words
-
-
-def param_words(l: DenseLayer) -> list[int]:
-    """Parameter ROM: word nf holds {M, bias} of channel nf*PE + p at lane p."""
-    lane_bits = MULT_BITS + l.acc_bits
-    words = []
-    for nf in range(l.n // l.pe):
-        lanes = []
-        for p in range(l.pe):
-            ch = nf * l.pe + p
-            bias = int(l.bias[ch]) & ((1 << l.acc_bits) - 1)
-            lanes.append((int(l.mult[ch]) << l.acc_bits) | bias)
-        words.append(_pack(lanes, lane_bits))
-    return words
 
 
 def _layer_view(i: int, l: DenseLayer, name: str, in_par: int, src: str) -> dict:

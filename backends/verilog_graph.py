@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from nnfpga.backends.rtl_layers import MULT_BITS, check as check_layer_chain, folding_cycles
+from nnfpga.backends.rtl_layers import check as check_layer_chain
 from nnfpga.backends.stream_graph import StreamDesign, is_image
 from nnfpga.backends.stream_latency import frame_latency
-from nnfpga.backends.verilog import (DEFAULT_TOP, PIPELINE_STAGES, _layer_view, _templates, hw_identifier,
-                                     mem_text, param_fields, weight_fields)
+from nnfpga.backends.verilog import DEFAULT_TOP, PIPELINE_STAGES, _layer_view, _templates, hw_identifier, mem_text
+from nnfpga.hardware import MULT_BITS, folding_cycles, param_fields, weight_fields
 
 INPUT_TLAST = {"nnfpga_fork", "nnfpga_fifo"}
 """Modules with an s_axis_tlast input port (the others delimit frames by counting)."""

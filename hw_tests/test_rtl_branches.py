@@ -16,8 +16,9 @@ import pytest
 
 from nnfpga.backends.fifo_depth import (branch_needed, concat_join, dense_needed, identity_needed,
                                         skip_fifo_depth)
-from nnfpga.backends.rtl_layers import MULT_BITS, DenseLayer, check, reference_forward
-from nnfpga.backends.verilog import _mem_lines, _templates, param_words, weight_words
+from nnfpga.backends.rtl_layers import DenseLayer, check, reference_forward
+from nnfpga.backends.verilog import _mem_lines, _templates
+from nnfpga.hardware import MULT_BITS, param_words, weight_words
 from nnfpga.errors import BuildError
 from nnfpga.hw_tests.sim import lint, simulate
 

@@ -83,11 +83,10 @@ from typing import Iterable, Sequence
 
 from nnfpga.devices import DEFAULT_DEVICE, Device, device as lookup_device
 from nnfpga.errors import NnfpgaError
+from nnfpga.hardware import MULT_BITS, largest_divisor_at_most, param_fields, varying_bits, weight_fields
 
 PIPELINE_STAGES = 6
 """Register stages from issuing a fold to its result leaving a layer (S1..S6 in the template)."""
-MULT_BITS = 16
-"""Requant multipliers are unsigned 16-bit (backends.rtl_layers.MULT_BITS)."""
 DEFAULT_SHIFT = 16
 """Requant shift assumed when a layer record does not say (only the LUT/FF figures use it)."""
 
@@ -248,19 +247,11 @@ class LayerShape:
         """From a LayerShape or a backends.rtl_layers.DenseLayer (whose ROM contents are known)."""
         if isinstance(layer, LayerShape):
             return layer
-        from nnfpga.backends.verilog import param_words, weight_words
+        rom_widths = (varying_bits(weight_fields(layer), layer.wbits),
+                      varying_bits(param_fields(layer), MULT_BITS + layer.acc_bits))
         return LayerShape(layer.name, int(layer.k), int(layer.n), int(layer.pe), int(layer.simd),
                           int(layer.in_bits), int(layer.wbits), int(layer.acc_bits), int(layer.out_bits),
-                          int(layer.shift), (_varying_bits(weight_words(layer)), _varying_bits(param_words(layer))))
-
-
-def _varying_bits(words: list[int]) -> int:
-    """How many bit positions are not the same in every word."""
-    ones, zeros = 0, 0
-    for w in words:
-        ones |= w
-        zeros |= ~w
-    return bin(ones & zeros).count("1")
+                          int(layer.shift), rom_widths)
 
 
 def layer_shapes(g) -> list[LayerShape]:
@@ -295,8 +286,6 @@ def layer_shapes(g) -> list[LayerShape]:
 
 def first_in_par(l: LayerShape) -> int:
     """Input elements per beat at the top: the first layer's simd, within one pixel for a convolution."""
-    from nnfpga.passes.fold import largest_divisor_at_most
-
     return largest_divisor_at_most(l.channels or l.k, l.simd)
 
 

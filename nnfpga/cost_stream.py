@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 
 from nnfpga.devices import Device
+from nnfpga.hardware import MULT_BITS
 
 FIFO_RAM_MIN_DEPTH = 64
 """nnfpga_fifo's RAM_MIN_DEPTH default: below it the FIFO is an asynchronously read array."""
@@ -132,7 +133,7 @@ def module_ram(module: str, p: dict) -> tuple[int, int, bool] | None:
 
 
 def module_dsps(module: str, p: dict, dev: Device) -> int:
-    from nnfpga.cost import MULT_BITS, dsp_tiles
+    from nnfpga.cost import dsp_tiles
 
     if module == "nnfpga_pool" and p["MODE"] == 1:
         return p["PAR"] * dsp_tiles(p["ACC_BITS"], MULT_BITS + 1, dev.dsp_shape)

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnfpga.backends.rtl_layers import MULT_BITS, DenseLayer, LayerConfigError
-from nnfpga.backends.verilog import emit_verilog, hw_identifier, param_words, predicted_interval, weight_words
+from nnfpga.backends.rtl_layers import DenseLayer, LayerConfigError
+from nnfpga.backends.verilog import emit_verilog, hw_identifier, predicted_interval
+from nnfpga.hardware import MULT_BITS, param_fields, param_words, weight_fields, weight_words
 
 GOLDEN_RTL = Path(__file__).parent / "golden" / "rtl_tiny"
 
@@ -135,7 +136,7 @@ def test_golden_rtl_text(tmp_path):
 
 @pytest.mark.parametrize("wbits, acc_bits, pe, simd", [(8, 20, 4, 8), (6, 19, 3, 5), (3, 31, 1, 1), (2, 17, 6, 10)])
 def test_numpy_rom_text_equals_the_packed_words(wbits, acc_bits, pe, simd):
-    from nnfpga.backends.verilog import _mem_lines, mem_text, param_fields, weight_fields
+    from nnfpga.backends.verilog import _mem_lines, mem_text
 
     rng = np.random.default_rng(wbits)
     k, n = simd * 3, pe * 2
