@@ -3,7 +3,7 @@
 Each test compiles a model with the real pipeline, then `verify_build` drives the RTL with
 random input gaps and output backpressure and compares every output with the golden.
 Cycles per inference are measured on back-to-back inferences with no gaps and compared
-with the folding's prediction (see `predicted_interval`): the measured interval may exceed
+with the folding's prediction (`StreamDesign.interval`): the measured interval may exceed
 it by at most INTERVAL_SLACK cycles, the bubble a layer spends switching input buffers.
 """
 from __future__ import annotations

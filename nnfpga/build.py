@@ -119,26 +119,6 @@ is slow on large networks: their count keeps that work near 10^8 MACs (the digit
 16, ResNet-50 at 4·10^9 MACs per inference one)."""
 
 
-def _test_vectors(g: Graph, region, calib: dict | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Quantized accelerator inputs and their exact outputs, from calibration data if given."""
-    from nnfpga.backends.rtl_layers import reference_forward
-    from nnfpga.ir.interpreter import quantize_array
-
-    if calib is not None:
-        x = next(iter(calib.values()))[:TEST_VECTORS]
-    else:
-        x = np.random.default_rng(seed).standard_normal((TEST_VECTORS,) + tuple(g.inputs[0].type.shape[1:]))
-    if region.input.producer is not None and region.input.producer.inputs[0] not in g.inputs:
-        # A host prefix computes what the accelerator takes: run it (the interpreter runs host ops).
-        from nnfpga.ir import run_batch
-
-        feeds = {k: v[:TEST_VECTORS] for k, v in calib.items()} if calib is not None else {g.inputs[0].name: x}
-        x_q = run_batch(g, feeds, keep_all=True)[region.input.name].reshape(len(x), -1)
-        return x_q, reference_forward(region.layers, x_q)[-1]
-    x_q = quantize_array(np.asarray(x, np.float64).reshape(len(x), -1), region.input.type.element)
-    return x_q, reference_forward(region.layers, x_q)[-1]
-
-
 def _stream_test_vectors(g: Graph, x: Value, y: Value, calib: dict | None, seed: int,
                          count: int = TEST_VECTORS) -> tuple[np.ndarray, np.ndarray]:
     """`count` accelerator inputs and their exact outputs as the integer IR computes them, in
@@ -165,14 +145,13 @@ def compile_model(model_path: Path, out_dir: Path, *, pipeline: str = DEFAULT_PI
                   progress: Callable[[str, int, int], None] = lambda stage, done, total: None,
                   host_ops: str | None = None, host_target: str = "llvm",
                   target_fps: float | None = None, freq_mhz: float = 100.0) -> BuildResult:
-    from nnfpga.backends.hls import DEFAULT_PART as HLS_DEFAULT_PART, emit_hls
+    from nnfpga.backends.hls import DEFAULT_PART as HLS_DEFAULT_PART
     from nnfpga.backends.hls_graph import emit_hls_graph
     from nnfpga.backends.host import emit_host
-    from nnfpga.backends.lower import integer_region, is_dense_chain, region_input
+    from nnfpga.backends.lower import region_input
     from nnfpga.backends.stream_graph import lower_stream
-    from nnfpga.backends.verilog_graph import emit_stream_verilog
     from nnfpga.backends.reference_onnx import to_reference_onnx
-    from nnfpga.backends.verilog import emit_verilog
+    from nnfpga.backends.verilog import emit_stream_verilog
     from nnfpga.frontend import load_onnx
 
     model_path, out_dir = Path(model_path), Path(out_dir)
@@ -208,22 +187,14 @@ def compile_model(model_path: Path, out_dir: Path, *, pipeline: str = DEFAULT_PI
         timings: dict = {}
         host = emit_host(final, tmp / "host", target=host_target, warn=warn, timings=timings)
         hls_part = dev.part if dev.family in ("xc7", "xcup") else HLS_DEFAULT_PART
-        if is_dense_chain(final):
-            region = integer_region(final)
-            rtl_files = emit_verilog(region.layers, tmp / "rtl", in_par=region.layers[0].simd)
-            x_q, y_q = _test_vectors(final, region, calib, seed)
-            emit_hls(region.layers, tmp, part=hls_part, test_inputs=x_q, test_expected=y_q)
-            region_in, region_out, layers, fifos = region.input, region.output, region.layers, []
-            vectors = [1] * len(layers)
-        else:
-            stream = lower_stream(final, region_input(final))
-            rtl_files = emit_stream_verilog(stream, tmp / "rtl")
-            region_in, region_out, layers, fifos = stream.input_value, stream.output_value, stream.layers, stream.fifos
-            vectors = [i.vectors for i in stream.instances if i.layer is not None]  # a conv: one per pixel
-            macs = sum(l.k * l.n * v for l, v in zip(layers, vectors))
-            count = max(1, min(TEST_VECTORS, TEST_VECTOR_MACS // max(1, macs)))
-            x_q, y_q = _stream_test_vectors(final, region_in, region_out, calib, seed, count)
-            emit_hls_graph(stream, tmp, part=hls_part, test_inputs=x_q, test_expected=y_q)
+        stream = lower_stream(final, region_input(final))
+        rtl_files = emit_stream_verilog(stream, tmp / "rtl")
+        region_in, region_out, layers, fifos = stream.input_value, stream.output_value, stream.layers, stream.fifos
+        vectors = [i.vectors for i in stream.instances if i.layer is not None]  # a conv: one per pixel
+        macs = sum(l.k * l.n * v for l, v in zip(layers, vectors))
+        count = max(1, min(TEST_VECTORS, TEST_VECTOR_MACS // max(1, macs)))
+        x_q, y_q = _stream_test_vectors(final, region_in, region_out, calib, seed, count)
+        emit_hls_graph(stream, tmp, part=hls_part, test_inputs=x_q, test_expected=y_q)
         (tmp / "reference.onnx").write_bytes(to_reference_onnx(final).SerializeToString())
         shutil.copyfile(model_path, tmp / "model.onnx")
         manifest = {
@@ -250,8 +221,7 @@ def compile_model(model_path: Path, out_dir: Path, *, pipeline: str = DEFAULT_PI
                                 "graph_outputs": [v.name for v in final.outputs]}
         design = json.loads((tmp / "rtl" / "design.json").read_text())
         manifest["predicted_cycles_per_inference"] = design["predicted_cycles_per_inference"]
-        if "predicted_latency_cycles" in design:  # stream designs; a dense chain's is in nnfpga.cost
-            manifest["predicted_latency_cycles"] = design["predicted_latency_cycles"]
+        manifest["predicted_latency_cycles"] = design["predicted_latency_cycles"]
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         commit_out_dir(tmp, out_dir)
     except BaseException:

@@ -10,7 +10,7 @@ Time (exact for the template; see "Validation" below):
     fill      = K / in_par                    beats to collect one input vector
     stage     = max(folds, fill)              the two overlap (ping-pong input buffers)
                 × vectors                     a convolution: one vector per output pixel
-    interval  = max over layers of stage      = backends.verilog.predicted_interval
+    interval  = max over layers of stage      = StreamDesign.interval of an MLP (backends/stream_graph.py)
     latency   = (fill_0 - 1) + sum over layers of (folds + 6)
 
 A layer issues its first fold the cycle after its last input beat, and its last output
@@ -83,10 +83,8 @@ from typing import Iterable, Sequence
 
 from nnfpga.devices import DEFAULT_DEVICE, Device, device as lookup_device
 from nnfpga.errors import NnfpgaError
-from nnfpga.hardware import MULT_BITS, largest_divisor_at_most, param_fields, varying_bits, weight_fields
+from nnfpga.hardware import MULT_BITS, PIPELINE_STAGES, largest_divisor_at_most, param_fields, varying_bits, weight_fields
 
-PIPELINE_STAGES = 6
-"""Register stages from issuing a fold to its result leaving a layer (S1..S6 in the template)."""
 DEFAULT_SHIFT = 16
 """Requant shift assumed when a layer record does not say (only the LUT/FF figures use it)."""
 

@@ -7,6 +7,7 @@ it imports nothing of ours but nnfpga.errors, so anything may import it.
 
     requantizer   MULT_BITS
     folding       largest_divisor_at_most, folding_cycles
+    pipeline      PIPELINE_STAGES
     ROM layout    weight_fields, param_fields, weight_words, param_words, varying_bits
 """
 from __future__ import annotations
@@ -29,6 +30,13 @@ def largest_divisor_at_most(n: int, cap: int) -> int:
 def folding_cycles(layer) -> int:
     """Cycles the matrix-vector unit spends on one vector: (N/pe)·(K/simd)."""
     return (layer.n // layer.pe) * (layer.k // layer.simd)
+
+
+# -- pipeline ------------------------------------------------------------------------------
+
+PIPELINE_STAGES = 6
+"""Register stages from issuing a fold to its result leaving a dense layer (S1..S6 in
+templates/verilog/nnfpga_dense.sv.j2)."""
 
 
 # -- ROM layout ----------------------------------------------------------------------------

@@ -50,16 +50,13 @@ def cost_inputs(build_dir: Path, manifest: dict, design: dict, notes: list[str])
     with their ROMs), and for a convolutional build each layer's input beat width, its vectors
     per inference and the other stream modules. Falls back to the manifest's shapes (8-bit
     assumed) when ir/final cannot be loaded."""
-    from nnfpga.backends.lower import integer_region, is_dense_chain, region_input
+    from nnfpga.backends.lower import region_input
     from nnfpga.backends.stream_graph import lower_stream
     from nnfpga.cost_stream import stream_inputs
     from nnfpga.ir.textio import load_ir
 
     try:
         g = load_ir(build_dir / "ir" / "final")
-        if is_dense_chain(g):
-            layers = integer_region(g).layers
-            return {"layers": layers, "in_par": (design.get("input") or {}).get("par") or layers[0].simd}
         return stream_inputs(lower_stream(g, region_input(g)))
     except Exception as e:  # a damaged or missing IR still leaves the manifest to report on
         notes.append(f"ir/final could not be loaded ({e}); the cost model assumes 8-bit activations"
@@ -468,7 +465,8 @@ def render_html(report: dict) -> str:
 
     notes = "".join(f"<li>{_e(n)}</li>" for n in report["notes"])
     modules = ""
-    if report.get("modules"):
+    beyond_dense = any(m["module"] != "nnfpga_dense" for m in report.get("modules", []))
+    if beyond_dense:
         rows = "".join(f'<tr><td>{_e(m["name"])}</td><td>{_e(m["module"].removeprefix("nnfpga_"))}</td>'
                        f'<td class="wrap">{_e(m["note"])}</td>'
                        f'<td>{_fmt(m["cycles"])}</td><td>'
@@ -481,9 +479,9 @@ def render_html(report: dict) -> str:
                    f"<th>LUT / FF / DSP / BRAM (estimate)</th></tr>{rows}</table>"
                    + (f"<h2>Skip FIFO depths: why the branches cannot deadlock</h2><ul>{fifos}</ul>" if fifos else ""))
     fmax = f' Fmax {synth["fmax_mhz"]} MHz.' if synth and synth.get("fmax_mhz") else ""
-    # The per-layer breakdown is a dense chain's; a convolutional design's latency is mostly
-    # windows waiting for rows.
-    latency = ("" if report["modules"] else
+    # The per-layer breakdown holds for a design of dense layers alone; a convolutional
+    # design's latency is mostly windows waiting for rows.
+    latency = ("" if beyond_dense else
                f'<h2>Latency of one inference, layer by layer</h2>\n<div class="fig">{_latency_chart(report)}</div>')
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">

@@ -18,8 +18,9 @@ the device's LUTs, FFs, DSPs and block RAMs; a design fits when every total is w
 the budget. When nothing fits, the error names the largest rate that does, or the
 smallest device in the table that would.
 
-A convolutional graph also has windows, pools, skip FIFOs and joins (nnfpga.cost_stream),
-sized by the folding around them. Each interval's layers are chosen and screened on the
+The whole design also has its ROMs' contents (synthesis drops constant bit columns) and, in
+a convolutional graph, windows, pools, skip FIFOs and joins (nnfpga.cost_stream), sized by
+the folding around them. Each interval's layers are chosen and screened on the
 matrix-vector units alone; the survivors (fastest first, or smallest first) are then
 lowered to the module graph and costed whole, and the first whole design that fits (with
 its own predicted interval within the target) is taken. Lowering costs up to seconds on
@@ -209,15 +210,13 @@ def _apply(g: Graph, layers: list[LayerShape]) -> None:
         node.attrs.update(pe=l.pe, simd=l.simd)
 
 
-def _whole_design(g: Graph) -> WholeDesign | None:
-    """The whole-design estimate for a graph that lowers to windows, pools or joins (None
-    for a chain of dense layers, which is its matrix-vector units)."""
-    from nnfpga.backends.lower import is_dense_chain, region_input
+def _whole_design(g: Graph) -> WholeDesign:
+    """The estimate of the whole design the graph lowers to with a folding (for an MLP its
+    matrix-vector units with their ROMs known; a CNN's windows, pools and joins besides)."""
+    from nnfpga.backends.lower import region_input
     from nnfpga.backends.stream_graph import lower_stream
     from nnfpga.cost_stream import stream_inputs
 
-    if is_dense_chain(g):
-        return None
     x = region_input(g)
 
     def whole(layers: list[LayerShape], dev: Device) -> dict:

@@ -1,4 +1,7 @@
-"""HLS C++ backend: g++ C simulation bit-exact against a numpy oracle; determinism; names; tcl."""
+"""HLS C++ backend: g++ C simulation bit-exact against a numpy oracle; determinism; names; tcl.
+
+Chains of layer records go through the one lowering (`chain_design`, the stream design
+`lower_stream` makes of an MLP) and the one HLS emitter (`emit_hls_graph`)."""
 from __future__ import annotations
 
 import os
@@ -11,13 +14,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnfpga.backends.hls import c_identifier, csim, emit_hls
+from nnfpga.backends.hls import c_identifier, csim
+from nnfpga.backends.hls_graph import emit_hls_graph
 from nnfpga.backends.rtl_layers import DenseLayer
-from nnfpga.errors import BuildError, CalibrationError
+from nnfpga.backends.stream_graph import chain_design
+from nnfpga.errors import BuildError, CalibrationError, NnfpgaError
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not installed")
 
 HOSTILE = 'x; system("rm -rf /"); //'
+
+
+def emit_hls(layers, out_dir, top="nnfpga_top", **kwargs):
+    """The HLS design of a chain of layer records."""
+    return emit_hls_graph(chain_design(layers), out_dir, top, **kwargs)
 
 
 def oracle(layers, x: np.ndarray) -> np.ndarray:
@@ -132,8 +142,8 @@ def test_deterministic_across_runs_and_hash_seeds(tmp_path):
     rel = lambda paths, root: {p.relative_to(root).as_posix(): p.read_bytes() for p in paths}
     assert rel(a, tmp_path / "a") == rel(b, tmp_path / "b")
     script = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-              "from pathlib import Path; import test_hls as t; from nnfpga.backends.hls import emit_hls; "
-              f"emit_hls(t.mlp(3, t.PARALLEL_A, [8, 4, 8, 4]), Path({str(tmp_path / 'c')!r}), "
+              "from pathlib import Path; import test_hls as t; "
+              f"t.emit_hls(t.mlp(3, t.PARALLEL_A, [8, 4, 8, 4]), Path({str(tmp_path / 'c')!r}), "
               "cores={'fc1': 'lut'})")
     subprocess.run([sys.executable, "-c", script], check=True, env={**os.environ, "PYTHONHASHSEED": "123"})
     c = sorted((tmp_path / "c").rglob("*.*"))
@@ -146,11 +156,11 @@ def test_pragmas_and_cores(tmp_path):
     cpp = (tmp_path / "hls" / "nnfpga_design.cpp").read_text()
     assert "#pragma HLS DATAFLOW" in cpp
     assert cpp.count("#pragma HLS PIPELINE II=1") == 3 * 4
-    assert "ARRAY_PARTITION variable=fc0_w complete dim=1" in cpp
+    assert "ARRAY_PARTITION variable=u0_fc0_w complete dim=1" in cpp
     impls = re.findall(r"BIND_OP variable=prod op=mul impl=(\w+)", cpp)
     assert impls == ["dsp", "fabric", "dsp", "dsp"]
     params = (tmp_path / "hls" / "nnfpga_params.h").read_text()
-    assert "static const fc1_w_t fc1_w[4][16][32]" in params
+    assert "static const u1_fc1_w_t u1_fc1_w[4][16][32]" in params
     with pytest.raises(BuildError, match="core 'bram'"):
         emit_hls(layers, tmp_path / "bad", cores={"fc0": "bram"})
 
@@ -199,12 +209,12 @@ def test_bad_records_fail_fast(tmp_path):
         ([good[0].__class__(**{**good[0].__dict__, "pe": 3})], "pe=3 must divide N=64"),
         ([good[0].__class__(**{**good[0].__dict__, "acc_bits": 12})], "outside the 12-bit accumulator"),
         ([good[0].__class__(**{**good[0].__dict__, "wbits": 2})], "does not fit symmetric 2-bit"),
-        ([good[0], good[2]], "produces 64 values but layer 1 takes 32"),
-        ([good[1], good[0]], "outputs nn_uint<8> but layer 1 reads nn_int<8>|produces"),
-        ([], "at least one layer"),
+        ([good[0], good[2]], r"outputs 64 x u8 but layer 1 \('fc2'\) reads 32 x u8"),
+        ([good[1], good[0]], r"outputs 32 x u8 but layer 1 \('fc0'\) reads 16 x i8"),
+        ([], "no layers"),
     ]
     for layers, message in cases:
-        with pytest.raises(BuildError, match=message):
+        with pytest.raises(NnfpgaError, match=message):
             emit_hls(layers, tmp_path)
 
 
