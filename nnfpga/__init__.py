@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from nnfpga.errors import NnfpgaError
 
-__version__ = "0.1.0"
+from nnfpga.version import __version__
 
 
 def compile(model, out_dir=None, *, pipeline=None, calib=None, force=False, input_shapes=None, seed=0,
@@ -28,6 +28,8 @@ def compile(model, out_dir=None, *, pipeline=None, calib=None, force=False, inpu
     import numpy as np
     import onnx
 
+    # This file runs first in every process that imports any nnfpga module, the simulator's
+    # testbench (hw_tests/axis_tb.py) included: the compiler loads on first use, not then.
     from nnfpga.build import compile_model
     from nnfpga.devices import DEFAULT_DEVICE
     from nnfpga.passes import DEFAULT_PIPELINE
@@ -55,7 +57,7 @@ def compile(model, out_dir=None, *, pipeline=None, calib=None, force=False, inpu
 
 def verify(build_dir, *, samples=None, inputs=None, seed=0):
     """Simulate a build's RTL against onnxruntime; returns the dict `nnfpga verify --json` prints."""
-    from nnfpga.verify import verify_build
+    from nnfpga.verify import verify_build  # on first use: see compile
 
     return verify_build(build_dir, samples=samples, inputs_path=inputs, seed=seed)
 

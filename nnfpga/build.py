@@ -7,22 +7,30 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from nnfpga.backends.hls import DEFAULT_PART as HLS_DEFAULT_PART
+from nnfpga.backends.hls_graph import emit_hls_graph
+from nnfpga.backends.host import emit_host
+from nnfpga.backends.lower import region_input, to_stream_order
+from nnfpga.backends.reference_onnx import to_reference_onnx
+from nnfpga.backends.stream_graph import lower_stream
+from nnfpga.backends.verilog import emit_stream_verilog
+from nnfpga.builddir import (MANIFEST, check_sample_shapes, commit_out_dir, load_npz, match_inputs,  # noqa: F401
+                             prepare_out_dir)
 from nnfpga.devices import DEFAULT_DEVICE, device
-from nnfpga.errors import BuildError, CalibrationError, ModelError
-from nnfpga.ir import Graph, Value, clean_name
+from nnfpga.errors import BuildError, ModelError
+from nnfpga.frontend import load_onnx
+from nnfpga.ir import Graph, Value, run_batch
 from nnfpga.ir.textio import save_ir
 from nnfpga.passes import DEFAULT_PIPELINE, PassContext, parse_pipeline, run_pipeline
 from nnfpga.passes.autofold import with_target_fps
 from nnfpga.passes.partition import pipeline_text, with_partition
-
-MANIFEST = "manifest.json"
+from nnfpga.run import predict
 
 
 @dataclass(frozen=True)
@@ -43,66 +51,11 @@ class BuildResult:
         and faster), host suffix (TVM). `x` is [N, ...] for a single-input model, else a dict of
         such arrays by input name; returns [N, *sample shape] (the output's shape less its
         batch-of-one axis, as the .npz convention has it), or a dict for several outputs."""
-        from nnfpga.run import predict
-
         feeds = match_inputs(self.graph, x if isinstance(x, dict) else {"x": np.asarray(x)}, "predict input")
         check_sample_shapes(self.graph, feeds, "predict input")
         outputs, _ = predict(self.out_dir, feeds, accelerator=accelerator, seed=seed)
         outputs = {k: y[:, 0] if y.ndim > 1 and y.shape[1] == 1 else y for k, y in outputs.items()}
         return next(iter(outputs.values())) if len(outputs) == 1 else outputs
-
-
-def load_npz(path: Path, what: str) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: np.asarray(data[k]) for k in data.files}
-    except (OSError, ValueError) as e:
-        raise CalibrationError(f"cannot read {what} file {path}: {e}") from None
-
-
-def match_inputs(g: Graph, arrays: dict[str, np.ndarray], what: str) -> dict[str, np.ndarray]:
-    """Map npz arrays to graph inputs by (sanitised) name; a lone array feeds a lone input."""
-    data = {k: v for k, v in arrays.items() if k != "label"}
-    if len(g.inputs) == 1 and len(data) == 1:
-        return {g.inputs[0].name: next(iter(data.values()))}
-    by_clean = {clean_name(k): v for k, v in data.items()}
-    missing = [v.name for v in g.inputs if v.name not in by_clean]
-    if missing:
-        raise CalibrationError(f"{what} has no array for model input(s) {', '.join(missing)} "
-                               f"(arrays in the file: {', '.join(sorted(data)) or 'none'})")
-    return {v.name: by_clean[v.name] for v in g.inputs}
-
-
-def check_sample_shapes(g: Graph, feeds: dict[str, np.ndarray], what: str) -> None:
-    for v in g.inputs:
-        x = feeds[v.name]
-        sample = v.type.shape[1:] if v.type.shape and v.type.shape[0] == 1 else v.type.shape
-        if x.ndim == 0 or (tuple(x.shape[1:]) != tuple(sample) and tuple(x.shape[1:]) != v.type.shape):
-            raise CalibrationError(
-                f"{what} for input '{v.name}' has shape {list(x.shape)}, but the model takes "
-                f"{list(v.type.shape)}: expected [N, {', '.join(map(str, sample))}] (N samples)")
-        if not np.issubdtype(x.dtype, np.number):
-            raise CalibrationError(f"{what} for input '{v.name}' holds {x.dtype}, not numbers")
-
-
-def prepare_out_dir(out_dir: Path, force: bool) -> Path:
-    """Refuse to overwrite without force; return a fresh temporary sibling to build in."""
-    if out_dir.exists() and not force:
-        raise BuildError(f"output directory {out_dir} already exists; pass --force to replace it")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise BuildError(f"{out_dir} exists and is not a directory")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-
-
-def commit_out_dir(tmp: Path, out_dir: Path) -> None:
-    if out_dir.exists():
-        trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-        out_dir.rename(trash / "old")
-        tmp.rename(out_dir)
-        shutil.rmtree(trash)
-    else:
-        tmp.rename(out_dir)
 
 
 def _qtype_record(value) -> dict:
@@ -123,9 +76,6 @@ def _stream_test_vectors(g: Graph, x: Value, y: Value, calib: dict | None, seed:
                          count: int = TEST_VECTORS) -> tuple[np.ndarray, np.ndarray]:
     """`count` accelerator inputs and their exact outputs as the integer IR computes them, in
     stream order (images channels-last), from calibration data if given."""
-    from nnfpga.backends.lower import to_stream_order
-    from nnfpga.ir import run_batch
-
     if calib is not None:
         feeds = {k: v[:count] for k, v in calib.items()}
     else:
@@ -145,15 +95,6 @@ def compile_model(model_path: Path, out_dir: Path, *, pipeline: str = DEFAULT_PI
                   progress: Callable[[str, int, int], None] = lambda stage, done, total: None,
                   host_ops: str | None = None, host_target: str = "llvm",
                   target_fps: float | None = None, freq_mhz: float = 100.0) -> BuildResult:
-    from nnfpga.backends.hls import DEFAULT_PART as HLS_DEFAULT_PART
-    from nnfpga.backends.hls_graph import emit_hls_graph
-    from nnfpga.backends.host import emit_host
-    from nnfpga.backends.lower import region_input
-    from nnfpga.backends.stream_graph import lower_stream
-    from nnfpga.backends.reference_onnx import to_reference_onnx
-    from nnfpga.backends.verilog import emit_stream_verilog
-    from nnfpga.frontend import load_onnx
-
     model_path, out_dir = Path(model_path), Path(out_dir)
     if not model_path.is_file():
         raise ModelError(f"model file {model_path} does not exist")

@@ -8,6 +8,7 @@ it imports nothing of ours but nnfpga.errors, so anything may import it.
     requantizer   MULT_BITS
     folding       largest_divisor_at_most, folding_cycles
     pipeline      PIPELINE_STAGES
+    multipliers   dsp_tiles
     ROM layout    weight_fields, param_fields, weight_words, param_words, varying_bits
 """
 from __future__ import annotations
@@ -37,6 +38,21 @@ def folding_cycles(layer) -> int:
 PIPELINE_STAGES = 6
 """Register stages from issuing a fold to its result leaving a dense layer (S1..S6 in
 templates/verilog/nnfpga_dense.sv.j2)."""
+
+
+# -- multipliers ---------------------------------------------------------------------------
+
+def dsp_tiles(a_bits: int, b_bits: int, shape: tuple[int, int]) -> int:
+    """Hard multipliers for one a x b product on an A x B block (either orientation).
+
+    yosys's mul2dsp cuts an operand wider than the port into port-wide pieces; a last piece
+    narrower than 2 bits is multiplied in logic instead (measured on ECP5: a 19 x 17
+    requant product takes one MULT18X18D, a 20 x 17 one takes two)."""
+    def pieces(bits: int, port: int) -> int:
+        whole, rest = divmod(bits, port)
+        return max(1, whole + (1 if rest >= 2 else 0))
+    big, small = max(shape), min(shape)
+    return min(pieces(a_bits, big) * pieces(b_bits, small), pieces(b_bits, big) * pieces(a_bits, small))
 
 
 # -- ROM layout ----------------------------------------------------------------------------

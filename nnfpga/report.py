@@ -19,9 +19,13 @@ import json
 import math
 from pathlib import Path
 
-from nnfpga.cost import RESOURCES, LayerShape, estimate
+from nnfpga.backends.lower import region_input
+from nnfpga.backends.stream_graph import lower_stream
+from nnfpga.backends.verilog import hw_identifier
+from nnfpga.builddir import load_build
+from nnfpga.cost import RESOURCES, LayerShape, estimate, stream_inputs
 from nnfpga.errors import BuildError
-from nnfpga.verify import load_build
+from nnfpga.ir.textio import load_ir
 
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
@@ -50,11 +54,6 @@ def cost_inputs(build_dir: Path, manifest: dict, design: dict, notes: list[str])
     with their ROMs), and for a convolutional build each layer's input beat width, its vectors
     per inference and the other stream modules. Falls back to the manifest's shapes (8-bit
     assumed) when ir/final cannot be loaded."""
-    from nnfpga.backends.lower import region_input
-    from nnfpga.backends.stream_graph import lower_stream
-    from nnfpga.cost_stream import stream_inputs
-    from nnfpga.ir.textio import load_ir
-
     try:
         g = load_ir(build_dir / "ir" / "final")
         return stream_inputs(lower_stream(g, region_input(g)))
@@ -186,8 +185,6 @@ def format_text(report: dict) -> str:
 
 def _modules_with_cost(instances: list[dict], costs: list[dict]) -> list[dict]:
     """design.json's instances, the non-dense ones with their estimated resources."""
-    from nnfpga.backends.verilog import hw_identifier
-
     by_name = {hw_identifier(c["name"]): c for c in costs}
     return [{**m, "estimate": {r: by_name[m["name"]][r] for r in RESOURCES}} if m["name"] in by_name else m
             for m in instances]

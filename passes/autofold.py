@@ -33,11 +33,14 @@ import math
 from dataclasses import replace
 from typing import Callable
 
+from nnfpga.backends.lower import region_input
+from nnfpga.backends.stream_graph import lower_stream
 from nnfpga.cost import (RESOURCES, LayerShape, device_budget, devices_by_size, estimate, first_in_par, fps,
-                         layer_cost, layer_shapes)
+                         layer_cost, layer_shapes, stream_inputs)
 from nnfpga.devices import DEFAULT_DEVICE, DEVICES, Device
 from nnfpga.errors import PipelineError
 from nnfpga.ir import Graph
+from nnfpga.passes.pipeline import Step
 from nnfpga.passes.registry import Option, PassContext, register
 
 
@@ -213,10 +216,6 @@ def _apply(g: Graph, layers: list[LayerShape]) -> None:
 def _whole_design(g: Graph) -> WholeDesign:
     """The estimate of the whole design the graph lowers to with a folding (for an MLP its
     matrix-vector units with their ROMs known; a CNN's windows, pools and joins besides)."""
-    from nnfpga.backends.lower import region_input
-    from nnfpga.backends.stream_graph import lower_stream
-    from nnfpga.cost_stream import stream_inputs
-
     x = region_input(g)
 
     def whole(layers: list[LayerShape], dev: Device) -> dict:
@@ -230,8 +229,6 @@ def _whole_design(g: Graph) -> WholeDesign:
 
 def with_target_fps(steps: list, target_fps: float, clock_mhz: float) -> list:
     """`steps` with autofold's target_fps and clock_mhz set (compile's --target-fps, --freq)."""
-    from nnfpga.passes.pipeline import Step
-
     if target_fps < 0 or clock_mhz <= 0:
         raise PipelineError(f"--target-fps {target_fps:g} must be 0 or more and --freq {clock_mhz:g} above 0")
     if not any(s.name == "autofold" for s in steps):

@@ -10,11 +10,13 @@ import pytest
 from nnfpga.backends.lower import region_input
 from nnfpga.backends.rtl_layers import DenseLayer
 from nnfpga.backends.stream_graph import chain_design, lower_stream
-from nnfpga.build import load_npz, match_inputs
-from nnfpga.cost import CALIBRATION, LayerShape, dsp_tiles, estimate, layer_cost, layer_shapes, rom_placement
+from nnfpga.builddir import load_npz, match_inputs
+from nnfpga.calibration import CALIBRATION
+from nnfpga.cost import LayerShape, estimate, layer_cost, layer_shapes, rom_placement, stream_inputs
 from nnfpga.devices import DEVICES
 from nnfpga.errors import PipelineError
 from nnfpga.frontend import load_onnx
+from nnfpga.hardware import dsp_tiles
 from nnfpga.ir import parse
 from nnfpga.passes import PassContext, run_pipeline
 from nnfpga.passes.autofold import plan
@@ -234,10 +236,6 @@ def residual_64px(tmp_path_factory):
 
 
 def whole_estimate(g, device):
-    from nnfpga.backends.lower import region_input
-    from nnfpga.backends.stream_graph import lower_stream
-    from nnfpga.cost_stream import stream_inputs
-
     design = lower_stream(g, region_input(g))
     return estimate(device=device, **stream_inputs(design)), design
 
