@@ -30,7 +30,7 @@ def compile(model, out_dir=None, *, pipeline=None, calib=None, force=False, inpu
 
     # This file runs first in every process that imports any nnfpga module, the simulator's
     # testbench (hw_tests/axis_tb.py) included: the compiler loads on first use, not then.
-    from nnfpga.build import compile_model
+    from nnfpga.build import CompileOptions, compile_model
     from nnfpga.devices import DEFAULT_DEVICE
     from nnfpga.passes import DEFAULT_PIPELINE
 
@@ -49,10 +49,10 @@ def compile(model, out_dir=None, *, pipeline=None, calib=None, force=False, inpu
         out_dir = scratch / "build"
     if not isinstance(host_ops, (str, type(None))):
         host_ops = ",".join(host_ops)
-    return compile_model(model, out_dir, pipeline=pipeline or DEFAULT_PIPELINE, calib_path=calib,
-                         force=force, input_shapes=input_shapes, seed=seed, host_ops=host_ops,
-                         host_target=host_target, target=target or DEFAULT_DEVICE, target_fps=target_fps,
-                         freq_mhz=freq_mhz)
+    options = CompileOptions(pipeline=pipeline or DEFAULT_PIPELINE, calib_path=calib, force=force,
+                             input_shapes=input_shapes, seed=seed, target=target or DEFAULT_DEVICE,
+                             host_ops=host_ops, host_target=host_target, target_fps=target_fps, freq_mhz=freq_mhz)
+    return compile_model(model, out_dir, options)
 
 
 def verify(build_dir, *, samples=None, inputs=None, seed=0):

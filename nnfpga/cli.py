@@ -24,7 +24,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from nnfpga.backends.synth import build_synth
-from nnfpga.build import compile_model
+from nnfpga.build import CompileOptions, Hooks, compile_model
 from nnfpga.builddir import load_npz, match_inputs
 from nnfpga.devices import DEFAULT_DEVICE, DEVICES
 from nnfpga.errors import NnfpgaError
@@ -74,13 +74,13 @@ def _bar_updater(bar: Progress):
 
 def cmd_compile(args) -> int:
     with _progress() as bar:
-        result = compile_model(
-            Path(args.model), Path(args.output), pipeline=args.pipeline, calib_path=args.calib,
-            force=args.force, input_shapes=_input_shapes(args.input_shape), seed=args.seed, target=args.target,
-            warn=lambda m: err.print(f"[yellow]warning:[/yellow] {escape(m)}"),
-            dump_after=args.dump_after, on_dump=lambda name, text: out.print(text, end="", markup=False),
-            progress=_bar_updater(bar), host_ops=args.host_ops, host_target=args.host_target,
-            target_fps=args.target_fps, freq_mhz=args.freq)
+        options = CompileOptions(
+            pipeline=args.pipeline, calib_path=args.calib, force=args.force,
+            input_shapes=_input_shapes(args.input_shape), seed=args.seed, target=args.target,
+            host_ops=args.host_ops, host_target=args.host_target, target_fps=args.target_fps, freq_mhz=args.freq)
+        hooks = Hooks(warn=lambda m: err.print(f"[yellow]warning:[/yellow] {escape(m)}"), progress=_bar_updater(bar),
+                      on_dump=lambda name, text: out.print(text, end="", markup=False), dump_after=args.dump_after)
+        result = compile_model(Path(args.model), Path(args.output), options, hooks)
     layers = result.manifest["layers"]
     table = Table(title=f"{args.model} -> {args.output}")
     for col in ("layer", "K", "N", "pe", "simd", "wbits", "acc", "cycles"):

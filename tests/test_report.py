@@ -9,7 +9,7 @@ import zlib
 import pytest
 
 from onnx_models import mlp, save
-from nnfpga.build import compile_model
+from nnfpga.build import CompileOptions, compile_model
 from nnfpga.errors import BuildError
 from nnfpga.report import REPORT_HTML, REPORT_JSON, build_report, format_text, render_html
 
@@ -19,7 +19,7 @@ def compiled(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     model = save(mlp((16, 12, 5), seed=3), root / "mlp.onnx")
     out = root / "build"
-    compile_model(model, out, pipeline="canonicalize,quantize,fold{pe=2,simd=4}")
+    compile_model(model, out, CompileOptions(pipeline="canonicalize,quantize,fold{pe=2,simd=4}"))
     return out
 
 
