@@ -130,3 +130,11 @@ def test_imports_inside_functions_say_why():
             if inner and not _says_why(lines, line):
                 bare.add(f"{m} line {line} imports {t} inside a function with no comment saying why")
     assert not bare, "\n".join(sorted(bare))
+
+
+def test_the_foundations_import_nothing_of_ours_but_the_errors():
+    """nnfpga.hardware and the other foundations are leaves: anything may import them."""
+    leaves = [m for m in MODULES if layer_of(m) == 0]
+    assert "nnfpga.hardware" in leaves
+    wrong = [f"{m} imports {t}" for m in leaves for t, _, _ in GRAPH[m] if t != "nnfpga.errors"]
+    assert not wrong, "\n".join(wrong)
