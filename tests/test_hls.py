@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not ins
 HOSTILE = 'x; system("rm -rf /"); //'
 
 
-def emit_hls(layers, out_dir, top="nnfpga_top", **kwargs):
+def emit_chain_hls(layers, out_dir, top="nnfpga_top", **kwargs):
     """The HLS design of a chain of layer records."""
     return emit_hls_graph(chain_design(layers), out_dir, top, **kwargs)
 
@@ -107,7 +107,7 @@ def test_mlp_csim_matches_oracle(tmp_path, work, parallel, wbits):
     expected = oracle(layers, x)
     hidden = oracle(layers[:1], x)
     assert np.unique(expected).size > 20 and 0 < (hidden == layers[0].lo).mean() < 0.9  # not all clamped
-    emit_hls(layers, tmp_path)
+    emit_chain_hls(layers, tmp_path)
     got = csim(tmp_path / "hls", x, expected, work, strict=True)
     assert got.dtype == np.int64 and got.shape == (600, 5)
     assert np.array_equal(got, expected)
@@ -127,9 +127,9 @@ def test_odd_widths_rounding_and_huge_shift(tmp_path, work):
                     out_zp=1, lo=0, hi=3, out_bits=2, out_signed=False, pe=2, simd=2)
     layers = [l0, l1, l2]
     x = np.arange(-128, 128).reshape(-1, 1)
-    emit_hls(layers, tmp_path)
+    emit_chain_hls(layers, tmp_path)
     for depth in (1, 2, 3):  # every prefix, so each layer's own outputs are checked
-        emit_hls(layers[:depth], tmp_path / f"d{depth}")
+        emit_chain_hls(layers[:depth], tmp_path / f"d{depth}")
         got = csim(tmp_path / f"d{depth}" / "hls", x, None, work)
         assert np.array_equal(got, oracle(layers[:depth], x)), depth
     assert set(np.unique(oracle(layers[:1], x))) >= {-8, -1, 0, 7}
@@ -137,13 +137,13 @@ def test_odd_widths_rounding_and_huge_shift(tmp_path, work):
 
 def test_deterministic_across_runs_and_hash_seeds(tmp_path):
     layers = mlp(3, PARALLEL_A, [8, 4, 8, 4])
-    a = emit_hls(layers, tmp_path / "a", cores={"fc1": "lut"})
-    b = emit_hls(layers, tmp_path / "b", cores={"fc1": "lut"})
+    a = emit_chain_hls(layers, tmp_path / "a", cores={"fc1": "lut"})
+    b = emit_chain_hls(layers, tmp_path / "b", cores={"fc1": "lut"})
     rel = lambda paths, root: {p.relative_to(root).as_posix(): p.read_bytes() for p in paths}
     assert rel(a, tmp_path / "a") == rel(b, tmp_path / "b")
     script = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
               "from pathlib import Path; import test_hls as t; "
-              f"t.emit_hls(t.mlp(3, t.PARALLEL_A, [8, 4, 8, 4]), Path({str(tmp_path / 'c')!r}), "
+              f"t.emit_chain_hls(t.mlp(3, t.PARALLEL_A, [8, 4, 8, 4]), Path({str(tmp_path / 'c')!r}), "
               "cores={'fc1': 'lut'})")
     subprocess.run([sys.executable, "-c", script], check=True, env={**os.environ, "PYTHONHASHSEED": "123"})
     c = sorted((tmp_path / "c").rglob("*.*"))
@@ -152,7 +152,7 @@ def test_deterministic_across_runs_and_hash_seeds(tmp_path):
 
 def test_pragmas_and_cores(tmp_path):
     layers = mlp(4, PARALLEL_A, [8, 4, 8, 4])
-    emit_hls(layers, tmp_path, cores={"fc1": "lut"})
+    emit_chain_hls(layers, tmp_path, cores={"fc1": "lut"})
     cpp = (tmp_path / "hls" / "nnfpga_design.cpp").read_text()
     assert "#pragma HLS DATAFLOW" in cpp
     assert cpp.count("#pragma HLS PIPELINE II=1") == 3 * 4
@@ -162,12 +162,12 @@ def test_pragmas_and_cores(tmp_path):
     params = (tmp_path / "hls" / "nnfpga_params.h").read_text()
     assert "static const u1_fc1_w_t u1_fc1_w[4][16][32]" in params
     with pytest.raises(BuildError, match="core 'bram'"):
-        emit_hls(layers, tmp_path / "bad", cores={"fc0": "bram"})
+        emit_chain_hls(layers, tmp_path / "bad", cores={"fc0": "bram"})
 
 
 def test_hostile_and_clashing_names_compile(tmp_path, work):
     layers = mlp(5, PARALLEL_A, [8, 4, 8, 4], names=[HOSTILE, "int", "fc", "fc"])
-    files = emit_hls(layers, tmp_path, top="nnfpga top();")
+    files = emit_chain_hls(layers, tmp_path, top="nnfpga top();")
     for path in files:
         text = path.read_text()
         assert "rm -rf" not in text and "system(" not in text and "top();" not in text, path
@@ -185,7 +185,7 @@ def test_c_identifier(raw, want):
 
 def test_csim_errors(tmp_path, work):
     layers = mlp(7, PARALLEL_B, [4, 8, 4, 8])
-    emit_hls(layers, tmp_path)
+    emit_chain_hls(layers, tmp_path)
     x = vectors(8, 20)
     expected = oracle(layers, x)
     wrong = expected.copy()
@@ -215,7 +215,7 @@ def test_bad_records_fail_fast(tmp_path):
     ]
     for layers, message in cases:
         with pytest.raises(NnfpgaError, match=message):
-            emit_hls(layers, tmp_path)
+            emit_chain_hls(layers, tmp_path)
 
 
 TCL_STUBS = """
@@ -235,7 +235,7 @@ foreach c $calls { puts $c }
 def test_vitis_tcl_sequence(tmp_path):
     layers = mlp(10, PARALLEL_A, [8, 4, 8, 4])
     x = vectors(11, 8)
-    emit_hls(layers, tmp_path / "build", top="mlp", part="xc7z020clg400-1", clock_ns=4,
+    emit_chain_hls(layers, tmp_path / "build", top="mlp", part="xc7z020clg400-1", clock_ns=4,
              test_inputs=x, test_expected=oracle(layers, x))
     stubs = tmp_path / "stubs.tcl"
     stubs.write_text(TCL_STUBS)
@@ -270,8 +270,8 @@ def test_vitis_tcl_sequence(tmp_path):
 
 
 def test_default_part_and_clock(tmp_path):
-    emit_hls(mlp(12, PARALLEL_A, [8, 4, 8, 4]), tmp_path)
+    emit_chain_hls(mlp(12, PARALLEL_A, [8, 4, 8, 4]), tmp_path)
     tcl = (tmp_path / "project" / "vitis_hls.tcl").read_text()
     assert "set_part {xczu3eg-sbva484-1-e}" in tcl and "create_clock -period 5 " in tcl
     with pytest.raises(BuildError, match="not a part name"):
-        emit_hls(mlp(12, PARALLEL_A, [8, 4, 8, 4]), tmp_path, part="x}; exec rm")
+        emit_chain_hls(mlp(12, PARALLEL_A, [8, 4, 8, 4]), tmp_path, part="x}; exec rm")
