@@ -1,9 +1,12 @@
-"""Vitis HLS C++ backend: dense layer records -> a dataflow design, its testbench, a Vitis project.
+"""Vitis HLS C++ backend: the shared parts, and the C simulation.
 
-    emit_hls(layers, build_dir)     writes build_dir/hls/*  and  build_dir/project/vitis_hls.tcl
+    backends/hls_graph.py emit_hls_graph(design, build_dir)   writes build_dir/hls/* and
+                                                              build_dir/project/vitis_hls.tcl
     csim(build_dir / "hls", x)      compiles the design with g++ and runs it (C simulation)
 
-Convolutional and branching designs: backends/hls_graph.py, with the same files and helpers.
+This module holds what every design shares: names, integer types, the dense layer's
+context (its ROMs in the RTL's layout, nnfpga.hardware), the ports, the test vectors, the
+rendering of the files and the C simulation.
 
 Interface: the top function `void top(hls::stream<top_in_t>& in, hls::stream<top_out_t>& out)`
 (AXI4-Stream ports, no side channels) carries one vector element per transfer, element 0
@@ -19,9 +22,9 @@ Files in hls/ (all generated from templates/hls/*.j2, byte-identical for the sam
                         <hls_stream.h> is not on the include path
     nnfpga_params.h     per-layer types, constants, weight/bias/mult ROMs (static const)
     nnfpga_design.h     top-level types and the top function's declaration
-    nnfpga_design.cpp   one function per layer, the DATAFLOW top
+    nnfpga_design.cpp   one process per module instance, the DATAFLOW top
     nnfpga_tb.cpp       testbench: text files in, text file out, exit 1 on mismatch
-    tb_input.txt, tb_expected.txt   only when emit_hls is given test vectors
+    tb_input.txt, tb_expected.txt   only when given test vectors
 
 Exactness: acc = x.W + bias lives in nn_int<acc_bits> (the record guarantees it fits; the
 emitter re-checks from the weights and the input range); acc*M and the rounding shift use 64
@@ -37,15 +40,13 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import jinja2
 import numpy as np
 
 from nnfpga.errors import BuildError, CalibrationError
-
-if TYPE_CHECKING:
-    from nnfpga.backends.rtl_layers import DenseLayer
+from nnfpga.hardware import weight_fields
 
 DEFAULT_TOP = "nnfpga_top"
 DEFAULT_PART = "xczu3eg-sbva484-1-e"
@@ -191,20 +192,6 @@ def _check_layer(i: int, layer) -> None:
                          "stay below 2^53")
 
 
-def _check_chain(layers: Sequence) -> None:
-    if not layers:
-        raise BuildError("the HLS backend needs at least one layer")
-    for i, layer in enumerate(layers):
-        _check_layer(i, layer)
-    for i, (a, b) in enumerate(zip(layers, layers[1:])):
-        if a.weights.shape[1] != b.weights.shape[0]:
-            raise BuildError(f"layer {i} produces {a.weights.shape[1]} values but layer {i + 1} "
-                             f"takes {b.weights.shape[0]}")
-        if (a.out_bits, a.out_signed) != (b.in_bits, b.in_signed):
-            raise BuildError(f"layer {i} outputs {_int_type(a.out_bits, a.out_signed)} but layer "
-                             f"{i + 1} reads {_int_type(b.in_bits, b.in_signed)}")
-
-
 def _layer_names(layers: Sequence, top: str) -> list[str]:
     """Unique sanitised bases; no identifier derived from one collides with another or the top's."""
     used = {top + s for s in _TOP_SUFFIXES}
@@ -232,9 +219,8 @@ def _layer_context(layer, name: str, impl: str, vectors: int = 1) -> dict:
     k, n = layer.weights.shape
     pe, simd = layer.pe, layer.simd
     nf, sf = n // pe, k // simd
-    # w[p][s][f*SF + g] = W[g*SIMD + s, f*PE + p]
-    rom = (np.asarray(layer.weights, dtype=np.int64).reshape(sf, simd, nf, pe)
-           .transpose(3, 1, 2, 0).reshape(pe, simd, nf * sf))
+    # The RTL's weight ROM (nnfpga.hardware) as w[p][s][word]: w[p][s][f*SF + g] = W[g*SIMD + s, f*PE + p]
+    rom = weight_fields(layer).astype(np.int64).reshape(nf * sf, pe, simd).transpose(1, 2, 0)
     mult = np.asarray(layer.mult, dtype=np.int64)
     shift = int(layer.shift)
     if shift > _MAX_SHIFT:
@@ -259,37 +245,6 @@ def _layer_context(layer, name: str, impl: str, vectors: int = 1) -> dict:
 
 def _vectors_text(rows: np.ndarray) -> str:
     return "".join(" ".join(str(v) for v in row) + "\n" for row in rows.tolist())
-
-
-def emit_hls(layers: Sequence[DenseLayer], out_dir: Path, top: str = DEFAULT_TOP, *,
-             cores: Mapping[str, str] | None = None, part: str = DEFAULT_PART,
-             clock_ns: float = DEFAULT_CLOCK_NS, test_inputs: np.ndarray | None = None,
-             test_expected: np.ndarray | None = None) -> list[Path]:
-    """Write `out_dir/hls/*` and `out_dir/project/vitis_hls.tcl`; return the files written.
-
-    `cores` maps a layer's (model) name to "dsp" or "lut" (multipliers bound to DSPs or
-    fabric); otherwise a record's `core` attribute, if any, else "dsp". `test_inputs`
-    [B, K0] (and `test_expected` [B, N]) become tb_input.txt / tb_expected.txt, which the
-    Vitis project's csim and cosim run; without them the testbench finds no vectors.
-    """
-    layers = list(layers)
-    _check_chain(layers)
-    top = c_identifier(top, DEFAULT_TOP)
-    check_target(part, clock_ns)
-    names = _layer_names(layers, top)
-    ctx_layers = [_layer_context(layer, name, _core(layer, cores))
-                  for layer, name in zip(layers, names)]
-    streams = [{"name": f"stream_{i + 1}", "type": f"{ctx['name']}_out_t"}
-               for i, ctx in enumerate(ctx_layers[:-1])]
-    for i, ctx in enumerate(ctx_layers):
-        ctx["in_stream"] = "in" if i == 0 else streams[i - 1]["name"]
-        ctx["out_stream"] = "out" if i == len(ctx_layers) - 1 else streams[i]["name"]
-    first, last = layers[0], layers[-1]
-    ports = port_context(top, (first.in_bits, first.in_signed, first.weights.shape[0]),
-                         (last.out_bits, last.out_signed, last.weights.shape[1]))
-    data = test_vector_files(ports, test_inputs, test_expected)
-    return render_design(out_dir, {**ports, "layers": ctx_layers, "streams": streams},
-                         "hls/nnfpga_design.cpp.j2", data, part, clock_ns)
 
 
 def check_target(part: str, clock_ns: float) -> None:
@@ -375,7 +330,7 @@ def _design_shape(hls_dir: Path) -> dict[str, int]:
     """in_len, out_len, in_bits, ... as declared by the emitted nnfpga_design.h."""
     header = hls_dir / "nnfpga_design.h"
     if not header.is_file():
-        raise BuildError(f"{hls_dir} holds no HLS design (nnfpga_design.h missing); run emit_hls first")
+        raise BuildError(f"{hls_dir} holds no HLS design (nnfpga_design.h missing); run emit_hls_graph first")
     text = header.read_text(encoding="utf-8")
     found = dict(re.findall(r"^const (?:int|bool) \w+?_(in_len|out_len|in_bits|in_signed|out_bits"
                             r"|out_signed) = (\w+);$", text, re.M))

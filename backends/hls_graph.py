@@ -3,11 +3,11 @@ branching networks.
 
     emit_hls_graph(design, out_dir)   writes out_dir/hls/* and out_dir/project/vitis_hls.tcl
 
-The files, the top function's interface, the testbench and the Vitis project are the dense
-backend's (backends/hls.py), so `csim` runs either; only nnfpga_design.cpp differs. Streams
-carry one element per transfer, images channels-last, and each instance becomes:
+The files, the top function's interface, the testbench and the Vitis project come from the
+shared parts in backends/hls.py, whose `csim` runs the design. Streams carry one element
+per transfer, images channels-last, and each instance becomes:
 
-    nnfpga_dense     the dense backend's layer process, once per vector of the frame (a conv:
+    nnfpga_dense     the dense layer process (templates/hls/nnfpga_dense.j2), once per vector of the frame (a conv:
                      one vector per output pixel, K = kh·kw·C in window order)
     nnfpga_window    a line buffer that reads input rows only as the next output row needs
                      them (stream_model.WindowParams.need_rows, the RTL's rule), then emits
@@ -42,7 +42,7 @@ NO_PROCESS = ("nnfpga_fifo", "nnfpga_repack")
 PORT_ORDER = ("s_axis", "a_axis", "b_axis", "m_axis", "m0_axis", "m1_axis")
 """A process's arguments in this order: its inputs, then its outputs."""
 DEFAULT_DEPTH = 2
-"""Depth of a stream between two processes that needs no skip FIFO (as in the dense chain)."""
+"""Depth of a stream between two processes that needs no skip FIFO."""
 
 
 def _comment(text: str) -> str:
@@ -162,8 +162,11 @@ def emit_hls_graph(design: StreamDesign, out_dir: Path, top: str = DEFAULT_TOP, 
                    test_expected: np.ndarray | None = None) -> list[Path]:
     """Write `out_dir/hls/*` and `out_dir/project/vitis_hls.tcl` for `design`; return the files.
 
-    Arguments as `emit_hls`'s (`cores` keyed by the dense layers' names); test vectors are
-    [B, elements] in stream order (images channels-last, `lower.to_stream_order`).
+    `cores` maps a dense layer's (model) name to "dsp" or "lut" (multipliers bound to DSPs or
+    fabric); otherwise a record's `core` attribute, if any, else "dsp". `test_inputs`
+    [B, elements] (and `test_expected`) in stream order (images channels-last,
+    `lower.to_stream_order`) become tb_input.txt / tb_expected.txt, which the Vitis project's
+    csim and cosim run; without them the testbench finds no vectors.
     """
     top = c_identifier(top, DEFAULT_TOP)
     check_target(part, clock_ns)

@@ -1,15 +1,13 @@
-"""Lower the integer region of a quantized graph to the hardware's layer records.
+"""The accelerator's side of a quantized graph: where its region starts, the stream order
+of its tensors, and the layer record of a qmatmul or qconv with its requant.
 
-    quantize(x) -> [reshape] -> qmatmul -> requant -> [reshape] -> ... -> dequantize
+    region_input(g)                  the quantized value the accelerator's input stream carries
+    to_stream_order / from_stream_order   [B, *shape] <-> the order the streams carry (images channels-last)
+    dense_layer(g, mm, rq, name)     the DenseLayer record backends/stream_graph.py builds a module of
 
-After `partition`, x is whatever the host prefix hands over (the one quantize node).
-
-Reshapes vanish: streams carry elements in row-major order, so a reshape moves no data.
+After `partition`, the region starts at whatever the host prefix hands over (the one quantize node).
 """
 from __future__ import annotations
-
-import re
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -18,22 +16,6 @@ from nnfpga.ir import Graph, Value
 from nnfpga.ir.types import QuantType
 
 from nnfpga.backends.rtl_layers import DenseLayer
-
-
-@dataclass(frozen=True)
-class IntegerRegion:
-    """The part of the graph the accelerator runs, and its boundary types."""
-
-    input: Value
-    """The quantized tensor entering the accelerator."""
-    output: Value
-    """The quantized tensor leaving it."""
-    layers: list[DenseLayer]
-    """Layer records in stream order."""
-
-
-def _hw_name(index: int, value_name: str) -> str:
-    return f"l{index}_" + (re.sub(r"[^a-z0-9_]", "_", value_name.lower()).strip("_")[:24] or "layer")
 
 
 def region_input(g: Graph) -> Value:
@@ -58,12 +40,6 @@ def region_input(g: Graph) -> Value:
     return x
 
 
-def is_dense_chain(g: Graph) -> bool:
-    """Whether the integer region is a plain chain of dense layers (the HLS backend's scope)."""
-    spatial = {"qconv", "maxpool", "sumpool", "qadd", "concat"}
-    return not any(n.op in spatial for n in g.nodes)
-
-
 def to_stream_order(x: np.ndarray, shape) -> np.ndarray:
     """[B, *shape] integers in the order the accelerator streams them: images channels-last."""
     x = np.asarray(x).reshape((len(x),) + tuple(shape))
@@ -85,36 +61,6 @@ def from_stream_order(x: np.ndarray, shape) -> np.ndarray:
         _, c, length = shape
         return x.reshape(b, 1, length, c).transpose(0, 1, 3, 2).reshape((b,) + tuple(shape))
     return x.reshape((b,) + tuple(shape))
-
-
-def integer_region(g: Graph) -> IntegerRegion:
-    """Find the accelerator's chain; explain what is wrong when the graph is not one."""
-    x = region_input(g)
-    start, value, layers = x, x, []
-    while True:
-        users = [n for n, _ in value.uses]
-        if value in g.outputs or not users:
-            break
-        if len(users) != 1:
-            raise NnfpgaError(f"%{value.name} feeds {len(users)} nodes; branches are not supported yet")
-        node = users[0]
-        if node.op == "dequantize":
-            break
-        if node.op == "reshape":
-            value = node.output
-            continue
-        if node.op != "qmatmul":
-            raise NnfpgaError(f"the hardware backend has no module for op '{node.op}' "
-                              f"(node defining %{node.output.name})")
-        acc = node.output
-        rq = [n for n, _ in acc.uses]
-        if len(rq) != 1 or rq[0].op != "requant" or acc in g.outputs:
-            raise NnfpgaError(f"qmatmul %{acc.name} must feed exactly one requant")
-        layers.append(dense_layer(g, node, rq[0], _hw_name(len(layers), rq[0].output.name)))
-        value = rq[0].output
-    if not layers:
-        raise NnfpgaError("the graph has no layer for the accelerator")
-    return IntegerRegion(start, value, layers)
 
 
 def dense_layer(g: Graph, mm, rq, name: str, weights: np.ndarray | None = None) -> DenseLayer:

@@ -69,6 +69,7 @@ from nnfpga.errors import CalibrationError, NnfpgaError
 from nnfpga.ir import Graph, Value, verify
 from nnfpga.ir.ops import accumulator_bounds
 from nnfpga.ir.types import FloatType, IntType, QuantType
+from nnfpga.version import __version__
 
 OPSET = 13
 """ONNX default-domain opset of the reference model."""
@@ -443,7 +444,7 @@ def to_reference_onnx(g: Graph, *, matmul: str = "double") -> onnx.ModelProto:
         initializer=list(b.inits.values()),
         doc_string=f"Integer region of nnfpga graph @{g.name}: the bit-exact golden model of its hardware.")
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="nnfpga", producer_version=_version())
+                              producer_name="nnfpga", producer_version=__version__)
     model.ir_version = IR_VERSION
     props = {"nnfpga.matmul": matmul, "nnfpga.batch_dim": BATCH}
     for v in region.inputs:  # the IR type's range, which run_reference enforces
@@ -451,11 +452,6 @@ def to_reference_onnx(g: Graph, *, matmul: str = "double") -> onnx.ModelProto:
     helper.set_model_props(model, props)
     onnx.checker.check_model(model, full_check=True)
     return model
-
-
-def _version() -> str:
-    from nnfpga import __version__
-    return __version__
 
 
 def make_session(model: onnx.ModelProto, optimize: bool = False):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nnfpga.errors import NnfpgaError
+from nnfpga.hardware import MULT_BITS
 
 
 class LayerConfigError(NnfpgaError, ValueError):
@@ -66,15 +67,6 @@ class DenseLayer:
         return int(self.weights.shape[1])
 
 
-MULT_BITS = 16
-"""Requant multipliers are unsigned 16-bit."""
-
-
-def folding_cycles(layer: DenseLayer) -> int:
-    """Cycles the matrix-vector unit spends on one vector: (N/pe)·(K/simd)."""
-    return (layer.n // layer.pe) * (layer.k // layer.simd)
-
-
 def type_range(bits: int, signed: bool) -> tuple[int, int]:
     """Smallest and largest value of an integer storage type."""
     return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
@@ -89,7 +81,8 @@ def acc_range(layer: DenseLayer) -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
-def _check_layer(i: int, l: DenseLayer) -> None:
+def check_folding(i: int, l: DenseLayer) -> None:
+    """Raise LayerConfigError naming layer `i` and the fix if its matrix or folding is impossible."""
     where = f"layer {i} ({l.name!r})"
     if l.weights.ndim != 2:
         raise LayerConfigError(f"{where}: weights must be a [K, N] matrix, got shape {l.weights.shape}")
@@ -104,6 +97,11 @@ def _check_layer(i: int, l: DenseLayer) -> None:
     if l.simd < 1 or k % l.simd:
         divisors = [d for d in range(1, k + 1) if k % d == 0]
         raise LayerConfigError(f"{where}: simd={l.simd} must divide K={k}; choose one of {divisors}")
+
+
+def _check_layer(i: int, l: DenseLayer) -> None:
+    check_folding(i, l)
+    where = f"layer {i} ({l.name!r})"
     if not 2 <= l.wbits <= 8:
         raise LayerConfigError(f"{where}: wbits={l.wbits} is outside the supported 2..8")
     for label, bits in (("in_bits", l.in_bits), ("out_bits", l.out_bits)):

@@ -36,12 +36,12 @@ import numpy as np
 
 from nnfpga.backends import fifo_depth, stream_model
 from nnfpga.backends.lower import dense_layer
-from nnfpga.backends.rtl_layers import DenseLayer, folding_cycles
+from nnfpga.backends.rtl_layers import DenseLayer, LayerConfigError, check_folding
 from nnfpga.errors import NnfpgaError
-from nnfpga.ir import Graph, Value
+from nnfpga.hardware import folding_cycles, largest_divisor_at_most
+from nnfpga.ir import Graph, Value, clean_name
 from nnfpga.ir.spatial import window_output
-from nnfpga.ir.types import IntType, int_type_for_range
-from nnfpga.passes.fold import largest_divisor_at_most
+from nnfpga.ir.types import IntType, TensorType, int_type_for_range
 
 
 @dataclass(eq=False)
@@ -344,6 +344,33 @@ def lower_stream(g: Graph, x: Value, in_par: int | None = None) -> StreamDesign:
     out = lo.take(out_value)
     out.name = "m_axis"
     return StreamDesign(lo.input, out, lo.instances, x, out_value, lo.fifos)
+
+
+def chain_design(layers: list[DenseLayer], in_par: int | None = None) -> StreamDesign:
+    """The stream design of dense layer records in a chain, as `lower_stream` builds an MLP:
+    one nnfpga_dense per record, `in_par` input elements per beat at the top (default: the
+    first layer's simd). For records made without an IR graph (tests, one-layer benchmarks)."""
+    if not layers:
+        raise LayerConfigError("no layers to build")
+    for i, layer in enumerate(layers):
+        check_folding(i, layer)
+    for i, (a, b) in enumerate(zip(layers, layers[1:])):
+        if a.n != b.k or (a.out_bits, a.out_signed) != (b.in_bits, b.in_signed):
+            raise LayerConfigError(f"layer {i} ({a.name!r}) outputs {a.n} x {'i' if a.out_signed else 'u'}{a.out_bits} "
+                              f"but layer {i + 1} ({b.name!r}) reads {b.k} x {'i' if b.in_signed else 'u'}{b.in_bits}")
+    first, last = layers[0], layers[-1]
+    in_par = first.simd if in_par is None else in_par
+    if in_par < 1 or first.k % in_par:
+        raise LayerConfigError(f"in_par={in_par} must divide the input length {first.k}")
+    x = Value("x", TensorType((1, first.k), IntType(first.in_bits, first.in_signed)))
+    y = Value("y", TensorType((1, last.n), IntType(last.out_bits, last.out_signed)))
+    lo = _Lowering(Graph("chain"), x, in_par)
+    s = lo.take(x)
+    for layer in layers:
+        name = clean_name(layer.name)  # as an IR value name: it reaches comments in the generated sources
+        s = lo.dense(layer, s, 1, name, f"dense {name}: {layer.k} -> {layer.n}")
+    s.name = "m_axis"
+    return StreamDesign(lo.input, s, lo.instances, x, y)
 
 
 def _lower_node(g: Graph, lo: _Lowering, node, done: set) -> None:

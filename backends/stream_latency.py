@@ -24,7 +24,7 @@ hw_tests/test_cnn_models.py, which hold it to within 5%): exact on the digits CN
 foldings (1,459 and 1,039 cycles), the residual, depthwise-separable, concat and 1-D test
 networks, and the three IR-text networks of test_rtl_cnn (1,027, 525, 1,189); the strided
 network's windows hand rows over later than the window model says (its interval is off by
-3% too): 756 predicted, 790 measured. On a dense chain it gives nnfpga.cost's latency.
+3% too): 756 predicted, 790 measured. On an MLP it gives nnfpga.cost's latency.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ import numpy as np
 
 from nnfpga.backends import stream_model
 from nnfpga.backends.stream_graph import Instance, StreamDesign, data_order
-from nnfpga.backends.verilog import PIPELINE_STAGES
+from nnfpga.hardware import PIPELINE_STAGES
 
 STAGES = {"nnfpga_window": 3, "nnfpga_pool": stream_model.POOL_STAGES, "nnfpga_add": 3, "nnfpga_fork": 1,
           "nnfpga_fifo": 1, "nnfpga_concat": 1, "nnfpga_repack": 1}

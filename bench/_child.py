@@ -17,7 +17,7 @@ def compile_job(args: dict) -> dict:
     """Time `compile_model` (frontend -> RTL, no simulation) `repeat` times, then once more
     under tracemalloc for the peak Python heap. An unsupported model is a result, not a crash."""
     t0 = time.perf_counter()
-    from nnfpga.build import compile_model
+    from nnfpga.build import CompileOptions, compile_model
     from nnfpga.errors import NnfpgaError
     import_seconds = time.perf_counter() - t0
 
@@ -30,7 +30,7 @@ def compile_job(args: dict) -> dict:
         calib = light_calib(model, Path(args["work"]))
 
     def once():
-        return compile_model(model, out, pipeline=args["pipeline"], calib_path=calib, force=True)
+        return compile_model(model, out, CompileOptions(pipeline=args["pipeline"], calib_path=calib, force=True))
 
     times = []
     try:

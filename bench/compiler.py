@@ -36,7 +36,8 @@ def run(ctx) -> dict:
                       ctx.work / "compile")
         row = {"model": name, "path": str(path), "repeat": repeat, **r}
         if r["status"] == "ok":
-            # The first compile in a process also pays for lazy imports (backends, Jinja).
+            # The first compile in a process also pays for what loads on first use (Jinja templates,
+            # TVM for host parts); the backends are imported with nnfpga.build.
             row["first_seconds"] = r["seconds"][0]
             if len(r["seconds"]) > 1:
                 row["warm_median_seconds"] = statistics.median(r["seconds"][1:])
@@ -51,7 +52,8 @@ def table(result: dict):
     from rich.table import Table
 
     t = Table(title="1. Compiler speed — compile_model, frontend → RTL, no simulation")
-    t.caption = ("one process per model; first compile includes lazy imports (backends, Jinja); warm = median "
+    t.caption = ("one process per model; imports = nnfpga.build, every backend included; first compile includes "
+                 "what loads on first use (Jinja templates, TVM); warm = median "
                  "of the later compiles; peak RSS of the process, imports included; tracemalloc peak = "
                  f"Python heap during one more compile. {SYNTHETIC_MLP[0]}→…: seeded random weights, "
                  f"calibrated on 256 synthetic samples; light_*: the onnx package's test graphs, calibrated on "

@@ -117,23 +117,25 @@ def run_hls4ml(ctx, status: dict) -> dict:
 
 
 def run_da4ml(ctx, status: dict) -> dict:
-    from nnfpga.backends.lower import integer_region
+    from nnfpga.backends.lower import region_input
     from nnfpga.backends.rtl_layers import reference_forward
-    from nnfpga.backends.verilog import emit_verilog
+    from nnfpga.backends.stream_graph import chain_design, lower_stream
+    from nnfpga.backends.verilog import emit_stream_verilog
     from nnfpga.hw_tests.sim import simulate
 
     picks = [("jet", 0)] if ctx.quick else [("jet", 0), ("jet", 1), ("jet", 2), ("jet", 3), ("digits", 0)]
     rows = []
     for model, index in picks:
         w = WORKLOADS[model]
-        layer = integer_region(ctx.build(w, FULLY_PARALLEL).graph).layers[index]
+        g = ctx.build(w, FULLY_PARALLEL).graph
+        layer = lower_stream(g, region_input(g)).layers[index]
         label = f"{model} layer {index} ({layer.k}→{layer.n})"
         work = ctx.work / "peers" / f"da4ml-{model}-{index}"
 
         # nnfpga: this layer alone, fully parallel, as its own accelerator.
         rtl = work / "nnfpga_rtl"
         start = time.perf_counter()
-        emit_verilog([layer], rtl, in_par=layer.simd)
+        emit_stream_verilog(chain_design([layer]), rtl)
         gen_seconds = time.perf_counter() - start
         lo, hi = (-(1 << (layer.in_bits - 1)), (1 << (layer.in_bits - 1)) - 1) if layer.in_signed \
             else (0, (1 << layer.in_bits) - 1)

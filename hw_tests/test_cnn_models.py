@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nnfpga.build import compile_model
+from nnfpga.build import CompileOptions, compile_model
 from nnfpga.verify import verify_build
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ def _check_rate(result: dict) -> None:
 def test_digits_cnn_is_bit_exact_and_as_accurate_as_float(tmp_path):
     digits = ROOT / "examples" / "digits_cnn"
     build = tmp_path / "digits_cnn"
-    compile_model(digits / "model.onnx", build, calib_path=digits / "calib.npz")
+    compile_model(digits / "model.onnx", build, CompileOptions(calib_path=digits / "calib.npz"))
     result = verify_build(build, samples=150, inputs_path=digits / "test.npz", seed=1)
     print(result)
     assert result["samples"] == 150 and result["mismatches"] == 0 and result["bit_exact"]
@@ -72,7 +72,7 @@ def test_an_image_output_streams_out_channels_last(tmp_path):
     path = tmp_path / "backbone.onnx"
     onnx.save(model, str(path))
     build = tmp_path / "build"
-    compile_model(path, build, pipeline="canonicalize,quantize,channels_last,fold{pe=2,simd=6}")
+    compile_model(path, build, CompileOptions(pipeline="canonicalize,quantize,channels_last,fold{pe=2,simd=6}"))
     result = verify_build(build, samples=30, seed=3)
     assert result["bit_exact"] and result["mismatches"] == 0
     assert result["float_max_abs_err"] < 0.1

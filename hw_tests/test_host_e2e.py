@@ -17,7 +17,7 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from nnfpga.build import compile_model
+from nnfpga.build import CompileOptions, Hooks, compile_model
 from nnfpga.run import run_build
 from nnfpga.verify import verify_build
 
@@ -49,7 +49,8 @@ def sigmoid_variant(path: Path) -> Path:
 def test_run_agrees_with_the_float_model_and_the_accelerator_is_bit_exact(tmp_path, variant):
     model = SOFTMAX if variant == "softmax" else sigmoid_variant(tmp_path / "m.onnx")
     warnings = []
-    build = compile_model(model, tmp_path / "build", calib_path=DIGITS / "calib.npz", warn=warnings.append)
+    build = compile_model(model, tmp_path / "build", CompileOptions(calib_path=DIGITS / "calib.npz"),
+                          Hooks(warn=warnings.append))
     host = build.manifest["host"]
     parts = {p["name"]: p["ops"] for p in host["parts"]}
     if variant == "softmax":
@@ -87,7 +88,7 @@ def test_cnn_ending_in_softmax_runs_end_to_end(tmp_path):
     path = tmp_path / "cnn_softmax.onnx"
     onnx.save(model, str(path))
 
-    build = compile_model(path, tmp_path / "build", calib_path=cnn / "calib.npz")
+    build = compile_model(path, tmp_path / "build", CompileOptions(calib_path=cnn / "calib.npz"))
     assert {p["name"]: p["ops"] for p in build.manifest["host"]["parts"]} == {"suffix": ["Softmax (%probs)"]}
     result, outputs = run_build(build.out_dir, cnn / "test.npz", samples=200, seed=5)
     print("cnn run:", result)

@@ -18,7 +18,7 @@ from nnfpga.backends.lower import region_input, to_stream_order
 from nnfpga.backends.reference_onnx import run_reference, to_reference_onnx
 from nnfpga.backends.stream_graph import lower_stream
 from nnfpga.backends.stream_latency import frame_latency
-from nnfpga.backends.verilog_graph import emit_stream_verilog
+from nnfpga.backends.verilog import emit_stream_verilog
 from nnfpga.errors import BuildError
 from nnfpga.hw_tests.sim import lint, simulate
 from nnfpga.ir import parse, run_batch, verify

@@ -3,7 +3,7 @@
 Each test compiles a model with the real pipeline, then `verify_build` drives the RTL with
 random input gaps and output backpressure and compares every output with the golden.
 Cycles per inference are measured on back-to-back inferences with no gaps and compared
-with the folding's prediction (see `predicted_interval`): the measured interval may exceed
+with the folding's prediction (`StreamDesign.interval`): the measured interval may exceed
 it by at most INTERVAL_SLACK cycles, the bubble a layer spends switching input buffers.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnfpga.build import compile_model
+from nnfpga.build import CompileOptions, compile_model
 from nnfpga.hw_tests.sim import lint
 from nnfpga.verify import verify_build
 
@@ -28,7 +28,7 @@ INTERVAL_SLACK = 2
 
 def compiled(tmp_path_factory, model: Path, pipeline: str, calib: Path | None = None) -> Path:
     out = tmp_path_factory.mktemp("build") / "b"
-    compile_model(model, out, pipeline=pipeline, calib_path=calib)
+    compile_model(model, out, CompileOptions(pipeline=pipeline, calib_path=calib))
     return out
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nnfpga.backends.lower import integer_region
+from nnfpga.backends.lower import region_input
 from nnfpga.backends.reference_onnx import run_reference, to_reference_onnx
-from nnfpga.backends.verilog import emit_verilog
+from nnfpga.backends.stream_graph import lower_stream
+from nnfpga.backends.verilog import emit_stream_verilog
 from nnfpga.hw_tests.sim import simulate
 from nnfpga.ir import parse
 from nnfpga.ir.ops import accumulator_bounds
@@ -71,7 +72,7 @@ def test_requantizer_corners_are_bit_exact(tmp_path, case):
     g, x_elem, w = layer_graph(*CASES[case], rng)
     x = corner_inputs(x_elem, w, 120, rng)
     golden = run_reference(to_reference_onnx(g), {"x": x})["y"].reshape(len(x), N)
-    emit_verilog(integer_region(g).layers, tmp_path / "rtl")
+    emit_stream_verilog(lower_stream(g, region_input(g)), tmp_path / "rtl")
     result = simulate(tmp_path / "rtl", x, golden, work_dir=tmp_path / "sim", seed=3)
     assert result.mismatches == 0
     assert np.array_equal(result.outputs, golden)

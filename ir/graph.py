@@ -6,13 +6,14 @@ values and array-valued attributes (`mult = @m0`) refer to it by name.
 from __future__ import annotations
 
 import re
+from copy import deepcopy
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 import numpy as np
 
 from nnfpga.errors import IRError
-from nnfpga.ir.types import TensorType
+from nnfpga.ir.types import QuantType, TensorType
 
 _NAME_OK = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 
@@ -215,7 +216,6 @@ class Graph:
     def referenced_arrays(self) -> list[str]:
         """Array names used by constants, attributes and per-channel types, in print order."""
         seen: dict[str, None] = {}
-        from nnfpga.ir.types import QuantType
 
         def visit_type(t: TensorType):
             if isinstance(t.element, QuantType) and isinstance(t.element.scale, str):
@@ -245,8 +245,24 @@ class Graph:
         return out
 
     def clone(self) -> Graph:
-        """A deep copy (through the text format, which is lossless by contract)."""
-        from nnfpga.ir.parser import parse
-        from nnfpga.ir.printer import print_graph
+        """A deep copy, as parsing the printed text would give (use-lists in node order,
+        exactly its values' names claimed), sharing the array table's arrays."""
+        g = Graph(self.name)
+        g.arrays = dict(self.arrays)
+        copies: dict[int, Value] = {}
 
-        return parse(print_graph(self), dict(self.arrays))
+        def copy_of(v: Value, producer: Node | None = None) -> Value:
+            copies[id(v)] = Value(v.name, v.type, producer, v.array)
+            return copies[id(v)]
+
+        g.inputs = [copy_of(v) for v in self.inputs]
+        g.constants = [copy_of(v) for v in self.constants]
+        for node in self.nodes:
+            n = Node(node.op, [copies[id(v)] for v in node.inputs], deepcopy(node.attrs))
+            for index, v in enumerate(n.inputs):
+                v.uses.append((n, index))
+            n.outputs = [copy_of(v, n) for v in node.outputs]
+            g.nodes.append(n)
+        g.outputs = [copies[id(v)] for v in self.outputs]
+        g._names = {v.name for v in g.values()}
+        return g

@@ -22,8 +22,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from nnfpga.errors import IRError
+from nnfpga.ir.annotations import ANNOTATIONS
 from nnfpga.ir.graph import Graph, Node
-from nnfpga.ir.types import F32, FloatType, IntType, QuantType, TensorType
+from nnfpga.ir.types import F32, FloatType, IntType, TensorType
 
 HOST_OPSET = 21
 """ONNX opset of every host node (the frontend's TARGET_OPSET)."""
@@ -82,8 +83,6 @@ def attrs_from_onnx(node: onnx.NodeProto) -> dict:
 
 def onnx_attrs(node: Node) -> dict:
     """The ONNX attributes of host node `node` (its attributes less nnfpga's own)."""
-    from nnfpga.ir.ops import ANNOTATIONS
-
     return {k: v for k, v in node.attrs.items() if k not in OWN_ATTRS and k not in ANNOTATIONS}
 
 
@@ -189,27 +188,5 @@ def evaluate_onnx_node(node: onnx.NodeProto, arrays: list[np.ndarray]) -> list[n
     return [np.asarray(r) for r in session.run(None, {})]
 
 
-def check_host(g: Graph, node: Node) -> None:
-    """The host op's type rule: plain float or integer tensors in and out (never quantized)."""
-    from nnfpga.ir.ops import OpCheckError
-
-    op_type = node.attrs["op_type"]
-    if not op_type or not op_type.isidentifier():
-        raise OpCheckError(f"op_type {op_type!r} is not an ONNX op name")
-    for kind, values in (("operand", node.inputs), ("result", node.outputs)):
-        for idx, v in enumerate(values):
-            if isinstance(v.type.element, QuantType):
-                raise OpCheckError(f"{kind} {idx} (%{v.name}) is quantized; the host computes in float "
-                                   "(dequantize first)")
-            try:
-                onnx_element(v.type)
-            except IRError as e:
-                raise OpCheckError(f"{kind} {idx} (%{v.name}): {e}") from None
-    for key, value in onnx_attrs(node).items():
-        items = value if isinstance(value, list) else [value]
-        if not all(isinstance(x, (int, float, str)) and not isinstance(x, bool) for x in items):
-            raise OpCheckError(f"ONNX attribute '{key}' must be numbers or strings, got {value!r}")
-
-
 __all__ = ["HOST_OPSET", "ONNX_IR_VERSION", "attrs_from_onnx", "make_onnx_node", "one_node_model",
-           "run_host_node", "evaluate_onnx_node", "ir_element", "onnx_element", "numpy_dtype", "check_host"]
+           "run_host_node", "evaluate_onnx_node", "ir_element", "onnx_element", "numpy_dtype", "onnx_attrs"]

@@ -12,6 +12,7 @@ import numpy as np
 
 from nnfpga.errors import CalibrationError, IRError
 from nnfpga.ir.graph import Graph, Node
+from nnfpga.ir.host import run_host_node
 from nnfpga.ir.spatial import KERNELS as SPATIAL_KERNELS
 from nnfpga.ir.types import QuantType
 
@@ -67,8 +68,6 @@ def _requant(g, node, acc):
 
 
 def _host(g, node, *operands):
-    from nnfpga.ir.host import run_host_node
-
     return run_host_node(g, node, list(operands))
 
 

@@ -19,7 +19,7 @@ Float ops come from the frontend; integer ops are made by `quantize` and run in 
 Convolutional ops (conv, qconv, maxpool, avgpool, sumpool, concat, clip, pad, qadd) are
 described in ir/spatial.py.
 
-Every op also accepts the hardware annotations in ANNOTATIONS.
+Every op also accepts the hardware annotations of ir/annotations.py.
 """
 from __future__ import annotations
 
@@ -28,16 +28,11 @@ from typing import Callable
 
 import numpy as np
 
+from nnfpga.errors import IRError
 from nnfpga.ir.graph import ArrayRef, Graph, Node
-from nnfpga.ir.host import check_host
+from nnfpga.ir.host import onnx_attrs, onnx_element
 from nnfpga.ir.spatial import SpatialError, window_output
 from nnfpga.ir.types import FloatType, IntType, QuantType, TensorType
-
-ANNOTATIONS = {"pe": int, "simd": int, "core": str, "wbits": int, "abits": int, "place": str}
-"""Hardware attributes a pass may put on any node (`place` = accel|host, set by partition)."""
-PLACES = ("accel", "host")
-"""Values of the `place` annotation."""
-
 
 class OpCheckError(Exception):
     """Raised by an op's check with a sentence about the broken rule."""
@@ -342,6 +337,26 @@ def _check_qadd(g: Graph, node: Node) -> None:
 
 _WINDOW = {"kernel": (list, True), "strides": (list, True), "pads": (list, True)}
 _CONV_ATTRS = {"strides": (list, True), "pads": (list, True), "dilations": (list, True), "group": (int, True)}
+
+def check_host(g: Graph, node: Node) -> None:
+    """The host op's type rule: plain float or integer tensors in and out (never quantized)."""
+    op_type = node.attrs["op_type"]
+    if not op_type or not op_type.isidentifier():
+        raise OpCheckError(f"op_type {op_type!r} is not an ONNX op name")
+    for kind, values in (("operand", node.inputs), ("result", node.outputs)):
+        for idx, v in enumerate(values):
+            if isinstance(v.type.element, QuantType):
+                raise OpCheckError(f"{kind} {idx} (%{v.name}) is quantized; the host computes in float "
+                                   "(dequantize first)")
+            try:
+                onnx_element(v.type)
+            except IRError as e:
+                raise OpCheckError(f"{kind} {idx} (%{v.name}): {e}") from None
+    for key, value in onnx_attrs(node).items():
+        items = value if isinstance(value, list) else [value]
+        if not all(isinstance(x, (int, float, str)) and not isinstance(x, bool) for x in items):
+            raise OpCheckError(f"ONNX attribute '{key}' must be numbers or strings, got {value!r}")
+
 
 OPS: dict[str, OpDef] = {d.name: d for d in [
     OpDef("gemm", (2, 3), {"alpha": (float, False), "beta": (float, False),

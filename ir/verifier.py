@@ -8,7 +8,8 @@ import numpy as np
 
 from nnfpga.errors import IRError
 from nnfpga.ir.graph import ArrayRef, Graph, Node
-from nnfpga.ir.ops import ANNOTATIONS, OPS, PLACES, OpCheckError
+from nnfpga.ir.annotations import ANNOTATIONS, PLACES
+from nnfpga.ir.ops import OPS, OpCheckError
 from nnfpga.ir.types import FloatType, IntType, QuantType, TensorType
 
 

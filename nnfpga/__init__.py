@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from nnfpga.errors import NnfpgaError
 
-__version__ = "0.1.0"
+from nnfpga.version import __version__
 
 
 def compile(model, out_dir=None, *, pipeline=None, calib=None, force=False, input_shapes=None, seed=0,
@@ -28,7 +28,9 @@ def compile(model, out_dir=None, *, pipeline=None, calib=None, force=False, inpu
     import numpy as np
     import onnx
 
-    from nnfpga.build import compile_model
+    # This file runs first in every process that imports any nnfpga module, the simulator's
+    # testbench (hw_tests/axis_tb.py) included: the compiler loads on first use, not then.
+    from nnfpga.build import CompileOptions, compile_model
     from nnfpga.devices import DEFAULT_DEVICE
     from nnfpga.passes import DEFAULT_PIPELINE
 
@@ -47,15 +49,15 @@ def compile(model, out_dir=None, *, pipeline=None, calib=None, force=False, inpu
         out_dir = scratch / "build"
     if not isinstance(host_ops, (str, type(None))):
         host_ops = ",".join(host_ops)
-    return compile_model(model, out_dir, pipeline=pipeline or DEFAULT_PIPELINE, calib_path=calib,
-                         force=force, input_shapes=input_shapes, seed=seed, host_ops=host_ops,
-                         host_target=host_target, target=target or DEFAULT_DEVICE, target_fps=target_fps,
-                         freq_mhz=freq_mhz)
+    options = CompileOptions(pipeline=pipeline or DEFAULT_PIPELINE, calib_path=calib, force=force,
+                             input_shapes=input_shapes, seed=seed, target=target or DEFAULT_DEVICE,
+                             host_ops=host_ops, host_target=host_target, target_fps=target_fps, freq_mhz=freq_mhz)
+    return compile_model(model, out_dir, options)
 
 
 def verify(build_dir, *, samples=None, inputs=None, seed=0):
     """Simulate a build's RTL against onnxruntime; returns the dict `nnfpga verify --json` prints."""
-    from nnfpga.verify import verify_build
+    from nnfpga.verify import verify_build  # on first use: see compile
 
     return verify_build(build_dir, samples=samples, inputs_path=inputs, seed=seed)
 

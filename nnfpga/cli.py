@@ -15,14 +15,27 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from nnfpga.backends.synth import build_synth, describe_critical_path
+from nnfpga.build import CompileOptions, Hooks, compile_model
+from nnfpga.builddir import load_npz, match_inputs
+from nnfpga.devices import DEFAULT_DEVICE, DEVICES
 from nnfpga.errors import NnfpgaError
+from nnfpga.frontend import load_onnx
+from nnfpga.ir import print_graph
+from nnfpga.ir.textio import write_npz
+from nnfpga.passes import DEFAULT_PIPELINE, PassContext, parse_pipeline, run_pipeline
+from nnfpga.passes.partition import with_partition
+from nnfpga.report import build_report, format_text
+from nnfpga.run import run_build
+from nnfpga.verify import verify_build
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -60,16 +73,14 @@ def _bar_updater(bar: Progress):
 
 
 def cmd_compile(args) -> int:
-    from nnfpga.build import compile_model
-
     with _progress() as bar:
-        result = compile_model(
-            Path(args.model), Path(args.output), pipeline=args.pipeline, calib_path=args.calib,
-            force=args.force, input_shapes=_input_shapes(args.input_shape), seed=args.seed, target=args.target,
-            warn=lambda m: err.print(f"[yellow]warning:[/yellow] {escape(m)}"),
-            dump_after=args.dump_after, on_dump=lambda name, text: out.print(text, end="", markup=False),
-            progress=_bar_updater(bar), host_ops=args.host_ops, host_target=args.host_target,
-            target_fps=args.target_fps, freq_mhz=args.freq)
+        options = CompileOptions(
+            pipeline=args.pipeline, calib_path=args.calib, force=args.force,
+            input_shapes=_input_shapes(args.input_shape), seed=args.seed, target=args.target,
+            host_ops=args.host_ops, host_target=args.host_target, target_fps=args.target_fps, freq_mhz=args.freq)
+        hooks = Hooks(warn=lambda m: err.print(f"[yellow]warning:[/yellow] {escape(m)}"), progress=_bar_updater(bar),
+                      on_dump=lambda name, text: out.print(text, end="", markup=False), dump_after=args.dump_after)
+        result = compile_model(Path(args.model), Path(args.output), options, hooks)
     layers = result.manifest["layers"]
     table = Table(title=f"{args.model} -> {args.output}")
     for col in ("layer", "K", "N", "pe", "simd", "wbits", "acc", "cycles"):
@@ -86,8 +97,6 @@ def cmd_compile(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from nnfpga.verify import verify_build
-
     with _progress() as bar:
         result = verify_build(Path(args.dir), samples=args.samples, inputs_path=args.inputs,
                               seed=args.seed, progress=_bar_updater(bar))
@@ -103,9 +112,6 @@ def cmd_verify(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from nnfpga.ir.textio import write_npz
-    from nnfpga.run import run_build
-
     with _progress() as bar:
         result, outputs = run_build(Path(args.dir), Path(args.inputs), samples=args.samples,
                                     accelerator=args.accelerator, seed=args.seed, progress=_bar_updater(bar))
@@ -121,12 +127,6 @@ def cmd_run(args) -> int:
 
 
 def cmd_ir(args) -> int:
-    from nnfpga.build import load_npz, match_inputs
-    from nnfpga.frontend import load_onnx
-    from nnfpga.ir import print_graph
-    from nnfpga.passes import PassContext, parse_pipeline, run_pipeline
-    from nnfpga.passes.partition import with_partition
-
     g = load_onnx(Path(args.model), _input_shapes(args.input_shape))
     if args.after:
         calib = match_inputs(g, load_npz(Path(args.calib), "calibration"), "calibration data") if args.calib else None
@@ -138,8 +138,6 @@ def cmd_ir(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from nnfpga.report import build_report, format_text
-
     report = build_report(Path(args.dir))  # also writes DIR/report.json and DIR/report.html
     if args.json:
         out.print(json.dumps(report, sort_keys=True), markup=False)
@@ -149,12 +147,6 @@ def cmd_report(args) -> int:
 
 
 def cmd_build(args) -> int:
-    import time
-
-    from rich.progress import SpinnerColumn
-
-    from nnfpga.backends.synth import build_synth, describe_critical_path
-
     started: dict[str, float] = {}
     bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
                    transient=True)
@@ -192,9 +184,6 @@ def cmd_build(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from nnfpga.devices import DEFAULT_DEVICE, DEVICES
-    from nnfpga.passes import DEFAULT_PIPELINE
-
     p = argparse.ArgumentParser(prog="nnfpga", description="Compile ONNX networks to bit-exact FPGA hardware.")
     sub = p.add_subparsers(dest="command", required=True)
 

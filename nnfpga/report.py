@@ -19,10 +19,14 @@ import json
 import math
 from pathlib import Path
 
+from nnfpga.backends.lower import region_input
+from nnfpga.backends.stream_graph import lower_stream
 from nnfpga.backends.synth import describe_critical_path
-from nnfpga.cost import RESOURCES, LayerShape, estimate
+from nnfpga.backends.verilog import hw_identifier
+from nnfpga.builddir import load_build
+from nnfpga.cost import RESOURCES, LayerShape, estimate, stream_inputs
 from nnfpga.errors import BuildError
-from nnfpga.verify import load_build
+from nnfpga.ir.textio import load_ir
 
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
@@ -51,16 +55,8 @@ def cost_inputs(build_dir: Path, manifest: dict, design: dict, notes: list[str])
     with their ROMs), and for a convolutional build each layer's input beat width, its vectors
     per inference and the other stream modules. Falls back to the manifest's shapes (8-bit
     assumed) when ir/final cannot be loaded."""
-    from nnfpga.backends.lower import integer_region, is_dense_chain, region_input
-    from nnfpga.backends.stream_graph import lower_stream
-    from nnfpga.cost_stream import stream_inputs
-    from nnfpga.ir.textio import load_ir
-
     try:
         g = load_ir(build_dir / "ir" / "final")
-        if is_dense_chain(g):
-            layers = integer_region(g).layers
-            return {"layers": layers, "in_par": (design.get("input") or {}).get("par") or layers[0].simd}
         return stream_inputs(lower_stream(g, region_input(g)))
     except Exception as e:  # a damaged or missing IR still leaves the manifest to report on
         notes.append(f"ir/final could not be loaded ({e}); the cost model assumes 8-bit activations"
@@ -195,8 +191,6 @@ def format_text(report: dict) -> str:
 
 def _modules_with_cost(instances: list[dict], costs: list[dict]) -> list[dict]:
     """design.json's instances, the non-dense ones with their estimated resources."""
-    from nnfpga.backends.verilog import hw_identifier
-
     by_name = {hw_identifier(c["name"]): c for c in costs}
     return [{**m, "estimate": {r: by_name[m["name"]][r] for r in RESOURCES}} if m["name"] in by_name else m
             for m in instances]
@@ -474,7 +468,8 @@ def render_html(report: dict) -> str:
 
     notes = "".join(f"<li>{_e(n)}</li>" for n in report["notes"])
     modules = ""
-    if report.get("modules"):
+    beyond_dense = any(m["module"] != "nnfpga_dense" for m in report.get("modules", []))
+    if beyond_dense:
         rows = "".join(f'<tr><td>{_e(m["name"])}</td><td>{_e(m["module"].removeprefix("nnfpga_"))}</td>'
                        f'<td class="wrap">{_e(m["note"])}</td>'
                        f'<td>{_fmt(m["cycles"])}</td><td>'
@@ -487,9 +482,9 @@ def render_html(report: dict) -> str:
                    f"<th>LUT / FF / DSP / BRAM (estimate)</th></tr>{rows}</table>"
                    + (f"<h2>Skip FIFO depths: why the branches cannot deadlock</h2><ul>{fifos}</ul>" if fifos else ""))
     fmax = f' Fmax {synth["fmax_mhz"]} MHz.' if synth and synth.get("fmax_mhz") else ""
-    # The per-layer breakdown is a dense chain's; a convolutional design's latency is mostly
-    # windows waiting for rows.
-    latency = ("" if report["modules"] else
+    # The per-layer breakdown holds for a design of dense layers alone; a convolutional
+    # design's latency is mostly windows waiting for rows.
+    latency = ("" if beyond_dense else
                f'<h2>Latency of one inference, layer by layer</h2>\n<div class="fig">{_latency_chart(report)}</div>')
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">

@@ -18,11 +18,15 @@ from typing import Callable
 
 import numpy as np
 
-from nnfpga.build import check_sample_shapes, load_npz, match_inputs
+from nnfpga.backends.host import _import_tvm
+from nnfpga.backends.lower import from_stream_order, to_stream_order
+from nnfpga.backends.reference_onnx import run_reference
+from nnfpga.builddir import check_sample_shapes, load_build, load_npz, match_inputs
 from nnfpga.errors import BuildError, CalibrationError
+from nnfpga.hw_tests.sim import simulate
 from nnfpga.ir.interpreter import dequantize_array, quantize_array
 from nnfpga.ir.textio import load_ir
-from nnfpga.verify import _qtype, float_model_run, load_build
+from nnfpga.verify import _qtype, float_model_run
 
 ACCELERATORS = ("rtl", "reference")
 
@@ -41,8 +45,6 @@ class HostLibrary:
         if not host.get("local", True):
             raise BuildError(f"the host code of {build_dir} is built for {host['target']}, not for this "
                              "CPU; compile again with --host-target llvm to run it here")
-        from nnfpga.backends.host import _import_tvm
-
         tvm, _ = _import_tvm(record["ops"])
         from tvm import relax
 
@@ -105,10 +107,6 @@ def predict(build_dir: Path, feeds: dict[str, np.ndarray], *, accelerator: str =
     x_q = quantize_array(np.stack([env[acc_in] for env in envs]).reshape(count, -1), in_t)
     start = time.perf_counter()
     if accelerator == "rtl":
-        from nnfpga.hw_tests.sim import simulate
-
-        from nnfpga.backends.lower import from_stream_order, to_stream_order
-
         stream_in = to_stream_order(x_q, manifest["accelerator_input"]["shape"])
         sim = simulate(build_dir / "rtl", stream_in, work_dir=build_dir / "sim", gap_prob=0.0, backpressure_prob=0.0,
                        seed=seed, progress=progress, timing_samples=min(8, count))
@@ -117,8 +115,6 @@ def predict(build_dir: Path, feeds: dict[str, np.ndarray], *, accelerator: str =
         info["latency_cycles"] = sim.latency_cycles
     else:
         import onnx
-
-        from nnfpga.backends.reference_onnx import run_reference
 
         reference = onnx.load(str(build_dir / "reference.onnx"))
         y_q = next(iter(run_reference(reference, {reference.graph.input[0].name: x_q.reshape((count,) + tuple(manifest["accelerator_input"]["shape"]))}).values()))

@@ -20,9 +20,12 @@ from typing import Callable
 
 import numpy as np
 
-from nnfpga.build import MANIFEST, check_sample_shapes, load_npz, match_inputs
+from nnfpga.backends.lower import from_stream_order, to_stream_order
+from nnfpga.backends.reference_onnx import run_reference
+from nnfpga.builddir import check_sample_shapes, load_build, load_npz, match_inputs
 from nnfpga.errors import BuildError
-from nnfpga.ir import QuantType, run_batch
+from nnfpga.hw_tests.sim import simulate
+from nnfpga.ir import QuantType, clean_name, run_batch
 from nnfpga.ir.interpreter import dequantize_array, quantize_array
 from nnfpga.ir.textio import load_ir
 from nnfpga.ir.types import IntType
@@ -32,15 +35,6 @@ DEFAULT_SAMPLES = 200
 
 def _qtype(record: dict) -> QuantType:
     return QuantType(IntType(record["bits"], record["signed"]), record["scale"], record["zero_point"])
-
-
-def load_build(build_dir: Path) -> dict:
-    build_dir = Path(build_dir)
-    path = build_dir / MANIFEST
-    if not path.is_file():
-        raise BuildError(f"{build_dir} is not an nnfpga build directory (no {MANIFEST}); "
-                         "run 'nnfpga compile MODEL -o DIR' first")
-    return json.loads(path.read_text())
 
 
 def float_model_outputs(model_path: Path, x: np.ndarray) -> np.ndarray:
@@ -62,7 +56,6 @@ def float_model_run(model_path: Path, feeds: dict[str, np.ndarray]) -> list[np.n
     import onnx
     import onnxruntime as ort
 
-    from nnfpga.ir import clean_name
 
     model = onnx.load(str(model_path))
     model.ir_version = min(model.ir_version, 10)
@@ -80,8 +73,6 @@ def verify_build(build_dir: Path, *, samples: int | None = None, inputs_path: Pa
                  progress: Callable | None = None) -> dict:
     import onnx
 
-    from nnfpga.backends.lower import from_stream_order, to_stream_order
-    from nnfpga.backends.reference_onnx import run_reference
 
     build_dir = Path(build_dir)
     manifest = load_build(build_dir)
@@ -121,7 +112,6 @@ def verify_build(build_dir: Path, *, samples: int | None = None, inputs_path: Pa
     golden = golden.reshape(count, -1).astype(np.int64)
     ir_mismatches = int(np.any(ir_int != golden, axis=1).sum())
 
-    from nnfpga.hw_tests.sim import simulate
 
     sim = simulate(build_dir / "rtl", to_stream_order(x_q, in_shape), to_stream_order(golden, out_shape),
                    work_dir=build_dir / "sim", gap_prob=gap_prob, backpressure_prob=backpressure_prob, seed=seed,

@@ -18,8 +18,9 @@ the device's LUTs, FFs, DSPs and block RAMs; a design fits when every total is w
 the budget. When nothing fits, the error names the largest rate that does, or the
 smallest device in the table that would.
 
-A convolutional graph also has windows, pools, skip FIFOs and joins (nnfpga.cost_stream),
-sized by the folding around them. Each interval's layers are chosen and screened on the
+The whole design also has its ROMs' contents (synthesis drops constant bit columns) and, in
+a convolutional graph, windows, pools, skip FIFOs and joins (nnfpga.cost_stream), sized by
+the folding around them. Each interval's layers are chosen and screened on the
 matrix-vector units alone; the survivors (fastest first, or smallest first) are then
 lowered to the module graph and costed whole, and the first whole design that fits (with
 its own predicted interval within the target) is taken. Lowering costs up to seconds on
@@ -32,11 +33,14 @@ import math
 from dataclasses import replace
 from typing import Callable
 
+from nnfpga.backends.lower import region_input
+from nnfpga.backends.stream_graph import lower_stream
 from nnfpga.cost import (RESOURCES, LayerShape, device_budget, devices_by_size, estimate, first_in_par, fps,
-                         layer_cost, layer_shapes)
+                         layer_cost, layer_shapes, stream_inputs)
 from nnfpga.devices import DEFAULT_DEVICE, DEVICES, Device
 from nnfpga.errors import PipelineError
 from nnfpga.ir import Graph
+from nnfpga.passes.pipeline import Step
 from nnfpga.passes.registry import Option, PassContext, register
 
 
@@ -209,15 +213,9 @@ def _apply(g: Graph, layers: list[LayerShape]) -> None:
         node.attrs.update(pe=l.pe, simd=l.simd)
 
 
-def _whole_design(g: Graph) -> WholeDesign | None:
-    """The whole-design estimate for a graph that lowers to windows, pools or joins (None
-    for a chain of dense layers, which is its matrix-vector units)."""
-    from nnfpga.backends.lower import is_dense_chain, region_input
-    from nnfpga.backends.stream_graph import lower_stream
-    from nnfpga.cost_stream import stream_inputs
-
-    if is_dense_chain(g):
-        return None
+def _whole_design(g: Graph) -> WholeDesign:
+    """The estimate of the whole design the graph lowers to with a folding (for an MLP its
+    matrix-vector units with their ROMs known; a CNN's windows, pools and joins besides)."""
     x = region_input(g)
 
     def whole(layers: list[LayerShape], dev: Device) -> dict:
@@ -231,8 +229,6 @@ def _whole_design(g: Graph) -> WholeDesign | None:
 
 def with_target_fps(steps: list, target_fps: float, clock_mhz: float) -> list:
     """`steps` with autofold's target_fps and clock_mhz set (compile's --target-fps, --freq)."""
-    from nnfpga.passes.pipeline import Step
-
     if target_fps < 0 or clock_mhz <= 0:
         raise PipelineError(f"--target-fps {target_fps:g} must be 0 or more and --freq {clock_mhz:g} above 0")
     if not any(s.name == "autofold" for s in steps):

@@ -10,6 +10,7 @@ accepted and the folding stays legal for every layer.
 from __future__ import annotations
 
 from nnfpga.errors import PipelineError
+from nnfpga.hardware import largest_divisor_at_most
 from nnfpga.ir import Graph
 from nnfpga.passes.registry import Option, PassContext, register
 
@@ -21,10 +22,6 @@ def matrix_shape(node) -> tuple[int, int]:
         return kh * kw * node.inputs[0].type.shape[1], o
     k, n = node.inputs[1].type.shape
     return k, n
-
-
-def largest_divisor_at_most(n: int, cap: int) -> int:
-    return max(d for d in range(1, min(n, cap) + 1) if n % d == 0)
 
 
 @register("fold",

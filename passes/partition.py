@@ -26,7 +26,8 @@ from __future__ import annotations
 from nnfpga.errors import PipelineError
 from nnfpga.ir import Graph, Node
 from nnfpga.passes.quantize_spatial import fusable
-from nnfpga.passes.registry import Option, PassContext, register
+from nnfpga.passes.pipeline import Step
+from nnfpga.passes.registry import Option, PassContext, lookup, register
 
 ACCEL_OPS = ("dense", "reshape", "conv", "maxpool", "avgpool", "add", "concat", "relu", "clip")
 """Float ops `quantize` and the hardware backend can take (backends/lower.py, stream_graph.py);
@@ -185,8 +186,6 @@ def with_partition(steps: list, g: Graph, host_ops: str | None = None) -> list:
     """`steps` with a partition step when `g` needs one or `host_ops` is given: before the first
     quantize (or after the last canonicalize, or at the end). `host_ops` ('+'- or
     ','-separated) overrides the option of a partition step already there."""
-    from nnfpga.passes.pipeline import Step
-
     ops = "+".join(s.strip() for s in (host_ops or "").replace(",", "+").split("+") if s.strip())
     names = [s.name for s in steps]
     if "partition" in names:
@@ -207,8 +206,6 @@ def with_partition(steps: list, g: Graph, host_ops: str | None = None) -> list:
 
 def pipeline_text(steps: list) -> str:
     """A pipeline string for `steps` (options that differ from their defaults only)."""
-    from nnfpga.passes.registry import lookup
-
     parts = []
     for s in steps:
         defaults = {k: o.default for k, o in lookup(s.name).options.items()}

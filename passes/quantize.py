@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from nnfpga.errors import CalibrationError, PipelineError
+from nnfpga.hardware import MULT_BITS
 from nnfpga.ir import Graph, IntType, QuantType, TensorType, run_batch
 from nnfpga.ir.ops import accumulator_bounds
 from nnfpga.ir.types import int_type_for_range
@@ -30,8 +31,6 @@ from nnfpga.passes.quantize_spatial import (fusable, fused_activation, quantize_
                                             quantize_conv, unify_concat_ranges)
 from nnfpga.passes.registry import Option, PassContext, register
 
-MULT_BITS = 16
-"""Requant multipliers are unsigned and below 2^16: one 18x18 DSP (ECP5, DSP48) each."""
 SYNTHETIC_SAMPLES = 256
 QUANTIZABLE = ("dense", "reshape", "transpose", "conv", "maxpool", "avgpool", "add", "concat")
 """Float ops quantize turns into accelerator ops (relu/clip too when fused into a conv or add)."""

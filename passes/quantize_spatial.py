@@ -21,12 +21,10 @@ from __future__ import annotations
 import numpy as np
 
 from nnfpga.errors import PipelineError
+from nnfpga.hardware import MULT_BITS
 from nnfpga.ir import Graph, IntType, QuantType, TensorType
 from nnfpga.ir.ops import accumulator_bounds
 from nnfpga.ir.types import int_type_for_range
-
-QADD_MULT_BITS = 16
-"""qadd multipliers are below 2^16, like requant's."""
 
 
 def fused_activation(g: Graph, node):
@@ -129,7 +127,8 @@ def quantize_add(g: Graph, node, aq, bq, y_t: QuantType, act):
         raise PipelineError(f"quantize: the add defining %{node.output.name} broadcasts {list(aq.type.shape)} "
                             f"with {list(bq.type.shape)}; the accelerator adds tensors of one shape")
     ta, tb = aq.type.element, bq.type.element
-    (ma, mb), shift = shared_shift([ta.scale / y_t.scale, tb.scale / y_t.scale], QADD_MULT_BITS, f"the add %{name}")
+    # The add's multipliers are requant's width (templates/verilog/nnfpga_add.sv.j2).
+    (ma, mb), shift = shared_shift([ta.scale / y_t.scale, tb.scale / y_t.scale], MULT_BITS, f"the add %{name}")
     lo, hi = activation_clamp(act, y_t)
     return g.add_node("qadd", [aq, bq], [node.output.type.with_element(y_t)],
                       {"ma": ma, "mb": mb, "shift": shift, "lo": lo, "hi": hi}, names=[name + "_q"], before=node).output

@@ -65,12 +65,7 @@ def register(name: str, **options: Option):
 
 
 def lookup(name: str) -> PassInfo:
-    _load_builtin_passes()
     if name not in PASSES:
         raise PipelineError(f"unknown pass '{name}'; known passes: {', '.join(sorted(PASSES))}")
     return PASSES[name]
 
-
-def _load_builtin_passes() -> None:
-    # Importing the modules registers them; one file per pass.
-    from nnfpga.passes import autofold, canonicalize, channels_last, fold, partition, quantize  # noqa: F401

@@ -7,13 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from nnfpga.backends.lower import region_input
 from nnfpga.backends.rtl_layers import DenseLayer
-from nnfpga.backends.verilog import predicted_interval
-from nnfpga.build import load_npz, match_inputs
-from nnfpga.cost import CALIBRATION, LayerShape, dsp_tiles, estimate, layer_cost, layer_shapes, rom_placement
+from nnfpga.backends.stream_graph import chain_design, lower_stream
+from nnfpga.builddir import load_npz, match_inputs
+from nnfpga.calibration import CALIBRATION
+from nnfpga.cost import LayerShape, estimate, layer_cost, layer_shapes, rom_placement, stream_inputs
 from nnfpga.devices import DEVICES
 from nnfpga.errors import PipelineError
 from nnfpga.frontend import load_onnx
+from nnfpga.hardware import dsp_tiles
 from nnfpga.ir import parse
 from nnfpga.passes import PassContext, run_pipeline
 from nnfpga.passes.autofold import plan
@@ -65,7 +68,7 @@ def test_interval_equals_the_backend_prediction(seed):
         layers.append(DenseLayer(f"l{i}", np.zeros((k, n), np.int64), np.zeros(n, np.int64), 8, 8, False, 20,
                                  np.ones(n, np.int64), 16, 0, 0, 255, 8, False, pe, simd))
     in_par = layers[0].simd
-    assert estimate(layers, in_par)["total"]["interval_cycles"] == predicted_interval(layers, in_par)
+    assert estimate(layers, in_par)["total"]["interval_cycles"] == chain_design(layers, in_par).interval
 
 
 # ---- resources --------------------------------------------------------------------------
@@ -160,8 +163,8 @@ def test_autofold_uses_a_bigger_device_for_speed(digits_graph):
 def test_autofolded_digits_matches_verilator_and_synth_ecp5(digits_graph):
     """Measured on this design: interval 64, latency 186 (Verilator); 110 MULT18X18D and 14 DP16KD,
     10541 LUTs, 5944 FFs (yosys 0.70 synth_ecp5)."""
-    from nnfpga.backends.lower import integer_region
-    layers = integer_region(autofolded(digits_graph, "device=ecp5-85k")).layers
+    g = autofolded(digits_graph, "device=ecp5-85k")
+    layers = lower_stream(g, region_input(g)).layers
     est = estimate(layers, device="ecp5-85k")["total"]
     assert (est["interval_cycles"], est["latency_cycles"], est["dsps"], est["brams"]) == (64, 186, 110, 14)
     assert abs(est["luts"] / 10541 - 1) < 0.10 and abs(est["ffs"] / 5944 - 1) < 0.10
@@ -233,10 +236,6 @@ def residual_64px(tmp_path_factory):
 
 
 def whole_estimate(g, device):
-    from nnfpga.backends.lower import region_input
-    from nnfpga.backends.stream_graph import lower_stream
-    from nnfpga.cost_stream import stream_inputs
-
     design = lower_stream(g, region_input(g))
     return estimate(device=device, **stream_inputs(design)), design
 

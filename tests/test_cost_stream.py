@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nnfpga.build import compile_model
+from nnfpga.build import CompileOptions, compile_model
 from nnfpga.cost import LayerShape, estimate
 from nnfpga.cost_stream import module_cost, ram_placement
 from nnfpga.devices import device
@@ -69,7 +69,7 @@ def test_estimate_adds_the_modules_to_the_layers():
 
 def test_cnn_report_estimates_every_stream_module(tmp_path):
     folder = EXAMPLES / "digits_cnn"
-    compile_model(folder / "model.onnx", tmp_path / "b", calib_path=folder / "calib.npz")
+    compile_model(folder / "model.onnx", tmp_path / "b", CompileOptions(calib_path=folder / "calib.npz"))
     report = build_report(tmp_path / "b", write=False)
     stream = [m for m in report["modules"] if m["module"] != "nnfpga_dense"]
     assert stream and all("estimate" in m for m in stream)

@@ -1,4 +1,7 @@
-"""HLS C++ backend: g++ C simulation bit-exact against a numpy oracle; determinism; names; tcl."""
+"""HLS C++ backend: g++ C simulation bit-exact against a numpy oracle; determinism; names; tcl.
+
+Chains of layer records go through the one lowering (`chain_design`, the stream design
+`lower_stream` makes of an MLP) and the one HLS emitter (`emit_hls_graph`)."""
 from __future__ import annotations
 
 import os
@@ -11,13 +14,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnfpga.backends.hls import c_identifier, csim, emit_hls
+from nnfpga.backends.hls import c_identifier, csim
+from nnfpga.backends.hls_graph import emit_hls_graph
 from nnfpga.backends.rtl_layers import DenseLayer
-from nnfpga.errors import BuildError, CalibrationError
+from nnfpga.backends.stream_graph import chain_design
+from nnfpga.errors import BuildError, CalibrationError, NnfpgaError
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not installed")
 
 HOSTILE = 'x; system("rm -rf /"); //'
+
+
+def emit_chain_hls(layers, out_dir, top="nnfpga_top", **kwargs):
+    """The HLS design of a chain of layer records."""
+    return emit_hls_graph(chain_design(layers), out_dir, top, **kwargs)
 
 
 def oracle(layers, x: np.ndarray) -> np.ndarray:
@@ -97,7 +107,7 @@ def test_mlp_csim_matches_oracle(tmp_path, work, parallel, wbits):
     expected = oracle(layers, x)
     hidden = oracle(layers[:1], x)
     assert np.unique(expected).size > 20 and 0 < (hidden == layers[0].lo).mean() < 0.9  # not all clamped
-    emit_hls(layers, tmp_path)
+    emit_chain_hls(layers, tmp_path)
     got = csim(tmp_path / "hls", x, expected, work, strict=True)
     assert got.dtype == np.int64 and got.shape == (600, 5)
     assert np.array_equal(got, expected)
@@ -117,9 +127,9 @@ def test_odd_widths_rounding_and_huge_shift(tmp_path, work):
                     out_zp=1, lo=0, hi=3, out_bits=2, out_signed=False, pe=2, simd=2)
     layers = [l0, l1, l2]
     x = np.arange(-128, 128).reshape(-1, 1)
-    emit_hls(layers, tmp_path)
+    emit_chain_hls(layers, tmp_path)
     for depth in (1, 2, 3):  # every prefix, so each layer's own outputs are checked
-        emit_hls(layers[:depth], tmp_path / f"d{depth}")
+        emit_chain_hls(layers[:depth], tmp_path / f"d{depth}")
         got = csim(tmp_path / f"d{depth}" / "hls", x, None, work)
         assert np.array_equal(got, oracle(layers[:depth], x)), depth
     assert set(np.unique(oracle(layers[:1], x))) >= {-8, -1, 0, 7}
@@ -127,13 +137,13 @@ def test_odd_widths_rounding_and_huge_shift(tmp_path, work):
 
 def test_deterministic_across_runs_and_hash_seeds(tmp_path):
     layers = mlp(3, PARALLEL_A, [8, 4, 8, 4])
-    a = emit_hls(layers, tmp_path / "a", cores={"fc1": "lut"})
-    b = emit_hls(layers, tmp_path / "b", cores={"fc1": "lut"})
+    a = emit_chain_hls(layers, tmp_path / "a", cores={"fc1": "lut"})
+    b = emit_chain_hls(layers, tmp_path / "b", cores={"fc1": "lut"})
     rel = lambda paths, root: {p.relative_to(root).as_posix(): p.read_bytes() for p in paths}
     assert rel(a, tmp_path / "a") == rel(b, tmp_path / "b")
     script = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-              "from pathlib import Path; import test_hls as t; from nnfpga.backends.hls import emit_hls; "
-              f"emit_hls(t.mlp(3, t.PARALLEL_A, [8, 4, 8, 4]), Path({str(tmp_path / 'c')!r}), "
+              "from pathlib import Path; import test_hls as t; "
+              f"t.emit_chain_hls(t.mlp(3, t.PARALLEL_A, [8, 4, 8, 4]), Path({str(tmp_path / 'c')!r}), "
               "cores={'fc1': 'lut'})")
     subprocess.run([sys.executable, "-c", script], check=True, env={**os.environ, "PYTHONHASHSEED": "123"})
     c = sorted((tmp_path / "c").rglob("*.*"))
@@ -142,22 +152,22 @@ def test_deterministic_across_runs_and_hash_seeds(tmp_path):
 
 def test_pragmas_and_cores(tmp_path):
     layers = mlp(4, PARALLEL_A, [8, 4, 8, 4])
-    emit_hls(layers, tmp_path, cores={"fc1": "lut"})
+    emit_chain_hls(layers, tmp_path, cores={"fc1": "lut"})
     cpp = (tmp_path / "hls" / "nnfpga_design.cpp").read_text()
     assert "#pragma HLS DATAFLOW" in cpp
     assert cpp.count("#pragma HLS PIPELINE II=1") == 3 * 4
-    assert "ARRAY_PARTITION variable=fc0_w complete dim=1" in cpp
+    assert "ARRAY_PARTITION variable=u0_fc0_w complete dim=1" in cpp
     impls = re.findall(r"BIND_OP variable=prod op=mul impl=(\w+)", cpp)
     assert impls == ["dsp", "fabric", "dsp", "dsp"]
     params = (tmp_path / "hls" / "nnfpga_params.h").read_text()
-    assert "static const fc1_w_t fc1_w[4][16][32]" in params
+    assert "static const u1_fc1_w_t u1_fc1_w[4][16][32]" in params
     with pytest.raises(BuildError, match="core 'bram'"):
-        emit_hls(layers, tmp_path / "bad", cores={"fc0": "bram"})
+        emit_chain_hls(layers, tmp_path / "bad", cores={"fc0": "bram"})
 
 
 def test_hostile_and_clashing_names_compile(tmp_path, work):
     layers = mlp(5, PARALLEL_A, [8, 4, 8, 4], names=[HOSTILE, "int", "fc", "fc"])
-    files = emit_hls(layers, tmp_path, top="nnfpga top();")
+    files = emit_chain_hls(layers, tmp_path, top="nnfpga top();")
     for path in files:
         text = path.read_text()
         assert "rm -rf" not in text and "system(" not in text and "top();" not in text, path
@@ -175,7 +185,7 @@ def test_c_identifier(raw, want):
 
 def test_csim_errors(tmp_path, work):
     layers = mlp(7, PARALLEL_B, [4, 8, 4, 8])
-    emit_hls(layers, tmp_path)
+    emit_chain_hls(layers, tmp_path)
     x = vectors(8, 20)
     expected = oracle(layers, x)
     wrong = expected.copy()
@@ -199,13 +209,13 @@ def test_bad_records_fail_fast(tmp_path):
         ([good[0].__class__(**{**good[0].__dict__, "pe": 3})], "pe=3 must divide N=64"),
         ([good[0].__class__(**{**good[0].__dict__, "acc_bits": 12})], "outside the 12-bit accumulator"),
         ([good[0].__class__(**{**good[0].__dict__, "wbits": 2})], "does not fit symmetric 2-bit"),
-        ([good[0], good[2]], "produces 64 values but layer 1 takes 32"),
-        ([good[1], good[0]], "outputs nn_uint<8> but layer 1 reads nn_int<8>|produces"),
-        ([], "at least one layer"),
+        ([good[0], good[2]], r"outputs 64 x u8 but layer 1 \('fc2'\) reads 32 x u8"),
+        ([good[1], good[0]], r"outputs 32 x u8 but layer 1 \('fc0'\) reads 16 x i8"),
+        ([], "no layers"),
     ]
     for layers, message in cases:
-        with pytest.raises(BuildError, match=message):
-            emit_hls(layers, tmp_path)
+        with pytest.raises(NnfpgaError, match=message):
+            emit_chain_hls(layers, tmp_path)
 
 
 TCL_STUBS = """
@@ -225,7 +235,7 @@ foreach c $calls { puts $c }
 def test_vitis_tcl_sequence(tmp_path):
     layers = mlp(10, PARALLEL_A, [8, 4, 8, 4])
     x = vectors(11, 8)
-    emit_hls(layers, tmp_path / "build", top="mlp", part="xc7z020clg400-1", clock_ns=4,
+    emit_chain_hls(layers, tmp_path / "build", top="mlp", part="xc7z020clg400-1", clock_ns=4,
              test_inputs=x, test_expected=oracle(layers, x))
     stubs = tmp_path / "stubs.tcl"
     stubs.write_text(TCL_STUBS)
@@ -260,8 +270,8 @@ def test_vitis_tcl_sequence(tmp_path):
 
 
 def test_default_part_and_clock(tmp_path):
-    emit_hls(mlp(12, PARALLEL_A, [8, 4, 8, 4]), tmp_path)
+    emit_chain_hls(mlp(12, PARALLEL_A, [8, 4, 8, 4]), tmp_path)
     tcl = (tmp_path / "project" / "vitis_hls.tcl").read_text()
     assert "set_part {xczu3eg-sbva484-1-e}" in tcl and "create_clock -period 5 " in tcl
     with pytest.raises(BuildError, match="not a part name"):
-        emit_hls(mlp(12, PARALLEL_A, [8, 4, 8, 4]), tmp_path, part="x}; exec rm")
+        emit_chain_hls(mlp(12, PARALLEL_A, [8, 4, 8, 4]), tmp_path, part="x}; exec rm")

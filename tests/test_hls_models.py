@@ -19,7 +19,7 @@ from nnfpga.backends.hls import csim
 from nnfpga.backends.lower import from_stream_order, region_input, to_stream_order
 from nnfpga.backends.reference_onnx import run_reference
 from nnfpga.backends.stream_graph import lower_stream
-from nnfpga.build import compile_model
+from nnfpga.build import CompileOptions, compile_model
 from nnfpga.ir.interpreter import quantize_array
 from nnfpga.ir.textio import load_ir
 from nnfpga.verify import _qtype
@@ -56,7 +56,7 @@ def csim_and_golden(build: Path, x: np.ndarray, work: Path) -> tuple[np.ndarray,
 def test_csim_matches_onnxruntime_on_the_reference(tmp_path, example, inputs, pipeline):
     folder = EXAMPLES / example
     build = tmp_path / "build"
-    compile_model(folder / "model.onnx", build, pipeline=pipeline, calib_path=folder / "calib.npz")
+    compile_model(folder / "model.onnx", build, CompileOptions(pipeline=pipeline, calib_path=folder / "calib.npz"))
     if inputs:
         x = np.load(folder / inputs)["input"][:300]
     else:
@@ -69,7 +69,7 @@ def test_csim_matches_onnxruntime_on_the_reference(tmp_path, example, inputs, pi
 def test_digits_cnn_csim_matches_onnxruntime(tmp_path):
     folder = EXAMPLES / "digits_cnn"
     build = tmp_path / "build"
-    compile_model(folder / "model.onnx", build, calib_path=folder / "calib.npz")
+    compile_model(folder / "model.onnx", build, CompileOptions(calib_path=folder / "calib.npz"))
     x = np.load(folder / "test.npz")["input"]
     out, golden = csim_and_golden(build, x, tmp_path / "csim")
     assert len(out) == len(x) >= 100 and np.unique(golden).size > 50  # many distinct logits
@@ -114,7 +114,7 @@ def test_build_testbench_vectors_are_the_exact_outputs(tmp_path, example):
     """The vectors compile writes for Vitis csim/cosim pass the generated testbench as they are,
     and are what onnxruntime computes on the reference."""
     folder = EXAMPLES / example
-    compile_model(folder / "model.onnx", tmp_path / "b", calib_path=folder / "calib.npz")
+    compile_model(folder / "model.onnx", tmp_path / "b", CompileOptions(calib_path=folder / "calib.npz"))
     hls = tmp_path / "b" / "hls"
     x = np.loadtxt(hls / "tb_input.txt", dtype=np.int64, ndmin=2)
     expected = np.loadtxt(hls / "tb_expected.txt", dtype=np.int64, ndmin=2)

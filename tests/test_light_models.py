@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import pytest
 
-from nnfpga.build import compile_model
+from nnfpga.build import CompileOptions, Hooks, compile_model
 from nnfpga.frontend import load_onnx
 
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
@@ -30,8 +30,8 @@ def test_light_graph_partitions_and_compiles(tmp_path, name, host_ops):
     calib = tmp_path / "calib.npz"
     np.savez(calib, **{x.name: np.random.default_rng(0).standard_normal((2,) + x.type.shape[1:]).astype(np.float32)})
     warnings = []
-    build = compile_model(model, tmp_path / "build", calib_path=calib, warn=warnings.append,
-                          pipeline="canonicalize,quantize,channels_last,fold{pe=2,simd=4}")
+    options = CompileOptions(calib_path=calib, pipeline="canonicalize,quantize,channels_last,fold{pe=2,simd=4}")
+    build = compile_model(model, tmp_path / "build", options, Hooks(warn=warnings.append))
     parts = {p["name"]: {op.split(" ")[0] for op in p["ops"]} for p in build.manifest["host"]["parts"]}
     assert {k: v & {"conv", "relu", "LRN", "maxpool", "Softmax"} for k, v in parts.items()} == host_ops
     for part in parts:

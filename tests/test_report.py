@@ -9,7 +9,7 @@ import zlib
 import pytest
 
 from onnx_models import mlp, save
-from nnfpga.build import compile_model
+from nnfpga.build import CompileOptions, compile_model
 from nnfpga.errors import BuildError
 from nnfpga.report import REPORT_HTML, REPORT_JSON, build_report, format_text, render_html
 
@@ -19,7 +19,7 @@ def compiled(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     model = save(mlp((16, 12, 5), seed=3), root / "mlp.onnx")
     out = root / "build"
-    compile_model(model, out, pipeline="canonicalize,quantize,fold{pe=2,simd=4}")
+    compile_model(model, out, CompileOptions(pipeline="canonicalize,quantize,fold{pe=2,simd=4}"))
     return out
 
 
@@ -79,8 +79,9 @@ def test_report_merges_verify_and_synth(build):
 
 
 def test_text_summary(build):
-    text = format_text(build_report(build, write=False))
-    assert "l0_" in text and "cycles/inference" in text and "not verified" in text
+    report = build_report(build, write=False)
+    text = format_text(report)
+    assert report["layers"][0]["name"] in text and "cycles/inference" in text and "not verified" in text
     (build / "verify.json").write_text(json.dumps(VERIFY))
     (build / "synth").mkdir()
     (build / "synth" / "synth.json").write_text(json.dumps(SYNTH))

