@@ -7,7 +7,8 @@ Every module is a static template rendered once; the top level instantiates them
 parameters decided in Python and wires their streams. design.json has the keys the
 harness, synthesis and reports read for dense chains (top, sources, mem_files, input,
 output, layers, predicted_cycles_per_inference) plus `instances`, `fifos` and
-`predicted_latency_cycles` (backends/stream_latency.py).
+`predicted_latency_cycles`; both predictions come from the cycle model of
+backends/stream_sim.py (`predicted_timing`).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 from nnfpga.backends.rtl_layers import MULT_BITS, check as check_layer_chain, folding_cycles
 from nnfpga.backends.stream_graph import StreamDesign, is_image
 from nnfpga.backends.stream_latency import frame_latency
+from nnfpga.backends.stream_sim import simulate
 from nnfpga.backends.verilog import (DEFAULT_TOP, PIPELINE_STAGES, _layer_view, _templates, hw_identifier,
                                      mem_text, param_fields, weight_fields)
 
@@ -43,6 +45,14 @@ def _sv_value(key: str, value) -> str:
     if key.endswith("SIGNED") and isinstance(value, int):
         return f"1'b{int(value)}"
     return str(value)
+
+
+def predicted_timing(design: StreamDesign) -> tuple[int, int | float]:
+    """(latency, interval) in cycles as the harness measures them: the cycle model of
+    backends/stream_sim.py, or for a design too large to simulate, the latency recurrences of
+    backends/stream_latency.py and the slowest module's cycles (both ignore backpressure)."""
+    timing = simulate(design)
+    return timing if timing is not None else (frame_latency(design), design.interval)
 
 
 def emit_stream_verilog(design: StreamDesign, out_dir: Path, *, top: str = DEFAULT_TOP) -> list[Path]:
@@ -84,6 +94,7 @@ def emit_stream_verilog(design: StreamDesign, out_dir: Path, *, top: str = DEFAU
     files[f"{top}.sv"] = env.get_template("nnfpga_graph_top.sv.j2").render(
         top=top, instances=views, wires=wires, fifos=design.fifos, output_tlast=LAST_MODULE_TLAST, **ports)
     layers = [(inst, v) for inst, v in zip(design.instances, views) if inst.layer is not None]
+    latency, interval = predicted_timing(design)
     info = {
         "top": top,
         "sources": [f"{m}.sv" for m in modules] + [f"{top}.sv"],
@@ -99,8 +110,8 @@ def emit_stream_verilog(design: StreamDesign, out_dir: Path, *, top: str = DEFAU
         "instances": [{"name": v["name"], "module": v["module"], "cycles": v["cycles"], "note": v["note"],
                        "params": {k: p for k, p in v["params"]}} for v in views],
         "fifos": design.fifos,
-        "predicted_cycles_per_inference": design.interval,
-        "predicted_latency_cycles": frame_latency(design),
+        "predicted_cycles_per_inference": interval,
+        "predicted_latency_cycles": latency,
         "pipeline_stages_per_layer": PIPELINE_STAGES,
     }
     files["design.json"] = json.dumps(info, indent=2, sort_keys=True) + "\n"
