@@ -30,7 +30,7 @@ from nnfpga.errors import NnfpgaError
 
 TIMING_FRAMES = 8
 """Inferences the harness streams back to back to time (hw_tests.sim `timing_samples`)."""
-MAX_CYCLES = 3_000_000
+MAX_CYCLES = 1_000_000
 """Module-cycles (cycles × instances) simulated at most; a larger design is not simulated."""
 STALL_SLACK = 100
 """A design with no transfer on any stream for longer than its slowest module's cycles per
