@@ -4,10 +4,11 @@ Each module is modelled by the registers that decide its handshakes (counters, v
 the line buffer's row counts, the dense layer's ping-pong flags), with the update rules of
 its template; data is left out. Every cycle: each stream's tvalid comes from its producer's
 registers (or the input, offered while beats remain), each tready from its consumer's
-registers and, for the modules whose ready is combinational (nnfpga_dense's `advance`
-reaches its outputs only; nnfpga_pool and nnfpga_add pass m_axis_tready on), from the
-readies below it, so readies are evaluated from the output back to the input; then every
-module takes its clock edge.
+registers and, where a module passes m_axis_tready on combinationally (nnfpga_pool,
+nnfpga_add), from the readies below it, so readies are evaluated from the output back to the
+input; then every module takes its clock edge. A template change that moves a handshake must
+change its model here: tests/test_stream_sim.py and the Verilator tests, which hold the
+measurement to this model exactly, show a mismatch.
 
 Why a simulation and not a formula per module: a module's rate depends on how its producer
 delivers and its consumer accepts. The strided CNN shows it: its second window

@@ -185,6 +185,18 @@ def test_fifo_chain_of_depths_is_exact_at_one_beat_per_cycle(tmp_path):
     assert result.latency_cycles == beats - 1 + sum(lat for _, _, lat in FIFO_CHAIN)
 
 
+def test_fifo_of_depth_one_passes_a_beat_every_other_cycle(tmp_path):
+    # s_axis_tready is a register: the one slot, emptied in a cycle, takes a beat the next.
+    par, bits, beats = 1, 8, 12
+    body = ports(par * bits, par * bits, tlast_used=True) + fifo(par * bits, 1, "s_axis", "m_axis", "u_fifo")
+    rtl = make_design(tmp_path / "rtl", ["fifo"], body + "endmodule\n", stream(beats, bits, False, par),
+                      stream(beats, bits, False, par))
+    x = np.random.default_rng(5).integers(0, 256, (10, beats))
+    result = run(rtl, x, x, tmp_path / "work", seed=12, timing_samples=4)
+    assert result.cycles_per_inference == 2 * beats
+    assert result.latency_cycles == 2 * beats - 1
+
+
 # --------------------------------------------------------------------------------------
 # fork -> (nothing | FIFO) -> concat: the rule, and one beat less
 
