@@ -14,6 +14,7 @@ from nnfpga.backends.lower import region_input
 from nnfpga.backends.stream_graph import lower_stream
 from nnfpga.backends.stream_latency import frame_latency
 from nnfpga.backends.stream_sim import TIMING_FRAMES, simulate
+from nnfpga.build import compile_model
 from nnfpga.errors import NnfpgaError
 from nnfpga.frontend import load_onnx
 from nnfpga.hw_tests import sim
@@ -44,6 +45,12 @@ def test_where_no_module_waits_on_another_the_model_agrees_with_the_recurrences(
     design = design_of(builder, tmp_path)
     assert simulate(design) == (latency, interval)
     assert (frame_latency(design), design.interval) == (latency, interval)
+
+
+def test_the_digits_cnn_as_built_by_default(tmp_path):
+    digits = Path(__file__).resolve().parents[1] / "examples" / "digits_cnn"
+    r = compile_model(digits / "model.onnx", tmp_path / "b", calib_path=digits / "calib.npz")
+    assert simulate(lower_stream(r.graph, region_input(r.graph))) == (1459, 576)  # README, Verilator
 
 
 def test_the_strided_cnn_hands_rows_over_as_measured(tmp_path):
