@@ -61,7 +61,8 @@ long branch could already take more input: nnfpga_dense takes the next vector wh
 computing the current one, so it runs at its own rate only when the skip side can hold
 two vectors' beats. Measured for the one-dense block of hw_tests/test_rtl_branches.py
 (K = N = 8, one element per beat, 32 cycles per vector, 3 vectors per frame, no gaps):
-depth 7 (the rule) 117 cycles per frame, 8 -> 105, 15 -> 96, the dense's own 3 * 32.
+depth 7 (the rule) 120 cycles per frame, 8 -> 108, 15 -> 96, the dense's own 3 * 32 (the
+FIFO's ready is a register, so a slot freed by a beat leaving takes a new one a cycle later).
 Likewise where the branches' latencies differ and the block could move a beat per cycle,
 the side with the shorter latency needs room for the beats in flight on the other (with a
 one-cycle FIFO on one side of an add and nothing on the other, the pair moves every other

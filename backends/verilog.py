@@ -8,7 +8,8 @@ in the RTL (widths, folding, requant constants, ROM layouts from nnfpga.hardware
 decided here. design.json tells the testbench (hw_tests/sim.py), the synthesis flow
 (backends/synth.py) and the reports what the top level is: top, sources in compile order,
 mem_files, the input and output stream formats, layers, instances, fifos,
-predicted_cycles_per_inference and predicted_latency_cycles (backends/stream_latency.py).
+predicted_cycles_per_inference and predicted_latency_cycles, both from the cycle model of
+backends/stream_sim.py (`predicted_timing`).
 
 Output is byte-identical for the same design, and no model name reaches the Verilog text
 without `hw_identifier`.
@@ -25,6 +26,7 @@ import numpy as np
 from nnfpga.backends.rtl_layers import check as check_layer_chain
 from nnfpga.backends.stream_graph import StreamDesign, is_image
 from nnfpga.backends.stream_latency import frame_latency
+from nnfpga.backends.stream_sim import simulate
 from nnfpga.hardware import MULT_BITS, PIPELINE_STAGES, folding_cycles, param_fields, weight_fields
 
 DEFAULT_TOP = "nnfpga_top"
@@ -136,6 +138,14 @@ def _sv_value(key: str, value) -> str:
     return str(value)
 
 
+def predicted_timing(design: StreamDesign) -> tuple[int, int | float]:
+    """(latency, interval) in cycles as the harness measures them: the cycle model of
+    backends/stream_sim.py, or for a design too large to simulate, the latency recurrences of
+    backends/stream_latency.py and the slowest module's cycles (both ignore backpressure)."""
+    timing = simulate(design)
+    return timing if timing is not None else (frame_latency(design), design.interval)
+
+
 def emit_stream_verilog(design: StreamDesign, out_dir: Path, *, top: str = DEFAULT_TOP) -> list[Path]:
     """Write the accelerator's RTL into `out_dir` (created); return the files written."""
     for l in design.layers:
@@ -175,6 +185,7 @@ def emit_stream_verilog(design: StreamDesign, out_dir: Path, *, top: str = DEFAU
     files[f"{top}.sv"] = env.get_template("nnfpga_graph_top.sv.j2").render(
         top=top, instances=views, wires=wires, fifos=design.fifos, output_tlast=LAST_MODULE_TLAST, **ports)
     layers = [(inst, v) for inst, v in zip(design.instances, views) if inst.layer is not None]
+    latency, interval = predicted_timing(design)
     info = {
         "top": top,
         "sources": [f"{m}.sv" for m in modules] + [f"{top}.sv"],
@@ -190,8 +201,8 @@ def emit_stream_verilog(design: StreamDesign, out_dir: Path, *, top: str = DEFAU
         "instances": [{"name": v["name"], "module": v["module"], "cycles": v["cycles"], "note": v["note"],
                        "params": {k: p for k, p in v["params"]}} for v in views],
         "fifos": design.fifos,
-        "predicted_cycles_per_inference": design.interval,
-        "predicted_latency_cycles": frame_latency(design),
+        "predicted_cycles_per_inference": interval,
+        "predicted_latency_cycles": latency,
         "pipeline_stages_per_layer": PIPELINE_STAGES,
     }
     files["design.json"] = json.dumps(info, indent=2, sort_keys=True) + "\n"

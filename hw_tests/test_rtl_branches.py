@@ -160,9 +160,10 @@ def test_skip_fifo_depth_for_add_and_concat_joins():
 # FIFO alone: every storage shape, full throughput, tlast carried
 
 
-# (depth, RAM_MIN_DEPTH or None for the default, latency): array storage for 1 and 3,
-# the block-RAM shape forced for 2 and 37 (not a power of two), array for 5.
-FIFO_CHAIN = [(1, None, 1), (3, None, 1), (2, 2, 2), (37, 16, 2), (5, None, 1)]
+# (depth, RAM_MIN_DEPTH or None for the default, latency): array storage for 2 and 3,
+# the block-RAM shape forced for 3 and 37 (not a power of two), array for 5. Each is the
+# smallest of its storage that passes a beat per cycle with a registered s_axis_tready.
+FIFO_CHAIN = [(2, None, 1), (3, None, 1), (3, 3, 2), (37, 16, 2), (5, None, 1)]
 
 
 def test_fifo_chain_of_depths_is_exact_at_one_beat_per_cycle(tmp_path):
@@ -181,9 +182,21 @@ def test_fifo_chain_of_depths_is_exact_at_one_beat_per_cycle(tmp_path):
                       stream(beats * par, bits, False, par))
     x = np.random.default_rng(1).integers(0, 256, (40, beats * par))
     result = run(rtl, x, x, tmp_path / "work", seed=11, timing_samples=4)
-    # One beat per cycle through every depth (even 1), and the latencies the header states.
+    # One beat per cycle through every depth, and the latencies the header states.
     assert result.cycles_per_inference == beats
     assert result.latency_cycles == beats - 1 + sum(lat for _, _, lat in FIFO_CHAIN)
+
+
+def test_fifo_of_depth_one_passes_a_beat_every_other_cycle(tmp_path):
+    # s_axis_tready is a register: the one slot, emptied in a cycle, takes a beat the next.
+    par, bits, beats = 1, 8, 12
+    body = ports(par * bits, par * bits, tlast_used=True) + fifo(par * bits, 1, "s_axis", "m_axis", "u_fifo")
+    rtl = make_design(tmp_path / "rtl", ["fifo"], body + "endmodule\n", stream(beats, bits, False, par),
+                      stream(beats, bits, False, par))
+    x = np.random.default_rng(5).integers(0, 256, (10, beats))
+    result = run(rtl, x, x, tmp_path / "work", seed=12, timing_samples=4)
+    assert result.cycles_per_inference == 2 * beats
+    assert result.latency_cycles == 2 * beats - 1
 
 
 # --------------------------------------------------------------------------------------
@@ -324,8 +337,10 @@ def test_concat_of_unequal_channel_counts(tmp_path):
     logic sb_tlast;
     assign sb_tlast = 1'b0;
 """
-    # b waits in the FIFO while a's beats of the same pixel pass: it must hold all of b's.
-    body += fifo(width, bb, "sb", "k", "u_hold")
+    # b waits in the FIFO while a's beats of the same pixel pass: it must hold all of b's, and
+    # one more, since a slot freed by a beat leaving takes a new beat only from the next cycle
+    # on (s_axis_tready is a register); with bb it runs a cycle per pixel slower.
+    body += fifo(width, bb + 1, "sb", "k", "u_hold")
     body += (f"    nnfpga_concat #(.PIXELS({pixels}), .CA({ca}), .CB({cb}), .PAR({par}), .BITS({bits})) u_cat (\n"
              f"        .clk(clk), .rst_n(rst_n), {conn('a', 'sa', False)}, {conn('b', 'k', False)},\n"
              f"        {conn('m', 'm_axis')});\nendmodule\n")

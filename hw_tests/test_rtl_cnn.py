@@ -2,8 +2,9 @@
 
 Each graph is written as float IR text with seeded weights, quantized, lowered to stream
 modules (backends/stream_graph.py) and simulated with random input gaps and output
-backpressure; the golden is onnxruntime on the reference ONNX. The measured interval is
-held to the prediction, and the skip FIFO's deadlock bound is shown to be tight.
+backpressure; the golden is onnxruntime on the reference ONNX. The measured interval and
+latency equal the cycle model's (backends/stream_sim.py), and the skip FIFO's deadlock bound
+is shown to be tight.
 """
 from __future__ import annotations
 
@@ -18,13 +19,11 @@ from nnfpga.backends.lower import region_input, to_stream_order
 from nnfpga.backends.reference_onnx import run_reference, to_reference_onnx
 from nnfpga.backends.stream_graph import lower_stream
 from nnfpga.backends.stream_latency import frame_latency
-from nnfpga.backends.verilog import emit_stream_verilog
+from nnfpga.backends.verilog import emit_stream_verilog, predicted_timing
 from nnfpga.errors import BuildError
 from nnfpga.hw_tests.sim import lint, simulate
 from nnfpga.ir import parse, run_batch, verify
 from nnfpga.passes import PassContext, parse_pipeline, run_pipeline
-
-INTERVAL_SLACK = 2
 
 # conv -> relu -> conv -> add(skip) -> relu: a residual block; then a strided depthwise conv,
 # a pointwise conv and a global average pool, and a dense layer.
@@ -111,11 +110,12 @@ def test_cnn_is_bit_exact_at_the_predicted_rate(tmp_path, text, fold):
     result = simulate(rtl, x, golden, work_dir=tmp_path / "sim", seed=3)
     assert result.mismatches == 0
     assert np.array_equal(np.asarray(result.outputs, np.int64), golden)
-    latency = frame_latency(design)
-    print(f"interval measured {result.cycles_per_inference}, predicted {design.interval}; "
-          f"latency measured {result.latency_cycles}, predicted {latency}; fifos {[f['depth'] for f in design.fifos]}")
-    assert design.interval <= result.cycles_per_inference <= design.interval + INTERVAL_SLACK
-    assert latency <= result.latency_cycles <= latency + INTERVAL_SLACK
+    latency, interval = predicted_timing(design)
+    print(f"interval measured {result.cycles_per_inference}, predicted {interval} (slowest module {design.interval}); "
+          f"latency measured {result.latency_cycles}, predicted {latency} (recurrences {frame_latency(design)}); "
+          f"fifos {[f['depth'] for f in design.fifos]}")
+    assert result.cycles_per_inference == interval
+    assert result.latency_cycles == latency
 
 
 def test_skip_fifo_below_its_deadlock_bound_stalls(tmp_path):

@@ -34,6 +34,18 @@ from nnfpga.ir.host import onnx_attrs, onnx_element
 from nnfpga.ir.spatial import SpatialError, window_output
 from nnfpga.ir.types import FloatType, IntType, QuantType, TensorType
 
+MULT_LIMIT = 1 << 16
+"""Requant multipliers (requant `mult`, qadd `ma`/`mb`) lie in [0, MULT_LIMIT): the width of
+the hardware's requantizing multiplier (backends/rtl_layers.MULT_BITS = 16; the IR imports
+nothing of ours, so the number is stated here too and tests/test_verifier.py holds them equal)."""
+WEIGHT_BITS = (2, 8)
+"""Weight storage widths the backends build: symmetric weights, |w| <= 2^(bits-1) - 1."""
+ACTIVATION_BITS = (1, 32)
+"""Storage widths of activations (layer inputs and requant results) the backends carry."""
+ACC_BITS = (2, 64)
+"""Accumulator widths the backends build (the HLS accumulator is at most 64 bits)."""
+
+
 class OpCheckError(Exception):
     """Raised by an op's check with a sentence about the broken rule."""
 
@@ -155,6 +167,31 @@ def _check_dequantize(g: Graph, node: Node) -> None:
     _result_shape(node, x.shape)
 
 
+def _activation_bits(t, what: str) -> None:
+    lo, hi = ACTIVATION_BITS
+    _expect(lo <= t.bits <= hi, f"{what} {t!r} has {t.bits} bits; the hardware carries activations of "
+            f"{lo}..{hi} bits (request fewer with abits)")
+
+
+def _symmetric_weights(w: QuantType, wdata: np.ndarray) -> None:
+    """Storage range, then the symmetric range and the width the backends build."""
+    _expect(wdata.min() >= w.min and wdata.max() <= w.max, f"weights exceed their storage type {w.storage!r}")
+    lo, hi = WEIGHT_BITS
+    _expect(lo <= w.bits <= hi, f"weights are {w.storage!r}; the hardware builds {lo}..{hi}-bit weights "
+            f"(request fewer with wbits)")
+    limit = (1 << (w.bits - 1)) - 1
+    peak = int(np.abs(wdata.astype(np.int64)).max()) if wdata.size else 0
+    _expect(peak <= limit, f"a weight of magnitude {peak} lies outside the symmetric range ±{limit} of "
+            f"{w.bits}-bit weights; quantize symmetrically (clip the weights to ±{limit})")
+
+
+def _accumulator(acc, lo: int, hi: int) -> None:
+    _expect(acc.min <= lo and hi <= acc.max, f"accumulator {acc!r} cannot hold the exact range [{lo}, {hi}]; widen it")
+    lo_bits, hi_bits = ACC_BITS
+    _expect(lo_bits <= acc.bits <= hi_bits, f"accumulator {acc!r} has {acc.bits} bits; the hardware builds "
+            f"{lo_bits}..{hi_bits}-bit accumulators (use fewer weight or activation bits)")
+
+
 def accumulator_bounds(xq: QuantType | IntType, w: np.ndarray, b: np.ndarray) -> tuple[int, int]:
     """Exact range of x·w + b over every input x in xq's storage range (per channel worst case)."""
     w = w.astype(np.int64)
@@ -177,12 +214,10 @@ def _check_qmatmul(g: Graph, node: Node) -> None:
     acc = node.output.type.element
     _expect(isinstance(acc, IntType) and acc.signed, "qmatmul result must be a signed integer")
     _result_shape(node, (1, w.shape[1]))
+    _activation_bits(x.element, "input")
     wdata, bdata = g.const_data(node.inputs[1]), g.const_data(node.inputs[2])
-    _expect(wdata.min() >= w.element.min and wdata.max() <= w.element.max,
-            f"weights exceed their storage type {w.element.storage!r}")
-    lo, hi = accumulator_bounds(x.element, wdata, bdata)
-    _expect(acc.min <= lo and hi <= acc.max,
-            f"accumulator {acc!r} cannot hold the exact range [{lo}, {hi}]; widen it")
+    _symmetric_weights(w.element, wdata)
+    _accumulator(acc, *accumulator_bounds(x.element, wdata, bdata))
 
 
 def _check_requant(g: Graph, node: Node) -> None:
@@ -197,6 +232,9 @@ def _check_requant(g: Graph, node: Node) -> None:
     channels = acc.shape[1] if acc.rank >= 2 else acc.shape[-1]  # axis 1: [1, N] and [1, C, H, W]
     _expect(m.shape == (channels,), f"mult must hold one multiplier per channel ({channels}), has shape {list(m.shape)}")
     _expect(np.issubdtype(m.dtype, np.integer) and m.min() >= 0, "mult must hold non-negative integers")
+    _expect(int(m.max()) < MULT_LIMIT, f"mult @{mult.name} holds {int(m.max())}, beyond the hardware's "
+            f"[0, 2^16); lower the shift so that every multiplier fits")
+    _activation_bits(y.element, "result")
     shift = node.attrs["shift"]
     _expect(1 <= shift <= 62, f"shift {shift} must be in 1..62")
     lo, hi = node.attrs["lo"], node.attrs["hi"]
@@ -260,11 +298,10 @@ def _check_qconv(g: Graph, node: Node) -> None:
     o = _check_conv_shapes(node)[0]
     acc = node.output.type.element
     _expect(isinstance(acc, IntType) and acc.signed, "qconv result must be a signed integer")
+    _activation_bits(x.element, "input")
     wdata, bdata = g.const_data(node.inputs[1]), g.const_data(node.inputs[2])
-    _expect(wdata.min() >= w.element.min and wdata.max() <= w.element.max,
-            f"weights exceed their storage type {w.element.storage!r}")
-    lo, hi = accumulator_bounds(x.element, wdata.reshape(o, -1).T, bdata)
-    _expect(acc.min <= lo and hi <= acc.max, f"accumulator {acc!r} cannot hold the exact range [{lo}, {hi}]; widen it")
+    _symmetric_weights(w.element, wdata)
+    _accumulator(acc, *accumulator_bounds(x.element, wdata.reshape(o, -1).T, bdata))
 
 
 def _check_maxpool(g: Graph, node: Node) -> None:
@@ -283,6 +320,7 @@ def _check_avgpool(g: Graph, node: Node) -> None:
 def _check_sumpool(g: Graph, node: Node) -> None:
     x = node.inputs[0].type.element
     _expect(isinstance(x, QuantType) and x.axis is None, "sumpool takes a per-tensor quantized image")
+    _activation_bits(x, "input")
     _window_result(node, *_image(node.inputs[0], "the input"), node.attrs["kernel"])
     count = node.attrs["kernel"][0] * node.attrs["kernel"][1]
     acc = node.output.type.element
@@ -328,8 +366,10 @@ def _check_qadd(g: Graph, node: Node) -> None:
         _expect(isinstance(t.element, QuantType) and t.element.axis is None, f"qadd {name} must be per-tensor quantized")
     _expect(a.shape == b.shape, f"qadd operands differ in shape: {list(a.shape)} vs {list(b.shape)}")
     _result_shape(node, a.shape)
+    for name, t in (("operand a", a), ("operand b", b), ("result", y)):
+        _activation_bits(t.element, name)
     for key in ("ma", "mb"):
-        _expect(0 <= node.attrs[key] < 2**16, f"{key} = {node.attrs[key]} must lie in [0, 2^16)")
+        _expect(0 <= node.attrs[key] < MULT_LIMIT, f"{key} = {node.attrs[key]} must lie in [0, 2^16)")
     _expect(1 <= node.attrs["shift"] <= 62, f"shift {node.attrs['shift']} must be in 1..62")
     lo, hi = node.attrs["lo"], node.attrs["hi"]
     _expect(y.element.min <= lo <= hi <= y.element.max, f"clamp [{lo}, {hi}] must lie within {y.element.storage!r}")

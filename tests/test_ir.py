@@ -53,8 +53,8 @@ def test_accumulator_too_narrow_is_named():
 
 def test_acc_times_mult_beyond_float64_exactness():
     arrays = qarrays()
-    arrays["m"] = np.array([2**40, 1, 1])
-    g = parse(QGRAPH.format(acc=20), arrays)
+    arrays["m"] = np.array([2**16 - 1, 1, 1])  # the largest multiplier; the accumulator type decides
+    g = parse(QGRAPH.format(acc=40), arrays)
     with pytest.raises(IRError, match="2\\^53"):
         verify(g)
 

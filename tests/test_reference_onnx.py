@@ -194,12 +194,12 @@ def test_int32_accumulator_at_its_limit(matmul):
     w[:, 0], w[:, 1] = 127, -127
     top = 255 * 127 * k
     b = np.array([2**31 - 1 - top, -(2**31) + top], np.int32)
-    arrays = {"w": w, "b": b, "ws": np.ones(2), "m": np.array([2**21 - 1, 2**21 - 3])}
+    arrays = {"w": w, "b": b, "ws": np.ones(2), "m": np.array([2**16 - 1, 2**16 - 3])}
     g = parse("graph @big(%x: tensor<1x66000x!q<u8, 0.1>>) {\n"
               "  const %w : tensor<66000x2x!q<i8, @ws, axis=1>> = @w\n"
               "  const %b : tensor<2xi32> = @b\n"
               "  %a = qmatmul(%x, %w, %b) : tensor<1x2xi32>\n"
-              "  %y = requant(%a) {hi = 32767, lo = -32768, mult = @m, shift = 38} : tensor<1x2x!q<i16, 0.1>>\n"
+              "  %y = requant(%a) {hi = 32767, lo = -32768, mult = @m, shift = 33} : tensor<1x2x!q<i16, 0.1>>\n"
               "  return %a, %y\n}", arrays)
     rng = np.random.default_rng(12)
     x = np.concatenate([np.full((1, 1, k), 255), np.zeros((1, 1, k)), rng.integers(0, 256, (20, 1, k))])
@@ -314,20 +314,22 @@ def test_ties_exactly_at_every_residue():
 
 @pytest.mark.parametrize("s", [1, 20, 33, 40, 52, 53, 54, 55, 62])
 def test_products_near_two_to_the_53(s):
-    """|acc·M| up to just below 2^53 (the verifier's limit), any shift."""
-    bits = 20
-    m_max = (2**53 - 1) // 2 ** (bits - 1)  # largest M with 2^19·M < 2^53
-    mult = [m_max, m_max - 1, 2**33 + 12345, 1, 7]
+    """|acc·M| up to just below 2^53 (the verifier's limit), any shift: a 38-bit accumulator
+    times the largest multiplier the hardware takes (2^16 - 1)."""
+    bits = 38
+    m_max = (2**53 - 1) // 2 ** (bits - 1)  # largest M with 2^37·M < 2^53
+    assert m_max == 2**16 - 1
+    mult = [m_max, m_max - 1, 40961, 1, 7]
     g = requant_graph(bits, mult, s, out="!q<i8, 0.1, 3>", lo=-100)
     rng = np.random.default_rng(s)
-    acc = rng.integers(-(2**19), 2**19, (2000, 5))
-    acc[:4] = [[-(2**19)] * 5, [2**19 - 1] * 5, [-1] * 5, [1] * 5]
+    acc = rng.integers(-(2**37), 2**37, (2000, 5))
+    acc[:4] = [[-(2**37)] * 5, [2**37 - 1] * 5, [-1] * 5, [1] * 5]
     assert_bitexact(g, {"a": acc})
 
 
 def test_products_beyond_two_to_the_53_are_refused():
     with pytest.raises(NnfpgaError, match="2\\^53"):
-        to_reference_onnx(requant_graph(20, [2**34], 40))
+        to_reference_onnx(requant_graph(40, [2**15], 40))
 
 
 def test_property_requant_matches_interpreter():
@@ -335,10 +337,10 @@ def test_property_requant_matches_interpreter():
     st = pytest.importorskip("hypothesis.strategies")
 
     @hyp.settings(max_examples=40, deadline=None)
-    @hyp.given(bits=st.integers(2, 32), shift=st.integers(1, 62), zp=st.integers(-128, 127),
+    @hyp.given(bits=st.integers(2, 38), shift=st.integers(1, 62), zp=st.integers(-128, 127),
                data=st.data())
     def prop(bits, shift, zp, data):
-        m_max = (2**53 - 1) // 2 ** (bits - 1)
+        m_max = min((2**53 - 1) // 2 ** (bits - 1), 2**16 - 1)
         mult = data.draw(st.lists(st.integers(0, m_max), min_size=1, max_size=4))
         lo = data.draw(st.integers(-128, 127))
         hi = data.draw(st.integers(lo, 127))

@@ -1,0 +1,77 @@
+"""The cycle model of stream designs (backends/stream_sim.py) against Verilator's numbers.
+
+The numbers asserted here were measured in Verilator on the same designs
+(hw_tests/test_cnn_models.py checks measured == predicted on every build); the cycle model is
+cheap enough to run in every compile, so it is tested here without a simulator.
+"""
+import inspect
+import sys
+from pathlib import Path
+
+import pytest
+
+from nnfpga.backends.lower import region_input
+from nnfpga.backends.stream_graph import lower_stream
+from nnfpga.backends.stream_latency import frame_latency
+from nnfpga.backends.stream_sim import TIMING_FRAMES, simulate
+from nnfpga.build import CompileOptions, compile_model
+from nnfpga.errors import NnfpgaError
+from nnfpga.frontend import load_onnx
+from nnfpga.hw_tests import sim
+from nnfpga.hw_tests.test_rtl_cnn import RESIDUAL, _graph
+from nnfpga.passes import DEFAULT_PIPELINE, PassContext, parse_pipeline, run_pipeline
+
+sys.path.insert(0, str(Path(__file__).parent))
+import onnx_models  # noqa: E402
+
+
+def design_of(builder: str, tmp_path: Path):
+    model = onnx_models.save(getattr(onnx_models, builder)(), tmp_path / f"{builder}.onnx")
+    g = run_pipeline(load_onnx(Path(model), None), parse_pipeline(DEFAULT_PIPELINE), PassContext(seed=0))
+    return lower_stream(g, region_input(g))
+
+
+def test_the_model_times_as_many_inferences_as_the_harness():
+    assert inspect.signature(sim.simulate).parameters["timing_samples"].default == TIMING_FRAMES
+
+
+# (builder, latency, interval): Verilator, default pipeline (README, Convolutional networks)
+MEASURED = [("residual_block", 1780, 1536), ("depthwise_separable", 1273, 576), ("concat_block", 1031, 648),
+            ("conv1d_net", 213, 96)]
+
+
+@pytest.mark.parametrize("builder, latency, interval", MEASURED, ids=[m[0] for m in MEASURED])
+def test_where_no_module_waits_on_another_the_model_agrees_with_the_recurrences(tmp_path, builder, latency, interval):
+    design = design_of(builder, tmp_path)
+    assert simulate(design) == (latency, interval)
+    assert (frame_latency(design), design.interval) == (latency, interval)
+
+
+def test_the_digits_cnn_as_built_by_default(tmp_path):
+    digits = Path(__file__).resolve().parents[1] / "examples" / "digits_cnn"
+    r = compile_model(digits / "model.onnx", tmp_path / "b", CompileOptions(calib_path=digits / "calib.npz"))
+    assert simulate(lower_stream(r.graph, region_input(r.graph))) == (1459, 576)  # README, Verilator
+
+
+def test_the_strided_cnn_hands_rows_over_as_measured(tmp_path):
+    # The second window stops its input until an output row is done (rule (b)) while the
+    # dense layer before it delivers 8 beats per 9 cycles: the window alone would take 432
+    # cycles a frame, and the recurrences, which leave backpressure out, give 756 for the latency.
+    design = design_of("strided_cnn", tmp_path)
+    assert simulate(design) == (790, 446)
+    assert (frame_latency(design), design.interval) == (756, 432)
+
+
+def test_a_skip_fifo_below_its_deadlock_bound_is_reported():
+    # The residual block that hw_tests/test_rtl_cnn.py stalls in Verilator one beat below the bound.
+    g, calib = _graph(RESIDUAL)
+    q = run_pipeline(g, parse_pipeline("quantize,channels_last,fold{pe=4,simd=12}"), PassContext(calib=calib))
+    design = lower_stream(q, region_input(q))
+    (fifo,) = design.fifos
+    inst = next(i for i in design.instances if i.name == fifo["instance"])
+    assert simulate(design) == (525, 324)  # as built (measured in test_rtl_cnn)
+    inst.params["DEPTH"] = fifo["deadlock_depth"]
+    assert simulate(design) is not None
+    inst.params["DEPTH"] = fifo["deadlock_depth"] - 1
+    with pytest.raises(NnfpgaError, match="stalls at cycle"):
+        simulate(design)
