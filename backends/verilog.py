@@ -20,11 +20,10 @@ import jinja2
 import numpy as np
 
 from nnfpga.backends.rtl_layers import MULT_BITS, DenseLayer, LayerConfigError, check, folding_cycles
+from nnfpga.hardware import dense_pipeline_stages, with_submodules
 
 DEFAULT_TOP = "nnfpga_top"
 DENSE_MODULE = "nnfpga_dense.sv"
-PIPELINE_STAGES = 6
-"""Register stages between issuing a fold and its result leaving a layer (S1..S6)."""
 
 _SV_RESERVED = frozenset("""
     accept_on alias always always_comb always_ff always_latch and assert assign assume automatic
@@ -153,7 +152,7 @@ def _layer_view(i: int, l: DenseLayer, name: str, in_par: int, src: str) -> dict
         "inst": f"u_{name}", "k": l.k, "n": l.n, "pe": l.pe, "simd": l.simd, "in_par": in_par,
         "in_bits": l.in_bits, "in_signed": l.in_signed, "wbits": l.wbits,
         "prod_bits": prod_bits, "acc_bits": l.acc_bits, "mult_bits": MULT_BITS,
-        "shift": l.shift, "rq_bits": l.acc_bits + MULT_BITS + 1,
+        "shift": l.shift, "pipe_stages": dense_pipeline_stages(l.simd, l.acc_bits),
         "out_bits": l.out_bits, "out_zp": l.out_zp, "lo": l.lo, "hi": l.hi,
         "w_file": f"{name}_w.mem", "p_file": f"{name}_p.mem",
         "out_width": l.pe * l.out_bits, "cycles": folding_cycles(l), "src": src,
@@ -191,8 +190,9 @@ def emit_verilog(layers: list[DenseLayer], out_dir: Path, *, top: str = DEFAULT_
     env = _templates()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    modules = with_submodules(["nnfpga_dense"])
     files: dict[str, str] = {
-        DENSE_MODULE: env.get_template("nnfpga_dense.sv.j2").render(),
+        **{f"{m}.sv": env.get_template(f"{m}.sv.j2").render() for m in modules},
         f"{top}.sv": env.get_template("nnfpga_top.sv.j2").render(
             top=top, layers=views,
             in_elements=first.k, in_bits=first.in_bits, in_signed=first.in_signed,
@@ -207,7 +207,7 @@ def emit_verilog(layers: list[DenseLayer], out_dir: Path, *, top: str = DEFAULT_
     cycles = [folding_cycles(l) for l in layers]
     design = {
         "top": top,
-        "sources": [DENSE_MODULE, f"{top}.sv"],
+        "sources": [f"{m}.sv" for m in modules] + [f"{top}.sv"],
         "mem_files": [name for v in views for name in (v["w_file"], v["p_file"])],
         "input": {"elements": first.k, "bits": first.in_bits, "signed": first.in_signed,
                   "par": in_par, "beats": first.k // in_par},
@@ -218,7 +218,7 @@ def emit_verilog(layers: list[DenseLayer], out_dir: Path, *, top: str = DEFAULT_
                     "cycles": c, "fill_beats": l.k // v["in_par"]}
                    for l, v, c in zip(layers, views, cycles)],
         "predicted_cycles_per_inference": predicted_interval(layers, in_par),
-        "pipeline_stages_per_layer": PIPELINE_STAGES,
+        "pipeline_stages_per_layer": [v["pipe_stages"] for v in views],
     }
     files["design.json"] = json.dumps(design, indent=2, sort_keys=True) + "\n"
 

@@ -17,8 +17,9 @@ from pathlib import Path
 from nnfpga.backends.rtl_layers import MULT_BITS, check as check_layer_chain, folding_cycles
 from nnfpga.backends.stream_graph import StreamDesign, is_image
 from nnfpga.backends.stream_latency import frame_latency
-from nnfpga.backends.verilog import (DEFAULT_TOP, PIPELINE_STAGES, _layer_view, _templates, hw_identifier,
-                                     mem_text, param_fields, weight_fields)
+from nnfpga.backends.verilog import (DEFAULT_TOP, _layer_view, _templates, hw_identifier, mem_text, param_fields,
+                                     weight_fields)
+from nnfpga.hardware import dense_pipeline_stages, with_submodules
 
 INPUT_TLAST = {"nnfpga_fork", "nnfpga_fifo"}
 """Modules with an s_axis_tlast input port (the others delimit frames by counting)."""
@@ -26,14 +27,20 @@ LAST_MODULE_TLAST = "last_unused"
 """The wire the last module's own tlast goes to: the top level counts output beats itself."""
 
 
+def dense_parameters(l, in_par: int, w_file: str, p_file: str) -> list[tuple[str, object]]:
+    """nnfpga_dense's parameters for layer `l` fed `in_par` elements per beat, as Verilog text values."""
+    return [("K", l.k), ("N", l.n), ("PE", l.pe), ("SIMD", l.simd), ("IN_PAR", in_par),
+            ("IN_BITS", l.in_bits), ("IN_SIGNED", f"1'b{int(l.in_signed)}"), ("W_BITS", l.wbits),
+            ("PROD_BITS", l.in_bits + 1 + l.wbits), ("ACC_BITS", l.acc_bits), ("MULT_BITS", MULT_BITS),
+            ("SHIFT", l.shift), ("OUT_BITS", l.out_bits), ("OUT_ZP", l.out_zp), ("LO", l.lo), ("HI", l.hi),
+            ("PIPE_STAGES", dense_pipeline_stages(l.simd, l.acc_bits)),
+            ("W_FILE", f'"{w_file}"'), ("P_FILE", f'"{p_file}"')]
+
+
 def _dense_params(inst, name: str) -> tuple[list[tuple[str, object]], dict[str, str]]:
     l = inst.layer
     v = _layer_view(0, l, name, inst.params["IN_PAR"], "")
-    params = [("K", l.k), ("N", l.n), ("PE", l.pe), ("SIMD", l.simd), ("IN_PAR", v["in_par"]),
-              ("IN_BITS", l.in_bits), ("IN_SIGNED", f"1'b{int(l.in_signed)}"), ("W_BITS", l.wbits),
-              ("PROD_BITS", v["prod_bits"]), ("ACC_BITS", l.acc_bits), ("MULT_BITS", MULT_BITS),
-              ("SHIFT", l.shift), ("RQ_BITS", v["rq_bits"]), ("OUT_BITS", l.out_bits), ("OUT_ZP", l.out_zp),
-              ("LO", l.lo), ("HI", l.hi), ("W_FILE", f'"{v["w_file"]}"'), ("P_FILE", f'"{v["p_file"]}"')]
+    params = dense_parameters(l, v["in_par"], v["w_file"], v["p_file"])
     mems = {v["w_file"]: mem_text(weight_fields(l), l.wbits),
             v["p_file"]: mem_text(param_fields(l), MULT_BITS + l.acc_bits)}
     return params, mems
@@ -79,6 +86,7 @@ def emit_stream_verilog(design: StreamDesign, out_dir: Path, *, top: str = DEFAU
                    "signed": design.output.signed, "par": design.output.par, "beats": design.output.beats,
                    "width": design.output.width, "image": is_image(design.output_value)},
     }
+    modules = with_submodules(modules)
     for m in modules:
         files[f"{m}.sv"] = env.get_template(f"{m}.sv.j2").render()
     files[f"{top}.sv"] = env.get_template("nnfpga_graph_top.sv.j2").render(
@@ -101,7 +109,7 @@ def emit_stream_verilog(design: StreamDesign, out_dir: Path, *, top: str = DEFAU
         "fifos": design.fifos,
         "predicted_cycles_per_inference": design.interval,
         "predicted_latency_cycles": frame_latency(design),
-        "pipeline_stages_per_layer": PIPELINE_STAGES,
+        "pipeline_stages_per_layer": [dense_pipeline_stages(i.layer.simd, i.layer.acc_bits) for i, _ in layers],
     }
     files["design.json"] = json.dumps(info, indent=2, sort_keys=True) + "\n"
     out_dir = Path(out_dir)

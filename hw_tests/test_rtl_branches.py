@@ -18,7 +18,9 @@ from nnfpga.backends.fifo_depth import (branch_needed, concat_join, dense_needed
                                         skip_fifo_depth)
 from nnfpga.backends.rtl_layers import MULT_BITS, DenseLayer, check, reference_forward
 from nnfpga.backends.verilog import _mem_lines, _templates, param_words, weight_words
+from nnfpga.backends.verilog_graph import dense_parameters
 from nnfpga.errors import BuildError
+from nnfpga.hardware import with_submodules
 from nnfpga.hw_tests.sim import lint, simulate
 
 LINT_OFF = "/* verilator lint_off UNUSEDSIGNAL */"
@@ -35,8 +37,8 @@ def make_design(rtl_dir: Path, modules: list[str], top: str, inp: dict, out: dic
     rtl_dir.mkdir(parents=True, exist_ok=True)
     env = _templates()
     sources = []
-    for m in modules:
-        name = f"nnfpga_{m}.sv"
+    for m in with_submodules([f"nnfpga_{m}" for m in modules]):
+        name = f"{m}.sv"
         (rtl_dir / name).write_text(env.get_template(f"{name}.j2").render())
         sources.append(name)
     (rtl_dir / "nnfpga_top.sv").write_text(top)
@@ -352,13 +354,8 @@ def dense_layer(rng, name: str, k: int, n: int, pe: int, simd: int, in_bits: int
 
 
 def dense_instance(l: DenseLayer, in_par: int, src: str, dst: str, inst: str) -> str:
-    # The widths emit_verilog gives the same layer (backends/verilog.py _layer_view).
-    params = dict(K=l.k, N=l.n, PE=l.pe, SIMD=l.simd, IN_PAR=in_par, IN_BITS=l.in_bits,
-                  IN_SIGNED=f"1'b{int(l.in_signed)}", W_BITS=l.wbits, PROD_BITS=l.in_bits + 1 + l.wbits,
-                  ACC_BITS=l.acc_bits, MULT_BITS=MULT_BITS, SHIFT=l.shift, RQ_BITS=l.acc_bits + MULT_BITS + 1,
-                  OUT_BITS=l.out_bits, OUT_ZP=l.out_zp, LO=l.lo, HI=l.hi,
-                  W_FILE=f'"{inst}_w.mem"', P_FILE=f'"{inst}_p.mem"')
-    plist = ", ".join(f".{k}({v})" for k, v in params.items())
+    params = dense_parameters(l, in_par, f"{inst}_w.mem", f"{inst}_p.mem")
+    plist = ", ".join(f".{k}({v})" for k, v in params)
     return (f"    nnfpga_dense #({plist}) {inst} (.clk(clk), .rst_n(rst_n),\n"
             f"        {conn('s', src, False)}, {conn('m', dst)});\n")
 
