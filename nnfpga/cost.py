@@ -21,16 +21,20 @@ layer's last input beat, so only the first layer's fill adds to the latency.
 Resources, derived from templates/verilog/nnfpga_dense.sv.j2:
 
     DSPs   P*S products of (ib+1) x wb bits  x  tiles(ib+1, wb)  x  dsp_per_product
-           + P requant products acc*M of ab x 17 bits  x  tiles(ab, 17)
+           + P requant products acc*M  x  pieces(ab)  (the template's own split:
+           one multiplier while ab <= 18, else 17-bit unsigned pieces and a signed top)
            tiles(a, b) = pieces(a, A) * pieces(b, B) for the device's A x B multiplier:
            port-wide pieces, a last piece under 2 bits goes to logic (yosys mul2dsp)
-    FFs    2*K*ib                     the two input vector buffers
-           + S*ib + P*S*(ib+1+wb)     input slice (S1) and product registers (S2)
-           + P*(2*ab + 16)            lane sums (S3), accumulators and multipliers (S4)
-           + P*(ab + 18 - s) + P*ob   acc*M above the rounding bit (S5), outputs (S6)
-           + read registers of ROMs built from logic (a block RAM has its own)
-           + counters and valid/flag bits (about 25)
-    LUTs   lut_per_input_bit  * K*ib            buffer write enables + SF:1 slice mux
+    FFs    input buffer in RAM: (banks + 1)*S*ib read registers + the gather register;
+           in flip-flops (S and in_par not dividing one another) 2*K*ib + 2*S*ib
+           + 2*P*S*(ib+1+wb)          product registers (at the multiplier, then again)
+           + sum_j P*ceil(S/4^j)*ab   adder tree registers (every two levels)
+           + P*(ab + 16 + ob)         accumulators, multipliers, requant outputs
+           + P*(ab + 17) [+ P*pieces*34 when split]   acc*M (partial products)
+           + two read registers of each ROM built from logic
+           + counters, credit counter, per-stage valid/flag bits
+    LUTs   LUT RAM (DPR16X4, 2 LUTs each): input buffer + output FIFO
+           [+ lut_per_input_bit * K*ib  a flip-flop input buffer's enables and mux]
            + lut_per_tree_bit * P*(S-1)*ab      the adder tree summing S products
            + lut_per_pe_bit   * P*(2*ab + 19 - s + 2*ob)
                                                 accumulate, round, zero point, clamp
@@ -84,7 +88,7 @@ from typing import Iterable, Sequence
 
 from nnfpga.devices import DEFAULT_DEVICE, Device, device as lookup_device
 from nnfpga.errors import NnfpgaError
-from nnfpga.hardware import (DSP_SIGNED_BITS, MULT_BITS, adder_tree_stages, dense_pipeline_stages,
+from nnfpga.hardware import (DSP_SIGNED_BITS, MULT_BITS, PRODUCT_STAGES, adder_tree_stages, dense_pipeline_stages,
                              output_fifo_depth, requant_pieces, requant_stages)
 DEFAULT_SHIFT = 16
 """Requant shift assumed when a layer record does not say (only the LUT/FF figures use it)."""
@@ -364,7 +368,7 @@ def layer_cost(layer, in_par: int, dev: Device, first: bool = False) -> dict:
     fifo_depth = output_fifo_depth(stages)
     ffs = {"input_buffers": ((banks + 1) * l.simd * l.in_bits + (gather - 1) * in_par * l.in_bits if ram_buffer
                              else 2 * l.k * l.in_bits + 2 * l.simd * l.in_bits),
-           "pipeline": (0 if absorbed else l.pe * l.simd * prod_bits) + tree,
+           "pipeline": (0 if absorbed else PRODUCT_STAGES * l.pe * l.simd * prod_bits) + tree,
            "accumulate_requant": l.pe * (l.acc_bits + MULT_BITS + l.out_bits)
                                  + (0 if absorbed else l.pe * (rq_bits + (pieces > 1) * pieces * (18 + MULT_BITS))),
            "rom_registers": round((wrom["placement"] == "logic") * wrom["used_width"] * 2 * cal["wrom_register_kept"]

@@ -22,6 +22,9 @@ TREE_LEVELS_PER_STAGE = 2
 """The SIMD lane sum is an adder tree with a register after every this many levels."""
 ROM_READ_STAGES = 2
 """Weight ROM and input buffer: read register, then output register (DP16KD's OUTREG)."""
+PRODUCT_STAGES = 2
+"""The pe x simd products: the multiplier's output register, then a second one, so the
+route from a DSP column back to the adder tree has a cycle of its own."""
 
 REQUANT_MODULE = "nnfpga_requant"
 FIFO_MODULE = "nnfpga_fifo"
@@ -70,9 +73,9 @@ def adder_tree_stages(simd: int) -> int:
 
 
 def dense_pipeline_stages(simd: int, acc_bits: int) -> int:
-    """nnfpga_dense: ROM read (2), products (1), lane sum tree, accumulate (1), requant,
+    """nnfpga_dense: ROM read (2), products (2), lane sum tree, accumulate (1), requant,
     output FIFO write (1)."""
-    return ROM_READ_STAGES + 1 + adder_tree_stages(simd) + 1 + requant_stages(acc_bits) + 1
+    return ROM_READ_STAGES + PRODUCT_STAGES + adder_tree_stages(simd) + 1 + requant_stages(acc_bits) + 1
 
 
 def output_fifo_depth(stages: int) -> int:

@@ -31,7 +31,7 @@
 //
 // Pipeline (PIPE_STAGES, nnfpga/hardware.py dense_pipeline_stages; no clock enable):
 //   issue -> S1 ROM and input buffer read registers -> S2 their output registers (DP16KD's
-//   OUTREG) -> S3 products -> adder tree over SIMD lanes, a register every 2 levels (TS
+//   OUTREG where the tool maps it there) -> S3 products -> S4 products again -> adder tree over SIMD lanes, a register every 2 levels (TS
 //   stages) -> accumulate (parameter ROM read two cycles before, lined up) ->
 //   nnfpga_requant (RQ stages) -> output FIFO write.
 // Backpressure: m_axis_tready reaches only the output FIFO and a credit counter. A fold
@@ -90,7 +90,7 @@ module nnfpga_dense #(
     // pipeline geometry
     localparam int LEVELS = SIMD > 1 ? $clog2(SIMD) : 0;
     localparam int TS = (LEVELS + 1) / 2;                         // adder tree register stages
-    localparam int ACC_STAGE = 4 + TS;                            // edge of the accumulator
+    localparam int ACC_STAGE = 5 + TS;                            // edge of the accumulator
     localparam int RQ_STAGES = ACC_BITS <= 18 ? 2 : 3;            // nnfpga_requant's STAGES
     localparam int OWN_STAGES = ACC_STAGE + RQ_STAGES + 1;
     localparam int FIFO_DEPTH = PIPE_STAGES + 2;
@@ -291,15 +291,20 @@ module nnfpga_dense #(
         end
     end
 
-    // ---- S3: PE x SIMD products ----
+    // ---- S3, S4: PE x SIMD products, registered at the multiplier and again ----
+    // The multipliers sit in DSP columns across the chip: the second register lets the
+    // router take the way back to the adder tree in a cycle of its own (ECP5: 6 ns of the
+    // 15 ns critical path of a 100-multiplier design was that way back).
+    logic signed [PROD_BITS-1:0] prod_m [PE][SIMD];
     logic signed [PROD_BITS-1:0] prod [PE][SIMD];
 
     always_ff @(posedge clk) begin
         for (int p = 0; p < PE; p++) begin
             for (int s = 0; s < SIMD; s++) begin
-                prod[p][s] <= PROD_BITS'(
+                prod_m[p][s] <= PROD_BITS'(
                     $signed({IN_SIGNED & x_q[s*IN_BITS + IN_BITS-1], x_q[s*IN_BITS +: IN_BITS]})
                     * $signed(w_q[(p*SIMD + s)*W_BITS +: W_BITS]));
+                prod[p][s] <= prod_m[p][s];
             end
         end
     end

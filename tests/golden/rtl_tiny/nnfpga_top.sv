@@ -37,7 +37,7 @@ module nnfpga_top (
         .K(16), .N(12), .PE(2), .SIMD(4), .IN_PAR(4),
         .IN_BITS(8), .IN_SIGNED(1'b0), .W_BITS(8),
         .PROD_BITS(17), .ACC_BITS(24), .MULT_BITS(16),
-        .SHIFT(20), .PIPE_STAGES(9),
+        .SHIFT(20), .PIPE_STAGES(10),
         .OUT_BITS(8), .OUT_ZP(-3), .LO(-3), .HI(127),
         .W_FILE("l0_fc0_w.mem"), .P_FILE("l0_fc0_p.mem")
     ) u_l0_fc0 (
@@ -56,7 +56,7 @@ module nnfpga_top (
         .K(12), .N(6), .PE(3), .SIMD(2), .IN_PAR(2),
         .IN_BITS(8), .IN_SIGNED(1'b1), .W_BITS(8),
         .PROD_BITS(17), .ACC_BITS(24), .MULT_BITS(16),
-        .SHIFT(20), .PIPE_STAGES(9),
+        .SHIFT(20), .PIPE_STAGES(10),
         .OUT_BITS(8), .OUT_ZP(-3), .LO(-3), .HI(127),
         .W_FILE("l1_fc1_w.mem"), .P_FILE("l1_fc1_p.mem")
     ) u_l1_fc1 (
