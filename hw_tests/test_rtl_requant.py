@@ -27,14 +27,14 @@ K, N = 12, 4
 CASES = {
     # name: (input element, output element, fused relu, multiplier range, shift, |weight| max,
     #        |bias| max, multipliers per lane for acc·M (nnfpga.hardware.requant_pieces))
-    "u8-relu-wide-range": ("!q<i8, 0.05, -3>", "!q<u8, 0.1, 7>", True, (2**15, 2**16), 21, 127, 25 * 127, 2),
+    "u8-relu-wide-range": ("!q<i8, 0.05, -3>", "!q<u8, 0.1, 7>", True, (2**15, 2**16), 21, 127, 25 * 127, 1),
     "i8-negative-zp": ("!q<u8, 0.02, 17>", "!q<i8, 0.2, -100>", False, (2**14, 2**16), 22, 127, 25 * 127, 2),
     # small products: most outputs inside the clamp, every odd acc·M a tie that rounds up
     "shift-1-ties": ("!q<i4, 0.3, 1>", "!q<i8, 0.3, -3>", False, (1, 6), 1, 1, 25, 1),
     "u2-relu": ("!q<i8, 0.05>", "!q<u2, 0.5, 1>", True, (100, 2000), 14, 127, 25 * 127, 2),
     "shift-beyond-product": ("!q<u4, 0.1, 2>", "!q<i8, 0.1, 5>", False, (1, 3), 40, 127, 25 * 127, 1),
     # one multiplier at its widest: acc of 18 bits times M up to 2^16 - 1
-    "acc-18-one-multiplier": ("!q<i4, 0.1, -2>", "!q<i8, 0.1, 3>", False, (2**15, 2**16), 26, 7, 2**16, 1),
+    "acc-18-one-multiplier": ("!q<i4, 0.1, -2>", "!q<i8, 0.1, 3>", False, (2**15, 2**16), 23, 7, 2**16, 1),
     # acc of 30 bits: a 13-bit signed high piece; large and small shifts; relu at a negative zero point
     "acc-30-split-large-shift": ("!q<i8, 0.05>", "!q<i8, 0.1, -20>", True, (2**16 - 64, 2**16), 36, 127, 2**28, 2),
     "acc-30-split-small-shift": ("!q<u8, 0.05, 3>", "!q<i8, 0.1, -7>", False, (1, 2**16), 2, 127, 2**28, 2),
