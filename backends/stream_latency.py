@@ -10,11 +10,12 @@ each output beat leaves, in data order, one numpy array per stream:
                        rule, as in backends/fifo_depth.py); D its register stages
     nnfpga_dense       vector v starts when its last input beat is in and vector v−1's folds
                        are done: start_v = max(in_last_v, start_{v−1} + NF·SF); output beat i
-                       of v leaves at start_v + (i+1)·SF + 6
+                       of v leaves at start_v + (i+1)·SF + dense_pipeline_stages
     nnfpga_add         step j takes beat j of both inputs: out[j] = max(out[j−1] + 1, max(a[j], b[j]) + D)
     nnfpga_concat      each pixel's a beats, then its b beats, through the same recurrence
 
-    D: window 3 (issue, RAM read, output), pool 3 (S1..S3), add 3, fork, FIFO, concat, repack 1
+    D: window 3 (issue, RAM read, output), pool 2 (max) or 2 + requant stages (sum), add 5
+    (nnfpga/hardware.py), fork, FIFO, concat, repack 1
 
 The recurrence out[j] = max(out[j−1] + 1, a[j]) is out = j + running max of (a − j), so a
 frame costs a few numpy passes per module. Backpressure is left out: a module that cannot
@@ -36,11 +37,18 @@ import numpy as np
 
 from nnfpga.backends import stream_model
 from nnfpga.backends.stream_graph import Instance, StreamDesign, data_order
-from nnfpga.hardware import PIPELINE_STAGES
+from nnfpga.hardware import add_pipeline_stages, dense_pipeline_stages
 
-STAGES = {"nnfpga_window": 3, "nnfpga_pool": stream_model.POOL_STAGES, "nnfpga_add": 3, "nnfpga_fork": 1,
+STAGES = {"nnfpga_window": 3, "nnfpga_add": add_pipeline_stages(), "nnfpga_fork": 1,
           "nnfpga_fifo": 1, "nnfpga_concat": 1, "nnfpga_repack": 1}
-"""D per module: cycles from the input beat an output waits for to that output's transfer."""
+"""D per module: cycles from the input beat an output waits for to that output's transfer
+(nnfpga_pool's depends on its mode: stream_model.pool_stages)."""
+
+
+def _stages(inst: Instance) -> int:
+    if inst.module == "nnfpga_pool":
+        return stream_model.pool_stages(stream_model.PoolParams(**inst.params))
+    return STAGES[inst.module]
 
 
 def _paced(ready: np.ndarray) -> np.ndarray:
@@ -74,7 +82,8 @@ def _dense(inst: Instance, arrive: np.ndarray) -> np.ndarray:
     last_in = arrive.reshape(inst.vectors, -1)[:, -1]
     v = np.arange(inst.vectors, dtype=np.int64) * nf * sf
     start = v + np.maximum.accumulate(last_in - v)
-    return (start[:, None] + sf * np.arange(1, nf + 1) + PIPELINE_STAGES).reshape(-1)
+    stages = dense_pipeline_stages(l.simd, l.acc_bits)
+    return (start[:, None] + sf * np.arange(1, nf + 1) + stages).reshape(-1)
 
 
 def frame_latency(design: StreamDesign) -> int:
@@ -86,14 +95,14 @@ def frame_latency(design: StreamDesign) -> int:
         if inst.module == "nnfpga_dense":
             leave = _dense(inst, arrive[0])
         elif inst.module == "nnfpga_add":
-            leave = _paced(np.maximum(arrive[0], arrive[1]) + STAGES[inst.module])
+            leave = _paced(np.maximum(arrive[0], arrive[1]) + _stages(inst))
         elif inst.module == "nnfpga_concat":
             p = inst.params
             a = arrive[0].reshape(p["PIXELS"], -1)
             b = arrive[1].reshape(p["PIXELS"], -1)
-            leave = _paced(np.concatenate([a, b], axis=1).reshape(-1) + STAGES[inst.module])
+            leave = _paced(np.concatenate([a, b], axis=1).reshape(-1) + _stages(inst))
         else:
-            leave = _paced(arrive[0][_needed(inst, out.beats) - 1] + STAGES[inst.module])
+            leave = _paced(arrive[0][_needed(inst, out.beats) - 1] + _stages(inst))
         for s in inst.outputs.values():
             times[id(s)] = leave
     return int(times[id(design.output)][-1])

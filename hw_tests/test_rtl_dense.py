@@ -8,6 +8,7 @@ it by at most INTERVAL_SLACK cycles, the bubble a layer spends switching input b
 """
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -15,7 +16,10 @@ import numpy as np
 import pytest
 
 from nnfpga.build import CompileOptions, compile_model
+from nnfpga.cost import estimate
+from nnfpga.errors import BuildError
 from nnfpga.hw_tests.sim import lint
+from nnfpga.report import cost_inputs
 from nnfpga.verify import verify_build
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,11 +36,20 @@ def compiled(tmp_path_factory, model: Path, pipeline: str, calib: Path | None = 
     return out
 
 
-def check_timing(result: dict) -> None:
+def predicted_latency(build: Path) -> int:
+    """The latency nnfpga.cost predicts for a dense chain (nnfpga.hardware's stage counts)."""
+    design = json.loads((build / "rtl" / "design.json").read_text())
+    manifest = json.loads((build / "manifest.json").read_text())
+    return estimate(device="ecp5-85k", **cost_inputs(build, manifest, design, []))["total"]["latency_cycles"]
+
+
+def check_timing(result: dict, build: Path) -> None:
     predicted, measured = result["predicted_cycles_per_inference"], result["cycles_per_inference"]
+    latency = predicted_latency(build)
     print(f"cycles per inference: measured {measured}, predicted {predicted}; "
-          f"latency {result['latency_cycles']} cycles")
+          f"latency {result['latency_cycles']} cycles, predicted {latency}")
     assert predicted <= measured <= predicted + INTERVAL_SLACK
+    assert result["latency_cycles"] == latency
 
 
 @pytest.mark.parametrize("pipeline", [
@@ -51,7 +64,7 @@ def test_jet_mlp_is_bit_exact_for_two_foldings(tmp_path_factory, pipeline):
     assert result["samples"] == 500
     assert result["mismatches"] == 0 and result["ir_vs_reference_mismatches"] == 0
     assert result["bit_exact"]
-    check_timing(result)
+    check_timing(result, build)
 
 
 def test_digits_mlp_is_bit_exact_and_accurate(tmp_path_factory):
@@ -64,7 +77,7 @@ def test_digits_mlp_is_bit_exact_and_accurate(tmp_path_factory):
     assert result["samples"] == 300 and result["bit_exact"]
     assert result["top1_agreement"] >= 0.98
     assert abs(result["float_accuracy"] - result["quantized_accuracy"]) <= 0.02
-    check_timing(result)
+    check_timing(result, build)
 
 
 def test_unfolded_and_fully_parallel_layers(tmp_path_factory):
@@ -73,9 +86,10 @@ def test_unfolded_and_fully_parallel_layers(tmp_path_factory):
     save(mlp([12, 10, 6], seed=5), model)
     for pipeline in ["canonicalize,quantize{abits=4,wbits=3},fold{pe=1,simd=1}",
                      "canonicalize,quantize,fold{pe=64,simd=64}"]:
-        result = verify_build(compiled(tmp_path_factory, model, pipeline), samples=60, seed=3)
+        build = compiled(tmp_path_factory, model, pipeline)
+        result = verify_build(build, samples=60, seed=3)
         assert result["bit_exact"], (pipeline, result)
-        check_timing(result)
+        check_timing(result, build)
 
 
 def test_hostile_node_name_lints_and_simulates(tmp_path_factory):
@@ -100,3 +114,19 @@ def test_lint_is_clean_for_every_folding_shape(tmp_path_factory):
                      "canonicalize,quantize,fold{pe=5,simd=6}",
                      "canonicalize,quantize{abits=8},fold{pe=1,simd=3}"]:
         lint(compiled(tmp_path_factory, model, pipeline) / "rtl")
+
+
+def test_the_template_checks_its_stage_count(tmp_path_factory):
+    """nnfpga_dense computes its own stage count and refuses a PIPE_STAGES that differs from it
+    (nnfpga.hardware.dense_pipeline_stages): the two cannot drift apart unnoticed."""
+    model = tmp_path_factory.mktemp("m") / "m.onnx"
+    save(mlp([16, 8, 4], seed=3), model)
+    rtl = compiled(tmp_path_factory, model, "canonicalize,quantize,fold{pe=2,simd=8}") / "rtl"
+    lint(rtl)
+    top = rtl / "nnfpga_top.sv"
+    text = top.read_text()
+    stages = json.loads((rtl / "design.json").read_text())["pipeline_stages_per_layer"][0]
+    assert f".PIPE_STAGES({stages})" in text
+    top.write_text(text.replace(f".PIPE_STAGES({stages})", f".PIPE_STAGES({stages + 1})", 1))
+    with pytest.raises(BuildError, match="PIPE_STAGES"):
+        lint(rtl)

@@ -25,11 +25,12 @@ import numpy as np
 import pytest
 
 from nnfpga.backends.stream_model import (
-    POOL_STAGES, WINDOW_STAGES, PoolParams, WindowParams, pool_accept_limit, pool_capacity_beats, pool_cycles,
-    pool_latency_cycles, pool_needed_beats, window_accept_limit, window_capacity_beats, window_cycles,
+    WINDOW_STAGES, PoolParams, WindowParams, pool_accept_limit, pool_capacity_beats, pool_cycles,
+    pool_latency_cycles, pool_needed_beats, pool_stages, window_accept_limit, window_capacity_beats, window_cycles,
     window_latency_cycles, window_needed_beats,
 )
 from nnfpga.hw_tests.axis_tb import unpack_beats
+from nnfpga.hardware import with_submodules
 from nnfpga.hw_tests.sim import lint, simulate
 
 SLACK = 3
@@ -126,7 +127,7 @@ def write_rtl(rtl: Path, stages: list[Stage], input_stream: dict, output_stream:
               probe: bool = False) -> Path:
     rtl.mkdir(parents=True, exist_ok=True)
     env = _env()
-    modules = sorted({s.module for s in stages})
+    modules = with_submodules(sorted({s.module for s in stages}))
     for m in modules:
         (rtl / f"{m}.sv").write_text(env.get_template(f"{m}.sv.j2").render())
     (rtl / "nnfpga_top.sv").write_text(top_module(stages, probe))
@@ -351,7 +352,7 @@ def test_window_then_pool_is_bit_exact_on_time_and_keeps_the_composed_contract(t
                                 stream(wp.H * wp.W * wp.C, wp.BITS, signed, wp.PAR), expected, pp.OUT_BITS,
                                 out_signed, pp.PAR, x, window_cycles(wp), (0.3, 0.3), seed=13)
     # The pool takes the window's beats as they come and adds its own pipeline.
-    check_timing(result, window_cycles(wp), window_latency_cycles(wp) + POOL_STAGES)
+    check_timing(result, window_cycles(wp), window_latency_cycles(wp) + pool_stages(pp))
     check_contract(counts, wp.in_beats, pp.out_beats,
                    lambda j: window_needed_beats(wp, pool_needed_beats(pp, j) - 1),
                    lambda e: window_accept_limit(wp, pool_accept_limit(pp, e)))

@@ -11,25 +11,30 @@ Time (exact for the template; see "Validation" below):
     stage     = max(folds, fill)              the two overlap (ping-pong input buffers)
                 × vectors                     a convolution: one vector per output pixel
     interval  = max over layers of stage      = StreamDesign.interval of an MLP (backends/stream_graph.py)
-    latency   = (fill_0 - 1) + sum over layers of (folds + 6)
+    latency   = (fill_0 - 1) + sum over layers of (folds + stages)
+    stages    = nnfpga.hardware.dense_pipeline_stages(S, ab)
 
 A layer issues its first fold the cycle after its last input beat, and its last output
-leaves 6 pipeline stages (S1..S6) after its last fold; that last output is the next
+leaves `stages` register stages after its last fold; that last output is the next
 layer's last input beat, so only the first layer's fill adds to the latency.
 
 Resources, derived from templates/verilog/nnfpga_dense.sv.j2:
 
     DSPs   P*S products of (ib+1) x wb bits  x  tiles(ib+1, wb)  x  dsp_per_product
-           + P requant products acc*M of ab x 17 bits  x  tiles(ab, 17)
+           + P requant products acc*M  x  pieces(ab)  (the template's own split:
+           one multiplier while ab <= 18, else 17-bit unsigned pieces and a signed top)
            tiles(a, b) = pieces(a, A) * pieces(b, B) for the device's A x B multiplier:
            port-wide pieces, a last piece under 2 bits goes to logic (yosys mul2dsp)
-    FFs    2*K*ib                     the two input vector buffers
-           + S*ib + P*S*(ib+1+wb)     input slice (S1) and product registers (S2)
-           + P*(2*ab + 16)            lane sums (S3), accumulators and multipliers (S4)
-           + P*(ab + 18 - s) + P*ob   acc*M above the rounding bit (S5), outputs (S6)
-           + read registers of ROMs built from logic (a block RAM has its own)
-           + counters and valid/flag bits (about 25)
-    LUTs   lut_per_input_bit  * K*ib            buffer write enables + SF:1 slice mux
+    FFs    input buffer in RAM: (banks + 1)*S*ib read registers + the gather register;
+           in flip-flops (S and in_par not dividing one another) 2*K*ib + 2*S*ib
+           + 2*P*S*(ib+1+wb)          product registers (at the multiplier, then again)
+           + sum_j P*ceil(S/4^j)*ab   adder tree registers (every two levels)
+           + P*(ab + 16 + ob)         accumulators, multipliers, requant outputs
+           + P*(ab + 17) [+ P*pieces*34 when split]   acc*M (partial products)
+           + two read registers of each ROM built from logic
+           + counters, credit counter, per-stage valid/flag bits
+    LUTs   LUT RAM (DPR16X4, 2 LUTs each): input buffer + output FIFO
+           [+ lut_per_input_bit * K*ib  a flip-flop input buffer's enables and mux]
            + lut_per_tree_bit * P*(S-1)*ab      the adder tree summing S products
            + lut_per_pe_bit   * P*(2*ab + 19 - s + 2*ob)
                                                 accumulate, round, zero point, clamp
@@ -85,8 +90,9 @@ from nnfpga.devices import DEFAULT_DEVICE, DEVICES, Device, device as lookup_dev
 from nnfpga.errors import NnfpgaError
 from nnfpga.calibration import CALIBRATION
 from nnfpga.cost_stream import module_cost
-from nnfpga.hardware import (MULT_BITS, PIPELINE_STAGES, dsp_tiles, largest_divisor_at_most, param_fields, varying_bits,
-                             weight_fields)
+from nnfpga.hardware import (DSP_SIGNED_BITS, MULT_BITS, PRODUCT_STAGES, adder_tree_stages,
+                             dense_pipeline_stages, dsp_tiles, largest_divisor_at_most, output_fifo_depth,
+                             param_fields, requant_pieces, requant_stages, varying_bits, weight_fields)
 
 DEFAULT_SHIFT = 16
 """Requant shift assumed when a layer record does not say (only the LUT/FF figures use it)."""
@@ -198,6 +204,7 @@ def layer_cost(layer, in_par: int, dev: Device, first: bool = False) -> dict:
     cal = CALIBRATION[dev.family]
     nf, sf = l.n // l.pe, l.k // l.simd
     folds, fill = nf * sf, l.k // in_par
+    stages = dense_pipeline_stages(l.simd, l.acc_bits)
     prod_bits = l.in_bits + 1 + l.wbits
     rq_kept = max(1, l.acc_bits + MULT_BITS + 2 - l.shift)  # acc*M bits from the rounding bit up
     used = l.rom_widths or (None, None)
@@ -205,21 +212,34 @@ def layer_cost(layer, in_par: int, dev: Device, first: bool = False) -> dict:
     prom = rom_placement(nf, l.pe * (MULT_BITS + l.acc_bits), dev.family, used[1])
     roms = [wrom, prom]
 
+    pieces = requant_pieces(l.acc_bits)  # acc*M as 17-bit unsigned pieces and a signed top piece
     dsps = {"products": math.ceil(l.pe * l.simd * dsp_tiles(l.in_bits + 1, l.wbits, dev.dsp_shape)
                                   * cal["dsp_per_product"]),
-            "requant": l.pe * dsp_tiles(l.acc_bits, MULT_BITS + 1, dev.dsp_shape)}
+            "requant": l.pe * pieces * dsp_tiles(DSP_SIGNED_BITS, MULT_BITS + 1, dev.dsp_shape)}
 
     absorbed = cal["dsp_absorbs_registers"]
-    ffs = {"input_buffers": 2 * l.k * l.in_bits,
-           "pipeline": l.simd * l.in_bits + (0 if absorbed else l.pe * l.simd * prod_bits),
+    ram_buffer = in_par % l.simd == 0 or l.simd % in_par == 0
+    banks = in_par // l.simd if ram_buffer and in_par > l.simd else 1
+    gather = l.simd // in_par if ram_buffer and l.simd > in_par else 1
+    tree = sum(l.pe * -(-l.simd // 4 ** j) * l.acc_bits for j in range(1, adder_tree_stages(l.simd) + 1))
+    rq_bits = l.acc_bits + MULT_BITS + 1
+    fifo_depth = output_fifo_depth(stages)
+    ffs = {"input_buffers": ((banks + 1) * l.simd * l.in_bits + (gather - 1) * in_par * l.in_bits if ram_buffer
+                             else 2 * l.k * l.in_bits + 2 * l.simd * l.in_bits),
+           "pipeline": (0 if absorbed else PRODUCT_STAGES * l.pe * l.simd * prod_bits) + tree,
            "accumulate_requant": l.pe * (l.acc_bits + MULT_BITS + l.out_bits)
-                                 + (0 if absorbed else l.pe * (l.acc_bits + rq_kept)),
-           "rom_registers": round((wrom["placement"] == "logic") * wrom["used_width"] * cal["wrom_register_kept"]
-                                  + (prom["placement"] == "logic") * prom["used_width"] * cal["prom_register_kept"]),
-           "control": 22 + _clog2(fill) + 3 * _clog2(nf) + _clog2(sf) + _clog2(folds)}
+                                 + (0 if absorbed else l.pe * (rq_bits + (pieces > 1) * pieces * (18 + MULT_BITS))),
+           "rom_registers": round((wrom["placement"] == "logic") * wrom["used_width"] * 2 * cal["wrom_register_kept"]
+                                  + (prom["placement"] == "logic") * prom["used_width"] * 2 * cal["prom_register_kept"]),
+           "control": 22 + _clog2(fill) + 3 * _clog2(nf) + _clog2(sf) + _clog2(folds)
+                      + (stages - requant_stages(l.acc_bits)) * (4 + _clog2(nf)) + 2 * _clog2(fifo_depth + 1)}
 
     logic_rom_bits = sum(r["used_bits"] for r in roms if r["placement"] == "logic")
-    luts = {"input": cal["lut_per_input_bit"] * l.k * l.in_bits,
+    # LUT RAM (TRELLIS_DPR16X4: 16 words x 4 bits, counted as 2 LUTs): the input buffer and the
+    # output FIFO; a flip-flop input buffer costs its write enables and SF:1 read multiplexer.
+    lut_ram = 2 * (banks * -(-2 * sf // (banks * 16)) * -(-l.simd * l.in_bits // 4)
+                   + -(-fifo_depth // 16) * -(-(l.pe * l.out_bits + 1) // 4))
+    luts = {"input": lut_ram + (0 if ram_buffer else cal["lut_per_input_bit"] * l.k * l.in_bits),
             "adder_tree": cal["lut_per_tree_bit"] * l.pe * (l.simd - 1) * l.acc_bits,
             "accumulate_requant": cal["lut_per_pe_bit"] * l.pe * (l.acc_bits + rq_kept + 1 + 2 * l.out_bits),
             "rom_logic": cal["lut_per_rom_lut"] * logic_rom_bits / cal["lut_rom_bits"],
@@ -230,8 +250,8 @@ def layer_cost(layer, in_par: int, dev: Device, first: bool = False) -> dict:
         "name": l.name, "k": l.k, "n": l.n, "pe": l.pe, "simd": l.simd, "in_par": in_par,
         "in_bits": l.in_bits, "wbits": l.wbits, "acc_bits": l.acc_bits, "out_bits": l.out_bits,
         "folds": folds, "fill_beats": fill, "vectors": l.vectors, "stage_cycles": l.vectors * max(folds, fill),
-        "latency": {"fill": fill - 1 if first else 0, "folds": folds, "pipeline": PIPELINE_STAGES},
-        "latency_cycles": (fill - 1 if first else 0) + folds + PIPELINE_STAGES,
+        "latency": {"fill": fill - 1 if first else 0, "folds": folds, "pipeline": stages},
+        "latency_cycles": (fill - 1 if first else 0) + folds + stages,
         "dsps": sum(dsps.values()), "dsps_breakdown": dsps,
         "luts": sum(luts.values()), "luts_breakdown": luts,
         "ffs": sum(ffs.values()), "ffs_breakdown": ffs,

@@ -336,7 +336,7 @@ def _latency_chart(report: dict) -> str:
             f'<rect x="{name_w + 100}" y="4" width="12" height="12" fill="{colors["folds"]}"/>'
             f'<text x="{name_w + 116}" y="14">folds (N/pe)·(K/simd)</text>'
             f'<rect x="{name_w + 280}" y="4" width="12" height="12" fill="{colors["pipeline"]}"/>'
-            f'<text x="{name_w + 296}" y="14">6 pipeline stages</text>']
+            f'<text x="{name_w + 296}" y="14">pipeline stages</text>']
     start = 0
     for i, l in enumerate(layers):
         y = 26 + i * row_h

@@ -6,7 +6,7 @@
 //   y[n]   = clamp(OUT_ZP + ((acc[n] * M[n] + 2^(SHIFT-1)) >>> SHIFT), LO, HI)
 //
 // Folding: PE output channels times SIMD inputs per cycle, so one vector takes
-// NF*SF = (N/PE)*(K/SIMD) cycles. The input vector is collected in one of two buffers
+// NF*SF = (N/PE)*(K/SIMD) cycles. The input vector is collected in one half of a RAM
 // (ping-pong) so the next vector streams in while the current one is being computed.
 //
 // Input stream: IN_PAR elements per beat, element 0 in the low bits, K/IN_PAR beats per
@@ -17,10 +17,27 @@
 // (p*SIMD + s)*W_BITS. Parameter ROM word nf holds, per lane p at offset
 // p*(MULT_BITS + ACC_BITS), {M[nf*PE + p], bias[nf*PE + p]}.
 //
-// Pipeline: issue -> S1 (ROM, input slice) -> S2 (products) -> S3 (lane sums)
-// -> S4 (accumulate) -> S5 (acc*M) -> S6 (round, shift, clamp; output register).
-// The whole pipeline advances together when its output register is free or being read
-// (`advance`); stalling it holds every stage, so backpressure never loses a value.
+// Input buffer: words of SIMD elements, SF words per vector, two vectors. When IN_PAR
+// divides SIMD, SIMD/IN_PAR beats are assembled in a small register and written as one
+// word; when SIMD divides IN_PAR, a beat is IN_PAR/SIMD words written at once into as
+// many banks (word w in bank w mod B at address w / B of its half), each a plain simple
+// dual-port memory that yosys maps to LUT RAM or block RAM. The read is one word per cycle,
+// registered twice like the ROM. Block or LUT RAM, not flip-flops behind a K-wide
+// multiplexer: a 784-input layer's 2*K*IN_BITS flip-flops and their read multiplexer did
+// not route. Both ratios keep one write per bank per cycle, so the input never waits.
+// When neither divides the other (e.g. 4 elements per beat into SIMD = 6, which the dense
+// chain of backends/verilog.py can produce), the buffer is the two vectors in flip-flops,
+// written beat by beat and read one SIMD slice per cycle, as before.
+//
+// Pipeline (PIPE_STAGES, nnfpga/hardware.py dense_pipeline_stages; no clock enable):
+//   issue -> S1 ROM and input buffer read registers -> S2 their output registers (DP16KD's
+//   OUTREG where the tool maps it there) -> S3 products -> S4 products again -> adder tree over SIMD lanes, a register every 2 levels (TS
+//   stages) -> accumulate (parameter ROM read two cycles before, lined up) ->
+//   nnfpga_requant (RQ stages) -> output FIFO write.
+// Backpressure: m_axis_tready reaches only the output FIFO and a credit counter. A fold
+// is issued only while the beats in flight plus the beats in the FIFO leave room
+// (`credit`, a register), so the pipeline never stalls and needs no enable; the FIFO holds
+// PIPE_STAGES + 2 beats, enough for one beat per cycle with the output taken.
 module nnfpga_dense #(
     parameter int K = 8,
     parameter int N = 8,
@@ -34,11 +51,11 @@ module nnfpga_dense #(
     parameter int ACC_BITS = 20,
     parameter int MULT_BITS = 16,
     parameter int SHIFT = 16,
-    parameter int RQ_BITS = 38,
     parameter int OUT_BITS = 8,
     parameter int OUT_ZP = 0,
     parameter int LO = -128,
     parameter int HI = 127,
+    parameter int PIPE_STAGES = 7,
     parameter W_FILE = "w.mem",
     parameter P_FILE = "p.mem"
 ) (
@@ -54,221 +71,343 @@ module nnfpga_dense #(
 );
     localparam int NF = N / PE;
     localparam int SF = K / SIMD;
-    localparam int BEATS = K / IN_PAR;
     localparam int WDEPTH = NF * SF;
     localparam int NFW = NF > 1 ? $clog2(NF) : 1;
     localparam int SFW = SF > 1 ? $clog2(SF) : 1;
-    localparam int BW = BEATS > 1 ? $clog2(BEATS) : 1;
     localparam int WAW = WDEPTH > 1 ? $clog2(WDEPTH) : 1;
     localparam int PARAM_BITS = MULT_BITS + ACC_BITS;
+    // input buffer geometry
+    localparam int WORD = SIMD * IN_BITS;
+    localparam bit RAM_BUFFER = IN_PAR % SIMD == 0 || SIMD % IN_PAR == 0;
+    localparam int BANKS = RAM_BUFFER && IN_PAR > SIMD ? IN_PAR / SIMD : 1;   // words written per beat
+    localparam int GATHER = RAM_BUFFER && SIMD > IN_PAR ? SIMD / IN_PAR : 1;  // beats per word
+    localparam int HALF = RAM_BUFFER ? SF / BANKS : K / IN_PAR;   // writes per vector (per bank)
+    localparam int XDEPTH = 2 * HALF;
+    localparam int XAW = XDEPTH > 1 ? $clog2(XDEPTH) : 1;
+    localparam int HW = HALF > 1 ? $clog2(HALF) : 1;
+    localparam int BKW = BANKS > 1 ? $clog2(BANKS) : 1;
+    localparam int GW = GATHER > 1 ? $clog2(GATHER) : 1;
+    // pipeline geometry
+    localparam int LEVELS = SIMD > 1 ? $clog2(SIMD) : 0;
+    localparam int TS = (LEVELS + 1) / 2;                         // adder tree register stages
+    localparam int ACC_STAGE = 5 + TS;                            // edge of the accumulator
+    localparam int RQ_STAGES = ACC_BITS <= 18 ? 2 : 3;            // nnfpga_requant's STAGES
+    localparam int OWN_STAGES = ACC_STAGE + RQ_STAGES + 1;
+    localparam int FIFO_DEPTH = PIPE_STAGES + 2;
+    localparam int CRW = $clog2(FIFO_DEPTH + 1);
 
-    // ---- input: two vector buffers, filled beat by beat ----
-    logic [K*IN_BITS-1:0] vec [2];
-    logic [1:0]           full;
-    logic                 fill_sel;
-    logic [BW-1:0]        fill_beat;
+    if (OWN_STAGES != PIPE_STAGES) begin : g_stage_count_mismatch
+        $error("nnfpga_dense: PIPE_STAGES differs from the template's stage count");
+    end
+
+    // ---- input: words written into the free half of the buffer ----
+    logic [1:0]      full;
+    logic            fill_sel;
+    logic [HW-1:0]   fill_word;
+    logic [GW-1:0]   fill_sub;
+    logic            take, word_done;
+    /* verilator lint_off UNUSEDSIGNAL */
+    // The flip-flop buffer (!RAM_BUFFER) reads by sf and writes whole beats.
+    logic [XAW-1:0]  raddr_x;
+    logic [XAW-1:0]  waddr_x;
+    logic [BANKS*WORD-1:0] gathered;
+    /* verilator lint_on UNUSEDSIGNAL */
 
     assign s_axis_tready = !full[fill_sel];
+    assign take = s_axis_tvalid && s_axis_tready;
+    assign word_done = 32'(fill_sub) == GATHER - 1;
+    assign waddr_x = XAW'(fill_sel ? HALF : 0) + XAW'(fill_word);
 
-    // ---- issue: walk (nf, sf) over the full buffer ----
-    logic          comp_sel;
-    logic [NFW-1:0] nf;
-    logic [SFW-1:0] sf;
-    logic [WAW-1:0] waddr;
-    logic          issue;
-    logic          advance;
-    logic          last_issue;
+    if (!RAM_BUFFER) begin : g_beats
+        assign gathered = {BANKS*WORD{1'b0}};
+    end else if (GATHER > 1) begin : g_gather
+        logic [(GATHER-1)*IN_PAR*IN_BITS-1:0] part;
+        always_ff @(posedge clk) begin
+            if (take) part[32'(fill_sub)*IN_PAR*IN_BITS +: IN_PAR*IN_BITS] <= s_axis_tdata;
+        end
+        assign gathered = {s_axis_tdata, part};
+    end else begin : g_direct
+        assign gathered = s_axis_tdata;
+    end
 
-    assign issue = full[comp_sel];
-    assign last_issue = (32'(nf) == NF - 1) && (32'(sf) == SF - 1);
+    always_ff @(posedge clk) begin
+        if (!rst_n) begin
+            fill_sel <= 1'b0;
+            fill_word <= '0;
+            fill_sub <= '0;
+        end else if (take) begin
+            if (!word_done) begin
+                fill_sub <= fill_sub + 1'b1;
+            end else begin
+                fill_sub <= '0;
+                if (32'(fill_word) == HALF - 1) begin
+                    fill_word <= '0;
+                    fill_sel <= !fill_sel;
+                end else begin
+                    fill_word <= fill_word + 1'b1;
+                end
+            end
+        end
+    end
+
+    // ---- issue: walk (nf, sf) over the full half, while the output has room ----
+    logic            comp_sel;
+    logic [NFW-1:0]  nf;
+    logic [SFW-1:0]  sf;
+    logic [WAW-1:0]  waddr;
+    logic [BKW-1:0]  rbank;
+    logic            issue, last_sf, last_issue;
+    logic [CRW-1:0]  reserved;    // beats issued and not yet taken from the FIFO
+    logic            credit;
+    logic            pop;
+
+    assign last_sf = 32'(sf) == SF - 1;
+    assign last_issue = (32'(nf) == NF - 1) && last_sf;
+    assign issue = full[comp_sel] && credit;
 
     always_ff @(posedge clk) begin
         if (!rst_n) begin
             full <= 2'b00;
-            fill_sel <= 1'b0;
-            fill_beat <= '0;
             comp_sel <= 1'b0;
             nf <= '0;
             sf <= '0;
             waddr <= '0;
+            raddr_x <= '0;
+            rbank <= '0;
+            reserved <= '0;
+            credit <= 1'b1;
         end else begin
-            if (s_axis_tvalid && s_axis_tready) begin
-                vec[fill_sel][32'(fill_beat)*IN_PAR*IN_BITS +: IN_PAR*IN_BITS] <= s_axis_tdata;
-                if (32'(fill_beat) == BEATS - 1) begin
-                    fill_beat <= '0;
-                    fill_sel <= !fill_sel;
-                    full[fill_sel] <= 1'b1;
-                end else begin
-                    fill_beat <= fill_beat + 1'b1;
-                end
-            end
-            // The buffer being computed on is never the one being filled (it is full),
+            // The half being computed on is never the one being filled (it is full),
             // so these two updates of `full` never touch the same bit.
-            if (advance && issue) begin
+            if (take && word_done && 32'(fill_word) == HALF - 1) begin
+                full[fill_sel] <= 1'b1;
+            end
+            if (issue) begin
                 if (last_issue) begin
                     nf <= '0;
                     sf <= '0;
                     waddr <= '0;
+                    rbank <= '0;
+                    raddr_x <= XAW'(comp_sel ? 0 : HALF);
                     comp_sel <= !comp_sel;
                     full[comp_sel] <= 1'b0;
                 end else begin
                     waddr <= waddr + 1'b1;
-                    if (32'(sf) == SF - 1) begin
+                    if (last_sf) begin
                         sf <= '0;
                         nf <= nf + 1'b1;
+                        rbank <= '0;
+                        raddr_x <= XAW'(comp_sel ? HALF : 0);
                     end else begin
                         sf <= sf + 1'b1;
+                        if (32'(rbank) == BANKS - 1) begin
+                            rbank <= '0;
+                            raddr_x <= raddr_x + 1'b1;
+                        end else begin
+                            rbank <= rbank + 1'b1;
+                        end
                     end
                 end
             end
+            // A beat holds its credit from the issue of its last fold until it leaves.
+            if ((issue && last_sf) && !pop) begin
+                reserved <= reserved + 1'b1;
+                credit <= 32'(reserved) + 1 < FIFO_DEPTH;
+            end else if (pop && !(issue && last_sf)) begin
+                reserved <= reserved - 1'b1;
+                credit <= 1'b1;
+            end
         end
     end
 
-    // ---- S1: weight word and input slice ----
+    // ---- S1, S2: weight word and input word, each read into a register and registered again ----
     logic [PE*SIMD*W_BITS-1:0] wrom [WDEPTH];
     initial $readmemh(W_FILE, wrom);
 
-    logic                    s1_valid, s1_first, s1_last, s1_last_nf;
-    logic [NFW-1:0]          s1_nf;
-    logic [SIMD*IN_BITS-1:0] s1_x;
-    logic [PE*SIMD*W_BITS-1:0] s1_w;
+    logic [PE*SIMD*W_BITS-1:0] w_rd, w_q;
+    logic [BANKS*WORD-1:0]     x_bank_rd;
+    logic [WORD-1:0]           x_q;
+    logic [BKW-1:0]            s1_bank;
 
     always_ff @(posedge clk) begin
-        if (advance) begin
-            s1_x <= vec[comp_sel][32'(sf)*SIMD*IN_BITS +: SIMD*IN_BITS];
-            s1_w <= wrom[waddr];
-            s1_first <= sf == '0;
-            s1_last <= 32'(sf) == SF - 1;
-            s1_last_nf <= 32'(nf) == NF - 1;
-            s1_nf <= nf;
-        end
+        w_rd <= wrom[waddr];
+        w_q <= w_rd;
+        s1_bank <= rbank;
+        x_q <= x_bank_rd[32'(s1_bank)*WORD +: WORD];
     end
 
-    // ---- S2: PE x SIMD products ----
-    logic signed [PROD_BITS-1:0] s2_prod [PE][SIMD];
-    logic                        s2_valid, s2_first, s2_last, s2_last_nf;
-    logic [NFW-1:0]              s2_nf;
-
-    always_ff @(posedge clk) begin
-        if (advance) begin
-            for (int p = 0; p < PE; p++) begin
-                for (int s = 0; s < SIMD; s++) begin
-                    s2_prod[p][s] <= PROD_BITS'(
-                        $signed({IN_SIGNED & s1_x[s*IN_BITS + IN_BITS-1], s1_x[s*IN_BITS +: IN_BITS]})
-                        * $signed(s1_w[(p*SIMD + s)*W_BITS +: W_BITS]));
+    if (!RAM_BUFFER) begin : g_vectors
+        logic [K*IN_BITS-1:0] vec [2];
+        logic [WORD-1:0]      rd;
+        always_ff @(posedge clk) begin
+            if (take) begin
+                vec[fill_sel][32'(fill_word)*IN_PAR*IN_BITS +: IN_PAR*IN_BITS] <= s_axis_tdata;
+            end
+            rd <= vec[comp_sel][32'(sf)*WORD +: WORD];
+        end
+        assign x_bank_rd = rd;
+    end else begin : g_ram
+        for (genvar b = 0; b < BANKS; b++) begin : g_bank
+            logic [WORD-1:0] mem [XDEPTH];
+            logic [WORD-1:0] rd;
+            always_ff @(posedge clk) begin
+                if (take && word_done) begin
+                    mem[waddr_x] <= gathered[b*WORD +: WORD];
                 end
             end
-            s2_first <= s1_first;
-            s2_last <= s1_last;
-            s2_last_nf <= s1_last_nf;
-            s2_nf <= s1_nf;
+            always_ff @(posedge clk) begin
+                rd <= mem[raddr_x];
+            end
+            assign x_bank_rd[b*WORD +: WORD] = rd;
         end
     end
 
-    // ---- S3: lane sums; the parameter ROM read lines up with them ----
+    // ---- control: per stage valid, first and last fold of an output beat, last beat of a vector, nf ----
+    logic           c_valid [ACC_STAGE];
+    logic           c_first [ACC_STAGE];
+    logic           c_last [ACC_STAGE];
+    logic           c_last_nf [ACC_STAGE];
+    logic [NFW-1:0] c_nf [ACC_STAGE];
+
+    always_ff @(posedge clk) begin
+        if (!rst_n) begin
+            for (int i = 1; i < ACC_STAGE; i++) c_valid[i] <= 1'b0;
+        end else begin
+            c_valid[1] <= issue;
+            for (int i = 2; i < ACC_STAGE; i++) c_valid[i] <= c_valid[i-1];
+        end
+    end
+
+    always_ff @(posedge clk) begin
+        c_first[1] <= sf == '0;
+        c_last[1] <= last_sf;
+        c_last_nf[1] <= 32'(nf) == NF - 1;
+        c_nf[1] <= nf;
+        for (int i = 2; i < ACC_STAGE; i++) begin
+            c_first[i] <= c_first[i-1];
+            c_last[i] <= c_last[i-1];
+            c_last_nf[i] <= c_last_nf[i-1];
+            c_nf[i] <= c_nf[i-1];
+        end
+    end
+
+    // ---- S3, S4: PE x SIMD products, registered at the multiplier and again ----
+    // The multipliers sit in DSP columns across the chip: the second register lets the
+    // router take the way back to the adder tree in a cycle of its own (ECP5: 6 ns of the
+    // 15 ns critical path of a 100-multiplier design was that way back).
+    logic signed [PROD_BITS-1:0] prod_m [PE][SIMD];
+    logic signed [PROD_BITS-1:0] prod [PE][SIMD];
+
+    always_ff @(posedge clk) begin
+        for (int p = 0; p < PE; p++) begin
+            for (int s = 0; s < SIMD; s++) begin
+                prod_m[p][s] <= PROD_BITS'(
+                    $signed({IN_SIGNED & x_q[s*IN_BITS + IN_BITS-1], x_q[s*IN_BITS +: IN_BITS]})
+                    * $signed(w_q[(p*SIMD + s)*W_BITS +: W_BITS]));
+                prod[p][s] <= prod_m[p][s];
+            end
+        end
+    end
+
+    // ---- adder tree: level l adds pairs; a register after levels 2, 4, ... and the last ----
     // Sums wrap modulo 2^ACC_BITS: every partial result may overflow, but the final
     // accumulator provably fits ACC_BITS, so modular arithmetic gives it exactly.
+    // tree[j] holds the values after tree stage j (lane p, value s at (p*SIMD + s)*ACC_BITS).
+    logic [TS:0][PE*SIMD*ACC_BITS-1:0] tree;
+    logic [ACC_BITS-1:0]               lane_sum [PE];
+
+    for (genvar p = 0; p < PE; p++) begin : g_lane
+        for (genvar s = 0; s < SIMD; s++) begin : g_product
+            assign tree[0][(p*SIMD + s)*ACC_BITS +: ACC_BITS] = ACC_BITS'(prod[p][s]);
+        end
+    end
+
+    for (genvar j = 1; j <= TS; j++) begin : g_tree
+        logic [PE*SIMD*ACC_BITS-1:0] q;
+        assign tree[j] = q;
+        always_ff @(posedge clk) begin
+            for (int p = 0; p < PE; p++) begin
+                logic [2*SIMD*ACC_BITS-1:0] t;
+                t = '0;
+                t[SIMD*ACC_BITS-1:0] = tree[j-1][p*SIMD*ACC_BITS +: SIMD*ACC_BITS];
+                for (int l = 2*j - 1; l <= 2*j && l <= LEVELS; l++) begin
+                    // before level l there are ceil(SIMD / 2^(l-1)) values
+                    for (int i = 0; i < SIMD; i++) begin
+                        if (2*i + 1 < ((SIMD + (1 << (l-1)) - 1) >> (l-1))) begin
+                            t[i*ACC_BITS +: ACC_BITS] = t[2*i*ACC_BITS +: ACC_BITS] + t[(2*i+1)*ACC_BITS +: ACC_BITS];
+                        end else if (2*i < ((SIMD + (1 << (l-1)) - 1) >> (l-1))) begin
+                            t[i*ACC_BITS +: ACC_BITS] = t[2*i*ACC_BITS +: ACC_BITS];
+                        end
+                    end
+                end
+                q[p*SIMD*ACC_BITS +: SIMD*ACC_BITS] <= t[SIMD*ACC_BITS-1:0];
+            end
+        end
+    end
+
+    always_comb begin
+        for (int p = 0; p < PE; p++) lane_sum[p] = tree[TS][p*SIMD*ACC_BITS +: ACC_BITS];
+    end
+
+    // ---- accumulate; the parameter ROM is read (two registers) to arrive with the sums ----
     logic [PARAM_BITS*PE-1:0] prom [NF];
     initial $readmemh(P_FILE, prom);
 
-    logic signed [ACC_BITS-1:0] s3_sum [PE];
-    logic [PARAM_BITS*PE-1:0]   s3_param;
-    logic                       s3_valid, s3_first, s3_last, s3_last_nf;
+    logic [PARAM_BITS*PE-1:0]   p_rd, p_q;
+    logic [PE*ACC_BITS-1:0]     acc;
+    logic [PE*MULT_BITS-1:0]    mult;
+    logic                       acc_valid, acc_last;
 
     always_ff @(posedge clk) begin
-        if (advance) begin
-            for (int p = 0; p < PE; p++) begin
-                logic signed [ACC_BITS-1:0] sum;
-                sum = '0;
-                for (int s = 0; s < SIMD; s++) begin
-                    sum = sum + ACC_BITS'(s2_prod[p][s]);
-                end
-                s3_sum[p] <= sum;
-            end
-            s3_param <= prom[s2_nf];
-            s3_first <= s2_first;
-            s3_last <= s2_last;
-            s3_last_nf <= s2_last_nf;
-        end
+        p_rd <= prom[c_nf[ACC_STAGE-3]];
+        p_q <= p_rd;
     end
 
-    // ---- S4: accumulate; a vector's accumulator is complete on its last fold ----
-    logic signed [ACC_BITS-1:0] acc [PE];
-    logic [MULT_BITS-1:0]       s4_mult [PE];
-    logic                       s4_valid, s4_last_nf;
-
     always_ff @(posedge clk) begin
-        if (advance && s3_valid) begin
+        if (c_valid[ACC_STAGE-1]) begin
             for (int p = 0; p < PE; p++) begin
-                acc[p] <= (s3_first ? $signed(s3_param[p*PARAM_BITS +: ACC_BITS]) : acc[p]) + s3_sum[p];
-                if (s3_last) begin
-                    s4_mult[p] <= s3_param[p*PARAM_BITS + ACC_BITS +: MULT_BITS];
+                acc[p*ACC_BITS +: ACC_BITS] <= (c_first[ACC_STAGE-1] ? p_q[p*PARAM_BITS +: ACC_BITS]
+                                                : acc[p*ACC_BITS +: ACC_BITS]) + lane_sum[p];
+                if (c_last[ACC_STAGE-1]) begin
+                    mult[p*MULT_BITS +: MULT_BITS] <= p_q[p*PARAM_BITS + ACC_BITS +: MULT_BITS];
                 end
             end
         end
-        if (advance) begin
-            s4_last_nf <= s3_last_nf;
-        end
+        acc_last <= c_last_nf[ACC_STAGE-1];
     end
 
-    // ---- S5: acc * M, exact ----
-    logic signed [RQ_BITS-1:0] s5_prod [PE];
-    logic                      s5_valid, s5_last_nf;
-
-    always_ff @(posedge clk) begin
-        if (advance) begin
-            for (int p = 0; p < PE; p++) begin
-                s5_prod[p] <= RQ_BITS'(acc[p] * $signed({1'b0, s4_mult[p]}));
-            end
-            s5_last_nf <= s4_last_nf;
-        end
-    end
-
-    // ---- S6: round half up, arithmetic shift, zero point, clamp ----
-    // OUT_ZP + floor((prod + 2^(SHIFT-1)) / 2^SHIFT) = floor((prod + ROUND_ZP) / 2^SHIFT) with
-    // ROUND_ZP = OUT_ZP*2^SHIFT + 2^(SHIFT-1): one adder, not two, on the critical path (ECP5
-    // Fmax +18% on a small MLP, fewer LUTs). SUM_BITS holds the product, the constant (also
-    // when SHIFT exceeds the product's width) and the shifted value.
-    localparam int SUM_BITS = (RQ_BITS - SHIFT > OUT_BITS ? RQ_BITS - SHIFT : OUT_BITS) + 2 + SHIFT;
-    localparam logic signed [SUM_BITS-1:0] ROUND_ZP =
-        (SUM_BITS'(OUT_ZP) <<< SHIFT) + (SUM_BITS'(1) <<< (SHIFT - 1));
-    logic [PE*OUT_BITS-1:0] s6_data;
-    logic                   s6_valid, s6_last;
-
-    always_ff @(posedge clk) begin
-        if (advance) begin
-            for (int p = 0; p < PE; p++) begin
-                logic signed [SUM_BITS-1:0] y;
-                y = (SUM_BITS'(s5_prod[p]) + ROUND_ZP) >>> SHIFT;
-                if (y < SUM_BITS'(LO)) y = SUM_BITS'(LO);
-                if (y > SUM_BITS'(HI)) y = SUM_BITS'(HI);
-                s6_data[p*OUT_BITS +: OUT_BITS] <= OUT_BITS'(y);
-            end
-            s6_last <= s5_last_nf;
-        end
-    end
-
-    // ---- valid bits: the only pipeline state that needs a reset ----
     always_ff @(posedge clk) begin
         if (!rst_n) begin
-            s1_valid <= 1'b0;
-            s2_valid <= 1'b0;
-            s3_valid <= 1'b0;
-            s4_valid <= 1'b0;
-            s5_valid <= 1'b0;
-            s6_valid <= 1'b0;
-        end else if (advance) begin
-            s1_valid <= issue;
-            s2_valid <= s1_valid;
-            s3_valid <= s2_valid;
-            s4_valid <= s3_valid && s3_last;
-            s5_valid <= s4_valid;
-            s6_valid <= s5_valid;
+            acc_valid <= 1'b0;
+        end else begin
+            acc_valid <= c_valid[ACC_STAGE-1] && c_last[ACC_STAGE-1];
         end
     end
 
-    assign advance = !s6_valid || m_axis_tready;
-    assign m_axis_tvalid = s6_valid;
-    assign m_axis_tdata = s6_data;
-    assign m_axis_tlast = s6_last;
+    // ---- requantize, then the output FIFO ----
+    logic                   rq_valid, rq_last;
+    logic [PE*OUT_BITS-1:0] rq_data;
+
+    nnfpga_requant #(
+        .LANES(PE), .ACC_BITS(ACC_BITS), .MULTIPLY(1'b1), .MULT_BITS(MULT_BITS), .SHIFT(SHIFT),
+        .OUT_BITS(OUT_BITS), .OUT_ZP(OUT_ZP), .LO(LO), .HI(HI), .USER_BITS(1)
+    ) u_requant (
+        .clk(clk), .rst_n(rst_n),
+        .in_valid(acc_valid), .in_user(acc_last), .in_acc(acc), .in_mult(mult),
+        .out_valid(rq_valid), .out_user(rq_last), .out_data(rq_data)
+    );
+
+    /* verilator lint_off UNUSEDSIGNAL */
+    // Room is reserved before a fold is issued, so the FIFO is never full when a beat arrives.
+    logic fifo_ready;
+    /* verilator lint_on UNUSEDSIGNAL */
+
+    nnfpga_fifo #(.WIDTH(PE*OUT_BITS), .DEPTH(FIFO_DEPTH)) u_out_fifo (
+        .clk(clk), .rst_n(rst_n),
+        .s_axis_tdata(rq_data), .s_axis_tvalid(rq_valid), .s_axis_tready(fifo_ready), .s_axis_tlast(rq_last),
+        .m_axis_tdata(m_axis_tdata), .m_axis_tvalid(m_axis_tvalid), .m_axis_tready(m_axis_tready),
+        .m_axis_tlast(m_axis_tlast)
+    );
+
+    assign pop = m_axis_tvalid && m_axis_tready;
 endmodule

@@ -49,11 +49,11 @@ module nnfpga_top (
         .ACC_BITS(24),
         .MULT_BITS(16),
         .SHIFT(20),
-        .RQ_BITS(41),
         .OUT_BITS(8),
         .OUT_ZP(-3),
         .LO(-3),
         .HI(127),
+        .PIPE_STAGES(10),
         .W_FILE("u0_fc0_w.mem"),
         .P_FILE("u0_fc0_p.mem")
     ) u0_fc0 (
@@ -81,11 +81,11 @@ module nnfpga_top (
         .ACC_BITS(24),
         .MULT_BITS(16),
         .SHIFT(20),
-        .RQ_BITS(41),
         .OUT_BITS(8),
         .OUT_ZP(-3),
         .LO(-3),
         .HI(127),
+        .PIPE_STAGES(10),
         .W_FILE("u1_fc1_w.mem"),
         .P_FILE("u1_fc1_p.mem")
     ) u1_fc1 (
