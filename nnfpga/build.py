@@ -199,8 +199,8 @@ def compile_model(model_path: Path, out_dir: Path, *, pipeline: str = DEFAULT_PI
         ir_dir = tmp / "ir"
         ir_dir.mkdir()
         save_ir(g, ir_dir / "00-import")
-        final = run_pipeline(g, steps, PassContext(calib=calib, seed=seed, warn=warn, progress=progress,
-                                                   device=dev.name),
+        ctx = PassContext(calib=calib, seed=seed, warn=warn, progress=progress, device=dev.name)
+        final = run_pipeline(g, steps, ctx,
                              dump_after="all", dump_to=ir_dir,
                              on_dump=(lambda name, text: on_dump(name, text)
                                       if on_dump and dump_after in (name, "all") else None))
@@ -243,6 +243,8 @@ def compile_model(model_path: Path, out_dir: Path, *, pipeline: str = DEFAULT_PI
         }
         if fifos:
             manifest["fifos"] = fifos
+        if ctx.report:  # what passes such as lowrank measured, per layer
+            manifest["pass_reports"] = ctx.report
         if host is not None:
             dequantize = next(n for n, _ in region_out.uses if n.op == "dequantize")
             manifest["host"] = {**host, "accelerator_float_input": region_in.producer.inputs[0].name,

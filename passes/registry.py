@@ -27,6 +27,8 @@ class PassContext:
     """Where long steps (calibration) report how far they are."""
     device: str | None = None
     """Target device name (nnfpga.devices); passes that size hardware fit its budget."""
+    report: list[dict] = field(default_factory=list)
+    """Records passes leave for the build's manifest (`pass_reports`), each naming its pass."""
 
 
 @dataclass(frozen=True)
@@ -73,4 +75,4 @@ def lookup(name: str) -> PassInfo:
 
 def _load_builtin_passes() -> None:
     # Importing the modules registers them; one file per pass.
-    from nnfpga.passes import autofold, canonicalize, channels_last, fold, partition, quantize  # noqa: F401
+    from nnfpga.passes import autofold, canonicalize, channels_last, fold, lowrank, partition, quantize  # noqa: F401
