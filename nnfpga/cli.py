@@ -137,6 +137,16 @@ def cmd_ir(args) -> int:
     return 0
 
 
+def cmd_finetune(args) -> int:
+    from nnfpga.finetune import finetune_lowrank
+
+    with _progress() as bar:
+        result = finetune_lowrank(Path(args.model), Path(args.output), Path(args.train), pipeline=args.pipeline,
+                                  epochs=args.epochs, seed=args.seed, force=args.force, progress=_bar_updater(bar))
+    out.print(json.dumps({k: v for k, v in result.items() if k != "lowrank"}, sort_keys=True), markup=False)
+    return 0
+
+
 def cmd_report(args) -> int:
     from nnfpga.report import build_report, format_text
 
@@ -246,6 +256,16 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--seed", type=int, default=0)
     i.add_argument("--host-ops", metavar="OP,..", help="also place these on the host (dense, reshape, Gemm, .., %%value)")
     i.set_defaults(fn=cmd_ir)
+
+    f = sub.add_parser("finetune", help="factor a model (lowrank) and fine-tune the factors with PyTorch -> float ONNX")
+    f.add_argument("model", help="ONNX model file (a classifier)")
+    f.add_argument("--train", required=True, metavar="FILE.npz", help="training inputs and their 'label' array")
+    f.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="fine-tuned float model to write")
+    f.add_argument("--pipeline", default="canonicalize,lowrank", help="passes up to and including lowrank")
+    f.add_argument("--epochs", type=int, default=3)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--force", action="store_true", help="replace an existing OUT.onnx")
+    f.set_defaults(fn=cmd_finetune)
 
     r = sub.add_parser("report", help="summarise a build (and its last verification)")
     r.add_argument("dir")
