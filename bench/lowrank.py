@@ -80,7 +80,7 @@ def _measure(model_path, pipeline: str, calib: dict, tests: dict) -> dict:
     int_ir = run_pipeline(float_ir, "quantize{wbits=8,abits=8}", ctx)
     layers = _layers(float_ir)
     row = {"macs": sum(l.macs(None) for l in layers), "layers": len(layers),
-           "ranks": {r["layer"]: r["rank"] for r in ctx.report if r["factored"]}}
+           "ranks": [r["rank"] if r["factored"] else None for r in ctx.report]}  # layer order; None: whole
     for name, (x, y) in tests.items():
         row[f"float_{name}"] = _accuracy(float_ir, x, y)
         row[f"int8_{name}"] = _accuracy(int_ir, x, y)
@@ -151,7 +151,7 @@ def run(ctx) -> dict:
             ctx.say(f"{model}: {pipeline}")
             row = {"model": model, "setting": setting or "unfactored", "pipeline": pipeline,
                    **_measure(folder / "model.onnx", pipeline, calib, tests)}
-            if setting is not None and train_path is not None and row["ranks"]:
+            if setting is not None and train_path is not None and any(row["ranks"]):
                 tuned = ctx.work / "lowrank" / f"{model}-{setting}.onnx"
                 start = time.perf_counter()
                 ft = finetune_lowrank(folder / "model.onnx", tuned, train_path, pipeline=pipeline, epochs=epochs,
@@ -187,7 +187,7 @@ def tables(result: dict) -> list[Table]:
         if setting.startswith("rank=") and ":" in setting:  # per layer: the ranks column names them in order
             setting = "rank=" + ",".join(item.rpartition(":")[2] for item in setting[5:].split("+"))
         t.add_row(r["model"], setting, f"{r['macs']:,}", _pct(r["macs"] / base[r["model"]]),
-                  " ".join(str(v) for v in r["ranks"].values()) or "—",
+                  "·".join("—" if v is None else str(v) for v in r["ranks"]) if any(r["ranks"]) else "—",
                   _pct(r.get("float_test")), _pct(r.get("int8_test")), _pct(r.get("float_10k")), _pct(r.get("int8_10k")),
                   _pct(ft.get("float_test")), _pct(ft.get("int8_test")), _pct(ft.get("float_10k")),
                   _pct(ft.get("int8_10k")), f"{ft['epochs']} × {ft['train_samples']:,}" if ft else "—")
