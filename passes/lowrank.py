@@ -247,7 +247,8 @@ def _record(layer: Layer, r: int | None, error: float, note: str) -> dict:
           energy=Option(float, DEFAULT_ENERGY, "fraction of Σσ² each layer keeps, in (0, 1] "
                         "(used when neither rank nor macs is given)"),
           rank=Option(str, "", "R for every layer, or layer:R+layer:R (IR names); 1..min(K, N)"),
-          macs=Option(float, 0.0, "fraction of the model's MACs to keep, in (0, 1]; ranks chosen greedily"))
+          macs=Option(float, 0.0, "fraction of the model's MACs to keep, in (0, 1]; ranks chosen greedily "
+                      "(default 0: not used)"))
 def lowrank(g: Graph, ctx: PassContext, energy: float, rank: str, macs: float) -> bool:
     """Factor dense and conv layers W ≈ U·V (truncated SVD) into two layers where that saves MACs."""
     if not 0.0 < energy <= 1.0:
