@@ -12,6 +12,8 @@ repository root. Sections:
   peers      hls4ml and da4ml on the same models and layers, when installed
   cost       the cost model's LUT/FF/DSP/BRAM and cycles against yosys and Verilator on
              MLPs and CNNs at several foldings
+  lowrank    accuracy vs MACs of factored MNIST/digits models before and after fine-tuning,
+             and cycles per inference factored vs whole (only when named in --only)
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from rich.console import Console
 
 from bench import common
 
-SECTIONS = ("compiler", "verify", "hardware", "peers", "cost")
+SECTIONS = ("compiler", "verify", "hardware", "peers", "cost", "lowrank")
 ALIASES = {"compile": "compiler", "verification": "verify", "hw": "hardware", "peer": "peers", "cost_model": "cost"}
 
 
@@ -112,7 +114,7 @@ def parse_args(argv):
     p.add_argument("--from", dest="from_json", metavar="FILE.json", default=None,
                    help="measure nothing: print the tables of a saved result")
     args = p.parse_args(argv)
-    chosen = SECTIONS
+    chosen = [s for s in SECTIONS if s != "lowrank"]  # lowrank trains models (14+ minutes): --only lowrank
     if args.only:
         chosen = []
         for name in (n.strip() for n in args.only.split(",") if n.strip()):
@@ -150,10 +152,10 @@ def main(argv=None) -> int:
               f"({machine['cpu_model']}), load average {', '.join(f'{v:.2f}' for v in machine['load_average_at_start'] or [])}")
     out.print(f"[yellow]{ctx.synth_note}[/yellow]", markup=True)
 
-    from bench import compiler, cost_model, hardware, peers, verification
+    from bench import compiler, cost_model, hardware, lowrank, peers, verification
 
     modules = {"compiler": compiler, "verify": verification, "hardware": hardware, "peers": peers,
-               "cost": cost_model}
+               "cost": cost_model, "lowrank": lowrank}
     record = {"schema": 1, "date": iso, "mode": mode, "sections_run": args.sections, "target": args.target,
               "seed": args.seed, "machine": machine, "synth": ctx.synth_note, "sections": {}, "errors": {}}
     for name in args.sections:
@@ -185,10 +187,10 @@ def main(argv=None) -> int:
 
 
 def section_tables(name: str, result: dict) -> list:
-    from bench import compiler, cost_model, hardware, peers, verification
+    from bench import compiler, cost_model, hardware, lowrank, peers, verification
 
     module = {"compiler": compiler, "verify": verification, "hardware": hardware, "peers": peers,
-              "cost": cost_model}[name]
+              "cost": cost_model, "lowrank": lowrank}[name]
     return module.tables(result) if hasattr(module, "tables") else [module.table(result)]
 
 

@@ -135,8 +135,9 @@ def compile_model(model_path: Path, out_dir: Path, options: CompileOptions = Com
 
     tmp = prepare_out_dir(out_dir, options.force)
     try:
-        final = _run_passes(g, steps, PassContext(calib=calib, seed=options.seed, warn=hooks.warn,
-                                                  progress=hooks.progress, device=dev.name), hooks, tmp / "ir")
+        ctx = PassContext(calib=calib, seed=options.seed, warn=hooks.warn, progress=hooks.progress,
+                          device=dev.name)
+        final = _run_passes(g, steps, ctx, hooks, tmp / "ir")
         design = lower_stream(final, region_input(final))
         rtl_files = emit_stream_verilog(design, tmp / "rtl")
         _emit_hls(final, design, calib, options.seed, dev, tmp)
@@ -146,6 +147,8 @@ def compile_model(model_path: Path, out_dir: Path, options: CompileOptions = Com
         shutil.copyfile(model_path, tmp / "model.onnx")
         manifest = _manifest(model_path.name, pipeline, dev, final, design, rtl_files, host,
                              json.loads((tmp / "rtl" / "design.json").read_text()))
+        if ctx.report:  # what passes such as lowrank measured, per layer
+            manifest["pass_reports"] = ctx.report
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         commit_out_dir(tmp, out_dir)
     except BaseException:

@@ -7,6 +7,7 @@
     nnfpga report DIR [--json]
     nnfpga run DIR --inputs FILE.npz [--json]                       host prefix -> RTL -> host suffix
     nnfpga build DIR [--target DEV] [--freq MHZ] [--force]   synthesis (+ bitstream on ECP5)
+    nnfpga finetune MODEL --train FILE.npz -o OUT.onnx [--pipeline P] [--epochs N] [--seed S] [--force]
 
 User mistakes print one message on stderr and exit 2; a failed verification exits 1.
 """
@@ -28,6 +29,7 @@ from nnfpga.build import CompileOptions, Hooks, compile_model
 from nnfpga.builddir import load_npz, match_inputs
 from nnfpga.devices import DEFAULT_DEVICE, DEVICES
 from nnfpga.errors import NnfpgaError
+from nnfpga.finetune import finetune_lowrank
 from nnfpga.frontend import load_onnx
 from nnfpga.ir import print_graph
 from nnfpga.ir.textio import write_npz
@@ -137,6 +139,14 @@ def cmd_ir(args) -> int:
     return 0
 
 
+def cmd_finetune(args) -> int:
+    with _progress() as bar:
+        result = finetune_lowrank(Path(args.model), Path(args.output), Path(args.train), pipeline=args.pipeline,
+                                  epochs=args.epochs, seed=args.seed, force=args.force, progress=_bar_updater(bar))
+    out.print(json.dumps({k: v for k, v in result.items() if k != "lowrank"}, sort_keys=True), markup=False)
+    return 0
+
+
 def cmd_report(args) -> int:
     report = build_report(Path(args.dir))  # also writes DIR/report.json and DIR/report.html
     if args.json:
@@ -235,6 +245,16 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--seed", type=int, default=0)
     i.add_argument("--host-ops", metavar="OP,..", help="also place these on the host (dense, reshape, Gemm, .., %%value)")
     i.set_defaults(fn=cmd_ir)
+
+    f = sub.add_parser("finetune", help="factor a model (lowrank) and fine-tune the factors with PyTorch -> float ONNX")
+    f.add_argument("model", help="ONNX model file (a classifier)")
+    f.add_argument("--train", required=True, metavar="FILE.npz", help="training inputs and their 'label' array")
+    f.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="fine-tuned float model to write")
+    f.add_argument("--pipeline", default="canonicalize,lowrank", help="passes up to and including lowrank")
+    f.add_argument("--epochs", type=int, default=3)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--force", action="store_true", help="replace an existing OUT.onnx")
+    f.set_defaults(fn=cmd_finetune)
 
     r = sub.add_parser("report", help="summarise a build (and its last verification)")
     r.add_argument("dir")

@@ -27,6 +27,8 @@ class PassContext:
     """Where long steps (calibration) report how far they are."""
     device: str | None = None
     """Target device name (nnfpga.devices); passes that size hardware fit its budget."""
+    report: list[dict] = field(default_factory=list)
+    """Records passes leave for the build's manifest (`pass_reports`), each naming its pass."""
 
 
 @dataclass(frozen=True)

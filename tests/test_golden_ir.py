@@ -47,6 +47,10 @@ def test_pass_preserves_meaning(path):
             # from the calibration distribution, so nothing clips); 4-bit weights are coarser.
             tolerance = 0.15 if "wbits=4" in golden.pipeline else 0.05
             assert np.abs(a - b).max() <= tolerance * np.abs(a).max()
+        elif "lowrank" in golden.pipeline:
+            # Lossy by design (test_lowrank.py bounds the error); a wrong factor order or
+            # reshape would give an error near or above the output's own size.
+            assert np.linalg.norm(a - b) <= 0.6 * np.linalg.norm(a)
         else:
             np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
 

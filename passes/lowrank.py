@@ -1,0 +1,282 @@
+"""lowrank: factor dense and convolution layers into two thinner ones by truncated SVD.
+
+    dense(x, W[K,N], b) {relu}         -> dense(dense(x, U[K,r], 0), V[r,N], b) {relu}
+    conv(x, W[N,C,kh,kw], b) {s,p,d}   -> conv(conv(x, U' [r,C,kh,kw], 0) {s,p,d}, V' [N,r,1,1], b)
+    W ≈ U·V with W as the [K, N] matrix of the matrix-vector unit (conv: K = C·kh·kw,
+    U' = Uᵀ reshaped, V' = Vᵀ reshaped); MACs per output vector K·N -> r·(K+N)
+
+Runs on the float IR after `canonicalize`, before `quantize`: the two layers are ordinary
+layers, so quantization, folding and every backend take them as they take any other. The
+rank per layer comes from one of three options (the first given wins):
+
+    rank=R | rank=layer:R+layer:R   R for every layer, or per layer (names as the IR prints them)
+    macs=F                          keep F of the model's MACs: repeatedly drop the singular value
+                                    that costs the least relative squared error per MAC saved
+    energy=E                        keep the fewest singular values holding E of Σσ² (default 0.95)
+
+A layer is factored only when that saves MACs, r < K·N/(K+N); otherwise it is left alone and
+reported as such. Grouped convolutions are left alone (a group's factors would need a grouped
+1×1 layer the quantizer does not model). Every layer's rank, MACs, weights and relative
+reconstruction error ||W - U·V||_F / ||W||_F go to `ctx.report` (the build's manifest).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+import heapq
+
+import numpy as np
+
+from nnfpga.errors import PipelineError
+from nnfpga.ir import F32, Graph, Node, TensorType
+from nnfpga.passes.registry import Option, PassContext, register
+
+DEFAULT_ENERGY = 0.95
+
+
+@dataclass
+class Layer:
+    """A dense or conv node seen as the matrix-vector product it runs per output vector."""
+
+    node: Node
+    """The float dense or conv node."""
+    matrix: np.ndarray
+    """Its weights as a float64 [K, N] matrix (conv: rows ordered c, kh, kw)."""
+    vectors: int
+    """Output vectors per inference: 1 for dense, output pixels for a conv."""
+    sigma: np.ndarray
+    """Singular values of `matrix`, descending."""
+    skip_reason: str = ""
+    """Why the layer cannot be factored at any rank (grouped conv); empty if it can."""
+
+    @property
+    def name(self) -> str:
+        return self.node.output.name
+
+    @property
+    def k(self) -> int:
+        return self.matrix.shape[0]
+
+    @property
+    def n(self) -> int:
+        return self.matrix.shape[1]
+
+    @property
+    def max_rank(self) -> int:
+        return min(self.k, self.n)
+
+    def saves(self, r: int) -> bool:
+        return r * (self.k + self.n) < self.k * self.n
+
+    def macs(self, r: int | None) -> int:
+        """MACs per inference unfactored (r None) or at rank r."""
+        per_vector = self.k * self.n if r is None else r * (self.k + self.n)
+        return per_vector * self.vectors
+
+
+def _layers(g: Graph) -> list[Layer]:
+    layers = []
+    for node in g.nodes:
+        if node.op == "dense":
+            w = g.const_data(node.inputs[1]).astype(np.float64)
+            vectors = 1
+        elif node.op == "conv":
+            o = node.inputs[1].type.shape[0]
+            w = g.const_data(node.inputs[1]).astype(np.float64).reshape(o, -1).T
+            vectors = node.output.type.shape[2] * node.output.type.shape[3]
+        else:
+            continue
+        reason = ""
+        if node.op == "conv" and node.attrs["group"] != 1:
+            reason = f"grouped convolution (group = {node.attrs['group']}): only group = 1 is factored"
+        sigma = np.linalg.svd(w, compute_uv=False) if not reason else np.zeros(0)
+        layers.append(Layer(node, w, vectors, sigma, reason))
+    return layers
+
+
+# ---- choosing ranks ----------------------------------------------------------------------
+
+def _energy_rank(sigma: np.ndarray, energy: float) -> int:
+    """The fewest singular values whose squares hold `energy` of the total."""
+    squares = sigma ** 2
+    total = squares.sum()
+    if total == 0.0:
+        return 1
+    kept = np.cumsum(squares) / total
+    return int(np.searchsorted(kept, energy - 1e-12) + 1)
+
+
+def _parse_ranks(text: str, layers: list[Layer]) -> dict[str, int]:
+    """`R` for every layer or `name:R+name:R`; every named layer must exist, 1 <= R <= min(K, N)."""
+    by_name = {l.name: l for l in layers}
+    known = ", ".join(by_name) or "none"
+    text = text.strip()
+    if ":" not in text:
+        r = _int_option(text, "rank")
+        if r < 1:
+            raise PipelineError(f"lowrank: rank={r} must be at least 1")
+        return {l.name: r for l in layers}
+    ranks = {}
+    for item in text.split("+"):
+        name, colon, value = item.strip().rpartition(":")
+        if not colon or not name:
+            raise PipelineError(f"lowrank: rank entry '{item}' must look like layer:R (layers: {known})")
+        if name not in by_name:
+            raise PipelineError(f"lowrank: rank names layer '{name}', which is not a dense or conv layer "
+                                f"of this model (layers: {known})")
+        layer, r = by_name[name], _int_option(value, f"rank of layer {name}")
+        if not 1 <= r <= layer.max_rank:
+            raise PipelineError(f"lowrank: rank {r} of layer {name} ([{layer.k}, {layer.n}]) must lie in "
+                                f"1..{layer.max_rank} (min(K, N)); it saves MACs below {layer.k * layer.n / (layer.k + layer.n):.1f}")
+        ranks[name] = r
+    return ranks
+
+
+def _int_option(text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise PipelineError(f"lowrank: {what} must be an integer, got '{text}'") from None
+
+
+def _budget_ranks(layers: list[Layer], fraction: float) -> dict[str, int]:
+    """Ranks keeping at most `fraction` of the model's MACs, greedily: each step takes the move
+    (factor a layer at the largest rank that saves MACs, or drop its smallest kept singular
+    value) with the least added relative squared error (σ²/||W||²) per MAC saved. Relative
+    error treats layers alike whatever their weight scale."""
+    total = sum(l.macs(None) for l in layers)
+    target = fraction * total
+    rank: dict[str, int | None] = {l.name: None for l in layers}
+    current = total
+    moves: list[tuple[float, int, int]] = []  # (error per MAC saved, tie-break, layer index)
+
+    def push(i: int) -> None:
+        layer, r = layers[i], rank[layers[i].name]
+        if layer.skip_reason or layer.sigma.size == 0:
+            return
+        norm = float((layer.sigma ** 2).sum()) or 1.0
+        if r is None:
+            first = (layer.k * layer.n - 1) // (layer.k + layer.n)
+            if first < 1:
+                return
+            error, saved = float((layer.sigma[first:] ** 2).sum()) / norm, layer.macs(None) - layer.macs(first)
+        elif r > 1:
+            error, saved = float(layer.sigma[r - 1] ** 2) / norm, layer.macs(r) - layer.macs(r - 1)
+        else:
+            return
+        heapq.heappush(moves, (error / saved, i, i))
+
+    for i in range(len(layers)):
+        push(i)
+    while current > target:
+        if not moves:
+            floor = sum(l.macs(rank[l.name]) for l in layers) / total
+            raise PipelineError(f"lowrank: macs={fraction} is out of reach: every factorable layer at rank 1 "
+                                f"still keeps {floor:.3f} of the MACs (allowed: [{floor:.3f}, 1])")
+        _, _, i = heapq.heappop(moves)
+        layer = layers[i]
+        before = layer.macs(rank[layer.name])
+        r = rank[layer.name]
+        rank[layer.name] = (layer.k * layer.n - 1) // (layer.k + layer.n) if r is None else r - 1
+        current -= before - layer.macs(rank[layer.name])
+        push(i)
+    return {name: r for name, r in rank.items() if r is not None}
+
+
+# ---- rewriting -------------------------------------------------------------------------------
+
+def factors(matrix: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
+    """U [K, r], V [r, N] with U·V the best rank-r approximation of `matrix`.
+
+    σ is split as sqrt(σ) on each side rather than all on one: the intermediate activation
+    x·U is quantized per tensor and V per output channel (column), so all of σ in U would give
+    the activation's channels ranges spread by σ_1/σ_r under one scale, and all of σ in V the
+    rows of each column of V the same spread; the square root halves both (in decades)."""
+    u, sigma, vt = np.linalg.svd(matrix, full_matrices=False)
+    root = np.sqrt(sigma[:r])
+    return u[:, :r] * root, root[:, None] * vt[:r]
+
+
+def factor_layer(g: Graph, node: Node, r: int) -> tuple[float, np.ndarray, np.ndarray]:
+    """Replace a dense or group-1 conv node by its rank-r factors (any r, saving MACs or not);
+    return the relative reconstruction error and the two factors."""
+    name = node.output.name
+    x, w, b = node.inputs
+    if node.op == "dense":
+        matrix = g.const_data(w).astype(np.float64)
+    else:
+        matrix = g.const_data(w).astype(np.float64).reshape(w.type.shape[0], -1).T
+    u, v = factors(matrix, r)
+    error = float(np.linalg.norm(matrix - u @ v) / (np.linalg.norm(matrix) or 1.0))
+    zero = _const(g, f"{name}_proj_b", np.zeros(r))
+    if node.op == "dense":
+        proj = g.add_node("dense", [x, _const(g, f"{name}_u", u), zero], [TensorType((1, r), F32)],
+                          names=[f"{name}_proj"], before=node)
+        second = g.add_node("dense", [proj.output, _const(g, f"{name}_v", v), b], [node.output.type],
+                            dict(node.attrs), before=node)
+    else:
+        n, c, kh, kw = w.type.shape
+        out = node.output.type.shape
+        proj = g.add_node("conv", [x, _const(g, f"{name}_u", u.T.reshape(r, c, kh, kw)), zero],
+                          [TensorType((1, r, out[2], out[3]), F32)], dict(node.attrs),
+                          names=[f"{name}_proj"], before=node)
+        pointwise = {"strides": [1, 1], "pads": [0, 0, 0, 0], "dilations": [1, 1], "group": 1}
+        second = g.add_node("conv", [proj.output, _const(g, f"{name}_v", v.T.reshape(n, r, 1, 1)), b],
+                            [node.output.type], pointwise, before=node)
+    g.replace_all_uses(node.output, second.output)
+    g.remove_node(node)
+    g.rename(second.output, name)  # the second layer is known by the layer's name
+    g.remove_unused_constants()
+    return error, u, v
+
+
+def _const(g: Graph, hint: str, data: np.ndarray):
+    data = np.ascontiguousarray(data, dtype=np.float32)
+    return g.add_const(hint, data, TensorType(data.shape, F32))
+
+
+def _record(layer: Layer, r: int | None, error: float, note: str) -> dict:
+    return {"pass": "lowrank", "layer": layer.name, "op": layer.node.op, "k": layer.k, "n": layer.n,
+            "vectors": layer.vectors, "rank": r, "factored": note == "",
+            "macs_before": layer.macs(None), "macs_after": layer.macs(r if note == "" else None),
+            "weights_before": layer.k * layer.n,
+            "weights_after": r * (layer.k + layer.n) if note == "" else layer.k * layer.n,
+            "rel_error": error, "note": note}
+
+
+@register("lowrank",
+          energy=Option(float, DEFAULT_ENERGY, "fraction of Σσ² each layer keeps, in (0, 1] "
+                        "(used when neither rank nor macs is given)"),
+          rank=Option(str, "", "R for every layer, or layer:R+layer:R (IR names); 1..min(K, N)"),
+          macs=Option(float, 0.0, "fraction of the model's MACs to keep, in (0, 1]; ranks chosen greedily "
+                      "(default 0: not used)"))
+def lowrank(g: Graph, ctx: PassContext, energy: float, rank: str, macs: float) -> bool:
+    """Factor dense and conv layers W ≈ U·V (truncated SVD) into two layers where that saves MACs."""
+    if not 0.0 < energy <= 1.0:
+        raise PipelineError(f"lowrank: energy={energy} must lie in (0, 1]")
+    if macs != 0.0 and not 0.0 < macs <= 1.0:
+        raise PipelineError(f"lowrank: macs={macs} must lie in (0, 1]")
+    if rank and macs:
+        raise PipelineError("lowrank: give rank or macs, not both")
+    layers = _layers(g)
+    if rank:
+        ranks = _parse_ranks(rank, layers)
+    elif macs:
+        ranks = _budget_ranks(layers, macs)
+    else:
+        ranks = {l.name: _energy_rank(l.sigma, energy) for l in layers if not l.skip_reason}
+    changed = False
+    for layer in layers:
+        r = ranks.get(layer.name)
+        if layer.skip_reason:
+            ctx.report.append(_record(layer, None, 0.0, layer.skip_reason))
+        elif r is None:
+            ctx.report.append(_record(layer, None, 0.0, "kept whole (macs budget met without it)"))
+        elif not layer.saves(r):
+            note = (f"kept whole: rank {r} saves no MACs (needs r < K·N/(K+N) = "
+                    f"{layer.k * layer.n / (layer.k + layer.n):.1f})")
+            ctx.report.append(_record(layer, r, 0.0, note))
+        else:
+            error, _, _ = factor_layer(g, layer.node, r)
+            ctx.report.append(_record(layer, r, error, ""))
+            changed = True
+    return changed
