@@ -68,18 +68,23 @@ def shared_shift(ratios: list[float], bits: int, what: str) -> tuple[list[int], 
     return mults, shift
 
 
-def quantize_conv(g: Graph, node, xq, y_t: QuantType, act, wbits: int, requant_params, scale_floor_bits: int):
-    """conv [+ act] -> qconv + requant."""
+def quantize_conv(g: Graph, node, xq, y_t: QuantType, act, wbits: int, requant_params, scale_floor_bits: int,
+                  fixed=None):
+    """conv [+ act] -> qconv + requant; `fixed` (a quantized model's own quantization) may give the weight scales."""
     name = (act or node).output.name
     w = g.const_data(node.inputs[1]).astype(np.float64)  # [O, C/g, kh, kw]
     b = g.const_data(node.inputs[2]).astype(np.float64)
     x_t: QuantType = xq.type.element
     o = w.shape[0]
 
+    model_scale = fixed.weight_scale(g.const_data(node.inputs[1]), 0) if fixed is not None else None
+    if model_scale is not None:
+        w_scale, wbits = model_scale
+    else:
+        w_scale = np.abs(w.reshape(o, -1)).max(axis=1) / ((1 << (wbits - 1)) - 1)
+        w_scale = np.maximum(w_scale, w_scale.max() / 2**scale_floor_bits)  # see quantize._quantize_dense
+        w_scale = np.where(w_scale > 0, w_scale, 1.0)
     wmax = (1 << (wbits - 1)) - 1
-    w_scale = np.abs(w.reshape(o, -1)).max(axis=1) / wmax
-    w_scale = np.maximum(w_scale, w_scale.max() / 2**scale_floor_bits)  # see quantize._quantize_dense
-    w_scale = np.where(w_scale > 0, w_scale, 1.0)
     w_int = np.clip(np.rint(w / w_scale.reshape(o, 1, 1, 1)), -wmax, wmax).astype(np.int64)
     bias = np.rint(b / (x_t.scale * w_scale)).astype(np.int64) - x_t.zero_point * w_int.reshape(o, -1).sum(axis=1)
     if np.abs(bias).max(initial=0) >= 2**31:

@@ -27,6 +27,9 @@ class PassContext:
     """Where long steps (calibration) report how far they are."""
     device: str | None = None
     """Target device name (nnfpga.devices); passes that size hardware fit its budget."""
+    fixed_quant: Any = None
+    """A quantized model's own quantization (frontend.onnx_quantized.FixedQuant); quantize
+    takes it instead of calibrating."""
 
 
 @dataclass(frozen=True)
