@@ -14,6 +14,7 @@ import onnx
 import pytest
 
 from nnfpga.backends.reference_onnx import make_session, run_reference, to_reference_onnx
+from nnfpga.errors import NnfpgaError
 from nnfpga.frontend import load_onnx_quantized
 from nnfpga.ir import run_batch
 from nnfpga.passes import PassContext, run_pipeline
@@ -100,3 +101,59 @@ def test_quantized_model(tmp_path, example, fmt, per_channel, capsys):
     assert identical >= IDENTICAL_MIN
     assert diff.max() <= MAX_LSB
     assert abs(our_acc - their_acc) <= 0.002
+
+
+# -- bad input: a clear error naming the node ----------------------------------------------------
+
+def _qdq_mlp(tmp_path) -> onnx.ModelProto:
+    return onnx.load(str(quantize_example("digits_mlp", "qdq", True, tmp_path)))
+
+
+def _initializer(model, name):
+    return next(t for t in model.graph.initializer if t.name == name)
+
+
+def _set(model, name, data):
+    t = _initializer(model, name)
+    t.CopyFrom(onnx.numpy_helper.from_array(np.asarray(data), name))
+
+
+def test_refuses_nonzero_weight_zero_point(tmp_path):
+    model = _qdq_mlp(tmp_path)
+    _set(model, "fc0.weight_zero_point", np.full(64, 3, np.int8))
+    with pytest.raises(NnfpgaError, match=r"DequantizeLinear node 'fc0.weight_DequantizeLinear'.*non-zero zero point"):
+        load_onnx_quantized(model)
+
+
+@pytest.mark.parametrize("value", [0.0, -0.5])
+def test_refuses_zero_or_negative_scale(tmp_path, value):
+    model = _qdq_mlp(tmp_path)
+    _set(model, "relu0_scale", np.float32(value))
+    with pytest.raises(NnfpgaError, match=r"QuantizeLinear node .*relu0.*scale must be positive"):
+        load_onnx_quantized(model)
+
+
+def test_refuses_int16_activations(tmp_path):
+    model = _qdq_mlp(tmp_path)
+    _set(model, "relu0_zero_point", np.int16(0))
+    with pytest.raises(NnfpgaError, match=r"relu0.*int16; nnfpga takes uint8, int8"):
+        load_onnx_quantized(model)
+
+
+def test_refuses_non_constant_scale(tmp_path):
+    model = _qdq_mlp(tmp_path)
+    q = next(n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "relu0")
+    model.graph.node.insert(0, onnx.helper.make_node("Identity", ["relu0_scale"], ["relu0_scale_dyn"]))
+    q.input[1] = "relu0_scale_dyn"
+    with pytest.raises(NnfpgaError, match=r"relu0.*scale 'relu0_scale_dyn' is not a constant"):
+        load_onnx_quantized(model)
+
+
+def test_cli_prints_error_for_bad_quantized_model(tmp_path):
+    from nnfpga.cli import main
+
+    model = _qdq_mlp(tmp_path)
+    _set(model, "fc1.weight_zero_point", np.full(32, -2, np.int8))
+    onnx.save(model, str(tmp_path / "bad.onnx"))
+    assert main(["compile", str(tmp_path / "bad.onnx"), "-o", str(tmp_path / "out")]) == 2
+    assert not (tmp_path / "out").exists()
