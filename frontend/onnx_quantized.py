@@ -40,6 +40,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from nnfpga.errors import ModelError
+from nnfpga.frontend.onnx_qonnx import float_initializer, is_qonnx, per_channel_scale, read_qonnx_node
 from nnfpga.ir import IntType, QuantType
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
@@ -93,7 +94,7 @@ class FixedQuant:
 
 
 def is_quantized(model: onnx.ModelProto) -> bool:
-    return any(n.op_type in QDQ_OPS + QOPERATOR_OPS for n in model.graph.node)
+    return any(n.op_type in QDQ_OPS + QOPERATOR_OPS or is_qonnx(n) for n in model.graph.node)
 
 
 def _fail(node: onnx.NodeProto, message: str):
@@ -350,6 +351,29 @@ def _rename_uses(graph, old: str, new: str) -> None:
             o.name = new
 
 
+def _read_qonnx(rw: _Rewriter, node, graph_inputs: set[str], graph_outputs: set[str]) -> None:
+    """A QONNX quantizer: a weight becomes its float values (scales kept), an activation keeps its type."""
+    kind, weight, t = read_qonnx_node(rw, node, _weight_axis, _fail)
+    out = node.output[0]
+    if kind == "weight":
+        w_int, scale, bits = weight
+        real = w_int * scale
+        readers = [r for r in _consumers(rw.graph).get(out, [])
+                   if r.op_type in _LAYER_WEIGHT and list(r.input).index(out) == 1]
+        if readers:
+            channels = per_channel_scale(np.asarray(scale), _weight_axis(readers[0]), node, _fail)
+            rw.fixed.weights.append(KeptWeight(real.astype(np.float32), channels, bits, node.name or out))
+        float_initializer(rw, out, real)
+        return
+    x = node.input[0]
+    if out in graph_outputs and x not in graph_inputs:
+        _rename(rw.graph, x, out)
+        x = out
+    else:
+        _rename_uses(rw.graph, out, x)
+    rw.fixed.activations[x] = t
+
+
 def _key(node) -> tuple[str, str]:
     """Names a node across protobuf accesses (a Q or DQ result name is unique among Q/DQ nodes)."""
     return node.op_type, node.output[0]
@@ -363,6 +387,10 @@ def unquantize(model: onnx.ModelProto) -> tuple[onnx.ModelProto, FixedQuant]:
     graph_inputs = {i.name for i in graph.input}
     graph_outputs = {o.name for o in graph.output}
     drop: list[tuple[str, str]] = []
+    for node in list(graph.node):
+        if is_qonnx(node):
+            _read_qonnx(rw, node, graph_inputs, graph_outputs)
+            drop.append(_key(node))
     for node in list(graph.node):
         if node.op_type == "DequantizeLinear" and node.input[0] in rw.consts:
             _fold_constant_dequantize(rw, node, _consumers(graph))
