@@ -3,6 +3,7 @@
     Quant / IntQuant(W, s, z, b) {signed, narrow, rounding_mode}, W constant
         -> W' = (clamp(round(W/s + z)) − z)·s as a float initializer, its scales kept
            (z must be 0; signed 2..8 bits; −2^(b−1) refused: nnfpga's weights are symmetric)
+    Quant / IntQuant(b, s_x·s_w, 0, 32), b constant (a bias) -> its float value
     Quant / IntQuant(x, s, z, b) on an activation, rounding_mode ROUND (half to even, as
         QuantizeLinear), not narrow
         -> x, with the type !q<u|i b, s, z> kept (2..8 bits)
@@ -67,9 +68,10 @@ def read_qonnx_node(rw, node, weight_axis, fail) -> tuple[str, np.ndarray | None
     if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
         fail(node, f"its scale has a zero, negative or non-finite value ({scale.ravel()[:4].tolist()}); "
                    "a scale must be positive")
+    widest = 32 if constant else 8  # a constant may be a 32-bit bias (Brevitas' Int32Bias)
     if bits_value.size != 1 or bits_value.ravel()[0] != int(bits_value.ravel()[0]) or \
-            not 2 <= int(bits_value.ravel()[0]) <= 8:
-        fail(node, f"bit width {bits_value.ravel().tolist()} is outside 2..8 (nnfpga's integers)")
+            not 2 <= int(bits_value.ravel()[0]) <= widest:
+        fail(node, f"bit width {bits_value.ravel().tolist()} is outside 2..{widest} (nnfpga's integers)")
     if np.any(zeropt != np.rint(zeropt)):
         fail(node, "its zero point is not an integer")
     bits = int(bits_value.ravel()[0])

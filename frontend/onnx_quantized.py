@@ -361,6 +361,8 @@ def _read_qonnx(rw: _Rewriter, node, graph_inputs: set[str], graph_outputs: set[
         readers = [r for r in _consumers(rw.graph).get(out, [])
                    if r.op_type in _LAYER_WEIGHT and list(r.input).index(out) == 1]
         if readers:
+            if bits > 8:
+                _fail(node, f"the weights have {bits} bits; nnfpga's weights have 2..8")
             channels = per_channel_scale(np.asarray(scale), _weight_axis(readers[0]), node, _fail)
             rw.fixed.weights.append(KeptWeight(real.astype(np.float32), channels, bits, node.name or out))
         float_initializer(rw, out, real)
