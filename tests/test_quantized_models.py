@@ -278,3 +278,68 @@ def test_qonnx_model_compiles_with_its_own_quantization(capsys, wbits, abits, id
               f"{100 * our_acc:.2f}%, QONNX semantics in onnxruntime {100 * their_acc:.2f}%")
     assert identical >= identical_min and diff.max() <= max_lsb
     assert abs(our_acc - their_acc) <= 0.002
+
+
+# -- mixed sources, calibration data, joins -----------------------------------------------------
+
+def test_a_model_quantized_in_parts_calibrates_the_rest_and_names_it(tmp_path):
+    model = _qdq_mlp(tmp_path)
+    q = next(n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "relu1")
+    dq = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] == q.output[0])
+    for n in model.graph.node:
+        for i, name in enumerate(n.input):
+            if name == dq.output[0]:
+                n.input[i] = "relu1"
+    model.graph.node.remove(q)
+    model.graph.node.remove(dq)
+    g, fixed = load_onnx_quantized(model)
+    assert "relu1" not in fixed.activations and "relu0" in fixed.activations
+    calib = np.load(EXAMPLES / "digits_mlp" / "calib.npz")
+    warnings: list[str] = []
+    final = run_pipeline(g, PIPELINE, PassContext(calib={g.inputs[0].name: calib[calib.files[0]]},
+                                                  fixed_quant=fixed, warn=warnings.append))
+    assert any("quantized in parts" in w and "%relu1" in w and "%relu0" not in w for w in warnings), warnings
+    types = {v.name: v.type.element for v in final.values()}
+    assert types["relu0_q"] == fixed.activations["relu0"]  # the model's own type kept
+    assert types["relu1_q"].scale != 0 and "relu1_q" in types  # calibrated
+
+
+def test_calibration_data_is_ignored_with_a_note(tmp_path):
+    g, fixed = load_onnx_quantized(_qdq_mlp(tmp_path))
+    warnings: list[str] = []
+    calib = np.load(EXAMPLES / "digits_mlp" / "calib.npz")
+    run_pipeline(g, PIPELINE, PassContext(calib={g.inputs[0].name: calib[calib.files[0]][:4]}, fixed_quant=fixed,
+                                          warn=warnings.append))
+    assert warnings == ["the model carries its own quantization: the calibration data is not used"]
+
+
+def _qdq(nodes, inits, x, out, scale, zero):
+    from onnx import helper, numpy_helper
+
+    inits += [numpy_helper.from_array(np.float32(scale), f"{out}_s"), numpy_helper.from_array(np.uint8(zero), f"{out}_z")]
+    nodes += [helper.make_node("QuantizeLinear", [x, f"{out}_s", f"{out}_z"], [out + "_q"]),
+              helper.make_node("DequantizeLinear", [out + "_q", f"{out}_s", f"{out}_z"], [out])]
+
+
+def test_a_concat_of_two_quantized_types_is_refused_naming_it():
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes, inits = [], []
+    _qdq(nodes, inits, "x", "xq", 0.02, 0)
+    for branch, scale in (("a", 0.05), ("b", 0.07)):
+        w = np.rint(rng.standard_normal((4, 2, 1, 1)) * 40).astype(np.int8)
+        inits += [numpy_helper.from_array(w, f"w{branch}"), numpy_helper.from_array(np.full(4, 0.01, np.float32), f"w{branch}_s"),
+                  numpy_helper.from_array(np.zeros(4, np.int8), f"w{branch}_z")]
+        nodes += [helper.make_node("DequantizeLinear", [f"w{branch}", f"w{branch}_s", f"w{branch}_z"], [f"w{branch}_f"], axis=0),
+                  helper.make_node("Conv", ["xq", f"w{branch}_f"], [f"c{branch}"])]
+        _qdq(nodes, inits, f"c{branch}", f"{branch}q", scale, 128)
+    nodes.append(helper.make_node("Concat", ["aq", "bq"], ["cat"], axis=1))
+    _qdq(nodes, inits, "cat", "y", 0.05, 128)
+    graph = helper.make_graph(nodes, "join", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 4, 4])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    g, fixed = load_onnx_quantized(model)
+    with pytest.raises(NnfpgaError, match=r"concat defining %y joins %ca_q .* and %cb_q .*model's own quantization"):
+        run_pipeline(g, PIPELINE, PassContext(fixed_quant=fixed))
