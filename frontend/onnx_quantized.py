@@ -184,6 +184,15 @@ def _expand_qoperators(rw: _Rewriter) -> None:
     graph = rw.graph
     quantized: dict[str, tuple[str, str]] = {}  # integer tensor -> (scale name, zero point name)
     nodes: list[onnx.NodeProto] = []
+    taken = {name for n in graph.node for name in list(n.input) + list(n.output)} | set(rw.consts)
+
+    def float_name(qname: str) -> str:
+        """The float result of a QOperator node: its name without onnxruntime's '_quantized'."""
+        base = qname[:-len("_quantized")] if qname.endswith("_quantized") else qname + "_float"
+        if base in taken:
+            base = rw.fresh(base)
+        taken.add(base)
+        return base
 
     def dq(name: str, scale: str, zp: str, axis: int | None = None) -> str:
         out = rw.fresh(name + "_dq")
@@ -208,13 +217,13 @@ def _expand_qoperators(rw: _Rewriter) -> None:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         if node.op_type == "QLinearConv":
             xf, wf = dq(ins[0], ins[1], ins[2]), dq(ins[3], ins[4], ins[5], axis=0)
-            yf = rw.fresh(node.output[0] + "_float")
+            yf = float_name(node.output[0])
             nodes.append(helper.make_node("Conv", [xf, wf] + ([bias(node, ins[8], ins[1], ins[4])] if ins[8] else []),
                                           [yf], name=node.name, **attrs))
             q(yf, node.output[0], ins[6], ins[7])
         elif node.op_type == "QLinearMatMul":
             af, bf = dq(ins[0], ins[1], ins[2]), dq(ins[3], ins[4], ins[5], axis=1)
-            yf = rw.fresh(node.output[0] + "_float")
+            yf = float_name(node.output[0])
             nodes.append(helper.make_node("MatMul", [af, bf], [yf], name=node.name))
             q(yf, node.output[0], ins[6], ins[7])
         elif node.op_type == "QGemm":
@@ -223,31 +232,31 @@ def _expand_qoperators(rw: _Rewriter) -> None:
             trans_b = int(attrs.get("transB", 0))
             af, bf = dq(ins[0], ins[1], ins[2]), dq(ins[3], ins[4], ins[5], axis=0 if trans_b else 1)
             c = bias(node, ins[6], ins[1], ins[4])
-            yf = rw.fresh(node.output[0] + "_float") if ins[7] else node.output[0]
+            yf = float_name(node.output[0]) if ins[7] else node.output[0]
             nodes.append(helper.make_node("Gemm", [af, bf] + ([c] if c else []), [yf], name=node.name,
                                           transB=trans_b, alpha=float(attrs.get("alpha", 1.0))))
             if ins[7]:
                 q(yf, node.output[0], ins[7], ins[8])
         elif node.op_type == "QLinearAdd":
             af, bf = dq(ins[0], ins[1], ins[2]), dq(ins[3], ins[4], ins[5])
-            yf = rw.fresh(node.output[0] + "_float")
+            yf = float_name(node.output[0])
             nodes.append(helper.make_node("Add", [af, bf], [yf], name=node.name))
             q(yf, node.output[0], ins[6], ins[7])
         elif node.op_type == "QLinearGlobalAveragePool":
             if attrs.get("channels_last", 0):
                 _fail(node, "channels_last=1 is not taken (the model's images are NCHW)")
-            yf = rw.fresh(node.output[0] + "_float")
+            yf = float_name(node.output[0])
             nodes.append(helper.make_node("GlobalAveragePool", [dq(ins[0], ins[1], ins[2])], [yf], name=node.name))
             q(yf, node.output[0], ins[3], ins[4])
         elif node.op_type == "QLinearConcat":
             triples = list(node.input)[2:]
             xs = [dq(triples[i], triples[i + 1], triples[i + 2]) for i in range(0, len(triples), 3)]
-            yf = rw.fresh(node.output[0] + "_float")
+            yf = float_name(node.output[0])
             nodes.append(helper.make_node("Concat", xs, [yf], name=node.name, axis=int(attrs["axis"])))
             q(yf, node.output[0], node.input[0], node.input[1])
         elif node.op_type in PASSTHROUGH_OPS and node.input and node.input[0] in quantized:
             scale, zp = quantized[node.input[0]]
-            yf = rw.fresh(node.output[0] + "_float")
+            yf = float_name(node.output[0])
             nodes.append(helper.make_node(node.op_type, [dq(node.input[0], scale, zp)] + list(node.input[1:]), [yf],
                                           name=node.name, **attrs))
             q(yf, node.output[0], scale, zp)
