@@ -343,3 +343,22 @@ def test_a_concat_of_two_quantized_types_is_refused_naming_it():
     g, fixed = load_onnx_quantized(model)
     with pytest.raises(NnfpgaError, match=r"concat defining %y joins %ca_q .* and %cb_q .*model's own quantization"):
         run_pipeline(g, PIPELINE, PassContext(fixed_quant=fixed))
+
+
+# -- HLS: the C simulation of a quantized model's build equals the reference --------------------
+
+@pytest.mark.skipif(__import__("shutil").which("g++") is None, reason="g++ not installed")
+def test_qoperator_digits_cnn_hls_csim_is_bit_exact(tmp_path):
+    import sys
+
+    from nnfpga.build import CompileOptions, compile_model
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_hls_models import csim_and_golden
+
+    model = quantize_example("digits_cnn", "qop", True, tmp_path)
+    build = tmp_path / "build"
+    compile_model(model, build, CompileOptions())
+    test = np.load(EXAMPLES / "digits_cnn" / "test.npz")
+    out, golden = csim_and_golden(build, test[test.files[0]][:40], tmp_path / "csim")
+    assert out.shape == golden.shape == (40, 10) and np.array_equal(out, golden)
