@@ -2,7 +2,8 @@
 
     Quant / IntQuant(W, s, z, b) {signed, narrow, rounding_mode}, W constant
         -> W' = (clamp(round(W/s + z)) − z)·s as a float initializer, its scales kept
-           (z must be 0; signed 2..8 bits; −2^(b−1) refused: nnfpga's weights are symmetric)
+           (z must be 0; signed 2..8 bits; one using −2^(b−1) becomes b+1 bits: nnfpga's weights are
+           symmetric; at 8 bits it is refused)
     Quant / IntQuant(b, s_x·s_w, 0, 32), b constant (a bias) -> its float value
     Quant / IntQuant(x, s, z, b) on an activation, rounding_mode ROUND (half to even, as
         QuantizeLinear), not narrow
@@ -87,9 +88,7 @@ def read_qonnx_node(rw, node, weight_axis, fail) -> tuple[str, np.ndarray | None
             fail(node, "the weights have a non-zero zero point; nnfpga's weights are symmetric (zero point 0)")
         if not signed:
             fail(node, "the weights are unsigned; nnfpga's weights are signed and symmetric")
-        if np.any(w_int == -(1 << (bits - 1))):
-            fail(node, f"a weight is −{1 << (bits - 1)}; nnfpga's {bits}-bit weights are symmetric: "
-                       "quantize them with narow=1")
+        bits = symmetric_bits(int(np.abs(w_int).max(initial=0)), bits, node, fail)
         return "weight", (w_int.astype(np.int64), np.broadcast_to(scale, w.shape), bits), None
     if mode not in ("ROUND", "HALF_EVEN"):
         fail(node, f"activations rounded {mode} are not taken: nnfpga quantizes activations to nearest "
@@ -99,6 +98,17 @@ def read_qonnx_node(rw, node, weight_axis, fail) -> tuple[str, np.ndarray | None
     if scale.size != 1 or zeropt.size != 1:
         fail(node, "quantizes an activation per channel; nnfpga quantizes activations per tensor")
     return "activation", None, QuantType(IntType(bits, signed), float(scale.ravel()[0]), int(zeropt.ravel()[0]))
+
+
+def symmetric_bits(largest: int, bits: int, node, fail) -> int:
+    """Bits of nnfpga's symmetric weights (±(2^(b−1)−1)) that hold a b-bit weight tensor exactly:
+    b, or b+1 when it uses −2^(b−1) (refused at 8 bits: nnfpga's weights have at most 8)."""
+    if largest <= (1 << (bits - 1)) - 1:
+        return bits
+    if bits < 8:
+        return bits + 1
+    fail(node, f"a weight is −{1 << (bits - 1)}; nnfpga's 8-bit weights are symmetric (±127): quantize them "
+               "with a symmetric range (onnxruntime's int8 default; QONNX narrow=1)")
 
 
 def per_channel_scale(scale: np.ndarray, out_axis: int, node, fail) -> np.ndarray:

@@ -25,8 +25,9 @@ multiplier and shift come from the model's scales (M/2^s ≈ s_x·s_w/s_y). Valu
 kept type (a model quantized in parts) are calibrated as usual, and quantize names them.
 
 Our integer semantics decide what can be taken exactly: weights symmetric (zero point 0)
-with a per-output-channel or per-tensor scale, in 2..8 bits (-2^(b-1) is refused: the
-weights are symmetric, ±(2^(b-1)−1)); activations per tensor, u8/i8 or u4/i4, any zero
+with a per-output-channel or per-tensor scale, in 2..8 bits (-2^(b-1) needs one bit more: the
+weights are symmetric, ±(2^(b-1)−1): a b-bit weight tensor that uses −2^(b−1), as onnxruntime's
+int4 does, is taken exactly as b+1 bits, up to 8); activations per tensor, u8/i8 or u4/i4, any zero
 point. onnxruntime requantizes in float (acc·(s_x·s_w/s_y), round half to even); ours is
 the integer (acc·M + 2^(s−1)) >> s (round half up, M a 16-bit approximation of the ratio),
 so a few output integers may differ by one step; tests/test_quantized_models.py measures it.
@@ -40,7 +41,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 from nnfpga.errors import ModelError
-from nnfpga.frontend.onnx_qonnx import float_initializer, is_qonnx, per_channel_scale, read_qonnx_node
+from nnfpga.frontend.onnx_qonnx import (float_initializer, is_qonnx, per_channel_scale, read_qonnx_node,
+                                        symmetric_bits)
 from nnfpga.ir import IntType, QuantType
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
@@ -300,17 +302,14 @@ def _fold_constant_dequantize(rw: _Rewriter, node, readers) -> None:
                         "extra_options={'WeightSymmetric': True}, the default for int8)")
         if not storage.signed:
             _fail(node, "the weights are unsigned; nnfpga's weights are signed and symmetric (int8 or int4)")
-        wmax = storage.max
-        if np.abs(x).max(initial=0) > wmax:
-            _fail(node, f"a weight is -{wmax + 1}; nnfpga's {storage.bits}-bit weights are symmetric "
-                        f"(±{wmax}); quantize with a symmetric range")
+        bits = symmetric_bits(int(np.abs(x.astype(np.int64)).max(initial=0)), storage.bits, node, _fail)
         out_axis = _weight_axis(weight_readers[0])
         if scale.size > 1 and (axis != out_axis or x.ndim < 2):
             _fail(node, f"the weights are quantized per channel along axis {axis}, not their output "
                         f"channels (axis {out_axis}); nnfpga scales weights per output channel")
         channels = x.shape[out_axis]
         per_channel = scale.ravel() if scale.size > 1 else np.full(channels, float(scale.ravel()[0]))
-        rw.fixed.weights.append(KeptWeight(real.astype(np.float32), per_channel, storage.bits, node.name or out))
+        rw.fixed.weights.append(KeptWeight(real.astype(np.float32), per_channel, bits, node.name or out))
     rw.graph.initializer.append(numpy_helper.from_array(real.astype(np.float32), out))
     rw.consts[out] = real.astype(np.float32)
 

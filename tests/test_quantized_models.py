@@ -28,7 +28,8 @@ apart; the 99.9% aimed for is not reached yet (the requant's 16-bit multiplier a
 up against onnxruntime's float ratio and round half to even, compounded over the layers)."""
 CASES = [("digits_mlp", "qdq", True), ("digits_mlp", "qdq", False), ("digits_mlp", "qop", True),
          ("digits_cnn", "qdq", True), ("digits_cnn", "qop", True), ("mnist_mlp", "qdq", True),
-         ("mnist_cnn", "qdq", True)]
+         ("mnist_cnn", "qdq", True), ("digits_mlp", "qdq4", True)]
+"""(example, format, per channel); qdq4 is QDQ with uint4 activations and int4 weights."""
 
 
 def quantize_example(example: str, fmt: str, per_channel: bool, out: Path) -> Path:
@@ -48,9 +49,11 @@ def quantize_example(example: str, fmt: str, per_channel: bool, out: Path) -> Pa
             return next(self.items, None)
 
     path = out / f"{example}_{fmt}_{'pc' if per_channel else 'pt'}.onnx"
+    four = fmt == "qdq4"
     quantize_static(str(model_path), str(path), Reader(), per_channel=per_channel,
-                    quant_format=QuantFormat.QDQ if fmt == "qdq" else QuantFormat.QOperator,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                    quant_format=QuantFormat.QOperator if fmt == "qop" else QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt4 if four else QuantType.QUInt8,
+                    weight_type=QuantType.QInt4 if four else QuantType.QInt8)
     return path
 
 
