@@ -26,6 +26,10 @@ Supported ONNX ops map to IR ops as:
     ReduceMean, Concat, Clip, Pad -> conv, mul + add, maxpool, avgpool, concat, clip, pad
                                                          (frontend/onnx_spatial.py)
 
+A quantized model (QuantizeLinear/DequantizeLinear, onnxruntime's QLinear ops, QONNX Quant)
+is first rewritten into the float model it stands for, its own quantization kept aside
+(frontend/onnx_quantized.py, `load_onnx_quantized`).
+
 A node of a supported op whose inputs are all constants is evaluated here (numpy for the
 shape-only ops, onnxruntime otherwise), so weights computed from constants stay constants.
 

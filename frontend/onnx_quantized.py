@@ -50,6 +50,9 @@ QOPERATOR_OPS = ("QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd", "QLinear
                  "QLinearConcat")
 """Quantized ONNX ops read here (QGemm, QLinearAdd, QLinearGlobalAveragePool and QLinearConcat
 are in onnxruntime's com.microsoft domain, as its quantizer writes them)."""
+DYNAMIC_OPS = ("DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul")
+"""What onnxruntime's quantize_dynamic writes: activation scales computed at run time, which
+fixed-point hardware cannot take (refused with that reason)."""
 PASSTHROUGH_OPS = ("MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity")
 """Ops onnxruntime's QOperator output applies to quantized integers directly (they commute
 with the quantizer); here they run on the dequantized float value between Q and DQ."""
@@ -96,7 +99,7 @@ class FixedQuant:
 
 
 def is_quantized(model: onnx.ModelProto) -> bool:
-    return any(n.op_type in QDQ_OPS + QOPERATOR_OPS or is_qonnx(n) for n in model.graph.node)
+    return any(n.op_type in QDQ_OPS + QOPERATOR_OPS + DYNAMIC_OPS or is_qonnx(n) for n in model.graph.node)
 
 
 def _fail(node: onnx.NodeProto, message: str):
@@ -392,6 +395,11 @@ def _key(node) -> tuple[str, str]:
 def unquantize(model: onnx.ModelProto) -> tuple[onnx.ModelProto, FixedQuant]:
     """The float model a quantized model stands for, and its kept quantization (see the docstring)."""
     rw = _Rewriter(model)
+    for node in model.graph.node:
+        if node.op_type in DYNAMIC_OPS:
+            _fail(node, "the model is quantized dynamically (onnxruntime's quantize_dynamic): its activation "
+                        "scales are computed at run time, and the hardware needs them fixed; quantize it with "
+                        "quantize_static (QDQ or QOperator) instead")
     _expand_qoperators(rw)
     graph = rw.graph
     graph_inputs = {i.name for i in graph.input}

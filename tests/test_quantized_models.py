@@ -365,3 +365,12 @@ def test_qoperator_digits_cnn_hls_csim_is_bit_exact(tmp_path):
     test = np.load(EXAMPLES / "digits_cnn" / "test.npz")
     out, golden = csim_and_golden(build, test[test.files[0]][:40], tmp_path / "csim")
     assert out.shape == golden.shape == (40, 10) and np.array_equal(out, golden)
+
+
+def test_a_dynamically_quantized_model_is_refused_with_the_reason(tmp_path):
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    path = tmp_path / "dynamic.onnx"
+    quantize_dynamic(str(EXAMPLES / "digits_mlp" / "model.onnx"), str(path), weight_type=QuantType.QInt8)
+    with pytest.raises(NnfpgaError, match=r"quantized dynamically .*quantize_static"):
+        load_onnx_quantized(path)
