@@ -146,7 +146,7 @@ def quantize_concat(g: Graph, node, xqs):
         if v.type.element != first:
             raise PipelineError(
                 f"quantize: the concat defining %{node.output.name} joins %{xqs[0].name} ({first!r}) and "
-                f"%{v.name} ({v.type.element!r}); the accelerator concatenates tensors of one quantized type, "
+                f"%{v.name} ({v.type.element!r}); the accelerator concatenates tensors of one quantized type "
                 "(a concat does not requantize), and calibration or the model's own quantization gave them "
                 "different ones; a quantized model must give a concat's inputs one scale and zero point")
     return g.add_node("concat", xqs, [node.output.type.with_element(first)], dict(node.attrs),
