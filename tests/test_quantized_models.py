@@ -167,7 +167,7 @@ def test_cli_prints_error_for_bad_quantized_model(tmp_path):
 QONNX_DOMAIN = "qonnx.custom_op.general"
 
 
-def qonnx_mlp(expanded: bool, wbits=(4, 6, 8), abits=(8, 4, 4)) -> tuple[onnx.ModelProto, float, int]:
+def qonnx_mlp(expanded: bool, wbits=(4, 6, 8), abits=(8, 4, 4), bipolar_layer=None) -> tuple[onnx.ModelProto, float, int]:
     """The digits MLP with QONNX Quant on every weight and activation (`expanded`: each Quant
     written out in standard ops, Div/Add/Clip/Round/Sub/Mul, so onnxruntime runs qonnx's
     semantics). Returns the model and its output's scale and zero point."""
@@ -218,7 +218,15 @@ def qonnx_mlp(expanded: bool, wbits=(4, 6, 8), abits=(8, 4, 4)) -> tuple[onnx.Mo
     for i, (w, b) in enumerate(zip(weights, biases)):
         wmax = (1 << (wbits[i] - 1)) - 1
         w_scale = (np.abs(w).max(axis=0, keepdims=True) / wmax).astype(np.float32)
-        quant(const(f"w{i}", w), f"w{i}_q", w_scale, 0, wbits[i], 1, 1)
+        if i == bipolar_layer:  # ±s per output channel, s the mean magnitude
+            w_scale = np.abs(w).mean(axis=0, keepdims=True).astype(np.float32)
+            if expanded:
+                const(f"w{i}_q", (np.where(w >= 0, 1.0, -1.0) * w_scale).astype(np.float32))
+            else:
+                nodes.append(helper.make_node("BipolarQuant", [const(f"w{i}", w), const(f"w{i}_s", w_scale)],
+                                              [f"w{i}_q"], domain=QONNX_DOMAIN))
+        else:
+            quant(const(f"w{i}", w), f"w{i}_q", w_scale, 0, wbits[i], 1, 1)
         nodes.append(helper.make_node("MatMul", [cur, f"w{i}_q"], [f"m{i}"]))
         quant(const(f"b{i}", b), f"b{i}_q", (in_scale * w_scale[0]).astype(np.float32), 0, 32, 1)  # Int32Bias
         nodes.append(helper.make_node("Add", [f"m{i}", f"b{i}_q"], [f"a{i}"]))
@@ -241,23 +249,25 @@ def qonnx_mlp(expanded: bool, wbits=(4, 6, 8), abits=(8, 4, 4)) -> tuple[onnx.Mo
     return model, float(np.float32(out_scale)), out_zero
 
 
-QONNX_CASES = [((4, 6, 8), (8, 8, 8), IDENTICAL_MIN, MAX_LSB), ((4, 6, 8), (8, 4, 4), 0.99, 12)]
+QONNX_CASES = [((4, 6, 8), (8, 8, 8), IDENTICAL_MIN, MAX_LSB), ((4, 6, 8), (8, 4, 4), 0.99, 12),
+               ((8, 2, 8), (8, 8, 8), IDENTICAL_MIN, MAX_LSB)]
 """(weight bits, activation bits, least fraction identical, largest difference; measured 99.5% and 1 LSB,
 99.8% and 9 LSB): with 4-bit
 activations one activation step (a rounding near x.5 decided apart: the model's float bias
 against our integer bias) moves the 8-bit output by several steps."""
 
 
-@pytest.mark.parametrize("wbits,abits,identical_min,max_lsb", QONNX_CASES, ids=["a8", "a4"])
+@pytest.mark.parametrize("wbits,abits,identical_min,max_lsb", QONNX_CASES, ids=["a8", "a4", "bipolar"])
 def test_qonnx_model_compiles_with_its_own_quantization(capsys, wbits, abits, identical_min, max_lsb):
-    model, out_scale, out_zero = qonnx_mlp(False, wbits, abits)
+    bipolar = 1 if wbits[1] == 2 else None  # the middle layer's weights are BipolarQuant's ±s
+    model, out_scale, out_zero = qonnx_mlp(False, wbits, abits, bipolar)
     g, fixed = load_onnx_quantized(model)
-    assert sorted(w.bits for w in fixed.weights) == [4, 6, 8]
+    assert sorted(w.bits for w in fixed.weights) == sorted(wbits)
     warnings: list[str] = []
     final = run_pipeline(g, PIPELINE, PassContext(fixed_quant=fixed, warn=warnings.append))
     assert not any("calibrat" in w for w in warnings), warnings
     layer_bits = [v.type.element.bits for v in final.constants if v.name.endswith("_w")]
-    assert sorted(layer_bits) == [4, 6, 8]
+    assert sorted(layer_bits) == sorted(wbits)
 
     test = np.load(EXAMPLES / "digits_mlp" / "test.npz")
     x, labels = test[test.files[0]].astype(np.float32).reshape(-1, 64), test["label"]
@@ -268,7 +278,7 @@ def test_qonnx_model_compiles_with_its_own_quantization(capsys, wbits, abits, id
     golden = run_reference(to_reference_onnx(final), {quant.output.name: values[quant.output.name]})
     assert np.array_equal(next(iter(golden.values())).reshape(len(x), -1), ours)
 
-    reference, _, _ = qonnx_mlp(True, wbits, abits)
+    reference, _, _ = qonnx_mlp(True, wbits, abits, bipolar)
     session = make_session(reference)
     theirs_float = np.concatenate([session.run(None, {"x": s[None]})[0] for s in x])
     theirs = np.rint(theirs_float / out_scale).astype(np.int64) + out_zero
@@ -428,3 +438,38 @@ def test_residual_block_with_qlinear_add_and_average_pool(tmp_path, fmt, capsys)
     # measured: 98.333% identical, at most 3 LSB (one step of the pooled 8-bit value, apart where
     # the add or the pool rounds near a half, moves the classifier's outputs by up to 3)
     assert np.mean(diff == 0) >= 0.97 and diff.max() <= 4
+
+
+def _qonnx_activation_quant(model, output="h0"):
+    return next(n for n in model.graph.node if n.op_type == "Quant" and n.output[0] == output)
+
+
+@pytest.mark.parametrize("change, message", [
+    ("trunc", r"Trunc node 'h0'.*QONNX Trunc is not taken"),
+    ("bipolar", r"BipolarQuant node 'h0'.*bipolar \(±1\) activations"),
+    ("bits9", r"Quant node 'h0'.*bit width \[9.0\] is outside 2..8"),
+    ("narrow", r"Quant node 'h0'.*narrow-range activations"),
+    ("floor", r"Quant node 'h0'.*rounded FLOOR"),
+])
+def test_qonnx_refusals_name_the_node(change, message):
+    from onnx import helper, numpy_helper
+
+    model, _, _ = qonnx_mlp(False)
+    q = _qonnx_activation_quant(model)
+    if change == "trunc":
+        q.op_type = "Trunc"
+    elif change == "bipolar":
+        q.op_type = "BipolarQuant"
+        del q.input[2:]
+        del q.attribute[:]
+    elif change == "bits9":
+        t = next(t for t in model.graph.initializer if t.name == q.input[3])
+        t.CopyFrom(numpy_helper.from_array(np.float32(9), t.name))
+    else:
+        for a in q.attribute:
+            if change == "narrow" and a.name == "narrow":
+                a.CopyFrom(helper.make_attribute("narrow", 1))
+            if change == "floor" and a.name == "rounding_mode":
+                a.CopyFrom(helper.make_attribute("rounding_mode", "FLOOR"))
+    with pytest.raises(NnfpgaError, match=message):
+        load_onnx_quantized(model)
