@@ -167,7 +167,8 @@ def test_cli_prints_error_for_bad_quantized_model(tmp_path):
 QONNX_DOMAIN = "qonnx.custom_op.general"
 
 
-def qonnx_mlp(expanded: bool, wbits=(4, 6, 8), abits=(8, 4, 4), bipolar_layer=None) -> tuple[onnx.ModelProto, float, int]:
+def qonnx_mlp(expanded: bool, wbits=(4, 6, 8), abits=(8, 4, 4),
+              bipolar_layer=None) -> tuple[onnx.ModelProto, float, int]:
     """The digits MLP with QONNX Quant on every weight and activation (`expanded`: each Quant
     written out in standard ops, Div/Add/Clip/Round/Sub/Mul, so onnxruntime runs qonnx's
     semantics). Returns the model and its output's scale and zero point."""
@@ -329,7 +330,8 @@ def test_calibration_data_is_ignored_with_a_note(tmp_path):
 def _qdq(nodes, inits, x, out, scale, zero):
     from onnx import helper, numpy_helper
 
-    inits += [numpy_helper.from_array(np.float32(scale), f"{out}_s"), numpy_helper.from_array(np.uint8(zero), f"{out}_z")]
+    inits += [numpy_helper.from_array(np.float32(scale), f"{out}_s"),
+              numpy_helper.from_array(np.uint8(zero), f"{out}_z")]
     nodes += [helper.make_node("QuantizeLinear", [x, f"{out}_s", f"{out}_z"], [out + "_q"]),
               helper.make_node("DequantizeLinear", [out + "_q", f"{out}_s", f"{out}_z"], [out])]
 
@@ -342,9 +344,11 @@ def test_a_concat_of_two_quantized_types_is_refused_naming_it():
     _qdq(nodes, inits, "x", "xq", 0.02, 0)
     for branch, scale in (("a", 0.05), ("b", 0.07)):
         w = np.rint(rng.standard_normal((4, 2, 1, 1)) * 40).astype(np.int8)
-        inits += [numpy_helper.from_array(w, f"w{branch}"), numpy_helper.from_array(np.full(4, 0.01, np.float32), f"w{branch}_s"),
+        inits += [numpy_helper.from_array(w, f"w{branch}"),
+                  numpy_helper.from_array(np.full(4, 0.01, np.float32), f"w{branch}_s"),
                   numpy_helper.from_array(np.zeros(4, np.int8), f"w{branch}_z")]
-        nodes += [helper.make_node("DequantizeLinear", [f"w{branch}", f"w{branch}_s", f"w{branch}_z"], [f"w{branch}_f"], axis=0),
+        nodes += [helper.make_node("DequantizeLinear", [f"w{branch}", f"w{branch}_s", f"w{branch}_z"], [f"w{branch}_f"],
+                                   axis=0),
                   helper.make_node("Conv", ["xq", f"w{branch}_f"], [f"c{branch}"])]
         _qdq(nodes, inits, f"c{branch}", f"{branch}q", scale, 128)
     nodes.append(helper.make_node("Concat", ["aq", "bq"], ["cat"], axis=1))
