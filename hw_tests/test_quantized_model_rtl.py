@@ -25,3 +25,15 @@ def test_qdq_digits_cnn_is_bit_exact_in_rtl(tmp_path):
     # verify's float figures compare with onnxruntime running the quantized model itself
     assert result["top1_agreement"] >= 0.99
     assert abs(result["quantized_accuracy"] - result["float_accuracy"]) <= 0.01
+
+
+def test_qoperator_concat_block_is_bit_exact_in_rtl(tmp_path):
+    """QLinearConcat of branches quantized apart: the requantizing 1×1 depthwise conv in RTL."""
+    from test_quantized_models import quantize_block
+
+    model = quantize_block("concat_block", "qop", tmp_path)
+    build = tmp_path / "build"
+    compile_model(model, build, CompileOptions())
+    result = verify_build(build, samples=40, seed=2)
+    print(result)
+    assert result["samples"] == 40 and result["mismatches"] == 0 and result["bit_exact"]

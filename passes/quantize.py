@@ -28,7 +28,7 @@ from nnfpga.ir import Graph, IntType, QuantType, TensorType, run_batch
 from nnfpga.ir.ops import accumulator_bounds
 from nnfpga.ir.types import int_type_for_range
 from nnfpga.passes.quantize_spatial import (fusable, fused_activation, quantize_add, quantize_avgpool, quantize_concat,
-                                            quantize_conv, unify_concat_ranges)
+                                            quantize_conv, requantize_image, unify_concat_ranges)
 from nnfpga.passes.registry import Option, PassContext, register
 
 SYNTHETIC_SAMPLES = 256
@@ -186,7 +186,11 @@ def quantize(g: Graph, ctx: PassContext, wbits: int, abits: int) -> bool:
                                     "canonicalize could not fold into a layer's bias")
             qvalue[out.name] = quantize_add(g, node, a, b, y_t, act)
         elif node.op == "concat":
-            qvalue[out.name] = quantize_concat(g, node, [qvalue[v.name] for v in node.inputs])
+            xqs = [qvalue[v.name] for v in node.inputs]
+            if out.name in kept:  # the model's own types: requantize images that differ, as it does
+                xqs = [x if x.type.element == y_t or x.type.rank < 3 else
+                       requantize_image(g, x, y_t, node, requant_params) for x in xqs]
+            qvalue[out.name] = quantize_concat(g, node, xqs)
     # Region exits: accelerator results that host nodes or the graph outputs read.
     exits = []
     for node in g.nodes:

@@ -139,6 +139,29 @@ def quantize_add(g: Graph, node, aq, bq, y_t: QuantType, act):
                       {"ma": ma, "mb": mb, "shift": shift, "lo": lo, "hi": hi}, names=[name + "_q"], before=node).output
 
 
+def requantize_image(g: Graph, xq, y_t: QuantType, before, requant_params):
+    """x_q [1,C,H,W] requantized to y_t: a 1×1 depthwise qconv with weights 1 (acc = x − z_x) and a
+    requant by s_x/s_y: the model's second rounding where a quantized model (onnxruntime's
+    QLinearConcat) requantizes a concat's input to the concat's type."""
+    x_t: QuantType = xq.type.element
+    channels = xq.type.shape[1]
+    name = g.fresh_name(xq.name + "_to_concat")
+    w_type = TensorType((channels, 1, 1, 1),
+                        QuantType(IntType(2, True), g.add_array(name + "_w.scale", np.ones(channels)).name, 0, 0))
+    wq = g.add_const(name + "_w", np.ones((channels, 1, 1, 1), np.int8), w_type)
+    bias = np.full(channels, -x_t.zero_point, np.int64)
+    bq = g.add_const(name + "_b", bias.astype(np.int32), TensorType((channels,), IntType(32, True)))
+    lo, hi = x_t.min - x_t.zero_point, x_t.max - x_t.zero_point
+    acc = g.add_node("qconv", [xq, wq, bq], [xq.type.with_element(int_type_for_range(lo, hi))],
+                     {"strides": [1] * (xq.type.rank - 2), "pads": [0] * (2 * (xq.type.rank - 2)),
+                      "dilations": [1] * (xq.type.rank - 2), "group": channels},
+                     names=[name + "_acc"], before=before).output
+    mult, shift = requant_params(np.full(channels, x_t.scale / y_t.scale))
+    return g.add_node("requant", [acc], [xq.type.with_element(y_t)],
+                      {"mult": g.add_array(name + "_m", mult), "shift": shift, "lo": y_t.min, "hi": y_t.max},
+                      names=[name + "_q"], before=before).output
+
+
 def quantize_concat(g: Graph, node, xqs):
     """concat of tensors the calibration gave one type; anything else is explained."""
     first = xqs[0].type.element
