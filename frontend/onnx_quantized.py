@@ -1,5 +1,5 @@
-"""Models that arrive quantized (QDQ ONNX, onnxruntime's QOperator ops): a float graph plus
-the model's own quantization, which `quantize` takes instead of calibrating.
+"""Models that arrive quantized (QDQ ONNX, onnxruntime's QOperator ops, QONNX): a float graph
+plus the model's own quantization, which `quantize` takes instead of calibrating.
 
 The design choice. The model is rewritten, at the ONNX level and before anything else reads
 it, into the float model it stands for, and what its quantization says is kept aside in a
@@ -10,27 +10,28 @@ it, into the float model it stands for, and what its quantization says is kept a
     DequantizeLinear(b_int, s_b)     (constant)  -> b = b_int·s_b (int32 bias: s_b = s_x·s_w,
                                                     so quantize's round(b/(s_x·s_w)) gives b_int back)
     x -> QuantizeLinear(s, z) -> DequantizeLinear(s, z) -> readers
-                                                 -> x -> readers; x's type !q<u8|i8, s, z> is kept
+                                                 -> x -> readers; x's type !q<u8|i8|u4|i4, s, z> kept
     QLinearConv, QLinearMatMul, QGemm, QLinearAdd, QLinearGlobalAveragePool, QLinearConcat
-                                                 -> DequantizeLinear on each quantized input, the
-                                                    float op, QuantizeLinear on the result; then
-                                                    the rules above
+                                                 -> DQ on each quantized input, the float op, Q on
+                                                    the result (onnx_qoperator.py); then the above
+    QONNX Quant/IntQuant, BipolarQuant           -> the same kept weights and types (onnx_qonnx.py)
 
 `quantize` then quantizes the float graph as it would any other, except that a value with a
 kept type takes that type instead of a calibrated one, and a layer whose float weights
-equal kept `W_int·s_w` takes `s_w` (so its integer weights are exactly the model's). It
-makes the same integer ops (qmatmul, qconv, requant, qadd, ...) as for a float model, so
-the interpreter, the reference ONNX, the RTL and the HLS need nothing new, and the requant
+equal kept `W_int·s_w` takes `s_w` (matched by value, which survives canonicalize's
+transposes and renames; its integer weights are then exactly the model's). It makes the
+same integer ops (qmatmul, qconv, requant, qadd, ...) as for a float model, so the
+interpreter, the reference ONNX, the RTL and the HLS need nothing new, and the requant
 multiplier and shift come from the model's scales (M/2^s ≈ s_x·s_w/s_y). Values without a
 kept type (a model quantized in parts) are calibrated as usual, and quantize names them.
 
-Our integer semantics decide what can be taken exactly: weights symmetric (zero point 0)
-with a per-output-channel or per-tensor scale, in 2..8 bits (-2^(b-1) needs one bit more: the
-weights are symmetric, ±(2^(b-1)−1): a b-bit weight tensor that uses −2^(b−1), as onnxruntime's
-int4 does, is taken exactly as b+1 bits, up to 8); activations per tensor, u8/i8 or u4/i4, any zero
-point. onnxruntime requantizes in float (acc·(s_x·s_w/s_y), round half to even); ours is
-the integer (acc·M + 2^(s−1)) >> s (round half up, M a 16-bit approximation of the ratio),
-so a few output integers may differ by one step; tests/test_quantized_models.py measures it.
+What our integer semantics take: weights symmetric (zero point 0; a non-zero one is refused)
+with a per-output-channel or per-tensor scale in 2..8 bits; our b-bit weights are
+±(2^(b−1)−1), so a b-bit tensor that uses −2^(b−1) (onnxruntime's int4 weights do) is held
+exactly in b+1 bits, and refused at 8 bits. Activations per tensor, u8/i8/u4/i4, any zero
+point. onnxruntime requantizes in float (acc·(s_x·s_w/s_y), round half to even); ours is the
+integer (acc·M + 2^(s−1)) >> s (round half up, M a 16-bit approximation of the ratio), so a
+few output integers differ by one step; tests/test_quantized_models.py measures it.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 
 from nnfpga.errors import ModelError
 from nnfpga.frontend.onnx_qoperator import expand_qoperators
