@@ -514,3 +514,19 @@ def test_qonnx_refusals_name_the_node(change, message):
                 a.CopyFrom(helper.make_attribute("rounding_mode", "FLOOR"))
     with pytest.raises(NnfpgaError, match=message):
         load_onnx_quantized(model)
+
+
+def test_refuses_per_channel_activations_and_weights_scaled_along_inputs(tmp_path):
+    model = _qdq_mlp(tmp_path)
+    _set(model, "relu0_scale", np.full(64, 0.02, np.float32))
+    _set(model, "relu0_zero_point", np.zeros(64, np.uint8))
+    with pytest.raises(NnfpgaError, match=r"QuantizeLinear node .*relu0.*per channel; nnfpga quantizes activations"):
+        load_onnx_quantized(model)
+
+    model = _qdq_mlp(tmp_path)  # fc1's weight is [32, 64] (transB): scales along axis 1 are its inputs'
+    dq = next(n for n in model.graph.node if n.output[0] == "fc1.weight_DequantizeLinear_Output")
+    dq.attribute[0].i = 1
+    _set(model, "fc1.weight_scale", np.full(64, 0.01, np.float32))
+    _set(model, "fc1.weight_zero_point", np.zeros(64, np.int8))
+    with pytest.raises(NnfpgaError, match=r"fc1.weight_DequantizeLinear.*per channel along axis 1, not their output"):
+        load_onnx_quantized(model)
