@@ -26,6 +26,10 @@ Supported ONNX ops map to IR ops as:
     ReduceMean, Concat, Clip, Pad -> conv, mul + add, maxpool, avgpool, concat, clip, pad
                                                          (frontend/onnx_spatial.py)
 
+A quantized model (QuantizeLinear/DequantizeLinear, onnxruntime's QLinear ops, QONNX Quant)
+is first rewritten into the float model it stands for, its own quantization kept aside
+(frontend/onnx_quantized.py, `load_onnx_quantized`).
+
 A node of a supported op whose inputs are all constants is evaluated here (numpy for the
 shape-only ops, onnxruntime otherwise), so weights computed from constants stay constants.
 
@@ -55,6 +59,7 @@ from nnfpga.frontend.onnx_common import Unsupported as _Unsupported
 from nnfpga.frontend.onnx_common import describe as _describe
 from nnfpga.frontend.onnx_common import node_attrs as _attrs
 from nnfpga.frontend.onnx_common import optional_input as _optional
+from nnfpga.frontend.onnx_quantized import FixedQuant, is_quantized, unquantize
 from nnfpga.frontend.onnx_spatial import SPATIAL_HANDLERS
 from nnfpga.ir import F32, Graph, TensorType, Value, clean_name, verify
 from nnfpga.ir.host import attrs_from_onnx, evaluate_onnx_node, ir_element
@@ -99,17 +104,32 @@ def load_onnx(path_or_model, input_shapes: dict[str, list[int]] | None = None) -
 
     `input_shapes` maps input names (ONNX or sanitised) to full static shapes; it overrides
     the model's declared shapes. Otherwise a dynamic first (batch) dimension becomes 1 and
-    any other dynamic dimension is an error."""
+    any other dynamic dimension is an error. A quantized model is read as the float model it
+    stands for; `load_onnx_quantized` also returns its own quantization."""
+    return load_onnx_quantized(path_or_model, input_shapes)[0]
+
+
+def load_onnx_quantized(path_or_model, input_shapes: dict[str, list[int]] | None = None
+                        ) -> tuple[Graph, FixedQuant | None]:
+    """`load_onnx`, plus the quantization a QDQ or QOperator model carries (None for a float
+    model): value types keyed by IR value name, and the weights' scales (onnx_quantized.py)."""
     model, where = _read(path_or_model)
     _check(model, where)
+    fixed = None
+    if is_quantized(model):
+        model, fixed = unquantize(model)
     opset = _default_opset(model, where)
     _reject_unsupported_op_types(model, where)
     model = _convert_opset(model, opset, where)
     _fix_input_shapes(model, input_shapes or {}, where)
     model = _infer_shapes(model, where)
-    g = _Importer(model, where).run()
+    importer = _Importer(model, where)
+    g = importer.run()
     verify(g)
-    return g
+    if fixed is not None:
+        fixed.activations = {importer.values[name].name: t for name, t in fixed.activations.items()
+                             if name in importer.values}
+    return g, fixed
 
 
 # -- reading and normalising the model ------------------------------------------------------

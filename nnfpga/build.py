@@ -28,7 +28,7 @@ from nnfpga.backends.verilog import emit_stream_verilog
 from nnfpga.builddir import MANIFEST, check_sample_shapes, commit_out_dir, load_npz, match_inputs, prepare_out_dir
 from nnfpga.devices import DEFAULT_DEVICE, Device, device
 from nnfpga.errors import BuildError, ModelError
-from nnfpga.frontend import load_onnx
+from nnfpga.frontend import load_onnx_quantized
 from nnfpga.hardware import folding_cycles
 from nnfpga.ir import Graph, Value, run_batch
 from nnfpga.ir.textio import save_ir
@@ -129,14 +129,14 @@ def compile_model(model_path: Path, out_dir: Path, options: CompileOptions = Com
     _check_paths(model_path, out_dir, options.force)
     steps, pipeline = _requested_pipeline(options)
     dev = device(options.target)
-    g = load_onnx(model_path, options.input_shapes)
+    g, fixed_quant = load_onnx_quantized(model_path, options.input_shapes)
     steps, pipeline = _with_host_partition(g, steps, pipeline, options.host_ops)
     calib = _calibration(g, options.calib_path)
 
     tmp = prepare_out_dir(out_dir, options.force)
     try:
         ctx = PassContext(calib=calib, seed=options.seed, warn=hooks.warn, progress=hooks.progress,
-                          device=dev.name)
+                          device=dev.name, fixed_quant=fixed_quant)
         final = _run_passes(g, steps, ctx, hooks, tmp / "ir")
         design = lower_stream(final, region_input(final))
         rtl_files = emit_stream_verilog(design, tmp / "rtl")

@@ -30,7 +30,7 @@ from nnfpga.builddir import load_npz, match_inputs
 from nnfpga.devices import DEFAULT_DEVICE, DEVICES
 from nnfpga.errors import NnfpgaError
 from nnfpga.finetune import finetune_lowrank
-from nnfpga.frontend import load_onnx
+from nnfpga.frontend import load_onnx_quantized
 from nnfpga.ir import print_graph
 from nnfpga.ir.textio import write_npz
 from nnfpga.passes import DEFAULT_PIPELINE, PassContext, parse_pipeline, run_pipeline
@@ -129,10 +129,11 @@ def cmd_run(args) -> int:
 
 
 def cmd_ir(args) -> int:
-    g = load_onnx(Path(args.model), _input_shapes(args.input_shape))
+    g, fixed_quant = load_onnx_quantized(Path(args.model), _input_shapes(args.input_shape))
     if args.after:
         calib = match_inputs(g, load_npz(Path(args.calib), "calibration"), "calibration data") if args.calib else None
-        ctx = PassContext(calib=calib, seed=args.seed, warn=lambda m: err.print(f"[yellow]warning:[/yellow] {escape(m)}"))
+        ctx = PassContext(calib=calib, seed=args.seed, warn=lambda m: err.print(f"[yellow]warning:[/yellow] {escape(m)}"),
+                          fixed_quant=fixed_quant)
         steps = with_partition(parse_pipeline(args.pipeline), g, args.host_ops)  # host ops: partition added
         g = run_pipeline(g, steps, ctx, stop_after=args.after)
     out.print(print_graph(g), end="", markup=False)

@@ -28,7 +28,7 @@ from nnfpga.ir import Graph, IntType, QuantType, TensorType, run_batch
 from nnfpga.ir.ops import accumulator_bounds
 from nnfpga.ir.types import int_type_for_range
 from nnfpga.passes.quantize_spatial import (fusable, fused_activation, quantize_add, quantize_avgpool, quantize_concat,
-                                            quantize_conv, unify_concat_ranges)
+                                            quantize_conv, requantize_image, unify_concat_ranges)
 from nnfpga.passes.registry import Option, PassContext, register
 
 SYNTHETIC_SAMPLES = 256
@@ -67,6 +67,39 @@ def requant_params(ratio: np.ndarray) -> tuple[np.ndarray, int]:
     return mult, shift
 
 
+PASS_THROUGH = ("reshape", "transpose", "maxpool")
+"""Ops whose result takes their input's quantized type."""
+
+
+def _ranges(g: Graph, ctx: PassContext, accel, kept: dict) -> dict[str, np.ndarray]:
+    """Calibrated ranges of the values quantize needs, or none when the model fixes them all."""
+    if ctx.fixed_quant is None:
+        return _calibrated(g, ctx)
+    made = set()
+    for node in accel:
+        made |= {v.name for v in node.outputs}
+    needed = [v.name for n in accel for v in n.inputs if not v.is_const and v.name not in made]
+    for node in accel:
+        if node.op in PASS_THROUGH or (node.op in ("relu", "clip") and fusable(g, node)):
+            continue
+        act = fused_activation(g, node) if node.op in ("conv", "add") else None
+        needed.append((act or node).output.name)
+    missing = list(dict.fromkeys(n for n in needed if n not in kept))
+    if not missing:
+        if ctx.calib is not None:
+            ctx.warn("the model carries its own quantization: the calibration data is not used")
+        return {}
+    ctx.warn("the model is quantized in parts: calibrating the values it leaves float: "
+             + ", ".join(f"%{n}" for n in missing))
+    return _calibrated(g, ctx)
+
+
+def _calibrated(g: Graph, ctx: PassContext) -> dict[str, np.ndarray]:
+    # Calibration runs the whole float graph, host ops included (the interpreter runs them).
+    return run_batch(g, _calibration(g, ctx), keep_all=True,
+                     progress=lambda done, total: ctx.progress("calibration", done, total))
+
+
 def _calibration(g: Graph, ctx: PassContext) -> dict[str, np.ndarray]:
     if ctx.calib is not None:
         missing = [v.name for v in g.inputs if v.name not in ctx.calib]
@@ -103,9 +136,9 @@ def quantize(g: Graph, ctx: PassContext, wbits: int, abits: int) -> bool:
         return False
     accel_ids = {id(n) for n in accel}
 
-    # Calibration runs the whole float graph, host ops included (the interpreter runs them).
-    ranges = run_batch(g, _calibration(g, ctx), keep_all=True,
-                       progress=lambda done, total: ctx.progress("calibration", done, total))
+    fixed = ctx.fixed_quant
+    kept = fixed.activations if fixed is not None else {}
+    ranges = _ranges(g, ctx, accel, kept)
     qvalue = {}  # float value name -> its quantized replacement
     # Region entries: float values the accelerator reads but does not compute.
     entries = []
@@ -115,10 +148,11 @@ def quantize(g: Graph, ctx: PassContext, wbits: int, abits: int) -> bool:
                 entries.append(x)
     for x in entries:
         first = next(n for n in g.nodes if id(n) in accel_ids and x in n.inputs) if partitioned else g.nodes[0]
-        t = activation_type(ranges[x.name].min(), ranges[x.name].max(), abits)
+        t = kept.get(x.name) or activation_type(ranges[x.name].min(), ranges[x.name].max(), abits)
         qvalue[x.name] = g.add_node("quantize", [x], [x.type.with_element(t)], names=[x.name + "_q"],
                                     before=first).output
-    unify_concat_ranges(g, accel, ranges)
+    if ranges:
+        unify_concat_ranges(g, accel, ranges)
     fused: set[int] = set()  # activations folded into their producer's clamp
     for node in accel:
         if id(node) in fused:
@@ -127,17 +161,22 @@ def quantize(g: Graph, ctx: PassContext, wbits: int, abits: int) -> bool:
         out = (act or node).output
         if act is not None:
             fused.add(id(act))
-        y_t = activation_type(ranges[out.name].min(), ranges[out.name].max(), abits)  # a relu's range starts at 0
-        if node.op in ("reshape", "transpose", "maxpool"):  # the quantized type passes through
+        y_t = kept.get(out.name)
+        if y_t is None and node.op not in PASS_THROUGH:
+            y_t = activation_type(ranges[out.name].min(), ranges[out.name].max(), abits)  # a relu's range starts at 0
+        if node.op in PASS_THROUGH:  # the quantized type passes through
             src = qvalue[node.inputs[0].name]
+            if y_t is not None and y_t != src.type.element:
+                raise PipelineError(f"quantize: the {node.op} defining %{out.name} passes its input's type "
+                                    f"{src.type.element!r} on, but the model quantizes its result as {y_t!r}; "
+                                    "the accelerator cannot requantize there")
             qvalue[out.name] = g.add_node(node.op, [src], [node.output.type.with_element(src.type.element)],
                                           dict(node.attrs), names=[node.output.name + "_q"], before=node).output
         elif node.op == "dense":
-            qvalue[out.name] = _quantize_dense(g, node, qvalue[node.inputs[0].name],
-                                               ranges[node.output.name], wbits, abits)
+            qvalue[out.name] = _quantize_dense(g, node, qvalue[node.inputs[0].name], y_t, wbits, fixed)
         elif node.op == "conv":
             qvalue[out.name] = quantize_conv(g, node, qvalue[node.inputs[0].name], y_t, act, wbits,
-                                             requant_params, SCALE_FLOOR_BITS)
+                                             requant_params, SCALE_FLOOR_BITS, fixed)
         elif node.op == "avgpool":
             qvalue[out.name] = quantize_avgpool(g, node, qvalue[node.inputs[0].name], y_t, requant_params)
         elif node.op == "add":
@@ -147,7 +186,11 @@ def quantize(g: Graph, ctx: PassContext, wbits: int, abits: int) -> bool:
                                     "canonicalize could not fold into a layer's bias")
             qvalue[out.name] = quantize_add(g, node, a, b, y_t, act)
         elif node.op == "concat":
-            qvalue[out.name] = quantize_concat(g, node, [qvalue[v.name] for v in node.inputs])
+            xqs = [qvalue[v.name] for v in node.inputs]
+            if out.name in kept:  # the model's own types: requantize images that differ, as it does
+                xqs = [x if x.type.element == y_t or x.type.rank < 3 else
+                       requantize_image(g, x, y_t, node, requant_params) for x in xqs]
+            qvalue[out.name] = quantize_concat(g, node, xqs)
     # Region exits: accelerator results that host nodes or the graph outputs read.
     exits = []
     for node in g.nodes:
@@ -175,19 +218,24 @@ def quantize(g: Graph, ctx: PassContext, wbits: int, abits: int) -> bool:
     return True
 
 
-def _quantize_dense(g: Graph, node, xq, out_range: np.ndarray, wbits: int, abits: int):
+def _quantize_dense(g: Graph, node, xq, y_t: QuantType, wbits: int, fixed):
+    """dense -> qmatmul + requant into y_t (a fused relu: y_t's range starts at 0, clamp at z_y)."""
     name = node.output.name
     w = g.const_data(node.inputs[1]).astype(np.float64)
     b = g.const_data(node.inputs[2]).astype(np.float64)
     x_t: QuantType = xq.type.element
 
+    model_scale = fixed.weight_scale(g.const_data(node.inputs[1]), 1) if fixed is not None else None
+    if model_scale is not None:  # the model's own weights: W / s_w gives its integers back
+        w_scale, wbits = model_scale
+    else:
+        w_scale = np.abs(w).max(axis=0) / ((1 << (wbits - 1)) - 1)
+        # Floor each channel's scale at 1/2^SCALE_FLOOR_BITS of the largest: a channel with (nearly)
+        # dead weights would otherwise get a vanishing scale, a bias of b/(sx·sw) beyond 32 bits and
+        # a requant multiplier that rounds to 0. Its outputs stay within about one output step anyway.
+        w_scale = np.maximum(w_scale, w_scale.max() / 2**SCALE_FLOOR_BITS)
+        w_scale = np.where(w_scale > 0, w_scale, 1.0)
     wmax = (1 << (wbits - 1)) - 1
-    w_scale = np.abs(w).max(axis=0) / wmax
-    # Floor each channel's scale at 1/2^SCALE_FLOOR_BITS of the largest: a channel with (nearly)
-    # dead weights would otherwise get a vanishing scale, a bias of b/(sx·sw) beyond 32 bits and
-    # a requant multiplier that rounds to 0. Its outputs stay within about one output step anyway.
-    w_scale = np.maximum(w_scale, w_scale.max() / 2**SCALE_FLOOR_BITS)
-    w_scale = np.where(w_scale > 0, w_scale, 1.0)
     w_int = np.clip(np.rint(w / w_scale), -wmax, wmax).astype(np.int64)
     bias = np.rint(b / (x_t.scale * w_scale)).astype(np.int64) - x_t.zero_point * w_int.sum(axis=0)
     if np.abs(bias).max(initial=0) >= 2**31:
@@ -201,7 +249,6 @@ def _quantize_dense(g: Graph, node, xq, out_range: np.ndarray, wbits: int, abits
                      names=[name + "_acc"], before=node).output
 
     relu = bool(node.attrs.get("relu"))
-    y_t = activation_type(0.0 if relu else out_range.min(), out_range.max(), abits)
     mult, shift = requant_params(x_t.scale * w_scale / y_t.scale)
     attrs = {"mult": g.add_array(name + "_m", mult), "shift": shift,
              "lo": y_t.zero_point if relu else y_t.min, "hi": y_t.max}

@@ -68,18 +68,23 @@ def shared_shift(ratios: list[float], bits: int, what: str) -> tuple[list[int], 
     return mults, shift
 
 
-def quantize_conv(g: Graph, node, xq, y_t: QuantType, act, wbits: int, requant_params, scale_floor_bits: int):
-    """conv [+ act] -> qconv + requant."""
+def quantize_conv(g: Graph, node, xq, y_t: QuantType, act, wbits: int, requant_params, scale_floor_bits: int,
+                  fixed=None):
+    """conv [+ act] -> qconv + requant; `fixed` (a quantized model's own quantization) may give the weight scales."""
     name = (act or node).output.name
     w = g.const_data(node.inputs[1]).astype(np.float64)  # [O, C/g, kh, kw]
     b = g.const_data(node.inputs[2]).astype(np.float64)
     x_t: QuantType = xq.type.element
     o = w.shape[0]
 
+    model_scale = fixed.weight_scale(g.const_data(node.inputs[1]), 0) if fixed is not None else None
+    if model_scale is not None:
+        w_scale, wbits = model_scale
+    else:
+        w_scale = np.abs(w.reshape(o, -1)).max(axis=1) / ((1 << (wbits - 1)) - 1)
+        w_scale = np.maximum(w_scale, w_scale.max() / 2**scale_floor_bits)  # see quantize._quantize_dense
+        w_scale = np.where(w_scale > 0, w_scale, 1.0)
     wmax = (1 << (wbits - 1)) - 1
-    w_scale = np.abs(w.reshape(o, -1)).max(axis=1) / wmax
-    w_scale = np.maximum(w_scale, w_scale.max() / 2**scale_floor_bits)  # see quantize._quantize_dense
-    w_scale = np.where(w_scale > 0, w_scale, 1.0)
     w_int = np.clip(np.rint(w / w_scale.reshape(o, 1, 1, 1)), -wmax, wmax).astype(np.int64)
     bias = np.rint(b / (x_t.scale * w_scale)).astype(np.int64) - x_t.zero_point * w_int.reshape(o, -1).sum(axis=1)
     if np.abs(bias).max(initial=0) >= 2**31:
@@ -134,6 +139,29 @@ def quantize_add(g: Graph, node, aq, bq, y_t: QuantType, act):
                       {"ma": ma, "mb": mb, "shift": shift, "lo": lo, "hi": hi}, names=[name + "_q"], before=node).output
 
 
+def requantize_image(g: Graph, xq, y_t: QuantType, before, requant_params):
+    """x_q [1,C,H,W] requantized to y_t: a 1×1 depthwise qconv with weights 1 (acc = x − z_x) and a
+    requant by s_x/s_y: the model's second rounding where a quantized model (onnxruntime's
+    QLinearConcat) requantizes a concat's input to the concat's type."""
+    x_t: QuantType = xq.type.element
+    channels = xq.type.shape[1]
+    name = g.fresh_name(xq.name + "_to_concat")
+    w_type = TensorType((channels, 1, 1, 1),
+                        QuantType(IntType(2, True), g.add_array(name + "_w.scale", np.ones(channels)).name, 0, 0))
+    wq = g.add_const(name + "_w", np.ones((channels, 1, 1, 1), np.int8), w_type)
+    bias = np.full(channels, -x_t.zero_point, np.int64)
+    bq = g.add_const(name + "_b", bias.astype(np.int32), TensorType((channels,), IntType(32, True)))
+    lo, hi = x_t.min - x_t.zero_point, x_t.max - x_t.zero_point
+    acc = g.add_node("qconv", [xq, wq, bq], [xq.type.with_element(int_type_for_range(lo, hi))],
+                     {"strides": [1] * (xq.type.rank - 2), "pads": [0] * (2 * (xq.type.rank - 2)),
+                      "dilations": [1] * (xq.type.rank - 2), "group": channels},
+                     names=[name + "_acc"], before=before).output
+    mult, shift = requant_params(np.full(channels, x_t.scale / y_t.scale))
+    return g.add_node("requant", [acc], [xq.type.with_element(y_t)],
+                      {"mult": g.add_array(name + "_m", mult), "shift": shift, "lo": y_t.min, "hi": y_t.max},
+                      names=[name + "_q"], before=before).output
+
+
 def quantize_concat(g: Graph, node, xqs):
     """concat of tensors the calibration gave one type; anything else is explained."""
     first = xqs[0].type.element
@@ -141,8 +169,9 @@ def quantize_concat(g: Graph, node, xqs):
         if v.type.element != first:
             raise PipelineError(
                 f"quantize: the concat defining %{node.output.name} joins %{xqs[0].name} ({first!r}) and "
-                f"%{v.name} ({v.type.element!r}); the accelerator concatenates tensors of one quantized type, "
-                "and calibration could not give them one")
+                f"%{v.name} ({v.type.element!r}); the accelerator concatenates tensors of one quantized type "
+                "(a concat does not requantize), and calibration or the model's own quantization gave them "
+                "different ones; a quantized model must give a concat's inputs one scale and zero point")
     return g.add_node("concat", xqs, [node.output.type.with_element(first)], dict(node.attrs),
                       names=[node.output.name + "_q"], before=node).output
 

@@ -29,6 +29,9 @@ class PassContext:
     """Target device name (nnfpga.devices); passes that size hardware fit its budget."""
     report: list[dict] = field(default_factory=list)
     """Records passes leave for the build's manifest (`pass_reports`), each naming its pass."""
+    fixed_quant: Any = None
+    """A quantized model's own quantization (frontend.onnx_quantized.FixedQuant); quantize
+    takes it instead of calibrating."""
 
 
 @dataclass(frozen=True)
