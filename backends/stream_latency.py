@@ -25,7 +25,9 @@ hw_tests/test_cnn_models.py, which hold it to within 5%): exact on the digits CN
 foldings (1,459 and 1,039 cycles), the residual, depthwise-separable, concat and 1-D test
 networks, and the three IR-text networks of test_rtl_cnn (1,027, 525, 1,189); the strided
 network's windows hand rows over later than the window model says (its interval is off by
-3% too): 756 predicted, 790 measured. On a dense chain it gives nnfpga.cost's latency.
+3% too): 756 predicted, 790 measured (figures from before the pipelined dense, pool and add
+of 7 December; after it those tests pass again). On a dense chain it gives nnfpga.cost's
+latency.
 """
 from __future__ import annotations
 
