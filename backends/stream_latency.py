@@ -22,7 +22,7 @@ frame costs a few numpy passes per module. Backpressure is left out: a module th
 take a beat yet would delay its producer; in a design autofold balanced, the slower side
 is the one whose times are kept. Measured in Verilator (hw_tests/test_rtl_cnn.py,
 hw_tests/test_cnn_models.py): exact on the digits CNN at two foldings (1,459 and 1,039
-cycles), the residual, depthwise-separable, concat and 1-D test networks, and the three
+cycles, before the pipelined dense, pool and add of 7 December), the residual, depthwise-separable, concat and 1-D test networks, and the three
 IR-text networks of test_rtl_cnn (1,027, 525, 1,189). It is not exact where a module waits on
 another: the strided network's second window stops its input until an output row is done
 while the dense layer before it delivers 8 beats per 9 cycles, so it gives 756 where

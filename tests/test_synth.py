@@ -21,6 +21,7 @@ from nnfpga.build import CompileOptions, compile_model
 from nnfpga.cli import main
 from nnfpga.devices import device
 from nnfpga.errors import BuildError, NnfpgaError
+from nnfpga.hardware import requant_pieces
 
 
 FOLDED = "canonicalize,quantize,fold{pe=4,simd=8}"
@@ -140,10 +141,11 @@ def test_progress_reports_start_and_end_of_each_step(ecp5_run):
 def test_xc7_figures(mlp_build, xc7_result):
     r = xc7_result
     assert r.luts > 0 and r.ffs > 0
-    # A DSP48E1 multiplies 25x18: every product and every acc x M (acc_bits <= 24 here)
-    # fits one, so the count is exact.
+    # A DSP48E1 multiplies 25x18: every product fits one, and so does each of the pieces the
+    # requantizer cuts acc x M into for an 18x18 multiplier (nnfpga.hardware.requant_pieces;
+    # one DSP48 would take a whole acc of up to 24 bits), so the count is exact.
     assert all(l["acc_bits"] <= 24 for l in layers(mlp_build))
-    assert r.dsps == sum(l["pe"] * l["simd"] + l["pe"] for l in layers(mlp_build))
+    assert r.dsps == sum(l["pe"] * l["simd"] + l["pe"] * requant_pieces(l["acc_bits"]) for l in layers(mlp_build))
     assert r.cells.get("DSP48E1") == r.dsps
     assert not any(t in r.cells for t in ("IBUF", "OBUF", "BUFG"))  # a block, not a chip top
     counts = netlist_cell_types(r.netlist, "nnfpga_top")
@@ -414,7 +416,7 @@ def test_yosys_error_is_quoted_and_nothing_is_left(mlp_build, tmp_path):
     build = tmp_path / "b"
     shutil.copytree(mlp_build, build, ignore=shutil.ignore_patterns("synth", "vivado.tcl", "nnfpga_board.sv"))
     dense = build / "rtl" / "nnfpga_dense.sv"
-    dense.write_text(dense.read_text().replace("assign advance =", "assign advance = = "))
+    dense.write_text(dense.read_text().replace("assign pop =", "assign pop = = "))
     with pytest.raises(BuildError) as e:
         build_synth(build, target="ecp5-85k")
     msg = str(e.value)
