@@ -13,6 +13,8 @@ import pytest
 from nnfpga.backends.lower import region_input
 from nnfpga.backends.stream_graph import lower_stream
 from nnfpga.backends.stream_latency import frame_latency
+from nnfpga import hardware
+from nnfpga.backends import stream_sim
 from nnfpga.backends.stream_sim import TIMING_FRAMES, simulate
 from nnfpga.build import CompileOptions, compile_model
 from nnfpga.errors import NnfpgaError
@@ -60,6 +62,17 @@ def test_the_strided_cnn_hands_rows_over_as_measured(tmp_path):
     design = design_of("strided_cnn", tmp_path)
     assert simulate(design) == (801, 442)  # Verilator (hw_tests/test_cnn_models.py)
     assert (frame_latency(design), design.interval) == (769, 432)
+
+
+def test_the_dense_pipeline_depth_comes_from_nnfpga_hardware(tmp_path, monkeypatch):
+    # The template takes PIPE_STAGES (and its output FIFO depth) from nnfpga.hardware; a
+    # register stage more there must cost every dense layer one cycle of latency here too.
+    design = design_of("residual_block", tmp_path)
+    denses = sum(i.module == "nnfpga_dense" for i in design.instances)
+    latency, interval = simulate(design)
+    monkeypatch.setattr(stream_sim, "dense_pipeline_stages", lambda simd, acc_bits:
+                        hardware.dense_pipeline_stages(simd, acc_bits) + 1)
+    assert simulate(design) == (latency + denses, interval)
 
 
 def test_a_skip_fifo_below_its_deadlock_bound_is_reported():
