@@ -11,6 +11,7 @@ import pytest
 from onnx_models import mlp, save
 from nnfpga.build import CompileOptions, compile_model
 from nnfpga.errors import BuildError
+from nnfpga.hardware import dense_pipeline_stages
 from nnfpga.report import REPORT_HTML, REPORT_JSON, build_report, format_text, render_html
 
 
@@ -46,8 +47,11 @@ def test_report_without_verify_or_synth(build):
     # fold{pe=2,simd=4} on 16-12-5: layer 0 folds (12/2)(16/4) = 24, layer 1 (5/1)(12/4) = 15.
     assert [l["folds"] for l in report["layers"]] == [24, 15]
     assert report["estimate"]["total"]["interval_cycles"] == report["predicted_cycles_per_inference"] == 24
-    # latency = (fill 4 - 1) + (24 + 6) + (15 + 6)
-    assert report["estimate"]["total"]["latency_cycles"] == 3 + 30 + 21
+    # latency = (fill 4 - 1) + (24 + stages) + (15 + stages), each layer's pipeline stages at
+    # its accumulator width (10 and 9 today: 61 cycles, as Verilator measures this build)
+    stages = [dense_pipeline_stages(l["simd"], l["acc_bits"])
+              for l in json.loads((build / "manifest.json").read_text())["layers"]]
+    assert report["estimate"]["total"]["latency_cycles"] == 3 + (24 + stages[0]) + (15 + stages[1])
     assert report["verify"] is None and report["synth"] is None and report["throughput"] is None
     assert all(row["measured"] is None and row["ratio"] is None
                for row in report["comparison"]["resources"].values())
