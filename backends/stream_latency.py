@@ -21,14 +21,14 @@ The recurrence out[j] = max(out[j−1] + 1, a[j]) is out = j + running max of (a
 frame costs a few numpy passes per module. Backpressure is left out: a module that cannot
 take a beat yet would delay its producer; in a design autofold balanced, the slower side
 is the one whose times are kept. Measured in Verilator (hw_tests/test_rtl_cnn.py,
-hw_tests/test_cnn_models.py): exact on the digits CNN at two foldings (1,459 and 1,039
-cycles, before the pipelined dense, pool and add of 7 December), the residual, depthwise-separable, concat and 1-D test networks, and the three
-IR-text networks of test_rtl_cnn (1,027, 525, 1,189). It is not exact where a module waits on
+hw_tests/test_cnn_models.py): exact on the digits CNN at two foldings (1,379 and 1,051
+cycles), the residual, depthwise-separable, concat and 1-D test networks, and the three
+IR-text networks of test_rtl_cnn (1,047, 549, 1,197). It is not exact where a module waits on
 another: the strided network's second window stops its input until an output row is done
-while the dense layer before it delivers 8 beats per 9 cycles, so it gives 756 where
-Verilator measures 790. The predictions a build reports come from the cycle model of
-backends/stream_sim.py, which includes backpressure and gives 790 there (and the interval,
-446, where the slowest module alone takes 432); this model remains the fast estimate and the
+while the dense layer before it delivers 8 beats per 9 cycles, so it gives 769 where
+Verilator measures 801. The predictions a build reports come from the cycle model of
+backends/stream_sim.py, which includes backpressure and gives 801 there (and the interval,
+442, where the slowest module alone takes 432); this model remains the fast estimate and the
 fallback for designs too large to simulate. On an MLP it gives nnfpga.cost's latency.
 """
 from __future__ import annotations

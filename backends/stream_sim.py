@@ -1,22 +1,28 @@
 """Cycle-level model of a stream design: the latency and interval hw_tests.sim measures.
 
 Each module is modelled by the registers that decide its handshakes (counters, valid bits,
-the line buffer's row counts, the dense layer's ping-pong flags), with the update rules of
-its template; data is left out. Every cycle: each stream's tvalid comes from its producer's
+the line buffer's row counts, the dense layer's ping-pong flags, the credit counters and
+output FIFOs of nnfpga_dense, nnfpga_pool and nnfpga_add), with the update rules of its
+template; data is left out. Every cycle: each stream's tvalid comes from its producer's
 registers (or the input, offered while beats remain), each tready from its consumer's
-registers and, where a module passes m_axis_tready on combinationally (nnfpga_pool,
-nnfpga_add), from the readies below it, so readies are evaluated from the output back to the
-input; then every module takes its clock edge. A template change that moves a handshake must
-change its model here: tests/test_stream_sim.py and the Verilator tests, which hold the
-measurement to this model exactly, show a mismatch.
+registers (nnfpga_add's also from the other input's tvalid: it takes both together); no
+module passes m_axis_tready on combinationally (nnfpga_dense, nnfpga_pool and nnfpga_add
+issue work only while their output FIFO has room for the beats in flight, and
+m_axis_tready reaches only that FIFO). Readies are evaluated from the output back to the
+input all the same, so a module that did pass it on would be modelled by its `ready`; then
+every module takes its clock edge. The pipeline lengths come from nnfpga/hardware.py, as the
+templates' PIPE_STAGES do. A template change that moves a handshake must change its model
+here: tests/test_stream_sim.py and the Verilator tests, which hold the measurement to this
+model exactly, show a mismatch.
 
 Why a simulation and not a formula per module: a module's rate depends on how its producer
 delivers and its consumer accepts. The strided CNN shows it: its second window
 (rule (b) of nnfpga_window) stops its input until an output row is done, while the dense
 layer before it delivers 8 beats per 9 cycles, then bursts after a stall. The window alone,
-fed one beat per cycle, takes 432 cycles a frame; in the network it averages 446, and the
-first frame's latency is 790 where beat-by-beat recurrences without backpressure
-(backends/stream_latency.py) give 756. This model gives 446 and 790.
+fed one beat per cycle, takes 432 cycles a frame; in the network it averages 442 (Verilator,
+hw_tests/test_cnn_models.py), and the first frame's latency is 801 where beat-by-beat
+recurrences without backpressure (backends/stream_latency.py) give 769. This model gives
+442 and 801.
 
 What is measured (hw_tests/axis_tb.py): from an idle design, TIMING_FRAMES inferences back to
 back, input offered every cycle and output always taken; latency = last output beat of the
@@ -28,6 +34,7 @@ from __future__ import annotations
 from nnfpga.backends import stream_model
 from nnfpga.backends.stream_graph import Instance, StreamDesign, data_order
 from nnfpga.errors import NnfpgaError
+from nnfpga.hardware import add_pipeline_stages, dense_pipeline_stages, output_fifo_depth, pool_pipeline_stages
 
 TIMING_FRAMES = 8
 """Inferences the harness streams back to back to time (hw_tests.sim `timing_samples`)."""
@@ -70,24 +77,52 @@ class _Window:
             self.s1, self.s2 = issue, self.s1
 
 
+class _CreditedOutput:
+    """The output side shared by nnfpga_dense, nnfpga_pool and nnfpga_add: a beat entered
+    (issued) at cycle t rides valid registers to the FIFO's write at t + stages - 1 and is
+    offered from t + stages; its place is reserved from its issue until it leaves
+    (`reserved`, and `credit`, the register that allows the next issue)."""
+
+    def __init__(self, stages: int):
+        self.depth = output_fifo_depth(stages)
+        self.pipe = [False] * (stages - 1)   # valid after 1 .. stages - 1 edges; the last is the FIFO write
+        self.count = self.reserved = 0       # beats in the FIFO; beats issued and not yet taken
+        self.credit = True
+
+    def valid(self):
+        return self.count > 0
+
+    def clock(self, enter, pop):
+        push = self.pipe[-1]
+        if push and self.count == self.depth:
+            raise NnfpgaError("cycle model: a beat reached a full output FIFO (the credit rule is broken)")
+        self.count += push - pop
+        if enter and not pop:
+            self.credit = self.reserved + 1 < self.depth
+            self.reserved += 1
+        elif pop and not enter:
+            self.credit = True
+            self.reserved -= 1
+        self.pipe = [enter] + self.pipe[:-1]
+
+
 class _Dense:
     def __init__(self, inst: Instance):
         l = inst.layer
         self.beats, self.folds, self.sf = l.k // int(inst.params["IN_PAR"]), (l.n // l.pe) * (l.k // l.simd), l.k // l.simd
         self.full = [False, False]
         self.fill_sel = self.fill_beat = self.comp_sel = self.fold = 0
-        self.pipe = [(False, False)] * 3   # S1..S3: (valid, last fold of an output beat)
-        self.s4 = self.s5 = self.s6 = False
+        self.out = _CreditedOutput(dense_pipeline_stages(l.simd, l.acc_bits))
 
     def valid(self, k):
-        return self.s6
+        return self.out.valid()
 
     def ready(self, k, valid_in, ready_out):
         return not self.full[self.fill_sel]
 
     def clock(self, took, gave, valid_in, ready_out):
-        advance = not self.s6 or ready_out[0]
-        issue = self.full[self.comp_sel]
+        issue = self.full[self.comp_sel] and self.out.credit
+        last_sf = self.fold % self.sf == self.sf - 1
         full = list(self.full)
         if took[0]:
             if self.fill_beat == self.beats - 1:
@@ -96,8 +131,7 @@ class _Dense:
                 self.fill_sel ^= 1
             else:
                 self.fill_beat += 1
-        last_sf = self.fold % self.sf == self.sf - 1
-        if advance and issue:
+        if issue:
             if self.fold == self.folds - 1:
                 self.fold = 0
                 full[self.comp_sel] = False
@@ -105,26 +139,22 @@ class _Dense:
             else:
                 self.fold += 1
         self.full = full
-        if advance:
-            s3_valid, s3_last = self.pipe[2]
-            self.s6, self.s5, self.s4 = self.s5, self.s4, s3_valid and s3_last
-            self.pipe = [(issue, last_sf)] + self.pipe[:2]
+        self.out.clock(issue and last_sf, gave[0])
 
 
 class _Pool:
     def __init__(self, inst: Instance):
         self.cb_beats, self.positions = int(inst.params["C"]) // int(inst.params["PAR"]), int(inst.params["P"])
         self.cb = self.pos = 0
-        self.s = [False, False, False]
+        self.out = _CreditedOutput(pool_pipeline_stages(int(inst.params["MODE"]), int(inst.params["ACC_BITS"])))
 
     def valid(self, k):
-        return self.s[2]
+        return self.out.valid()
 
     def ready(self, k, valid_in, ready_out):
-        return not self.s[2] or ready_out[0] or self.pos != self.positions - 1
+        return self.out.credit or self.pos != self.positions - 1
 
     def clock(self, took, gave, valid_in, ready_out):
-        advance = not self.s[2] or ready_out[0]
         last_pos = self.pos == self.positions - 1
         if took[0]:
             if self.cb == self.cb_beats - 1:
@@ -132,23 +162,21 @@ class _Pool:
                 self.pos = 0 if last_pos else self.pos + 1
             else:
                 self.cb += 1
-        if advance:
-            self.s = [took[0] and last_pos] + self.s[:2]
+        self.out.clock(took[0] and last_pos, gave[0])
 
 
 class _Add:
     def __init__(self, inst: Instance):
-        self.s = [False, False, False]
+        self.out = _CreditedOutput(add_pipeline_stages())
 
     def valid(self, k):
-        return self.s[2]
+        return self.out.valid()
 
     def ready(self, k, valid_in, ready_out):
-        return (not self.s[2] or ready_out[0]) and valid_in[1 - k]
+        return self.out.credit and valid_in[1 - k]
 
     def clock(self, took, gave, valid_in, ready_out):
-        if not self.s[2] or ready_out[0]:
-            self.s = [valid_in[0] and valid_in[1]] + self.s[:2]
+        self.out.clock(took[0] and took[1], gave[0])
 
 
 class _Fork:
