@@ -27,6 +27,7 @@ from nnfpga.hardware import MULT_BITS
 from nnfpga.ir import Graph, IntType, QuantType, TensorType, run_batch
 from nnfpga.ir.ops import accumulator_bounds
 from nnfpga.ir.types import int_type_for_range
+from nnfpga.passes.quantize_calib import CalibratedRanges, activation_range, check_options, weight_scale
 from nnfpga.passes.quantize_spatial import (fusable, fused_activation, quantize_add, quantize_avgpool, quantize_concat,
                                             quantize_conv, requantize_image, unify_concat_ranges)
 from nnfpga.passes.registry import Option, PassContext, register
@@ -116,12 +117,16 @@ def _calibration(g: Graph, ctx: PassContext) -> dict[str, np.ndarray]:
 
 @register("quantize",
           wbits=Option(int, 8, "weight bits (2..8), symmetric per output channel"),
-          abits=Option(int, 8, "activation bits (2..8), per tensor with zero point"))
-def quantize(g: Graph, ctx: PassContext, wbits: int, abits: int) -> bool:
+          abits=Option(int, 8, "activation bits (2..8), per tensor with zero point"),
+          calib=Option(str, "minmax", "activation ranges: minmax, percentile (clip at pct) or mse "
+                       "(least squared error; weights too)"),
+          pct=Option(float, 0.01, "calib=percentile: percent clipped at each end (0 < pct < 50)"))
+def quantize(g: Graph, ctx: PassContext, wbits: int, abits: int, calib: str = "minmax", pct: float = 0.01) -> bool:
     """Post-training quantization: dense layers to qmatmul + requant, calibrated activations."""
     for key, bits in (("wbits", wbits), ("abits", abits)):
         if not 2 <= bits <= 8:
             raise PipelineError(f"quantize: {key}={bits} is outside 2..8")
+    check_options(calib, pct)
     # After partition, nodes placed on the host stay float; quantize takes the accelerator's.
     partitioned = any("place" in n.attrs for n in g.nodes)
     accel = [n for n in g.nodes if n.attrs.get("place", "accel") == "accel"]
@@ -139,6 +144,8 @@ def quantize(g: Graph, ctx: PassContext, wbits: int, abits: int) -> bool:
     fixed = ctx.fixed_quant
     kept = fixed.activations if fixed is not None else {}
     ranges = _ranges(g, ctx, accel, kept)
+    if calib != "minmax":
+        ranges = CalibratedRanges(ranges, lambda v: activation_range(v, calib, pct, abits, activation_type))
     qvalue = {}  # float value name -> its quantized replacement
     # Region entries: float values the accelerator reads but does not compute.
     entries = []
@@ -173,10 +180,10 @@ def quantize(g: Graph, ctx: PassContext, wbits: int, abits: int) -> bool:
             qvalue[out.name] = g.add_node(node.op, [src], [node.output.type.with_element(src.type.element)],
                                           dict(node.attrs), names=[node.output.name + "_q"], before=node).output
         elif node.op == "dense":
-            qvalue[out.name] = _quantize_dense(g, node, qvalue[node.inputs[0].name], y_t, wbits, fixed)
+            qvalue[out.name] = _quantize_dense(g, node, qvalue[node.inputs[0].name], y_t, wbits, fixed, calib)
         elif node.op == "conv":
             qvalue[out.name] = quantize_conv(g, node, qvalue[node.inputs[0].name], y_t, act, wbits,
-                                             requant_params, SCALE_FLOOR_BITS, fixed)
+                                             requant_params, SCALE_FLOOR_BITS, fixed, calib)
         elif node.op == "avgpool":
             qvalue[out.name] = quantize_avgpool(g, node, qvalue[node.inputs[0].name], y_t, requant_params)
         elif node.op == "add":
@@ -218,7 +225,7 @@ def quantize(g: Graph, ctx: PassContext, wbits: int, abits: int) -> bool:
     return True
 
 
-def _quantize_dense(g: Graph, node, xq, y_t: QuantType, wbits: int, fixed):
+def _quantize_dense(g: Graph, node, xq, y_t: QuantType, wbits: int, fixed, calib: str):
     """dense -> qmatmul + requant into y_t (a fused relu: y_t's range starts at 0, clamp at z_y)."""
     name = node.output.name
     w = g.const_data(node.inputs[1]).astype(np.float64)
@@ -229,7 +236,7 @@ def _quantize_dense(g: Graph, node, xq, y_t: QuantType, wbits: int, fixed):
     if model_scale is not None:  # the model's own weights: W / s_w gives its integers back
         w_scale, wbits = model_scale
     else:
-        w_scale = np.abs(w).max(axis=0) / ((1 << (wbits - 1)) - 1)
+        w_scale = weight_scale(w.T, wbits, calib)
         # Floor each channel's scale at 1/2^SCALE_FLOOR_BITS of the largest: a channel with (nearly)
         # dead weights would otherwise get a vanishing scale, a bias of b/(sx·sw) beyond 32 bits and
         # a requant multiplier that rounds to 0. Its outputs stay within about one output step anyway.

@@ -25,6 +25,7 @@ from nnfpga.hardware import MULT_BITS
 from nnfpga.ir import Graph, IntType, QuantType, TensorType
 from nnfpga.ir.ops import accumulator_bounds
 from nnfpga.ir.types import int_type_for_range
+from nnfpga.passes.quantize_calib import weight_scale
 
 
 def fused_activation(g: Graph, node):
@@ -69,7 +70,7 @@ def shared_shift(ratios: list[float], bits: int, what: str) -> tuple[list[int], 
 
 
 def quantize_conv(g: Graph, node, xq, y_t: QuantType, act, wbits: int, requant_params, scale_floor_bits: int,
-                  fixed=None):
+                  fixed=None, calib: str = "minmax"):
     """conv [+ act] -> qconv + requant; `fixed` (a quantized model's own quantization) may give the weight scales."""
     name = (act or node).output.name
     w = g.const_data(node.inputs[1]).astype(np.float64)  # [O, C/g, kh, kw]
@@ -81,7 +82,7 @@ def quantize_conv(g: Graph, node, xq, y_t: QuantType, act, wbits: int, requant_p
     if model_scale is not None:
         w_scale, wbits = model_scale
     else:
-        w_scale = np.abs(w.reshape(o, -1)).max(axis=1) / ((1 << (wbits - 1)) - 1)
+        w_scale = weight_scale(w.reshape(o, -1), wbits, calib)
         w_scale = np.maximum(w_scale, w_scale.max() / 2**scale_floor_bits)  # see quantize._quantize_dense
         w_scale = np.where(w_scale > 0, w_scale, 1.0)
     wmax = (1 << (wbits - 1)) - 1
