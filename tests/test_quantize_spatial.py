@@ -45,7 +45,8 @@ def _block(seed: int = 0):
     return g, {"x": rng.standard_normal((48, 2, 8, 8)).astype(np.float32)}
 
 
-@pytest.mark.parametrize("pipeline", ["quantize", "quantize{wbits=4,abits=6},channels_last"])
+@pytest.mark.parametrize("pipeline", ["quantize", "quantize{wbits=4,abits=6},channels_last",
+                                      "quantize{wbits=3,abits=3,calib=mse},channels_last"])
 def test_integer_ir_and_reference_onnx_agree_bit_for_bit(pipeline):
     g, calib = _block()
     q = run_pipeline(g.clone(), parse_pipeline(pipeline), PassContext(calib=calib))
