@@ -17,6 +17,9 @@ with the integer semantics of DESIGN.md:
     acc      = x_q·W_q + b_q                                        (exact; type from its exact range)
     y_q      = clamp(z_y + ((acc·M[n] + 2^(s-1)) >> s), lo, hi),   M[n] = round(s_x·s_w[n]/s_y · 2^s)
 where s is the largest shift with every M[n] < 2^MULT_BITS; a fused ReLU clamps at lo = z_y.
+`calib` picks the float ranges only (passes/quantize_calib.py): with calib=mse, s_w[n] is the
+clipped max_k |W[k,n]| of least squared error; the activations' ranges are min/max, percentiles
+or least squared error. The integer derivation above is the same for all three.
 """
 from __future__ import annotations
 
