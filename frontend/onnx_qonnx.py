@@ -40,12 +40,6 @@ def _attr(node, name, default):
     return default
 
 
-def _int_range(bits: int, signed: bool, narrow: bool) -> tuple[int, int]:
-    if signed:
-        return -(1 << (bits - 1)) + int(narrow), (1 << (bits - 1)) - 1
-    return 0, (1 << bits) - 1 - int(narrow)
-
-
 def read_qonnx_node(rw, node, weight_axis, fail) -> tuple[str, np.ndarray | None, QuantType | None]:
     """What one QONNX node says: ('weight', float values, None) for a constant input (its scales
     recorded in rw.fixed), or ('activation', None, type) for an activation."""
@@ -80,7 +74,9 @@ def read_qonnx_node(rw, node, weight_axis, fail) -> tuple[str, np.ndarray | None
     mode = str(_attr(node, "rounding_mode", "ROUND")).upper()
     if mode not in _ROUNDING:
         fail(node, f"rounding mode {mode} is unknown (qonnx: {', '.join(_ROUNDING)})")
-    lo, hi = _int_range(bits, signed, narrow)
+    # QONNX's narrow range drops the most negative value of a signed type, the largest of an unsigned one.
+    t = IntType(bits, signed)
+    lo, hi = t.min + (narrow and signed), t.max - (narrow and not signed)
     if constant:
         w = rw.consts[x_name].astype(np.float64)
         w_int = _ROUNDING[mode](np.clip(w / scale + zeropt, lo, hi))
