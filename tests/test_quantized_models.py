@@ -16,7 +16,7 @@ import pytest
 from nnfpga.backends.reference_onnx import make_session, run_reference, to_reference_onnx
 from nnfpga.errors import NnfpgaError
 from nnfpga.frontend import load_onnx_quantized
-from nnfpga.ir import run_batch
+from nnfpga.ir import run_batch, types as ir_types
 from nnfpga.passes import PassContext, run_pipeline
 
 ort_quant = pytest.importorskip("onnxruntime.quantization")
@@ -65,6 +65,18 @@ def compile_quantized(path: Path):
     return final, fixed, warnings
 
 
+def accelerator_integers(final, x: np.ndarray) -> tuple[np.ndarray, ir_types.QuantType]:
+    """The integer IR's output integers on `x`, [N, outputs], held bit-exact to our reference
+    ONNX on the same accelerator inputs, and their quantized type."""
+    values = run_batch(final, {final.inputs[0].name: x}, keep_all=True)
+    deq = next(n for n in final.nodes if n.op == "dequantize")
+    quant = next(n for n in final.nodes if n.op == "quantize")
+    ours = values[deq.inputs[0].name].astype(np.int64).reshape(len(x), -1)
+    golden = run_reference(to_reference_onnx(final), {quant.output.name: values[quant.output.name]})
+    assert np.array_equal(next(iter(golden.values())).reshape(len(x), -1), ours)
+    return ours, deq.inputs[0].type.element
+
+
 def onnxruntime_outputs(path: Path, x: np.ndarray) -> np.ndarray:
     session = make_session(onnx.load(str(path)), optimize=True)  # as users run it: QDQ fused into integer kernels
     name = session.get_inputs()[0].name
@@ -80,17 +92,10 @@ def test_quantized_model(tmp_path, example, fmt, per_channel, capsys):
     test = np.load(EXAMPLES / example / "test.npz")
     x, labels = test[test.files[0]].astype(np.float32), test["label"]
     x = x.reshape((len(x),) + tuple(final.inputs[0].type.shape[1:]))
-    values = run_batch(final, {final.inputs[0].name: x}, keep_all=True)
-    deq = next(n for n in final.nodes if n.op == "dequantize")
-    quant = next(n for n in final.nodes if n.op == "quantize")
-    ours = values[deq.inputs[0].name].astype(np.int64).reshape(len(x), -1)
-
     # 1. the integer IR and our reference ONNX: bit-exact
-    golden = run_reference(to_reference_onnx(final), {quant.output.name: values[quant.output.name]})
-    assert np.array_equal(next(iter(golden.values())).reshape(len(x), -1), ours)
+    ours, out_t = accelerator_integers(final, x)
 
     # 2. onnxruntime on the original quantized model: output integers
-    out_t = deq.inputs[0].type.element
     theirs_float = onnxruntime_outputs(path, x).reshape(len(x), -1)
     theirs = np.rint(theirs_float / out_t.scale).astype(np.int64) + out_t.zero_point
     diff = np.abs(ours - theirs)
@@ -272,12 +277,7 @@ def test_qonnx_model_compiles_with_its_own_quantization(capsys, wbits, abits, id
 
     test = np.load(EXAMPLES / "digits_mlp" / "test.npz")
     x, labels = test[test.files[0]].astype(np.float32).reshape(-1, 64), test["label"]
-    values = run_batch(final, {final.inputs[0].name: x}, keep_all=True)
-    deq = next(n for n in final.nodes if n.op == "dequantize")
-    quant = next(n for n in final.nodes if n.op == "quantize")
-    ours = values[deq.inputs[0].name].astype(np.int64).reshape(len(x), -1)
-    golden = run_reference(to_reference_onnx(final), {quant.output.name: values[quant.output.name]})
-    assert np.array_equal(next(iter(golden.values())).reshape(len(x), -1), ours)
+    ours, _ = accelerator_integers(final, x)
 
     reference, _, _ = qonnx_mlp(True, wbits, abits, bipolar)
     session = make_session(reference)
@@ -466,13 +466,7 @@ def test_blocks_with_qlinear_add_pool_and_concat(tmp_path, builder, fmt, identic
     assert ("qadd" if builder == "residual_block" else "concat") in [n.op for n in final.nodes]
 
     x = rng.standard_normal((300, *final.inputs[0].type.shape[1:])).astype(np.float32)
-    values = run_batch(final, {final.inputs[0].name: x}, keep_all=True)
-    deq = next(n for n in final.nodes if n.op == "dequantize")
-    quant = next(n for n in final.nodes if n.op == "quantize")
-    ours = values[deq.inputs[0].name].astype(np.int64).reshape(len(x), -1)
-    golden = run_reference(to_reference_onnx(final), {quant.output.name: values[quant.output.name]})
-    assert np.array_equal(next(iter(golden.values())).reshape(len(x), -1), ours)
-    out_t = deq.inputs[0].type.element
+    ours, out_t = accelerator_integers(final, x)
     theirs = np.rint(onnxruntime_outputs(path, x).reshape(len(x), -1) / out_t.scale).astype(np.int64) + out_t.zero_point
     diff = np.abs(ours - theirs)
     with capsys.disabled():
