@@ -29,15 +29,15 @@ from typing import Callable
 import numpy as np
 
 from nnfpga.errors import IRError
+from nnfpga.hardware import MULT_BITS
 from nnfpga.ir.graph import ArrayRef, Graph, Node
 from nnfpga.ir.host import onnx_attrs, onnx_element
 from nnfpga.ir.spatial import SpatialError, window_output
 from nnfpga.ir.types import FloatType, IntType, QuantType, TensorType
 
-MULT_LIMIT = 1 << 16
+MULT_LIMIT = 1 << MULT_BITS
 """Requant multipliers (requant `mult`, qadd `ma`/`mb`) lie in [0, MULT_LIMIT): the width of
-the hardware's requantizing multiplier (backends/rtl_layers.MULT_BITS = 16; the IR imports
-nothing of ours, so the number is stated here too and tests/test_verifier.py holds them equal)."""
+the hardware's requantizing multiplier (nnfpga.hardware.MULT_BITS)."""
 WEIGHT_BITS = (2, 8)
 """Weight storage widths the backends build: symmetric weights, |w| <= 2^(bits-1) - 1."""
 ACTIVATION_BITS = (1, 32)
@@ -233,7 +233,7 @@ def _check_requant(g: Graph, node: Node) -> None:
     _expect(m.shape == (channels,), f"mult must hold one multiplier per channel ({channels}), has shape {list(m.shape)}")
     _expect(np.issubdtype(m.dtype, np.integer) and m.min() >= 0, "mult must hold non-negative integers")
     _expect(int(m.max()) < MULT_LIMIT, f"mult @{mult.name} holds {int(m.max())}, beyond the hardware's "
-            f"[0, 2^16); lower the shift so that every multiplier fits")
+            f"[0, 2^{MULT_BITS}); lower the shift so that every multiplier fits")
     _activation_bits(y.element, "result")
     shift = node.attrs["shift"]
     _expect(1 <= shift <= 62, f"shift {shift} must be in 1..62")
@@ -369,7 +369,7 @@ def _check_qadd(g: Graph, node: Node) -> None:
     for name, t in (("operand a", a), ("operand b", b), ("result", y)):
         _activation_bits(t.element, name)
     for key in ("ma", "mb"):
-        _expect(0 <= node.attrs[key] < MULT_LIMIT, f"{key} = {node.attrs[key]} must lie in [0, 2^16)")
+        _expect(0 <= node.attrs[key] < MULT_LIMIT, f"{key} = {node.attrs[key]} must lie in [0, 2^{MULT_BITS})")
     _expect(1 <= node.attrs["shift"] <= 62, f"shift {node.attrs['shift']} must be in 1..62")
     lo, hi = node.attrs["lo"], node.attrs["hi"]
     _expect(y.element.min <= lo <= hi <= y.element.max, f"clamp [{lo}, {hi}] must lie within {y.element.storage!r}")
