@@ -40,6 +40,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from nnfpga import processes
 from nnfpga.errors import BuildError
 
 DESIGN_FILE = "design.json"
@@ -209,7 +210,7 @@ def lint(rtl_dir: Path) -> str:
     rtl_dir = Path(rtl_dir)
     design = load_design(rtl_dir)
     cmd = [str(verilator_bin()), "--lint-only", "-Wall", "--top-module", design["top"], *design["sources"]]
-    proc = subprocess.run(cmd, cwd=rtl_dir, env=verilator_env(), capture_output=True, text=True)
+    proc = processes.run(cmd, cwd=rtl_dir, env=verilator_env(), capture_output=True, text=True)
     output = proc.stdout + proc.stderr
     if proc.returncode != 0:
         raise BuildError(f"Verilator lint of {rtl_dir} failed:\n{_tool_lines(output)}")
@@ -330,6 +331,9 @@ def _build(rtl_dir: Path, design: dict, key: str, work_dir: Path) -> tuple[Path,
         shutil.rmtree(staging, ignore_errors=True)
         raise BuildError(f"Verilator could not build {rtl_dir} (top '{top}'):\n{_tool_lines(text)}\n"
                          f"full log: {log}") from None
+    except BaseException:  # interrupted: no half-built directory left behind
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     seconds = time.perf_counter() - start
     (staging / BUILD_MARKER).write_text(json.dumps(
         {"key": key, "top": top, "sources": design["sources"], "seconds": round(seconds, 3)}, indent=2) + "\n")

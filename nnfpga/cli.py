@@ -15,32 +15,55 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
 
+# Only light imports here: the compiler loads inside main(), where Ctrl-C is already handled.
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
-from nnfpga.backends.synth import build_synth, describe_critical_path
-from nnfpga.build import CompileOptions, Hooks, compile_model
-from nnfpga.builddir import load_npz, match_inputs
+from nnfpga import processes
 from nnfpga.devices import DEFAULT_DEVICE, DEVICES
-from nnfpga.errors import NnfpgaError
-from nnfpga.finetune import finetune_lowrank
-from nnfpga.frontend import load_onnx_quantized
-from nnfpga.ir import print_graph
-from nnfpga.ir.textio import write_npz
-from nnfpga.passes import DEFAULT_PIPELINE, PassContext, parse_pipeline, run_pipeline
-from nnfpga.passes.partition import with_partition
-from nnfpga.report import build_report, format_text
-from nnfpga.run import run_build
-from nnfpga.verify import verify_build
+from nnfpga.errors import BuildError, NnfpgaError
+from nnfpga.version import __version__
 
+# Text from users (paths, names, messages quoting them) is never parsed as rich markup: it is
+# printed with markup=False or as Text, whose styles are set here, not read from the string.
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
+
+
+def _say(label: str, style: str, message: str) -> None:
+    err.print(Text.assemble((label, style), " ", message))
+
+
+def _warn(message: str) -> None:
+    _say("warning:", "yellow", message)
+
+
+def _error(message: str) -> None:
+    _say("error:", "red", message)
+
+
+def _os_error_text(e: OSError) -> str:
+    if e.filename is not None and e.strerror:
+        return f"{e.filename}: {e.strerror}"
+    return str(e)
+
+
+def _require_simulator_tools(command: str) -> None:
+    """Verilator compiles the simulation with a C++ compiler and make: say which is missing
+    before anything starts."""
+    compiler = os.environ.get("CXX", "g++")
+    missing = [tool for tool in (compiler, "make") if shutil.which(tool) is None]
+    if missing:
+        raise BuildError(f"{command} simulates the RTL in Verilator, which needs a C++ compiler and make: "
+                         f"{' and '.join(missing)} not found on PATH (Debian/Ubuntu: apt-get install g++ make)")
 
 
 def _input_shapes(items: list[str] | None) -> dict[str, list[int]] | None:
@@ -59,8 +82,9 @@ def _input_shapes(items: list[str] | None) -> dict[str, list[int]] | None:
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                    TimeElapsedColumn(), console=err, transient=True)
+    return Progress(TextColumn("{task.description}", markup=False), BarColumn(),
+                    TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=err, transient=True,
+                    disable=not err.is_terminal)  # a log or pipe gets no bar (not even a blank line)
 
 
 def _bar_updater(bar: Progress):
@@ -74,23 +98,31 @@ def _bar_updater(bar: Progress):
     return progress
 
 
+def _table(title: str, columns: tuple[str, ...]) -> Table:
+    table = Table(title=Text(title))
+    for col in columns:
+        table.add_column(col, justify="left" if col == columns[0] else "right")
+    return table
+
+
 def cmd_compile(args) -> int:
+    # Loaded here, not at the top: start-up stays short and inside main's Ctrl-C handling.
+    from nnfpga.build import CompileOptions, Hooks, compile_model
+
     with _progress() as bar:
         options = CompileOptions(
             pipeline=args.pipeline, calib_path=args.calib, force=args.force,
             input_shapes=_input_shapes(args.input_shape), seed=args.seed, target=args.target,
             host_ops=args.host_ops, host_target=args.host_target, target_fps=args.target_fps, freq_mhz=args.freq)
-        hooks = Hooks(warn=lambda m: err.print(f"[yellow]warning:[/yellow] {escape(m)}"), progress=_bar_updater(bar),
+        hooks = Hooks(warn=_warn, progress=_bar_updater(bar),
                       on_dump=lambda name, text: out.print(text, end="", markup=False), dump_after=args.dump_after)
         result = compile_model(Path(args.model), Path(args.output), options, hooks)
-    layers = result.manifest["layers"]
-    table = Table(title=f"{args.model} -> {args.output}")
-    for col in ("layer", "K", "N", "pe", "simd", "wbits", "acc", "cycles"):
-        table.add_column(col, justify="right" if col != "layer" else "left")
-    for l in layers:
-        table.add_row(l["name"], *(str(l[k]) for k in ("k", "n", "pe", "simd", "wbits", "acc_bits", "cycles")))
+    columns = ("layer", "K", "N", "pe", "simd", "wbits", "acc", "cycles")
+    table = _table(f"{args.model} -> {args.output}", columns)
+    for l in result.manifest["layers"]:
+        table.add_row(*(Text(str(l[k])) for k in ("name", "k", "n", "pe", "simd", "wbits", "acc_bits", "cycles")))
     err.print(table)
-    err.print(f"predicted cycles per inference: {result.manifest['predicted_cycles_per_inference']}")
+    err.print(f"predicted cycles per inference: {result.manifest['predicted_cycles_per_inference']}", markup=False)
     for part in result.manifest.get("host", {}).get("parts", []):
         seconds = result.timings.get(f"tvm_{part['name']}_seconds")
         built = f"{part['library']}, TVM {seconds:.2f} s" if part["library"] else "not compiled (see above)"
@@ -99,6 +131,12 @@ def cmd_compile(args) -> int:
 
 
 def cmd_verify(args) -> int:
+    # Loaded here, not at the top: start-up stays short and inside main's Ctrl-C handling.
+    from nnfpga.builddir import load_build
+    from nnfpga.verify import verify_build
+
+    load_build(Path(args.dir))  # a clear message when DIR is not a build, before the tools are looked for
+    _require_simulator_tools("verify")
     with _progress() as bar:
         result = verify_build(Path(args.dir), samples=args.samples, inputs_path=args.inputs,
                               seed=args.seed, progress=_bar_updater(bar))
@@ -108,12 +146,34 @@ def cmd_verify(args) -> int:
     else:
         for key in sorted(result):
             out.print(f"{key:32} {result[key]}", markup=False)
-        verdict = "[green]bit-exact[/green]" if result["bit_exact"] else "[red]MISMATCH[/red]"
-        out.print(f"{verdict}: {result['samples'] - result['mismatches']}/{result['samples']} samples agree")
+        verdict = Text("bit-exact", "green") if result["bit_exact"] else Text("MISMATCH", "red")
+        out.print(Text.assemble(verdict, f": {result['samples'] - result['mismatches']}/{result['samples']} "
+                                         "samples agree"))
     return 0 if result["bit_exact"] else 1
 
 
+def _check_save_path(save: str) -> None:
+    """--save is written after the whole run: refuse a path it cannot be written to first."""
+    path = Path(save)
+    if path.is_dir():
+        raise BuildError(f"--save {save} is a directory; name the .npz file to write")
+    if not path.parent.is_dir():
+        raise BuildError(f"--save {save}: directory {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK):
+        raise BuildError(f"--save {save}: directory {path.parent} is not writable")
+
+
 def cmd_run(args) -> int:
+    # Loaded here, not at the top: start-up stays short and inside main's Ctrl-C handling.
+    from nnfpga.builddir import load_build
+    from nnfpga.ir.textio import write_npz
+    from nnfpga.run import run_build
+
+    if args.save:
+        _check_save_path(args.save)
+    load_build(Path(args.dir))
+    if args.accelerator == "rtl":
+        _require_simulator_tools("run")
     with _progress() as bar:
         result, outputs = run_build(Path(args.dir), Path(args.inputs), samples=args.samples,
                                     accelerator=args.accelerator, seed=args.seed, progress=_bar_updater(bar))
@@ -129,11 +189,17 @@ def cmd_run(args) -> int:
 
 
 def cmd_ir(args) -> int:
+    # Loaded here, not at the top: start-up stays short and inside main's Ctrl-C handling.
+    from nnfpga.builddir import load_npz, match_inputs
+    from nnfpga.frontend import load_onnx_quantized
+    from nnfpga.ir import print_graph
+    from nnfpga.passes import PassContext, parse_pipeline, run_pipeline
+    from nnfpga.passes.partition import with_partition
+
     g, fixed_quant = load_onnx_quantized(Path(args.model), _input_shapes(args.input_shape))
     if args.after:
         calib = match_inputs(g, load_npz(Path(args.calib), "calibration"), "calibration data") if args.calib else None
-        ctx = PassContext(calib=calib, seed=args.seed, warn=lambda m: err.print(f"[yellow]warning:[/yellow] {escape(m)}"),
-                          fixed_quant=fixed_quant)
+        ctx = PassContext(calib=calib, seed=args.seed, warn=_warn, fixed_quant=fixed_quant)
         steps = with_partition(parse_pipeline(args.pipeline), g, args.host_ops)  # host ops: partition added
         g = run_pipeline(g, steps, ctx, stop_after=args.after)
     out.print(print_graph(g), end="", markup=False)
@@ -141,6 +207,9 @@ def cmd_ir(args) -> int:
 
 
 def cmd_finetune(args) -> int:
+    # Loaded here, not at the top: start-up stays short and inside main's Ctrl-C handling.
+    from nnfpga.finetune import finetune_lowrank
+
     with _progress() as bar:
         result = finetune_lowrank(Path(args.model), Path(args.output), Path(args.train), pipeline=args.pipeline,
                                   epochs=args.epochs, seed=args.seed, force=args.force, progress=_bar_updater(bar))
@@ -149,6 +218,9 @@ def cmd_finetune(args) -> int:
 
 
 def cmd_report(args) -> int:
+    # Loaded here, not at the top: start-up stays short and inside main's Ctrl-C handling.
+    from nnfpga.report import build_report, format_text
+
     report = build_report(Path(args.dir))  # also writes DIR/report.json and DIR/report.html
     if args.json:
         out.print(json.dumps(report, sort_keys=True), markup=False)
@@ -158,9 +230,12 @@ def cmd_report(args) -> int:
 
 
 def cmd_build(args) -> int:
+    # Loaded here, not at the top: start-up stays short and inside main's Ctrl-C handling.
+    from nnfpga.backends.synth import build_synth, describe_critical_path
+
     started: dict[str, float] = {}
-    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
-                   transient=True)
+    bar = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), TimeElapsedColumn(),
+                   console=err, transient=True, disable=not err.is_terminal)
 
     def progress(stage: str, done: int, total: int | None) -> None:
         # Tools report only their start and end; the spinner and clock show they are alive.
@@ -168,34 +243,37 @@ def cmd_build(args) -> int:
             started[stage] = time.monotonic()
             bar.add_task(stage, total=None)
         elif total is not None and done >= total:
-            err.print(f"[green]done[/green] {escape(stage)} in {time.monotonic() - started[stage]:.1f} s")
+            _say("done", "green", f"{stage} in {time.monotonic() - started[stage]:.1f} s")
             for task in bar.tasks:
                 if task.description == stage:
                     bar.remove_task(task.id)
 
     with bar:
         s = build_synth(Path(args.dir), target=args.target, freq_mhz=args.freq, force=args.force,
-                        progress=progress, warn=lambda m: err.print(f"[yellow]warning:[/yellow] {escape(m)}"))
-    table = Table(title=f"{args.dir}: {s['top']} on {s['target']} ({s['part']}), yosys {s['yosys']}")
-    for col in ("resource", "used", "available", "%"):
-        table.add_column(col, justify="right" if col != "resource" else "left")
+                        progress=progress, warn=_warn)
+    table = _table(f"{args.dir}: {s['top']} on {s['target']} ({s['part']}), yosys {s['yosys']}",
+                   ("resource", "used", "available", "%"))
     for key, name in (("luts", "LUTs"), ("ffs", "FFs"), ("dsps", "DSPs"), ("brams", "BRAM")):
         avail = s["available"][key]
         table.add_row(name, f"{s[key]:g}", str(avail), f"{100 * s[key] / avail:.1f}" if avail else "-")
     out.print(table)
     if s["fmax_mhz"] is not None:
-        verdict = "[green]met[/green]" if s["timing_met"] else "[yellow]not met[/yellow]"
-        out.print(f"Fmax {s['fmax_mhz']:.1f} MHz (target {s['freq_mhz']:g} MHz, {verdict}); "
-                  f"bitstream {escape(str(Path(args.dir) / s['bitstream']))} ({s['board']['pins']} pins)")
+        verdict = Text("met", "green") if s["timing_met"] else Text("not met", "yellow")
+        out.print(Text.assemble(f"Fmax {s['fmax_mhz']:.1f} MHz (target {s['freq_mhz']:g} MHz, ", verdict,
+                                f"); bitstream {Path(args.dir) / s['bitstream']} ({s['board']['pins']} pins)"))
         if not s["timing_met"] and s.get("critical_path"):
-            out.print(f"critical path {escape(describe_critical_path(s['critical_path']))}")
-    out.print(f"summary {escape(str(Path(args.dir) / 'synth' / 'synth.json'))}; "
-              f"Vivado project {escape(str(Path(args.dir) / s['vivado']['tcl']))} (needs Vivado)")
+            out.print(f"critical path {describe_critical_path(s['critical_path'])}", markup=False)
+    out.print(f"summary {Path(args.dir) / 'synth' / 'synth.json'}; "
+              f"Vivado project {Path(args.dir) / s['vivado']['tcl']} (needs Vivado)", markup=False)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Loaded here, not at the top: start-up stays short and inside main's Ctrl-C handling.
+    from nnfpga.passes import DEFAULT_PIPELINE
+
     p = argparse.ArgumentParser(prog="nnfpga", description="Compile ONNX networks to bit-exact FPGA hardware.")
+    p.add_argument("--version", action="version", version=f"nnfpga {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("compile", help="model -> build directory (IR dumps, RTL, reference ONNX)")
@@ -273,15 +351,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.fn(args)
-    except NnfpgaError as e:
-        err.print(f"[red]error:[/red] {escape(str(e))}")
-        return 2
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        return 130
+    with processes.interruptible():
+        try:
+            args = build_parser().parse_args(argv)
+            return args.fn(args)
+        except NnfpgaError as e:
+            _error(str(e))
+            return 2
+        except OSError as e:  # a path of the user's that cannot be read or written
+            _error(_os_error_text(e))
+            return 2
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Interrupted): clean-up has run
+            _error("interrupted")
+            return 128 + getattr(e, "signum", 2)
 
 
 if __name__ == "__main__":

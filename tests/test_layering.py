@@ -15,7 +15,7 @@ PACKAGES = {"nnfpga": "nnfpga", "nnfpga.ir": "ir", "nnfpga.frontend": "frontend"
             "nnfpga.backends": "backends", "nnfpga.templates": "templates", "nnfpga.hw_tests": "hw_tests"}
 
 LAYERS = [
-    ("foundations", ["nnfpga.errors", "nnfpga.version", "nnfpga.hardware", "nnfpga.devices",
+    ("foundations", ["nnfpga.errors", "nnfpga.version", "nnfpga.processes", "nnfpga.hardware", "nnfpga.devices",
                      "nnfpga.calibration", "nnfpga.templates"]),
     ("ir", ["nnfpga.ir"]),
     ("on the IR", ["nnfpga.frontend", "nnfpga.builddir"]),
