@@ -28,7 +28,7 @@ from nnfpga.backends.verilog import emit_stream_verilog
 from nnfpga.builddir import (MANIFEST, check_out_dir, check_sample_shapes, commit_out_dir, load_npz, match_inputs,
                              prepare_out_dir)
 from nnfpga.devices import DEFAULT_DEVICE, Device, device
-from nnfpga.errors import BuildError, ModelError
+from nnfpga.errors import BuildError, ModelError, PipelineError
 from nnfpga.frontend import load_onnx_quantized
 from nnfpga.hardware import folding_cycles
 from nnfpga.ir import Graph, Value, run_batch
@@ -133,6 +133,7 @@ def compile_model(model_path: Path, out_dir: Path, options: CompileOptions = Com
     dev = device(options.target)
     g, fixed_quant = load_onnx_quantized(model_path, options.input_shapes)
     steps, pipeline = _with_host_partition(g, steps, pipeline, options.host_ops)
+    _check_dump_after(hooks.dump_after, steps)
     calib = _calibration(g, options.calib_path)
 
     tmp = prepare_out_dir(out_dir, options.force, keep=keep)
@@ -168,6 +169,13 @@ def _check_paths(model_path: Path, out_dir: Path, force: bool, keep: tuple[Path,
     if not model_path.is_file():
         raise ModelError(f"model file {model_path} does not exist")
     check_out_dir(out_dir, force, keep=keep)  # before the slow part, and again when claiming it
+
+
+def _check_dump_after(dump_after: str | None, steps: list) -> None:
+    names = [step.name for step in steps]
+    if dump_after is not None and dump_after != "all" and dump_after not in names:
+        raise PipelineError(f"--dump-after {dump_after}: the pipeline has no pass of that name; "
+                            f"its passes: {', '.join(names)} (or 'all')")
 
 
 def _requested_pipeline(options: CompileOptions) -> tuple[list, str]:
