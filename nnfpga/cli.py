@@ -9,7 +9,10 @@
     nnfpga build DIR [--target DEV] [--freq MHZ] [--force]   synthesis (+ bitstream on ECP5)
     nnfpga finetune MODEL --train FILE.npz -o OUT.onnx [--pipeline P] [--epochs N] [--seed S] [--force]
 
-User mistakes print one message on stderr and exit 2; a failed verification exits 1.
+    nnfpga --version
+
+User mistakes print one message on stderr and exit 2; a failed verification exits 1; SIGINT
+and SIGTERM stop the child tools, clean up, and exit 130 and 143.
 """
 from __future__ import annotations
 
