@@ -441,6 +441,9 @@ def test_existing_synth_dir_needs_force(mlp_build, tmp_path, capsys):
     code, _, err = run_cli(capsys, "build", build)
     assert code == 2 and "--force" in err
     assert (build / "synth" / "keep.txt").read_text() == "mine"
+    code, _, err = run_cli(capsys, "build", build, "--force")  # not a synthesis nnfpga wrote: kept
+    assert code == 2 and "synth.json" in err
+    assert (build / "synth" / "keep.txt").read_text() == "mine"
 
 
 def test_unknown_target(mlp_build, capsys):
