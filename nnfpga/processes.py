@@ -107,6 +107,12 @@ def _alive(groups: set[int], pids: set[int]) -> set[int]:
 def _stop(groups: set[int], descendants_of: set[int]) -> None:
     """SIGTERM to the groups and to every descendant of `descendants_of`, then SIGKILL to what
     is still running after GRACE_SECONDS."""
+    if not Path("/proc").is_dir():  # no process table to read (not Linux): the groups at least
+        for group in groups:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, signal.SIGKILL)
+        return
+
     def running() -> set[int]:
         return (_alive(groups, set()) | _alive(set(), descendants_of)) - descendants_of - {os.getpid()}
 
