@@ -27,6 +27,7 @@ import numpy as np
 
 from nnfpga.errors import CalibrationError, PipelineError
 from nnfpga.hardware import MULT_BITS
+from nnfpga.sample_data import raw_pixel_note
 from nnfpga.ir import Graph, IntType, QuantType, TensorType, run_batch
 from nnfpga.ir.ops import accumulator_bounds
 from nnfpga.ir.types import int_type_for_range
@@ -110,6 +111,10 @@ def _calibration(g: Graph, ctx: PassContext) -> dict[str, np.ndarray]:
         if missing:
             raise CalibrationError(f"calibration data has no array for input(s) {', '.join(missing)} "
                                    f"(it has: {', '.join(sorted(ctx.calib)) or 'nothing'})")
+        for v in g.inputs:
+            note = raw_pixel_note(np.asarray(ctx.calib[v.name]))
+            if note:
+                ctx.warn(f"calibration data for input %{v.name}: {note}")
         return {v.name: ctx.calib[v.name] for v in g.inputs}
     ctx.warn(f"no calibration data (--calib): calibrating on {SYNTHETIC_SAMPLES} seeded standard-normal "
              "samples; accuracy on real data may suffer")
