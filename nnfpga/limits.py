@@ -13,6 +13,8 @@ from nnfpga.errors import NnfpgaError
 MEMORY_FRACTION = 0.25
 """Share of the machine's physical memory one tensor may take: compiling holds a tensor
 several times over (float64 calibration copies, the interpreter's results of every node)."""
+RUN_FRACTION = 0.5
+"""Share of physical memory one step holding many tensors at once (calibration) may take."""
 FALLBACK_MEMORY = 8 << 30
 """Physical memory assumed where the system does not report it."""
 
@@ -36,6 +38,14 @@ def check_tensor_size(elements: int, bytes_per_element: int, what: str, error: t
     if needed > budget:
         raise error(f"{what} would need {_gib(needed)} of memory; this machine allows {_gib(budget)} per tensor "
                     f"({MEMORY_FRACTION:.0%} of its {_gib(physical_memory())}), so it is refused before allocating")
+
+
+def check_run_size(needed: int, what: str, advice: str, error: type[NnfpgaError]) -> None:
+    """Raise `error` when a step holding `needed` bytes at once would not fit (RUN_FRACTION)."""
+    budget = int(physical_memory() * RUN_FRACTION)
+    if needed > budget:
+        raise error(f"{what} would need {_gib(needed)} of memory; this machine allows {_gib(budget)} "
+                    f"({RUN_FRACTION:.0%} of its {_gib(physical_memory())}): {advice}")
 
 
 def _gib(n: int) -> str:

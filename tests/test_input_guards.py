@@ -1,10 +1,14 @@
 """Guards on what users hand the compiler: pipeline strings, calibration and input data,
 models. Each mistake is one `error:` line and exit code 2 through the CLI, never a
 traceback, and nothing is written; a doubtful but usable input is a warning."""
+import io
+
 import numpy as np
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from onnx_models import mlp, save
+from nnfpga import limits
 from nnfpga.cli import main
 
 
@@ -94,9 +98,6 @@ def _damaged_member_npz(path):
     path.write_bytes(bytes(data))
 
 
-import io  # noqa: E402  (used by the helpers above)
-
-
 @pytest.mark.parametrize("make, phrases", [
     (lambda p: np.savez(p, x=_with_value(np.nan)), ["array 'x'", "NaN or infinite", "sample 3"]),
     (lambda p: np.savez(p, x=_with_value(np.inf)), ["array 'x'", "NaN or infinite"]),
@@ -136,3 +137,83 @@ def test_raw_pixel_data_is_a_warning(tmp_path, model_path, capsys):
     np.savez(tmp_path / "scaled.npz", x=_calib())
     code, _, err = run_cli(capsys, "ir", model_path, "--after", "quantize", "--calib", tmp_path / "scaled.npz")
     assert code == 0 and "pixel" not in err
+
+
+# -- models ---------------------------------------------------------------------------------
+
+def _one_node_model(nodes, inputs, output, inits=()):
+    graph = helper.make_graph(nodes, "guarded", inputs, [output], list(inits))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+def _nan_weight():
+    model = mlp()
+    w = numpy_helper.to_array(model.graph.initializer[0]).copy()
+    w[1, 2] = np.nan
+    model.graph.initializer[0].CopyFrom(numpy_helper.from_array(w, "w0"))
+    return model
+
+
+def _inf_constant_node():
+    model = mlp()
+    b = numpy_helper.to_array(model.graph.initializer[1]).copy()
+    b[0] = -np.inf
+    del model.graph.initializer[1]
+    model.graph.node.insert(0, helper.make_node("Constant", [], ["b0"], value=numpy_helper.from_array(b)))
+    return model
+
+
+def _inf_folded_constant():
+    """A bias computed as 1 / 0 from two finite constants: the folded constant is infinite."""
+    model = mlp()
+    b = numpy_helper.to_array(model.graph.initializer[1])
+    del model.graph.initializer[1]
+    model.graph.initializer.extend([numpy_helper.from_array(np.ones_like(b), "one"),
+                                    numpy_helper.from_array(np.zeros_like(b), "zero")])
+    model.graph.node.insert(0, helper.make_node("Div", ["one", "zero"], ["b0"], name="divide_by_zero"))
+    return model
+
+
+def _huge_input():
+    """79 bytes declaring a 2^33-element (32 GiB) input."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1 << 33])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1 << 33])
+    return _one_node_model([helper.make_node("Relu", ["x"], ["y"])], [x], y)
+
+
+def _huge_constant_of_shape():
+    """A 4-element shape makes a 2^34-element (64 GiB) ConstantOfShape result."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 1, 1 << 17])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1 << 10, 1 << 7, 1 << 17])
+    shape = numpy_helper.from_array(np.array([1, 1 << 10, 1 << 7, 1 << 17], np.int64), "shape")
+    nodes = [helper.make_node("ConstantOfShape", ["shape"], ["c"], value=numpy_helper.from_array(np.ones(1, np.float32))),
+             helper.make_node("Add", ["x", "c"], ["y"])]
+    return _one_node_model(nodes, [x], y, [shape])
+
+
+@pytest.mark.parametrize("make, phrases", [
+    (_nan_weight, ["initializer 'w0'", "NaN or infinite", "index [1, 2]"]),
+    (_inf_constant_node, ["'b0'", "NaN or infinite"]),
+    (_inf_folded_constant, ["'b0'", "divide_by_zero", "NaN or infinite"]),
+    (_huge_input, ["tensor 'x'", "refused before allocating"]),
+    (_huge_constant_of_shape, ["tensor 'c'", "refused before allocating"]),
+])
+def test_bad_models_are_refused(tmp_path, capsys, make, phrases):
+    path = save(make(), tmp_path / "model.onnx")
+    code, _, err = run_cli(capsys, "compile", path, "-o", tmp_path / "build")
+    assert_refused(tmp_path, code, err, *phrases)
+
+
+def test_the_memory_budget_follows_the_machine(tmp_path, capsys, monkeypatch):
+    """A model within the budget compiles; with the machine's memory made 1 MiB, the same
+    model's 256 synthetic calibration samples no longer fit and it is refused before calibrating."""
+    path = save(mlp(sizes=(512, 16, 4)), tmp_path / "model.onnx")
+    assert run_cli(capsys, "ir", path, "--after", "quantize")[0] == 0
+    monkeypatch.setattr(limits, "physical_memory", lambda: 1 << 20)
+    code, _, err = run_cli(capsys, "compile", path, "-o", tmp_path / "build")
+    assert_refused(tmp_path, code, err, "calibration on 256 samples", "fewer calibration samples")
+    monkeypatch.setattr(limits, "physical_memory", lambda: 1 << 10)
+    code, _, err = run_cli(capsys, "compile", path, "-o", tmp_path / "build")
+    assert_refused(tmp_path, code, err, "refused before allocating")
