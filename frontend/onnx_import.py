@@ -59,6 +59,7 @@ from nnfpga.frontend.onnx_common import Unsupported as _Unsupported
 from nnfpga.frontend.onnx_common import describe as _describe
 from nnfpga.frontend.onnx_common import node_attrs as _attrs
 from nnfpga.frontend.onnx_common import optional_input as _optional
+from nnfpga.frontend.onnx_guards import check_declared_sizes, check_finite
 from nnfpga.frontend.onnx_quantized import FixedQuant, is_quantized, unquantize
 from nnfpga.frontend.onnx_spatial import SPATIAL_HANDLERS
 from nnfpga.ir import F32, Graph, TensorType, Value, clean_name, verify
@@ -123,6 +124,7 @@ def load_onnx_quantized(path_or_model, input_shapes: dict[str, list[int]] | None
     model = _convert_opset(model, opset, where)
     _fix_input_shapes(model, input_shapes or {}, where)
     model = _infer_shapes(model, where)
+    check_declared_sizes(model, where)  # before anything of those sizes is allocated
     importer = _Importer(model, where)
     g = importer.run()
     verify(g)
@@ -295,6 +297,24 @@ def _infer_shapes(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
                          f"{str(e).strip()}") from None
 
 
+def _initializer_data(t: onnx.TensorProto, where: str) -> np.ndarray:
+    try:
+        return numpy_helper.to_array(t)
+    except Exception as e:  # data shorter than its dims, or an element type numpy cannot hold
+        raise ModelError(f"{where}: initializer '{t.name}' cannot be read ({str(e).strip() or type(e).__name__}); "
+                         "the model is damaged") from None
+
+
+def _evaluate(node: onnx.NodeProto, arrays: list[np.ndarray], where: str) -> list[np.ndarray]:
+    """Run a node on constants; onnxruntime's refusal (bad attributes, shapes) is a model error."""
+    try:
+        return evaluate_onnx_node(node, arrays)
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(f"{where}: {node.op_type} ({_describe(node)}) on constants cannot be computed: "
+                         f"{reason}") from None
+
+
 # -- messages -------------------------------------------------------------------------------
 
 def _unsupported_message(where: str, problems: list[tuple[onnx.NodeProto, str]]) -> str:
@@ -337,7 +357,8 @@ class _Importer:
     def run(self) -> Graph:
         graph = self.onnx_graph
         for t in graph.initializer:
-            self.consts[t.name] = numpy_helper.to_array(t)
+            self.consts[t.name] = _initializer_data(t, self.where)
+            check_finite(t.name, self.consts[t.name], self.where, "initializer")
         for inp in graph.input:
             if inp.name in self.consts:
                 continue  # an initializer listed as an input is a constant
@@ -452,6 +473,7 @@ class _Importer:
     def const(self, hint: str, data: np.ndarray) -> Value:
         """A float IR constant made by the frontend (a folded BatchNormalization's scale, ...)."""
         data = np.array(data, np.float32, order="C")
+        check_finite(hint, data, self.where, "constant derived from the model")
         return self.g.add_const(hint, data, TensorType(data.shape, F32))
 
     def check_inferred(self, node: onnx.NodeProto, shape) -> None:
@@ -475,7 +497,8 @@ class _Importer:
         if not all(self.is_const(name) for name in node.input):
             return False
         outputs = [o for o in node.output if o]
-        for name, data in zip(outputs, evaluate_onnx_node(node, [self.consts[n] for n in node.input])):
+        for name, data in zip(outputs, _evaluate(node, [self.consts[n] for n in node.input], self.where)):
+            check_finite(name, data, self.where, f"constant computed by {node.op_type} ({_describe(node)})")
             self.consts[name] = data
         return True
 
@@ -597,6 +620,7 @@ def _constant(imp: _Importer, node: onnx.NodeProto) -> None:
         data = np.array(value, np.int64)
     else:
         raise _Unsupported(f"Constant given by '{name}' is not supported")
+    check_finite(node.output[0], data, imp.where, f"Constant ({_describe(node)})")
     imp.consts[node.output[0]] = data
 
 
@@ -622,7 +646,7 @@ def _host(imp: _Importer, node: onnx.NodeProto) -> None:
     except ValueError as e:
         raise _Unsupported(str(e)) from None
     if inputs and all(imp.is_const(name) for name in inputs):
-        for name, data in zip(outputs, evaluate_onnx_node(node, [imp.consts[n] for n in inputs])):
+        for name, data in zip(outputs, _evaluate(node, [imp.consts[n] for n in inputs], imp.where)):
             imp.consts[name] = data  # a host op on constants is a constant
         return
     operands = [imp.host_operand(name) for name in inputs]

@@ -39,6 +39,7 @@ from onnx import numpy_helper
 from nnfpga.errors import ModelError
 from nnfpga.frontend.onnx_common import (Unsupported, constant_axes, describe, node_attrs, normalised_axes,
                                          optional_input)
+from nnfpga.frontend.onnx_guards import check_shape_fits
 from nnfpga.ir.spatial import SpatialError, window_output
 
 FLOAT_MAX = float(np.finfo(np.float32).max)
@@ -528,6 +529,7 @@ def _constant_of_shape(imp, node: onnx.NodeProto) -> None:
     value = node_attrs(node).get("value")
     fill = numpy_helper.to_array(value).reshape(-1) if value is not None else np.zeros(1, np.float32)
     shape = [int(d) for d in imp.consts[node.input[0]].reshape(-1)]
+    check_shape_fits(shape, fill.dtype, node.output[0], imp.where)
     imp.consts[node.output[0]] = np.full(shape, fill[0], dtype=fill.dtype)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from nnfpga.errors import BuildError, CalibrationError, NnfpgaError
 from nnfpga.ir import Graph, clean_name
 from nnfpga.ir.textio import load_ir
+from nnfpga.sample_data import read_npz
 
 MANIFEST = "manifest.json"
 
@@ -77,11 +78,7 @@ def load_build_model(build_dir: Path, name: str = "reference.onnx"):
 
 
 def load_npz(path: Path, what: str) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: np.asarray(data[k]) for k in data.files}
-    except (OSError, ValueError) as e:
-        raise CalibrationError(f"cannot read {what} file {path}: {e}") from None
+    return read_npz(path, what)  # checked: readable, sized, finite numbers, samples on axis 0
 
 
 def match_inputs(g: Graph, arrays: dict[str, np.ndarray], what: str) -> dict[str, np.ndarray]:

@@ -3,9 +3,14 @@
     canonicalize,quantize{wbits=8,abits=8},fold{pe=4,simd=8}
 
 Every pass is followed by the verifier; `dump_after` writes the IR text after a pass.
+A pass that rewrites float layers (lowrank, quantize) refuses a graph whose
+accelerator layers are already integer, and one that folds integer layers (fold, autofold)
+refuses a graph that still has float ones, so a misordered pipeline is an error, not a
+pass that silently does nothing.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +21,14 @@ from nnfpga.ir import Graph, print_graph, verify
 from nnfpga.passes.registry import PassContext, lookup
 
 DEFAULT_PIPELINE = "canonicalize,quantize{wbits=8,abits=8},channels_last,autofold"
+
+FLOAT_LAYER_OPS = ("gemm", "matmul", "dense", "conv")
+"""Layer ops of the float IR (quantize turns them into qmatmul / qconv)."""
+INTEGER_LAYER_OPS = ("qmatmul", "qconv")
+NEEDS_FLOAT = ("lowrank", "quantize")
+"""Passes that read float layers: they run before quantize."""
+NEEDS_INTEGER = ("fold", "autofold")
+"""Passes that fold integer layers: they run after quantize."""
 
 _STEP = re.compile(r"\s*([a-z_][a-z0-9_]*)\s*(\{([^{}]*)\})?\s*(,|$)")
 
@@ -34,9 +47,12 @@ def _convert(pass_name: str, key: str, text: str, kind: type):
             if text.lower() not in ("true", "false", "1", "0"):
                 raise ValueError
             return text.lower() in ("true", "1")
-        return kind(text)
+        value = kind(text)
     except ValueError:
         raise PipelineError(f"option {key} of pass {pass_name} must be {kind.__name__}, got '{text}'") from None
+    if kind is float and not math.isfinite(value):
+        raise PipelineError(f"option {key} of pass {pass_name} must be a finite number, got '{text}'")
+    return value
 
 
 def parse_pipeline(text: str) -> list[Step]:
@@ -52,6 +68,7 @@ def parse_pipeline(text: str) -> list[Step]:
                                 "(expected: pass{option=value,...},pass,...)")
         info = lookup(m.group(1))
         options = {k: o.default for k, o in info.options.items()}
+        given: set[str] = set()
         for item in filter(None, (s.strip() for s in (m.group(3) or "").split(","))):
             key, eq, value = item.partition("=")
             key = key.strip()
@@ -60,6 +77,9 @@ def parse_pipeline(text: str) -> list[Step]:
             if key not in info.options:
                 known = ", ".join(sorted(info.options)) or "none"
                 raise PipelineError(f"pass {info.name} has no option '{key}' (its options: {known})")
+            if key in given:
+                raise PipelineError(f"option '{key}' of pass {info.name} is given twice")
+            given.add(key)
             options[key] = _convert(info.name, key, value.strip(), info.options[key].type)
         steps.append(Step(info.name, options))
         pos = m.end()
@@ -84,6 +104,7 @@ def run_pipeline(g: Graph, pipeline: str | list[Step], ctx: PassContext | None =
     g = g.clone()
     verify(g)
     for index, step in enumerate(steps, start=1):
+        _check_stage(g, step.name, names)
         lookup(step.name).run(g, ctx, **step.options)
         g.drop_unreferenced_arrays()
         try:
@@ -100,3 +121,23 @@ def run_pipeline(g: Graph, pipeline: str | list[Step], ctx: PassContext | None =
         if step.name == stop_after:
             break
     return g
+
+
+def _check_stage(g: Graph, pass_name: str, names: list[str]) -> None:
+    """Refuse a pass given the wrong kind of IR (float layers where it folds integer ones,
+    or the reverse); host-placed layers stay float and do not count."""
+    accel = [n for n in g.nodes if n.attrs.get("place", "accel") == "accel"]
+    float_layers = [n for n in accel if n.op in FLOAT_LAYER_OPS]
+    integer_layers = [n for n in accel if n.op in INTEGER_LAYER_OPS]
+    order = ", ".join(names)
+    if pass_name in NEEDS_INTEGER and float_layers:
+        raise PipelineError(f"{pass_name} needs the integer layers quantize makes (qmatmul, qconv), but the "
+                            f"graph still has float {float_layers[0].op} layers: put quantize before {pass_name} "
+                            f"(pipeline: {order})")
+    if pass_name == "quantize" and integer_layers:
+        raise PipelineError(f"quantize runs once: the graph's layers are already integer ({integer_layers[0].op}) "
+                            f"(pipeline: {order})")
+    if pass_name in NEEDS_FLOAT and integer_layers:
+        raise PipelineError(f"{pass_name} works on the float layers, but the graph's layers are already "
+                            f"integer ({integer_layers[0].op}): put {pass_name} before quantize "
+                            f"(pipeline: {order})")

@@ -30,10 +30,12 @@ from nnfpga.hardware import MULT_BITS
 from nnfpga.ir import Graph, IntType, QuantType, TensorType, run_batch
 from nnfpga.ir.ops import accumulator_bounds
 from nnfpga.ir.types import int_type_for_range
+from nnfpga.limits import check_run_size
 from nnfpga.passes.quantize_calib import CalibratedRanges, activation_range, check_options, weight_scale
 from nnfpga.passes.quantize_spatial import (fusable, fused_activation, quantize_add, quantize_avgpool, quantize_concat,
                                             quantize_conv, requantize_image, unify_concat_ranges)
 from nnfpga.passes.registry import Option, PassContext, register
+from nnfpga.sample_data import raw_pixel_note
 
 SYNTHETIC_SAMPLES = 256
 QUANTIZABLE = ("dense", "reshape", "transpose", "conv", "maxpool", "avgpool", "add", "concat")
@@ -100,6 +102,12 @@ def _ranges(g: Graph, ctx: PassContext, accel, kept: dict) -> dict[str, np.ndarr
 
 def _calibrated(g: Graph, ctx: PassContext) -> dict[str, np.ndarray]:
     # Calibration runs the whole float graph, host ops included (the interpreter runs them).
+    given = [np.asarray(x) for x in (ctx.calib or {}).values()]
+    samples = max((len(x) for x in given if x.ndim), default=0) if ctx.calib is not None else SYNTHETIC_SAMPLES
+    # Every value of every sample is kept, then stacked (a second copy), as float32.
+    held = 2 * 4 * samples * sum(int(np.prod(v.type.shape)) for v in g.values() if not v.is_const)
+    check_run_size(held, f"calibration on {samples} samples (every intermediate tensor kept)",
+                   "give fewer calibration samples (--calib) or a smaller model", CalibrationError)
     return run_batch(g, _calibration(g, ctx), keep_all=True,
                      progress=lambda done, total: ctx.progress("calibration", done, total))
 
@@ -110,6 +118,10 @@ def _calibration(g: Graph, ctx: PassContext) -> dict[str, np.ndarray]:
         if missing:
             raise CalibrationError(f"calibration data has no array for input(s) {', '.join(missing)} "
                                    f"(it has: {', '.join(sorted(ctx.calib)) or 'nothing'})")
+        for v in g.inputs:
+            note = raw_pixel_note(np.asarray(ctx.calib[v.name]))
+            if note:
+                ctx.warn(f"calibration data for input %{v.name}: {note}")
         return {v.name: ctx.calib[v.name] for v in g.inputs}
     ctx.warn(f"no calibration data (--calib): calibrating on {SYNTHETIC_SAMPLES} seeded standard-normal "
              "samples; accuracy on real data may suffer")

@@ -16,9 +16,9 @@ PACKAGES = {"nnfpga": "nnfpga", "nnfpga.ir": "ir", "nnfpga.frontend": "frontend"
 
 LAYERS = [
     ("foundations", ["nnfpga.errors", "nnfpga.version", "nnfpga.processes", "nnfpga.hardware", "nnfpga.devices",
-                     "nnfpga.calibration", "nnfpga.templates"]),
+                     "nnfpga.calibration", "nnfpga.templates", "nnfpga.limits"]),
     ("ir", ["nnfpga.ir"]),
-    ("on the IR", ["nnfpga.frontend", "nnfpga.builddir"]),
+    ("on the IR", ["nnfpga.frontend", "nnfpga.builddir", "nnfpga.sample_data"]),
     ("lowering", ["nnfpga.backends.rtl_layers", "nnfpga.backends.stream_model", "nnfpga.backends.fifo_depth",
                   "nnfpga.backends.lower", "nnfpga.backends.stream_graph", "nnfpga.backends.stream_latency",
                   "nnfpga.backends.stream_sim"]),
