@@ -98,11 +98,12 @@ def _ranges(g: Graph, ctx: PassContext, accel, kept: dict) -> dict[str, np.ndarr
 
 def _calibrated(g: Graph, ctx: PassContext) -> dict[str, np.ndarray]:
     # Calibration runs the whole float graph, host ops included (the interpreter runs them).
-    return run_batch(g, _calibration(g, ctx), keep_all=True,
+    return run_batch(g, calibration_inputs(g, ctx), keep_all=True,
                      progress=lambda done, total: ctx.progress("calibration", done, total))
 
 
-def _calibration(g: Graph, ctx: PassContext) -> dict[str, np.ndarray]:
+def calibration_inputs(g: Graph, ctx: PassContext) -> dict[str, np.ndarray]:
+    """The calibration samples per graph input: --calib, else seeded standard-normal ones (with a warning)."""
     if ctx.calib is not None:
         missing = [v.name for v in g.inputs if v.name not in ctx.calib]
         if missing:
