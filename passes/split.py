@@ -19,7 +19,8 @@ finish together when the device is filled: P_l LUT products per cycle (half the 
 LUTs at hardware.LUT_PRODUCT_LUT4[lut_bits] each) against P_d DSP products (one multiplier
 each, one per layer kept for its requantizer), r = P_l/(P_l+P_d). Every layer split at r
 with products shared in proportion to MACs gives both parts of every layer the same interval.
-A ratio that rounds to no channel (or all) leaves the layer whole, annotated with the one core.
+A ratio that rounds to no channel (or all) leaves the layer whole, annotated with the one core
+(no channel order changes, so this holds for the output layer too).
 
 The permutation is folded through relu, clip, max/average pool, pad (not on the channel axis)
 and an NCHW flatten into every consumer: a dense layer's weight rows, or a group-1 conv's
@@ -244,8 +245,11 @@ def split(g: Graph, ctx: PassContext, ratio: str, lut_bits: int, layers: str) ->
     plans, records = [], {}
     for node in chosen:  # decide everything on the graph as it came, then rewrite
         c = Candidate(node, _act(g, node), np.zeros(node.output.type.shape[1]))
+        count = int(round(fraction * c.channels))
         reason = ""
-        if c.channels < 2:
+        if c.channels >= 2 and count in (0, c.channels):
+            pass  # one core takes the whole layer: no channel order to restore
+        elif c.channels < 2:
             reason = f"it has {c.channels} output channel; a split needs at least 2"
         elif node.op == "conv" and node.attrs["group"] != 1:
             reason = f"it is a grouped convolution (group = {node.attrs['group']})"

@@ -147,6 +147,13 @@ def test_a_ratio_that_leaves_one_core_empty_annotates_the_whole_layer(ratio, cor
         assert not report[name]["split"] and core in report[name]["note"]
 
 
+def test_ratio_1_puts_every_layer_on_the_lut_core_even_the_output_layer():
+    g = _graph(MLP)
+    s, report = _run(g, "split{ratio=1,lut_bits=4}", _calib(g))
+    assert [(n.attrs["core"], n.attrs["wbits"]) for n in s.nodes if n.op == "dense"] == [("lut", 4)] * 3
+    assert all(not r["split"] for r in report.values())
+
+
 def test_auto_ratio_gives_cheaper_lut_products_a_larger_share():
     g = _graph(MLP)
     ratios = [auto_ratio(g, bits, "ecp5-85k") for bits in (2, 4, 8)]
