@@ -274,6 +274,62 @@ def test_ctrl_c_while_starting_up(tmp_path, model_path):
     assert not (tmp_path / "build").exists() and leftovers(tmp_path) == []
 
 
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text() if entry.name.isdigit() else None
+        except OSError:
+            continue
+        if stat:
+            children.setdefault(int(stat[stat.rindex(")") + 2:].split()[1]), []).append(int(entry.name))
+    found, todo = set(), list(children.get(pid, []))
+    while todo:
+        p = todo.pop()
+        found.add(p)
+        todo.extend(children.get(p, []))
+    return found
+
+
+def _interrupt_when(proc: subprocess.Popen, ready, sig=signal.SIGTERM) -> tuple[int, str, set[int]]:
+    """Wait until `ready()` and a child process runs, send `sig`; return (exit code, stderr,
+    the descendants seen just before the signal)."""
+    deadline = time.monotonic() + 180
+    while not (ready() and _descendants(proc.pid)):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    time.sleep(0.5)  # the tool is well under way
+    children = _descendants(proc.pid)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    return proc.returncode, err, children
+
+
+needs_compiler = pytest.mark.skipif(shutil.which("g++") is None or shutil.which("make") is None,
+                                    reason="Verilator needs g++ and make")
+
+
+@needs_compiler
+def test_sigterm_during_verify_leaves_no_simulator_build_and_no_compiler(tmp_path, built):
+    build = shutil.copytree(built, tmp_path / "build", ignore=shutil.ignore_patterns("sim"))
+    proc = subprocess.Popen([sys.executable, "-m", "nnfpga.cli", "verify", str(build), "--samples", "3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    code, err, children = _interrupt_when(proc, lambda: list(build.glob("sim/*.tmp*")))
+    assert code == 143 and "error: interrupted" in err and "Traceback" not in err
+    assert list(build.glob("sim/*.tmp*")) == []
+    assert children and [pid for pid in children if _running(pid)] == []
+
+
+def test_sigterm_during_synthesis_leaves_no_partial_directory_and_no_yosys(tmp_path, built):
+    build = shutil.copytree(built, tmp_path / "build")
+    proc = subprocess.Popen([sys.executable, "-m", "nnfpga.cli", "build", str(build)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    code, err, children = _interrupt_when(proc, lambda: list(build.glob(".synth.partial-*")))
+    assert code == 143 and "error: interrupted" in err and "Traceback" not in err
+    assert leftovers(build) == [] and not (build / "synth").exists()
+    assert children and [pid for pid in children if _running(pid)] == []
+
+
 CHILDREN = """
 import subprocess, sys, threading
 from nnfpga import processes
