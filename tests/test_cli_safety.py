@@ -17,7 +17,7 @@ import pytest
 
 from onnx_models import mlp, save
 from nnfpga import processes
-from nnfpga.builddir import commit_out_dir, prepare_out_dir
+from nnfpga.builddir import commit_out_dir, discard_out_dir, prepare_out_dir
 from nnfpga.cli import main
 from nnfpga.errors import BuildError
 from nnfpga.version import __version__
@@ -202,19 +202,38 @@ def test_run_save_into_a_missing_directory_is_refused_before_the_run(tmp_path, b
 
 # -- 3. two compiles into one directory ---------------------------------------------------------
 
-def test_the_rename_into_place_claims_the_directory(tmp_path, model_path, capsys):
-    """Both compiles found no directory and built; the second to finish must not replace the first."""
+def test_the_rename_into_place_claims_the_directory(tmp_path):
+    """Two compiles found no directory and built; the second to finish must not replace the first."""
     out = tmp_path / "build"
-    first, second = prepare_out_dir(out, False), prepare_out_dir(out, False)
+    first = prepare_out_dir(out, False)
+    second = tmp_path / ".build.partial-other"  # the other process's, made at the same moment
+    second.mkdir()
     (first / "manifest.json").write_text('{"who": "first"}')
     (second / "manifest.json").write_text('{"who": "second"}')
     commit_out_dir(first, out, False)
     with pytest.raises(BuildError, match="another process"):
         commit_out_dir(second, out, False)
     assert json.loads((out / "manifest.json").read_text()) == {"who": "first"}
-    assert second.exists()  # compile_model removes its own partial directory on the error
-    shutil.rmtree(second)
+    discard_out_dir(second)
     assert leftovers(tmp_path) == []
+
+
+def test_a_directory_being_written_is_refused_at_once(tmp_path, model_path, capsys):
+    out = tmp_path / "build"
+    writing = prepare_out_dir(out, False)  # held (locked) as a running compile holds it
+    line = refused(capsys, "compile", model_path, "-o", out)
+    assert "another nnfpga process is writing" in line
+    assert writing.is_dir() and not out.exists()
+    discard_out_dir(writing)
+
+
+def test_a_killed_compile_leaves_nothing_the_next_one_keeps(tmp_path, model_path, capsys):
+    stale = tmp_path / ".build.partial-killed"  # no process holds it: its writer was killed
+    (stale / "ir").mkdir(parents=True)
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    assert run_cli(capsys, "compile", model_path, "-o", tmp_path / "build")[0] == 0
+    assert leftovers(tmp_path) == [] and (tmp_path / "build" / "manifest.json").is_file()
 
 
 def test_concurrent_compiles_into_one_directory(tmp_path, model_path):
