@@ -1,5 +1,6 @@
 """The `nnfpga` subcommands (nnfpga/cli.py is the entry point, which states the contract):
-the argument parser, one function per subcommand, and the console output.
+the argument parser, one function per subcommand, and the console output. This module loads
+the whole compiler; cli.main imports it once its Ctrl-C handling is in place.
 """
 from __future__ import annotations
 
@@ -15,8 +16,20 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 from rich.text import Text
 
+from nnfpga.backends.synth import build_synth, describe_critical_path
+from nnfpga.build import CompileOptions, Hooks, compile_model
+from nnfpga.builddir import load_build, load_npz, match_inputs
 from nnfpga.devices import DEFAULT_DEVICE, DEVICES
 from nnfpga.errors import BuildError, NnfpgaError
+from nnfpga.finetune import finetune_lowrank
+from nnfpga.frontend import load_onnx_quantized
+from nnfpga.ir import print_graph
+from nnfpga.ir.textio import write_npz
+from nnfpga.passes import DEFAULT_PIPELINE, PassContext, parse_pipeline, run_pipeline
+from nnfpga.passes.partition import with_partition
+from nnfpga.report import build_report, format_text
+from nnfpga.run import run_build
+from nnfpga.verify import verify_build
 from nnfpga.version import __version__
 
 # Text from users (paths, names, messages quoting them) is never parsed as rich markup: it is
@@ -87,9 +100,6 @@ def _table(title: str, columns: tuple[str, ...]) -> Table:
 
 
 def cmd_compile(args) -> int:
-    # Loaded here, not at the top: start-up stays short and inside main's Ctrl-C handling.
-    from nnfpga.build import CompileOptions, Hooks, compile_model
-
     with _progress() as bar:
         options = CompileOptions(
             pipeline=args.pipeline, calib_path=args.calib, force=args.force,
@@ -112,10 +122,6 @@ def cmd_compile(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    # Loaded here, not at the top: start-up stays short and inside main's Ctrl-C handling.
-    from nnfpga.builddir import load_build
-    from nnfpga.verify import verify_build
-
     load_build(Path(args.dir))  # a clear message when DIR is not a build, before the tools are looked for
     _require_simulator_tools("verify")
     with _progress() as bar:
@@ -145,11 +151,6 @@ def _check_save_path(save: str) -> None:
 
 
 def cmd_run(args) -> int:
-    # Loaded here, not at the top: start-up stays short and inside main's Ctrl-C handling.
-    from nnfpga.builddir import load_build
-    from nnfpga.ir.textio import write_npz
-    from nnfpga.run import run_build
-
     if args.save:
         _check_save_path(args.save)
     load_build(Path(args.dir))
@@ -170,13 +171,6 @@ def cmd_run(args) -> int:
 
 
 def cmd_ir(args) -> int:
-    # Loaded here, not at the top: start-up stays short and inside main's Ctrl-C handling.
-    from nnfpga.builddir import load_npz, match_inputs
-    from nnfpga.frontend import load_onnx_quantized
-    from nnfpga.ir import print_graph
-    from nnfpga.passes import PassContext, parse_pipeline, run_pipeline
-    from nnfpga.passes.partition import with_partition
-
     g, fixed_quant = load_onnx_quantized(Path(args.model), _input_shapes(args.input_shape))
     if args.after:
         calib = match_inputs(g, load_npz(Path(args.calib), "calibration"), "calibration data") if args.calib else None
@@ -188,9 +182,6 @@ def cmd_ir(args) -> int:
 
 
 def cmd_finetune(args) -> int:
-    # Loaded here, not at the top: start-up stays short and inside main's Ctrl-C handling.
-    from nnfpga.finetune import finetune_lowrank
-
     with _progress() as bar:
         result = finetune_lowrank(Path(args.model), Path(args.output), Path(args.train), pipeline=args.pipeline,
                                   epochs=args.epochs, seed=args.seed, force=args.force, progress=_bar_updater(bar))
@@ -199,9 +190,6 @@ def cmd_finetune(args) -> int:
 
 
 def cmd_report(args) -> int:
-    # Loaded here, not at the top: start-up stays short and inside main's Ctrl-C handling.
-    from nnfpga.report import build_report, format_text
-
     report = build_report(Path(args.dir))  # also writes DIR/report.json and DIR/report.html
     if args.json:
         out.print(json.dumps(report, sort_keys=True), markup=False)
@@ -211,9 +199,6 @@ def cmd_report(args) -> int:
 
 
 def cmd_build(args) -> int:
-    # Loaded here, not at the top: start-up stays short and inside main's Ctrl-C handling.
-    from nnfpga.backends.synth import build_synth, describe_critical_path
-
     started: dict[str, float] = {}
     bar = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), TimeElapsedColumn(),
                    console=err, transient=True, disable=not err.is_terminal)
@@ -250,9 +235,6 @@ def cmd_build(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    # Loaded here, not at the top: start-up stays short and inside main's Ctrl-C handling.
-    from nnfpga.passes import DEFAULT_PIPELINE
-
     p = argparse.ArgumentParser(prog="nnfpga", description="Compile ONNX networks to bit-exact FPGA hardware.")
     p.add_argument("--version", action="version", version=f"nnfpga {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
