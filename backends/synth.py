@@ -37,7 +37,7 @@ from typing import Callable
 import jinja2
 
 from nnfpga import processes
-from nnfpga.builddir import MANIFEST, commit_out_dir, prepare_out_dir, write_atomically
+from nnfpga.builddir import MANIFEST, commit_out_dir, discard_out_dir, prepare_out_dir, write_atomically
 from nnfpga.devices import DEVICES, Device, device as lookup
 from nnfpga.errors import BuildError
 
@@ -596,6 +596,6 @@ def build_synth(build_dir: Path, *, target: str | None = None, freq_mhz: float =
         write_vivado_project(rtl_dir, build_dir / "project", vivado_dev, freq_mhz)
         commit_out_dir(tmp, out_dir, force, marker=SUMMARY)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        discard_out_dir(tmp)
         raise
     return summary

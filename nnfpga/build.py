@@ -25,8 +25,8 @@ from nnfpga.backends.lower import region_input, to_stream_order
 from nnfpga.backends.reference_onnx import to_reference_onnx
 from nnfpga.backends.stream_graph import StreamDesign, lower_stream
 from nnfpga.backends.verilog import emit_stream_verilog
-from nnfpga.builddir import (MANIFEST, check_out_dir, check_sample_shapes, commit_out_dir, load_npz, match_inputs,
-                             prepare_out_dir)
+from nnfpga.builddir import (MANIFEST, check_out_dir, check_sample_shapes, commit_out_dir, discard_out_dir,
+                             load_npz, match_inputs, prepare_out_dir)
 from nnfpga.devices import DEFAULT_DEVICE, Device, device
 from nnfpga.errors import BuildError, ModelError, PipelineError
 from nnfpga.frontend import load_onnx_quantized
@@ -155,10 +155,10 @@ def compile_model(model_path: Path, out_dir: Path, options: CompileOptions = Com
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         commit_out_dir(tmp, out_dir, options.force)
     except OSError as e:  # a full disk, a directory made read-only meanwhile, ...
-        shutil.rmtree(tmp, ignore_errors=True)
+        discard_out_dir(tmp)
         raise BuildError(f"cannot write {out_dir}: {e.strerror or e}") from None
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        discard_out_dir(tmp)
         raise
     return BuildResult(out_dir, final, manifest, timings)
 

@@ -6,10 +6,13 @@ Shared by compile (nnfpga/build.py), verify, run, report and synthesis (backends
 from __future__ import annotations
 
 import errno
+import fcntl
+import glob
 import json
 import os
 import shutil
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -129,9 +132,47 @@ def check_out_dir(out_dir: Path, force: bool, *, marker: str = MANIFEST, keep: t
                          "remove it yourself or choose another output directory")
 
 
+STALE_SECONDS = 60
+"""A partial directory no process holds is left over from a killed one, once it is this old
+(younger, its writer may not have locked it yet)."""
+_HELD: dict[Path, int] = {}
+"""Partial directories this process writes -> the open descriptor holding their lock."""
+
+
+def _lock(path: Path) -> int | None:
+    """A descriptor holding an exclusive lock on the directory `path`, or None when another
+    holds it. The lock ends with the descriptor, so a killed writer leaves none behind."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _clear_partials(out_dir: Path) -> None:
+    """Refuse when another process is writing `out_dir`; remove partial directories that
+    killed processes left behind."""
+    for partial in out_dir.parent.glob(f".{glob.escape(out_dir.name)}.partial-*"):
+        try:
+            fd = _lock(partial)
+            if fd is None:
+                raise BuildError(f"another nnfpga process is writing {out_dir} (into {partial.name}); "
+                                 "wait for it to finish")
+            try:
+                if time.time() - partial.stat().st_mtime > STALE_SECONDS:
+                    shutil.rmtree(partial, ignore_errors=True)
+            finally:
+                os.close(fd)
+        except (FileNotFoundError, NotADirectoryError):  # gone meanwhile, or not ours
+            continue
+
+
 def prepare_out_dir(out_dir: Path, force: bool, *, marker: str = MANIFEST, keep: tuple[Path, ...] = ()) -> Path:
-    """Check `out_dir` (check_out_dir) and return a fresh hidden sibling to build in, which
-    `commit_out_dir` moves into place."""
+    """Check `out_dir` (check_out_dir) and return a fresh hidden sibling to build in, locked
+    while this process writes it, which `commit_out_dir` moves into place (or
+    `discard_out_dir` removes)."""
     out_dir = Path(out_dir)
     check_out_dir(out_dir, force, marker=marker, keep=keep)
     existing = next(p for p in out_dir.absolute().parents if p.exists())
@@ -139,9 +180,24 @@ def prepare_out_dir(out_dir: Path, force: bool, *, marker: str = MANIFEST, keep:
         raise BuildError(f"cannot create {out_dir}: {existing} is a file, not a directory")
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+        _clear_partials(out_dir)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+        _HELD[tmp] = _lock(tmp)
+        return tmp
     except OSError as e:
         raise BuildError(f"cannot create {out_dir}: {e.strerror or e}") from None
+
+
+def _release(tmp: Path) -> None:
+    fd = _HELD.pop(tmp, None)
+    if fd is not None:
+        os.close(fd)
+
+
+def discard_out_dir(tmp: Path) -> None:
+    """Remove a partial directory from prepare_out_dir (the build failed or was interrupted)."""
+    _release(tmp)
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def commit_out_dir(tmp: Path, out_dir: Path, force: bool = True, *, marker: str = MANIFEST) -> None:
@@ -160,6 +216,7 @@ def commit_out_dir(tmp: Path, out_dir: Path, force: bool = True, *, marker: str 
         if out_dir.exists() or out_dir.is_symlink():
             raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(out_dir))
         tmp.rename(out_dir)
+        _release(tmp)
     except OSError as e:
         if trash is not None and (trash / "old").exists() and not out_dir.exists():
             (trash / "old").rename(out_dir)  # put the old build back

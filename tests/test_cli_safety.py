@@ -1,14 +1,10 @@
 """The CLI under user mistakes and faults: exit code 2, one `error:` line, no traceback, and
-the user's files as they were; --force replaces only a build; concurrent compiles into one
-directory cannot both succeed; SIGTERM and Ctrl-C leave nothing behind."""
+the user's files as they were; --force replaces only a build. Concurrent compiles and
+signals: test_cli_interrupts.py."""
 import errno
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 import tomllib
 from pathlib import Path
 
@@ -16,10 +12,7 @@ import numpy as np
 import pytest
 
 from onnx_models import mlp, save
-from nnfpga import processes
-from nnfpga.builddir import commit_out_dir, prepare_out_dir
 from nnfpga.cli import main
-from nnfpga.errors import BuildError
 from nnfpga.version import __version__
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -200,117 +193,7 @@ def test_run_save_into_a_missing_directory_is_refused_before_the_run(tmp_path, b
     assert not (build / "run.json").exists() and not (build / "sim").exists()
 
 
-# -- 3. two compiles into one directory ---------------------------------------------------------
-
-def test_the_rename_into_place_claims_the_directory(tmp_path, model_path, capsys):
-    """Both compiles found no directory and built; the second to finish must not replace the first."""
-    out = tmp_path / "build"
-    first, second = prepare_out_dir(out, False), prepare_out_dir(out, False)
-    (first / "manifest.json").write_text('{"who": "first"}')
-    (second / "manifest.json").write_text('{"who": "second"}')
-    commit_out_dir(first, out, False)
-    with pytest.raises(BuildError, match="another process"):
-        commit_out_dir(second, out, False)
-    assert json.loads((out / "manifest.json").read_text()) == {"who": "first"}
-    assert second.exists()  # compile_model removes its own partial directory on the error
-    shutil.rmtree(second)
-    assert leftovers(tmp_path) == []
-
-
-def test_concurrent_compiles_into_one_directory(tmp_path, model_path):
-    out = tmp_path / "build"
-    cmd = [sys.executable, "-m", "nnfpga.cli", "compile", str(model_path), "-o", str(out)]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
-    assert sorted(code for code, _ in results) == [0, 2], results
-    loser = next(err for code, err in results if code == 2)
-    assert "Traceback" not in loser and "error:" in loser and str(out) in loser
-    assert (out / "manifest.json").is_file() and leftovers(tmp_path) == []
-
-
-# -- 4. signals ---------------------------------------------------------------------------------
-
-def _start_compile(tmp_path: Path, out: Path) -> subprocess.Popen:
-    model = save(mlp(sizes=(256, 256, 256, 10)), tmp_path / "wide.onnx")  # a few seconds of work
-    return subprocess.Popen([sys.executable, "-m", "nnfpga.cli", "compile", str(model), "-o", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_a_signal_during_compile_removes_the_partial_directory(tmp_path, sig, code):
-    out = tmp_path / "build"
-    proc = _start_compile(tmp_path, out)
-    deadline = time.monotonic() + 120
-    while not leftovers(tmp_path) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert leftovers(tmp_path), "the compile never created its partial directory"
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == code, err
-    assert "error: interrupted" in err and "Traceback" not in err
-    assert leftovers(tmp_path) == [] and not out.exists()
-
-
-def test_ctrl_c_while_starting_up(tmp_path, model_path):
-    proc = subprocess.Popen([sys.executable, "-m", "nnfpga.cli", "compile", str(model_path), "-o",
-                             str(tmp_path / "build")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(0.3)  # the compiler's modules are still loading
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    if proc.returncode == 0:
-        pytest.skip("the compile finished before the signal")
-    assert proc.returncode == 130 and "Traceback" not in err, err
-    assert [line for line in err.splitlines() if line.strip()] == ["error: interrupted"]
-
-
-CHILDREN = """
-import subprocess, sys, threading
-from nnfpga import processes
-with processes.interruptible():
-    # as cocotb's runner starts Verilator: a plain child in our process group, from a thread
-    plain = subprocess.Popen(["sleep", "60"])
-    # as the tools are started: a group of their own, with a grandchild
-    threading.Thread(target=processes.run, args=(["sh", "-c", "sleep 60 & echo $! > grandchild; wait"],),
-                     daemon=True).start()
-    open("plain", "w").write(str(plain.pid))
-    try:
-        threading.Event().wait(60)
-    except KeyboardInterrupt:
-        print("interrupted", flush=True)
-        sys.exit(143)
-"""
-
-
-def _running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def test_sigterm_stops_children_and_grandchildren(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-c", CHILDREN], cwd=tmp_path, stdout=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while not all((tmp_path / f).is_file() and (tmp_path / f).read_text().strip() for f in ("plain", "grandchild")):
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.05)
-    pids = [int((tmp_path / f).read_text()) for f in ("plain", "grandchild")]
-    assert all(_running(pid) for pid in pids)
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=30)
-    assert proc.returncode == 143 and "interrupted" in out
-    time.sleep(0.2)
-    assert [pid for pid in pids if _running(pid)] == []
-
-
-def test_interruptible_restores_the_handlers():
-    before = signal.getsignal(signal.SIGTERM)
-    with processes.interruptible():
-        assert signal.getsignal(signal.SIGTERM) is not before
-    assert signal.getsignal(signal.SIGTERM) is before
-
-
-# -- 5. small items -----------------------------------------------------------------------------
+# -- 3. small items -----------------------------------------------------------------------------
 
 def test_version(capsys):
     with pytest.raises(SystemExit) as exit_:

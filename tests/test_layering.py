@@ -26,7 +26,8 @@ LAYERS = [
     ("passes", ["nnfpga.passes"]),
     ("emitters", ["nnfpga.backends"]),
     ("harness", ["nnfpga.hw_tests"]),
-    ("driver", ["nnfpga.verify", "nnfpga.run", "nnfpga.build", "nnfpga.report", "nnfpga.cli", "nnfpga"]),
+    ("driver", ["nnfpga.verify", "nnfpga.run", "nnfpga.build", "nnfpga.report", "nnfpga.commands", "nnfpga.cli",
+                "nnfpga"]),
 ]
 """Lowest first. A module belongs to the entry naming it or its closest enclosing package."""
 
