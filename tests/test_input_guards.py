@@ -103,6 +103,7 @@ def _damaged_member_npz(path):
     (lambda p: np.savez(p, x=_with_value(np.inf)), ["array 'x'", "NaN or infinite"]),
     (lambda p: np.savez(p, x=_with_value(-np.inf)), ["array 'x'", "NaN or infinite"]),
     (lambda p: np.savez(p, x=_calib(0)), ["array 'x'", "no samples"]),
+    (lambda p: np.savez(p, x=_calib().astype(np.float64) * 1e300), ["array 'x'", "beyond float32's range"]),
     (lambda p: np.savez(p, x=np.float32(1.0)), ["array 'x'", "single number"]),
     (lambda p: np.savez(p, x=np.array(["a", "b"])), ["array 'x'", "integer or floating-point"]),
     (lambda p: np.savez(p, x=_calib().astype(np.complex64)), ["array 'x'", "complex64"]),
@@ -243,3 +244,14 @@ def test_an_infinite_clip_bound_is_still_legal(tmp_path, capsys):
     code, out, err = run_cli(capsys, "ir", path)
     assert code == 0, err
     assert "clip" in out and "inf" not in out
+
+
+@pytest.mark.parametrize("command", [["verify"], ["run", "--accelerator", "reference"]])
+def test_bad_inputs_for_verify_and_run_are_refused(tmp_path, model_path, capsys, command):
+    build = tmp_path / "b"
+    assert run_cli(capsys, "compile", model_path, "-o", build)[0] == 0
+    before = sorted(p.name for p in build.iterdir())
+    np.savez(tmp_path / "inputs.npz", x=_with_value(np.inf))
+    code, _, err = run_cli(capsys, command[0], build, *command[1:], "--inputs", tmp_path / "inputs.npz")
+    assert code == 2 and len(error_lines(err)) == 1 and "NaN or infinite" in err and "inputs.npz" in err
+    assert sorted(p.name for p in build.iterdir()) == before  # no verify.json, run.json or sim/
