@@ -3,8 +3,10 @@
     declared sizes   every tensor whose static shape shape inference gives (inputs, results,
                      initializers) must fit nnfpga.limits' per-tensor budget: a 200-byte model
                      can declare a 6 GiB input or ConstantOfShape result
-    finite data      float constants (initializers, Constant nodes, constants folded from them)
-                     hold no NaN or ±Inf: quantization would turn them into garbage integers
+    finite data      float constants the model computes with (weights and biases: initializers,
+                     Constant nodes, constants folded from them) hold no NaN or ±Inf, and float
+                     attributes (Gemm's alpha, an epsilon) none either: quantization would turn
+                     them into garbage integers. Clip's bounds may be infinite (no bound).
 
 Each error names the tensor.
 """
@@ -70,3 +72,24 @@ def check_finite(name: str, data: np.ndarray, where: str, what: str = "constant"
         raise ModelError(f"{where}: {what} '{name}' holds {int(bad.sum())} NaN or infinite value(s) "
                          f"(the first at index {first}); nnfpga cannot quantize such a model — fix or "
                          "retrain it")
+
+
+INFINITE_ALLOWED = {("Clip", "min"), ("Clip", "max")}
+"""Float attributes that may be ±Inf (old opsets' Clip: an infinite bound is no bound)."""
+
+
+def check_float_attributes(model: onnx.ModelProto, where: str) -> None:
+    """Refuse NaN in any float attribute and ±Inf outside INFINITE_ALLOWED, naming the node."""
+    for node in model.graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.FLOAT:
+                values = [attr.f]
+            elif attr.type == onnx.AttributeProto.FLOATS:
+                values = list(attr.floats)
+            else:
+                continue
+            bad = [v for v in values if np.isnan(v) or (np.isinf(v) and (node.op_type, attr.name) not in INFINITE_ALLOWED)]
+            if bad:
+                who = f"node '{node.name}'" if node.name else f"the node producing '{node.output[0] if node.output else '?'}'"
+                raise ModelError(f"{where}: attribute '{attr.name}' of {node.op_type} ({who}) is {bad[0]}; "
+                                 "nnfpga needs finite numbers")

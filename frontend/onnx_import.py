@@ -59,7 +59,7 @@ from nnfpga.frontend.onnx_common import Unsupported as _Unsupported
 from nnfpga.frontend.onnx_common import describe as _describe
 from nnfpga.frontend.onnx_common import node_attrs as _attrs
 from nnfpga.frontend.onnx_common import optional_input as _optional
-from nnfpga.frontend.onnx_guards import check_declared_sizes, check_finite
+from nnfpga.frontend.onnx_guards import check_declared_sizes, check_finite, check_float_attributes
 from nnfpga.frontend.onnx_quantized import FixedQuant, is_quantized, unquantize
 from nnfpga.frontend.onnx_spatial import SPATIAL_HANDLERS
 from nnfpga.ir import F32, Graph, TensorType, Value, clean_name, verify
@@ -121,6 +121,7 @@ def load_onnx_quantized(path_or_model, input_shapes: dict[str, list[int]] | None
         model, fixed = unquantize(model)
     opset = _default_opset(model, where)
     _reject_unsupported_op_types(model, where)
+    check_float_attributes(model, where)
     model = _convert_opset(model, opset, where)
     _fix_input_shapes(model, input_shapes or {}, where)
     model = _infer_shapes(model, where)
@@ -344,6 +345,8 @@ class _Importer:
         """ONNX tensor name -> IR value (inputs, node results, materialised constants)."""
         self.consts: dict[str, np.ndarray] = {}
         """ONNX tensor name -> data, for initializers and Constant results."""
+        self.origin: dict[str, str] = {}
+        """ONNX tensor name -> what made the constant, as messages name it."""
         self.poisoned: set[str] = set()
         """Results of nodes that could not be translated (their readers are skipped)."""
         self.problems: list[tuple[onnx.NodeProto, str]] = []
@@ -358,7 +361,7 @@ class _Importer:
         graph = self.onnx_graph
         for t in graph.initializer:
             self.consts[t.name] = _initializer_data(t, self.where)
-            check_finite(t.name, self.consts[t.name], self.where, "initializer")
+            self.origin[t.name] = "initializer"
         for inp in graph.input:
             if inp.name in self.consts:
                 continue  # an initializer listed as an input is a constant
@@ -416,6 +419,9 @@ class _Importer:
             raise _Unsupported(f"tensor '{name}' is a {data.dtype} constant; only float32 tensors are computed")
         if data.size == 0:
             raise _Unsupported(f"tensor '{name}' is empty (shape {list(data.shape)})")
+        # Checked here, where a constant becomes data the model computes with (a weight, a bias);
+        # an infinite Clip bound read elsewhere stays legal.
+        check_finite(name, data, self.where, self.origin.get(name, "constant"))
         # np.array, not ascontiguousarray: the latter turns a 0-d scalar into shape [1].
         value = self.g.add_const(name, np.array(data, np.float32, order="C"), TensorType(data.shape, F32))
         self.values[name] = value
@@ -498,7 +504,7 @@ class _Importer:
             return False
         outputs = [o for o in node.output if o]
         for name, data in zip(outputs, _evaluate(node, [self.consts[n] for n in node.input], self.where)):
-            check_finite(name, data, self.where, f"constant computed by {node.op_type} ({_describe(node)})")
+            self.origin[name] = f"constant computed by {node.op_type} ({_describe(node)})"
             self.consts[name] = data
         return True
 
@@ -620,7 +626,7 @@ def _constant(imp: _Importer, node: onnx.NodeProto) -> None:
         data = np.array(value, np.int64)
     else:
         raise _Unsupported(f"Constant given by '{name}' is not supported")
-    check_finite(node.output[0], data, imp.where, f"Constant ({_describe(node)})")
+    imp.origin[node.output[0]] = f"Constant ({_describe(node)})"
     imp.consts[node.output[0]] = data
 
 

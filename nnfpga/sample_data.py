@@ -3,10 +3,10 @@ before a model sees it.
 
 An .npz is a zip of .npy arrays. Each array's header is read first, so a file announcing an
 array larger than the machine's memory is refused before anything is allocated; then every
-array must hold numbers (no NaN or ±Inf), at least one sample on axis 0. Every message names
-the file and the array. Data that is whole numbers from 0 to at most 255 (above 10) is
-accepted with a warning (`raw_pixel_note`): it looks like raw 8-bit pixels given to a model
-that was most likely trained on scaled inputs.
+array must hold numbers (no NaN or ±Inf, none beyond float32's range), at least one sample
+on axis 0. Every message names the file and the array. Data that is whole numbers from 0 to
+at most 255 (above 10) is accepted with a warning (`raw_pixel_note`): it looks like raw 8-bit
+pixels given to a model that was most likely trained on scaled inputs.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from nnfpga.errors import CalibrationError
 from nnfpga.limits import check_tensor_size
 
 NPY_MAGIC = b"\x93NUMPY"
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 RAW_PIXEL_MAX = 255
 RAW_PIXEL_MIN_MAX = 10
 """raw_pixel_note's rule: whole numbers, none below 0, the largest in (10, 255]."""
@@ -91,6 +92,9 @@ def check_arrays(arrays: dict[str, np.ndarray], what: str, path: Path | str) -> 
                 sample = int(np.argwhere(bad)[0][0])
                 raise CalibrationError(f"{where} holds {int(bad.sum())} NaN or infinite value(s), the first in "
                                        f"sample {sample}; clean or drop those samples")
+            if x.dtype.itemsize > 4 and np.abs(x).max() > FLOAT32_MAX:  # the model computes in float32
+                raise CalibrationError(f"{where} holds values up to {np.abs(x).max():g}, beyond float32's range "
+                                       f"(±{FLOAT32_MAX:.4g}), which the model computes in")
 
 
 def raw_pixel_note(x: np.ndarray) -> str | None:

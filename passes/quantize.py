@@ -106,8 +106,13 @@ def _calibrated(g: Graph, ctx: PassContext) -> dict[str, np.ndarray]:
     held = 2 * 4 * samples * sum(int(np.prod(v.type.shape)) for v in g.values() if not v.is_const)
     check_run_size(held, f"calibration on {samples} samples (every intermediate tensor kept)",
                    "give fewer calibration samples (--calib) or a smaller model", CalibrationError)
-    return run_batch(g, calibration_inputs(g, ctx), keep_all=True,
-                     progress=lambda done, total: ctx.progress("calibration", done, total))
+    env = run_batch(g, calibration_inputs(g, ctx), keep_all=True,
+                    progress=lambda done, total: ctx.progress("calibration", done, total))
+    for name, values in env.items():  # finite data can still overflow float32 inside the model
+        if np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values)):
+            raise CalibrationError(f"calibration: %{name} takes NaN or infinite values on the calibration data "
+                                   "(float32 overflows); the data is far larger than the model expects")
+    return env
 
 
 def calibration_inputs(g: Graph, ctx: PassContext) -> dict[str, np.ndarray]:
@@ -261,8 +266,10 @@ def _quantize_dense(g: Graph, node, xq, y_t: QuantType, weights: LayerWeights):
     b = g.const_data(node.inputs[2]).astype(np.float64)
     x_t: QuantType = xq.type.element
     w_scale, wbits, w_int = weights.scale, weights.bits, weights.ints
-    bias = np.rint(b / (x_t.scale * w_scale)).astype(np.int64) - x_t.zero_point * w_int.sum(axis=0)
-    if np.abs(bias).max(initial=0) >= 2**31:
+    scaled_bias = np.rint(b / (x_t.scale * w_scale))
+    fits = np.all(np.abs(scaled_bias) < 2**31)  # in float first: a vanishing scale overflows int64
+    bias = np.where(fits, scaled_bias, 0).astype(np.int64) - x_t.zero_point * w_int.sum(axis=0)
+    if not fits or np.abs(bias).max(initial=0) >= 2**31:
         raise PipelineError(f"quantize: the bias of %{name} does not fit 32 bits at this input scale")
 
     w_type = TensorType(w.shape, QuantType(IntType(wbits, True), g.add_array(name + "_w.scale", w_scale).name, 0, 1))

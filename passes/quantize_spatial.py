@@ -77,8 +77,10 @@ def quantize_conv(g: Graph, node, xq, y_t: QuantType, act, weights: LayerWeights
     x_t: QuantType = xq.type.element
     o = w.shape[0]
     w_scale, wbits, w_int = weights.scale, weights.bits, weights.ints
-    bias = np.rint(b / (x_t.scale * w_scale)).astype(np.int64) - x_t.zero_point * w_int.reshape(o, -1).sum(axis=1)
-    if np.abs(bias).max(initial=0) >= 2**31:
+    scaled_bias = np.rint(b / (x_t.scale * w_scale))
+    fits = np.all(np.abs(scaled_bias) < 2**31)  # in float first: a vanishing scale overflows int64
+    bias = np.where(fits, scaled_bias, 0).astype(np.int64) - x_t.zero_point * w_int.reshape(o, -1).sum(axis=1)
+    if not fits or np.abs(bias).max(initial=0) >= 2**31:
         raise PipelineError(f"quantize: the bias of %{name} does not fit 32 bits at this input scale")
 
     w_type = TensorType(w.shape, QuantType(IntType(wbits, True), g.add_array(name + "_w.scale", w_scale).name, 0, 0))

@@ -103,6 +103,7 @@ def _damaged_member_npz(path):
     (lambda p: np.savez(p, x=_with_value(np.inf)), ["array 'x'", "NaN or infinite"]),
     (lambda p: np.savez(p, x=_with_value(-np.inf)), ["array 'x'", "NaN or infinite"]),
     (lambda p: np.savez(p, x=_calib(0)), ["array 'x'", "no samples"]),
+    (lambda p: np.savez(p, x=_calib().astype(np.float64) * 1e300), ["array 'x'", "beyond float32's range"]),
     (lambda p: np.savez(p, x=np.float32(1.0)), ["array 'x'", "single number"]),
     (lambda p: np.savez(p, x=np.array(["a", "b"])), ["array 'x'", "integer or floating-point"]),
     (lambda p: np.savez(p, x=_calib().astype(np.complex64)), ["array 'x'", "complex64"]),
@@ -193,7 +194,26 @@ def _huge_constant_of_shape():
     return _one_node_model(nodes, [x], y, [shape])
 
 
+def _infinite_alpha():
+    model = mlp()
+    gemm = model.graph.node[0]
+    gemm.attribute.append(helper.make_attribute("alpha", float("inf")))
+    return model
+
+
+def _clip_without_upper_bound(opset=13):
+    """Clip(x, 0, +inf): an infinite bound is no bound, a legal model."""
+    model = mlp()
+    last = model.graph.node[-1]
+    model.graph.initializer.extend([numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
+                                    numpy_helper.from_array(np.array(np.inf, np.float32), "hi")])
+    model.graph.node.append(helper.make_node("Clip", [last.output[0], "lo", "hi"], ["clipped"], name="clip"))
+    model.graph.output[0].name = "clipped"
+    return model
+
+
 @pytest.mark.parametrize("make, phrases", [
+    (_infinite_alpha, ["attribute 'alpha'", "Gemm", "gemm0", "inf"]),
     (_nan_weight, ["initializer 'w0'", "NaN or infinite", "index [1, 2]"]),
     (_inf_constant_node, ["'b0'", "NaN or infinite"]),
     (_inf_folded_constant, ["'b0'", "divide_by_zero", "NaN or infinite"]),
@@ -217,3 +237,21 @@ def test_the_memory_budget_follows_the_machine(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(limits, "physical_memory", lambda: 1 << 10)
     code, _, err = run_cli(capsys, "compile", path, "-o", tmp_path / "build")
     assert_refused(tmp_path, code, err, "refused before allocating")
+
+
+def test_an_infinite_clip_bound_is_still_legal(tmp_path, capsys):
+    path = save(_clip_without_upper_bound(), tmp_path / "model.onnx")
+    code, out, err = run_cli(capsys, "ir", path)
+    assert code == 0, err
+    assert "clip" in out and "inf" not in out
+
+
+@pytest.mark.parametrize("command", [["verify"], ["run", "--accelerator", "reference"]])
+def test_bad_inputs_for_verify_and_run_are_refused(tmp_path, model_path, capsys, command):
+    build = tmp_path / "b"
+    assert run_cli(capsys, "compile", model_path, "-o", build)[0] == 0
+    before = sorted(p.name for p in build.iterdir())
+    np.savez(tmp_path / "inputs.npz", x=_with_value(np.inf))
+    code, _, err = run_cli(capsys, command[0], build, *command[1:], "--inputs", tmp_path / "inputs.npz")
+    assert code == 2 and len(error_lines(err)) == 1 and "NaN or infinite" in err and "inputs.npz" in err
+    assert sorted(p.name for p in build.iterdir()) == before  # no verify.json, run.json or sim/
