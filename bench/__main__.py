@@ -14,6 +14,8 @@ repository root. Sections:
              MLPs and CNNs at several foldings
   lowrank    accuracy vs MACs of factored MNIST/digits models before and after fine-tuning,
              and cycles per inference factored vs whole (only when named in --only)
+  split      accuracy of the MNIST and digits MLPs split between 4-bit LUT and 8-bit DSP
+             parts at several ratios, against int8 (only when named in --only)
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from rich.console import Console
 
 from bench import common
 
-SECTIONS = ("compiler", "verify", "hardware", "peers", "cost", "lowrank")
+SECTIONS = ("compiler", "verify", "hardware", "peers", "cost", "lowrank", "split")
 ALIASES = {"compile": "compiler", "verification": "verify", "hw": "hardware", "peer": "peers", "cost_model": "cost"}
 
 
@@ -114,7 +116,8 @@ def parse_args(argv):
     p.add_argument("--from", dest="from_json", metavar="FILE.json", default=None,
                    help="measure nothing: print the tables of a saved result")
     args = p.parse_args(argv)
-    chosen = [s for s in SECTIONS if s != "lowrank"]  # lowrank trains models (14+ minutes): --only lowrank
+    # lowrank trains models (14+ minutes), split runs 10,000 MNIST images per row: --only lowrank,split
+    chosen = [s for s in SECTIONS if s not in ("lowrank", "split")]
     if args.only:
         chosen = []
         for name in (n.strip() for n in args.only.split(",") if n.strip()):
@@ -152,10 +155,10 @@ def main(argv=None) -> int:
               f"({machine['cpu_model']}), load average {', '.join(f'{v:.2f}' for v in machine['load_average_at_start'] or [])}")
     out.print(f"[yellow]{ctx.synth_note}[/yellow]", markup=True)
 
-    from bench import compiler, cost_model, hardware, lowrank, peers, verification
+    from bench import compiler, cost_model, hardware, lowrank, peers, split, verification
 
     modules = {"compiler": compiler, "verify": verification, "hardware": hardware, "peers": peers,
-               "cost": cost_model, "lowrank": lowrank}
+               "cost": cost_model, "lowrank": lowrank, "split": split}
     record = {"schema": 1, "date": iso, "mode": mode, "sections_run": args.sections, "target": args.target,
               "seed": args.seed, "machine": machine, "synth": ctx.synth_note, "sections": {}, "errors": {}}
     for name in args.sections:
@@ -187,10 +190,10 @@ def main(argv=None) -> int:
 
 
 def section_tables(name: str, result: dict) -> list:
-    from bench import compiler, cost_model, hardware, lowrank, peers, verification
+    from bench import compiler, cost_model, hardware, lowrank, peers, split, verification
 
     module = {"compiler": compiler, "verify": verification, "hardware": hardware, "peers": peers,
-              "cost": cost_model, "lowrank": lowrank}[name]
+              "cost": cost_model, "lowrank": lowrank, "split": split}[name]
     return module.tables(result) if hasattr(module, "tables") else [module.table(result)]
 
 
