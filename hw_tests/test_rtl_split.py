@@ -32,3 +32,16 @@ def test_split_digits_mlp_is_bit_exact_at_its_parts_rate(tmp_path):
     assert result["bit_exact"]
     assert result["cycles_per_inference"] == result["predicted_cycles_per_inference"] == 64
     assert result["latency_cycles"] == result["predicted_latency_cycles"]
+
+
+def test_split_digits_cnn_is_bit_exact(tmp_path):
+    digits = EXAMPLES / "digits_cnn"
+    out = tmp_path / "b"
+    build = compile_model(digits / "model.onnx", out, CompileOptions(
+        calib_path=digits / "calib.npz", pipeline="canonicalize,split{ratio=0.5,lut_bits=4},quantize,channels_last,fold{pe=2,simd=4}"))
+    split = [r for r in build.manifest["pass_reports"] if r["pass"] == "split" and r["split"]]
+    assert any(r["op"] == "conv" for r in split)
+    result = verify_build(out, inputs_path=digits / "test.npz", samples=40, seed=7)
+    assert result["mismatches"] == 0 and result["ir_vs_reference_mismatches"] == 0
+    assert result["bit_exact"]
+    assert result["cycles_per_inference"] == result["predicted_cycles_per_inference"]

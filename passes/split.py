@@ -41,6 +41,7 @@ from nnfpga.hardware import LUT_PRODUCT_LUT4
 from nnfpga.ir import F32, Graph, Node, TensorType, run_batch
 from nnfpga.ir.spatial import conv_kernel
 from nnfpga.passes.quantize import calibration_inputs
+from nnfpga.passes.quantize_calib import weight_scale
 from nnfpga.passes.quantize_weights import weight_rows
 from nnfpga.passes.registry import Option, PassContext, register
 
@@ -86,9 +87,10 @@ def _act(g: Graph, node: Node) -> Node | None:
 
 
 def _quantized_rows(rows: np.ndarray, bits: int) -> np.ndarray:
-    wmax = (1 << (bits - 1)) - 1
-    scale = np.abs(rows).max(axis=1, keepdims=True) / wmax
+    """Each row (output channel) quantized and back, as quantize's minmax weights."""
+    scale = weight_scale(rows, bits, "minmax")[:, None]
     scale = np.where(scale > 0, scale, 1.0)
+    wmax = (1 << (bits - 1)) - 1
     return np.clip(np.rint(rows / scale), -wmax, wmax) * scale
 
 
@@ -103,8 +105,8 @@ def channel_errors(g: Graph, node: Node, x: np.ndarray, bits: int) -> np.ndarray
     zero = np.zeros(len(rows))
     total = np.zeros(len(rows))
     for sample in x:
-        out = conv_kernel(g, node, sample, w, zero)[0].astype(np.float64)  # [1, N, H, W]
-        total += np.mean(out[0] ** 2, axis=tuple(range(1, out.ndim - 1)))
+        out = conv_kernel(g, node, sample, w, zero)[0].astype(np.float64)  # [1, N, OH, OW]
+        total += np.mean(out.reshape(len(rows), -1) ** 2, axis=1)  # over the output pixels
     return total / len(x)
 
 

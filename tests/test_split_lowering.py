@@ -1,16 +1,20 @@
 """The stream lowering of a split layer's join: a FIFO behind each part lets both run at their
 own rate (the cycle model of backends/stream_sim.py, which Verilator matches in
-hw_tests/test_rtl_split.py)."""
+hw_tests/test_rtl_split.py); the HLS backend computes the same integers."""
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from nnfpga.backends import stream_graph
 from nnfpga.backends.lower import region_input
 from nnfpga.backends.stream_graph import lower_stream
 from nnfpga.backends.verilog import predicted_timing
+from nnfpga.build import CompileOptions, compile_model
 from nnfpga.frontend import load_onnx
 from nnfpga.passes import PassContext, run_pipeline
+from test_hls_models import csim_and_golden
 
 DIGITS = Path(__file__).resolve().parents[1] / "examples" / "digits_mlp"
 
@@ -47,3 +51,14 @@ def test_a_concat_of_two_unrelated_layers_gets_no_split_fifo():
     design = lower_stream(g, region_input(g))
     assert [f["join"] for f in design.fifos if f["derivation"].startswith("split layer")] == \
         [f["join"] for f in design.fifos if "relu0" in f["derivation"]]
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not installed")
+def test_split_digits_mlp_hls_csim_equals_the_reference(tmp_path):
+    build = tmp_path / "build"
+    compile_model(DIGITS / "model.onnx", build, CompileOptions(
+        pipeline="canonicalize,split{ratio=0.5},quantize,channels_last,fold{pe=2,simd=4}", calib_path=DIGITS / "calib.npz"))
+    x = np.load(DIGITS / "test.npz")["input"][:200]
+    out, golden = csim_and_golden(build, x, tmp_path / "csim")
+    assert out.shape == golden.shape == (200, 10)
+    assert np.array_equal(out, golden)
