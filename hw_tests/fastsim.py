@@ -246,7 +246,8 @@ def _run(binary: Path, run_dir: Path, args: list[str], log: Path, on_done: Calla
 
 
 def _check_verdict(rtl_dir: Path, result: dict, text: str, log: Path, total: int, design: dict) -> None:
-    """Protocol faults are errors, as in the cocotb path; mismatching values are counted."""
+    """Protocol faults are errors, as in the cocotb path; mismatching values are counted.
+    A misplaced tlast or an extra beat comes first: a design that does either often stalls next."""
     out_beats = design["output"]["beats"]
     trouble = [line for line in text.splitlines()
                if line.startswith("%Error") or (line.startswith("%Warning") and "$readmem" in line)]
@@ -254,10 +255,6 @@ def _check_verdict(rtl_dir: Path, result: dict, text: str, log: Path, total: int
         raise BuildError(f"simulation of {rtl_dir} reported:\n" + "\n".join(trouble[:10])
                          + f"\nevery file the design reads with $readmemh must be listed in {DESIGN_FILE} "
                          f"'mem_files'\nfull log: {log}")
-    if result["stalled"]:
-        raise BuildError(f"simulation of {rtl_dir} failed: the design stopped: no transfer on either stream "
-                         f"after cycle {result['cycles']}, with {result['beats_out'] // out_beats} of {total} "
-                         f"inferences out\nfull log: {log}")
     if result["tlast_errors"]:
         raise BuildError(f"simulation of {rtl_dir} failed: m_axis_tlast misplaced on {result['tlast_errors']} "
                          f"output beats (first at cycle {result['first_tlast_error_cycle']}); it must be 1 exactly "
@@ -265,5 +262,9 @@ def _check_verdict(rtl_dir: Path, result: dict, text: str, log: Path, total: int
     if result["extra_beats"]:
         raise BuildError(f"simulation of {rtl_dir} failed: {result['extra_beats']} output beats beyond the "
                          f"{total} expected inferences (first at cycle {result['first_extra_cycle']})")
+    if result["stalled"]:
+        raise BuildError(f"simulation of {rtl_dir} failed: the design stopped: no transfer on either stream "
+                         f"after cycle {result['cycles']}, with {result['beats_out'] // out_beats} of {total} "
+                         f"inferences out\nfull log: {log}")
     if result["lost_beats"]:
         raise BuildError(f"simulation of {rtl_dir} failed: {result['lost_beats']} output beats never came")

@@ -428,6 +428,7 @@ def simulate(rtl_dir: Path, inputs, expected=None, *, work_dir: Path, gap_prob: 
         "seed": int(seed),
         "timing_samples": int(timing_samples),
         "idle_cycles": max(16, 2 * predicted),
+        "drain_cycles": max(64, 2 * predicted),
         "stall_cycles": max(10_000, 50 * predicted),
         "outputs": str(run_dir / "outputs.npy"),
         "result": str(run_dir / "result.json"),
