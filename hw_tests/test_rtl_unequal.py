@@ -67,3 +67,26 @@ def test_unequal_dilations_strides_and_kernels_are_bit_exact(tmp_path, fold):
     latency, interval = predicted_timing(design)
     assert result.cycles_per_inference == interval
     assert result.latency_cycles == latency
+
+
+@pytest.mark.parametrize("bug", [("XW'(DW * CB)", "XW'(DH * CB)"), ("XW'(SW * CB)", "XW'(SH * CB)")],
+                         ids=["dh-for-dw", "sh-for-sw"])
+def test_a_window_mixing_up_the_axes_is_caught(tmp_path, bug):
+    """The test above would fail on the bug it is there for: the window stepping along x by
+    the y axis' dilation or stride."""
+    g, calib = _graph(UNEQUAL, seed=4)
+    q = run_pipeline(g, parse_pipeline("quantize,channels_last,fold{pe=2,simd=4}"), PassContext(calib=calib))
+    x = region_input(q)
+    design = lower_stream(q, x)
+    rtl = tmp_path / "rtl"
+    emit_stream_verilog(design, rtl)
+    window = rtl / "nnfpga_window.sv"
+    text = window.read_text()
+    assert text.count(bug[0]) == 1, "the window module changed; update this mutation"
+    window.write_text(text.replace(*bug))
+    env = run_batch(q, calib, keep_all=True)
+    count = len(calib[g.inputs[0].name])
+    expected = to_stream_order(env[design.output_value.name], design.output_value.type.shape).reshape(count, -1)
+    result = simulate_fast(rtl, to_stream_order(env[x.name], x.type.shape)[:16], expected[:16].astype(np.int64),
+                           work_dir=tmp_path / "sim", seed=5, timing_samples=0)
+    assert result.mismatches > 8
