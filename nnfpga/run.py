@@ -3,7 +3,7 @@
     graph inputs -> host prefix (TVM) -> quantize -> accelerator -> dequantize
                  -> host suffix (TVM) -> graph outputs
 
-The accelerator is the Verilated RTL (hw_tests.sim.simulate, inputs back to back: no gaps,
+The accelerator is the Verilated RTL (hw_tests.fastsim.simulate_fast, inputs back to back: no gaps,
 no backpressure), or with accelerator="reference" onnxruntime on reference.onnx, which is
 bit-exact with it and much faster. The host parts are the libraries TVM compiled into
 host/ (backends/host.py). All tensors travel by IR value name, in one table per sample.
@@ -24,7 +24,7 @@ from nnfpga.backends.reference_onnx import run_reference
 from nnfpga.builddir import (check_sample_shapes, load_build, load_final_ir, load_npz, load_build_model,
                              match_inputs)
 from nnfpga.errors import BuildError, CalibrationError
-from nnfpga.hw_tests.sim import simulate
+from nnfpga.hw_tests.fastsim import simulate_fast
 from nnfpga.ir.interpreter import dequantize_array, quantize_array
 from nnfpga.verify import _qtype, float_model_run
 
@@ -108,8 +108,8 @@ def predict(build_dir: Path, feeds: dict[str, np.ndarray], *, accelerator: str =
     start = time.perf_counter()
     if accelerator == "rtl":
         stream_in = to_stream_order(x_q, manifest["accelerator_input"]["shape"])
-        sim = simulate(build_dir / "rtl", stream_in, work_dir=build_dir / "sim", gap_prob=0.0, backpressure_prob=0.0,
-                       seed=seed, progress=progress, timing_samples=min(8, count))
+        sim = simulate_fast(build_dir / "rtl", stream_in, work_dir=build_dir / "sim", gap_prob=0.0,
+                            backpressure_prob=0.0, seed=seed, progress=progress, timing_samples=min(8, count))
         y_q = from_stream_order(np.asarray(sim.outputs, np.int64), manifest["accelerator_output"]["shape"])
         info["cycles_per_inference"] = sim.cycles_per_inference
         info["latency_cycles"] = sim.latency_cycles

@@ -2,7 +2,7 @@
 
 Checks, on the same quantized inputs:
   integer IR (interpreter)  == onnxruntime(reference.onnx)      compiler consistency
-  RTL (Verilator, cocotb)   == onnxruntime(reference.onnx)      the hardware, with random
+  RTL (Verilator)           == onnxruntime(reference.onnx)      the hardware, with random
                                                                 input gaps and backpressure
 and reports the accuracy of the dequantized hardware output against the float model.
 
@@ -25,7 +25,7 @@ from nnfpga.backends.reference_onnx import run_reference
 from nnfpga.builddir import (check_sample_shapes, load_build, load_final_ir, load_npz, load_build_model,
                              match_inputs)
 from nnfpga.errors import BuildError
-from nnfpga.hw_tests.sim import simulate
+from nnfpga.hw_tests.fastsim import simulate_fast
 from nnfpga.ir import QuantType, clean_name, run_batch
 from nnfpga.ir.interpreter import dequantize_array, quantize_array
 from nnfpga.ir.types import IntType
@@ -111,7 +111,7 @@ def verify_build(build_dir: Path, *, samples: int | None = None, inputs_path: Pa
     ir_mismatches = int(np.any(ir_int != golden, axis=1).sum())
 
 
-    sim = simulate(build_dir / "rtl", to_stream_order(x_q, in_shape), to_stream_order(golden, out_shape),
+    sim = simulate_fast(build_dir / "rtl", to_stream_order(x_q, in_shape), to_stream_order(golden, out_shape),
                    work_dir=build_dir / "sim", gap_prob=gap_prob, backpressure_prob=backpressure_prob, seed=seed,
                    progress=progress)
     hw = from_stream_order(np.asarray(sim.outputs, np.int64), out_shape).reshape(count, -1)
