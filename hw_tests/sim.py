@@ -315,6 +315,7 @@ def _build(rtl_dir: Path, design: dict, key: str, work_dir: Path) -> tuple[Path,
     # concurrent build never leaves a half-built directory that looks usable.
     staging = work_dir / f"build-{key[:16]}.tmp{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
+    processes.remove_on_interrupt(staging)  # from before it exists: a signal never leaves it behind
     staging.mkdir(parents=True)
     wrapper = staging / f"{TB_TOP}.sv"
     wrapper.write_text(tb_wrapper(design))
@@ -345,6 +346,7 @@ def _build(rtl_dir: Path, design: dict, key: str, work_dir: Path) -> tuple[Path,
         if not _build_complete(build_dir, key):  # unless another process won the race with a good build
             raise
         shutil.rmtree(staging, ignore_errors=True)
+    processes.keep_on_interrupt(staging)
     _BUILDS[key] = build_dir
     return build_dir, False, seconds
 

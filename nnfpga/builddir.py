@@ -10,6 +10,7 @@ import fcntl
 import glob
 import json
 import os
+import secrets
 import shutil
 import tempfile
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nnfpga import processes
 from nnfpga.errors import BuildError, CalibrationError, NnfpgaError
 from nnfpga.ir import Graph, clean_name
 from nnfpga.ir.textio import load_ir
@@ -181,7 +183,14 @@ def prepare_out_dir(out_dir: Path, force: bool, *, marker: str = MANIFEST, keep:
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         _clear_partials(out_dir)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+        while True:
+            tmp = out_dir.parent / f".{out_dir.name}.partial-{secrets.token_hex(4)}"
+            processes.remove_on_interrupt(tmp)  # before it exists: an interrupt never leaves it
+            try:
+                tmp.mkdir()
+                break
+            except FileExistsError:
+                processes.keep_on_interrupt(tmp)
         _HELD[tmp] = _lock(tmp)
         return tmp
     except OSError as e:
@@ -189,6 +198,7 @@ def prepare_out_dir(out_dir: Path, force: bool, *, marker: str = MANIFEST, keep:
 
 
 def _release(tmp: Path) -> None:
+    processes.keep_on_interrupt(tmp)
     fd = _HELD.pop(tmp, None)
     if fd is not None:
         os.close(fd)
@@ -209,6 +219,7 @@ def commit_out_dir(tmp: Path, out_dir: Path, force: bool = True, *, marker: str 
     try:
         if force and out_dir.is_dir() and (out_dir / marker).is_file():
             trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+            processes.remove_on_interrupt(trash)
             try:
                 out_dir.rename(trash / "old")
             except FileNotFoundError:  # another process moved it first
@@ -227,6 +238,7 @@ def commit_out_dir(tmp: Path, out_dir: Path, force: bool = True, *, marker: str 
     finally:
         if trash is not None:
             shutil.rmtree(trash, ignore_errors=True)
+            processes.keep_on_interrupt(trash)
 
 
 def write_atomically(path: Path, data: bytes) -> None:

@@ -10,12 +10,15 @@ Why it is built this way:
   directories) then runs before the process exits, on files no child is still writing.
 - cocotb's runner starts Verilator, make and the simulator with a plain subprocess.run, in
   our own process group; those are found as our descendants in /proc.
+- Directories being written (`remove_on_interrupt`) are removed by the handler itself too:
+  the signal may arrive between creating one and entering the `try` that cleans it up.
 - A second signal during the clean-up ends the process at once (the default action).
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -29,6 +32,8 @@ GRACE_SECONDS = 2.0
 
 _GROUPS: set[int] = set()
 """Process groups of the running children started by `popen` (each group's id is its leader's pid)."""
+_TEMPORARY: set[Path] = set()
+"""Directories being written and not yet moved into place, which an interrupt removes."""
 
 
 class Interrupted(KeyboardInterrupt):
@@ -71,6 +76,17 @@ def run(args, *, capture_output: bool = False, **kwargs) -> subprocess.Completed
     finally:
         forget(proc)
     return subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
+
+
+def remove_on_interrupt(path: Path) -> None:
+    """Have an interrupt remove the directory `path`. Register it before creating it: then no
+    moment exists when an interrupt would leave it behind."""
+    _TEMPORARY.add(Path(path))
+
+
+def keep_on_interrupt(path: Path) -> None:
+    """`path` was moved into place or removed: an interrupt leaves it alone."""
+    _TEMPORARY.discard(Path(path))
 
 
 def _processes() -> list[tuple[int, int, int, str]]:
@@ -137,6 +153,8 @@ def _on_signal(signum, frame) -> None:
     for sig in STOP_SIGNALS:  # a second signal ends the process at once
         signal.signal(sig, signal.SIG_DFL)
     stop_children()
+    for path in list(_TEMPORARY):  # the clean-up on the way out does this too, unless interrupted early
+        shutil.rmtree(path, ignore_errors=True)
     raise Interrupted(signum)
 
 

@@ -68,16 +68,23 @@ def test_concurrent_compiles_into_one_directory(tmp_path, model_path):
 
 # -- signals ---------------------------------------------------------------------------------
 
-def _start_compile(tmp_path: Path, out: Path) -> subprocess.Popen:
-    model = save(mlp(sizes=(256, 256, 256, 10)), tmp_path / "wide.onnx")  # a few seconds of work
+@pytest.fixture(scope="module")
+def slow_model(tmp_path_factory):
+    """A compile of a minute and more (its ROMs are large), so a signal sent once it has begun
+    cannot come after its end however long a loaded machine delays the test; it is
+    interrupted within seconds."""
+    return save(mlp(sizes=(1024, 1024, 1024, 10)), tmp_path_factory.mktemp("slow") / "wide.onnx")
+
+
+def _start_compile(model: Path, out: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "nnfpga.cli", "compile", str(model), "-o", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_a_signal_during_compile_removes_the_partial_directory(tmp_path, sig, code):
+def test_a_signal_during_compile_removes_the_partial_directory(tmp_path, slow_model, sig, code):
     out = tmp_path / "build"
-    proc = _start_compile(tmp_path, out)
+    proc = _start_compile(slow_model, out)
     deadline = time.monotonic() + 120
     while not leftovers(tmp_path) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -97,10 +104,9 @@ def _catches_sigterm(pid: int) -> bool:
     return False
 
 
-def test_ctrl_c_while_starting_up(tmp_path, model_path):
+def test_ctrl_c_while_starting_up(tmp_path, slow_model):
     """Ctrl-C as soon as main() is running, while the compiler's modules still load (about a second)."""
-    proc = subprocess.Popen([sys.executable, "-m", "nnfpga.cli", "compile", str(model_path), "-o",
-                             str(tmp_path / "build")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = _start_compile(slow_model, tmp_path / "build")
     deadline = time.monotonic() + 60
     while proc.poll() is None and not _catches_sigterm(proc.pid):
         assert time.monotonic() < deadline

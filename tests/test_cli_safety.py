@@ -126,7 +126,7 @@ def test_output_on_a_read_only_file_system(tmp_path, model_path, capsys, monkeyp
     """The superuser writes through file modes, so the failure is simulated where it happens."""
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
-    monkeypatch.setattr("nnfpga.builddir.tempfile.mkdtemp", read_only)
+    monkeypatch.setattr(Path, "mkdir", read_only)
     line = refused(capsys, "compile", model_path, "-o", tmp_path / "build")
     assert "Read-only file system" in line
     assert not (tmp_path / "build").exists()
