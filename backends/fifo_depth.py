@@ -197,3 +197,22 @@ def skip_fifo_depth(long_needed: Needed, short_needed: Needed, out_beats: int,
                 + f": depth {depth}")
     return depth, t, text
 
+
+def split_join_depths(ca_beats: int, cb_beats: int) -> tuple[int, int, str]:
+    """Depths of the FIFOs between the parts a and b of a split layer and their concat, and why.
+
+    The two parts of a split layer (passes/split.py) read the same input through a fork and
+    emit their beats for a pixel (or vector) side by side, each spread over the interval; the
+    concat takes a pixel's CA/PAR beats of a, then its CB/PAR beats of b. Part b's beats of a
+    pixel are all made by the time a's last one is taken, so b must hold CB/PAR beats; while
+    the concat then drains them, part a is already making the next pixel's beats and must hold
+    them. Without that room a part's own output FIFO fills, it stops issuing and taking input,
+    and through the fork stops the other part too: the pair runs slower than either part (the
+    digits MLP split in two, autofolded: 99 cycles per inference instead of its parts' 64). One
+    pixel's beats on each side let both run at their own rate. No deadlock is at stake (a split
+    join's fork needs no skip FIFO: both branches need one whole input vector per output
+    vector); this is rate only. At least 2 beats each: a FIFO of 1 passes a beat every other cycle."""
+    depth_a, depth_b = max(ca_beats, 2), max(cb_beats, 2)
+    text = (f"part b holds its {cb_beats} beats of a pixel while the concat takes a's {ca_beats}, part a the next "
+            f"pixel's while the concat takes b's: FIFOs of {depth_a} (a) and {depth_b} (b)")
+    return depth_a, depth_b, text

@@ -37,7 +37,6 @@ import hashlib
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -45,6 +44,7 @@ from typing import Mapping, Sequence
 import jinja2
 import numpy as np
 
+from nnfpga import processes
 from nnfpga.errors import BuildError, CalibrationError
 from nnfpga.hardware import weight_fields
 
@@ -352,7 +352,11 @@ def compile_csim(hls_dir: Path, work_dir: Path) -> Path:
         return exe
     tmp = work_dir / f"{exe.name}.tmp{os.getpid()}"
     cmd = [gxx, *GXX_FLAGS, "-o", str(tmp), *(str(hls_dir / f) for f in HLS_SOURCES)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        proc = processes.run(cmd, capture_output=True, text=True)
+    except BaseException:  # interrupted: no half-written executable left behind
+        tmp.unlink(missing_ok=True)
+        raise
     if proc.returncode != 0:
         lines = proc.stderr.splitlines()
         errors = [ln for ln in lines if "error" in ln] or lines
@@ -387,7 +391,7 @@ def csim(hls_dir: Path, inputs: np.ndarray, expected: np.ndarray | None = None,
         if y is not None:
             (run_dir / "expected.txt").write_text(_vectors_text(y))
         args = [str(exe), "input.txt", "expected.txt" if y is not None else "-", "output.txt"]
-        proc = subprocess.run(args, cwd=run_dir, capture_output=True, text=True)
+        proc = processes.run(args, cwd=run_dir, capture_output=True, text=True)
         if proc.returncode not in (0, 1) or (proc.returncode == 1 and y is None):
             raise BuildError(f"HLS C simulation failed (exit {proc.returncode}):\n"
                              + (proc.stderr + proc.stdout).strip()[-3000:])

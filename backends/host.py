@@ -40,7 +40,9 @@ from nnfpga.ir.host import HOST_OPSET, ONNX_IR_VERSION, make_onnx_node, numpy_dt
 
 DEFAULT_TARGET = "llvm"
 """The local CPU."""
-INSTALL_HINT = "pip install apache-tvm (or pip install -e '.[host]')"
+TVM_REQUIREMENT = "apache-tvm==0.27.0.post1"
+"""The version the host fallback is tested with (pyproject.toml's `host` extra says the same)."""
+INSTALL_HINT = f"pip install '{TVM_REQUIREMENT}' (or pip install -e '.[host]')"
 _ARCH = {"amd64": "x86_64", "x86_64": "x86_64", "arm64": "aarch64", "aarch64": "aarch64"}
 
 

@@ -305,6 +305,16 @@ class _Lowering:
         return streams["a"], streams["b"]
 
 
+def split_layer_of(va: Value, vb: Value) -> str | None:
+    """The layer two concatenated values are the parts of (split pass), else None."""
+    names = []
+    for v in (va, vb):
+        rq = v.producer
+        layer = rq.inputs[0].producer if rq is not None and rq.op == "requant" else None
+        names.append(layer.attrs.get("part_of") if layer is not None and layer.op in ("qmatmul", "qconv") else None)
+    return names[0] if names[0] is not None and names[0] == names[1] else None
+
+
 def conv_matrix(w: np.ndarray, channels: int, group: int) -> np.ndarray:
     """[kh·kw·C, O] matrix of a (grouped) convolution, rows in the window's (ky, kx, c) order."""
     o, cg, kh, kw = w.shape
@@ -489,6 +499,14 @@ def _lower_node(g: Graph, lo: _Lowering, node, done: set) -> None:
         out_beats = pixels * (ca + cb) // a.par
         a, b = lo.join_fifos(a, b, lambda side: fifo_depth.concat_join(pixels, ca // a.par, cb // a.par, side),
                              out_beats, where)
+        layer = split_layer_of(va, vb)
+        if layer is not None:  # the two parts of a split layer run side by side; the concat takes a, then b
+            depth_a, depth_b, text = fifo_depth.split_join_depths(ca // a.par, cb // a.par)
+            a, b = lo.fifo_behind(a, depth_a), lo.fifo_behind(b, depth_b)
+            lo.fifos.append({"instance": lo.instances[-2].name, "depth": depth_a, "join": where,
+                             "waits_for": "input b", "derivation": f"split layer {layer}: {text}"})
+            lo.fifos.append({"instance": lo.instances[-1].name, "depth": depth_b, "join": where,
+                             "waits_for": "input a", "derivation": f"split layer {layer}: {text}"})
         e = node.output.type.element
         out = lo.fresh(a.par, e, node.output.type.size)
         lo.add("nnfpga_concat", node.output.name, {"PIXELS": pixels, "CA": ca, "CB": cb, "PAR": a.par, "BITS": e.bits},

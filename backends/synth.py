@@ -36,7 +36,8 @@ from typing import Callable
 
 import jinja2
 
-from nnfpga.builddir import MANIFEST, commit_out_dir, prepare_out_dir, write_atomically
+from nnfpga import processes
+from nnfpga.builddir import MANIFEST, commit_out_dir, discard_out_dir, prepare_out_dir, write_atomically
 from nnfpga.devices import DEVICES, Device, device as lookup
 from nnfpga.errors import BuildError
 
@@ -198,16 +199,19 @@ def _run_tool(tool: str, args: list[str], cwd: Path, output: Path, stage: str,
     progress(stage, 0, None)
     start = time.monotonic()
     with open(output, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-c", code, *args], cwd=cwd, stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        # Its own process group, so an interrupted nnfpga stops it rather than orphaning it.
+        proc = processes.popen([sys.executable, "-c", code, *args], cwd=cwd, stdout=out,
+                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         try:
             # Poll so the caller's display keeps ticking (rich redraws elapsed time itself).
             while proc.poll() is None:
                 time.sleep(0.2)
         except BaseException:
-            proc.kill()
+            processes.stop(proc)
             proc.wait()
             raise
+        finally:
+            processes.forget(proc)
     seconds = time.monotonic() - start
     if proc.returncode != 0:
         text = output.read_text(errors="replace")
@@ -559,7 +563,7 @@ def build_synth(build_dir: Path, *, target: str | None = None, freq_mhz: float =
                  "(the netlist is checked either way)")
 
     out_dir = build_dir / "synth"
-    tmp = prepare_out_dir(out_dir, force)
+    tmp = prepare_out_dir(out_dir, force, marker=SUMMARY)
     try:
         accel = synthesize(rtl_dir, tmp / "accel", dev, progress=progress)
         summary = {
@@ -590,8 +594,8 @@ def build_synth(build_dir: Path, *, target: str | None = None, freq_mhz: float =
                              "clock_ns": round(1000.0 / freq_mhz, 3)}
         (tmp / SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         write_vivado_project(rtl_dir, build_dir / "project", vivado_dev, freq_mhz)
-        commit_out_dir(tmp, out_dir)
+        commit_out_dir(tmp, out_dir, force, marker=SUMMARY)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        discard_out_dir(tmp)
         raise
     return summary

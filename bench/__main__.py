@@ -16,10 +16,13 @@ repository root. Sections:
              and cycles per inference factored vs whole (only when named in --only)
   fuzz       mutated example models, .npz data and pipeline strings, 10,000 cases (--quick:
              600): ok, clear errors, crashes, hangs (only when named in --only)
+  split      accuracy of the MNIST and digits MLPs split between 4-bit LUT and 8-bit DSP
+             parts at several ratios, against int8 (only when named in --only)
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import shutil
 import sys
@@ -32,10 +35,12 @@ from rich.console import Console
 
 from bench import common
 
-SECTIONS = ("compiler", "verify", "hardware", "peers", "cost", "lowrank", "fuzz")
-ON_REQUEST = ("lowrank", "fuzz")
+SECTIONS = ("compiler", "verify", "hardware", "peers", "cost", "lowrank", "fuzz", "split")
+ON_REQUEST = ("lowrank", "fuzz", "split")
 """Sections run only when --only names them: lowrank trains models (14+ minutes), fuzz runs
-10,000 compiles (about 15 minutes)."""
+10,000 compiles (about 15 minutes), split runs 10,000 MNIST images per row."""
+MODULE_OF = {"verify": "verification", "cost": "cost_model"}
+"""A section's module in bench/, where its name differs."""
 ALIASES = {"compile": "compiler", "verification": "verify", "hw": "hardware", "peer": "peers", "cost_model": "cost"}
 
 
@@ -157,10 +162,7 @@ def main(argv=None) -> int:
               f"({machine['cpu_model']}), load average {', '.join(f'{v:.2f}' for v in machine['load_average_at_start'] or [])}")
     out.print(f"[yellow]{ctx.synth_note}[/yellow]", markup=True)
 
-    from bench import compiler, cost_model, fuzz, hardware, lowrank, peers, verification
-
-    modules = {"compiler": compiler, "verify": verification, "hardware": hardware, "peers": peers,
-               "cost": cost_model, "lowrank": lowrank, "fuzz": fuzz}
+    modules = {name: section_module(name) for name in args.sections}
     record = {"schema": 1, "date": iso, "mode": mode, "sections_run": args.sections, "target": args.target,
               "seed": args.seed, "machine": machine, "synth": ctx.synth_note, "sections": {}, "errors": {}}
     for name in args.sections:
@@ -191,11 +193,12 @@ def main(argv=None) -> int:
     return 1 if record["errors"] else 0
 
 
-def section_tables(name: str, result: dict) -> list:
-    from bench import compiler, cost_model, fuzz, hardware, lowrank, peers, verification
+def section_module(name: str):
+    return importlib.import_module(f"bench.{MODULE_OF.get(name, name)}")
 
-    module = {"compiler": compiler, "verify": verification, "hardware": hardware, "peers": peers,
-              "cost": cost_model, "lowrank": lowrank, "fuzz": fuzz}[name]
+
+def section_tables(name: str, result: dict) -> list:
+    module = section_module(name)
     return module.tables(result) if hasattr(module, "tables") else [module.table(result)]
 
 

@@ -104,6 +104,18 @@ class Streamer:
             await self.edge
         self.cycle += cycles
 
+    async def drain(self, cycles: int, after: str) -> None:
+        """`cycles` edges with m_axis_tready high and no input; any output beat offered is one
+        no input asked for, a fault even when every expected beat came and matched."""
+        self.dut.m_axis_tready.value = 1
+        m_tvalid = self.dut.m_axis_tvalid
+        for _ in range(cycles):
+            await self.edge
+            self.cycle += 1
+            if m_tvalid.value:
+                raise ProtocolError(f"the design sent an output beat after {after} (cycle {self.cycle}); "
+                                    "every expected output beat had already arrived")
+
     async def stream(self, rows: list[list[int]], gap_prob: float, backpressure_prob: float,
                      rng: random.Random) -> tuple[list[list[int]], list[int], list[int]]:
         """Push `rows` (beat words per inference) through; return (output words per inference,
@@ -258,8 +270,8 @@ async def _run(dut, tb: Streamer, cfg: dict) -> None:
     interval = latency = None
     timing_mismatches = 0
     n = cfg["timing_samples"]
+    await tb.drain(cfg["idle_cycles"] if n else cfg["drain_cycles"], "the last expected inference")
     if n:
-        await tb.idle(cfg["idle_cycles"])
         picks = [i % len(rows) for i in range(n)]
         words, first_in, last_out = await tb.stream([rows[i] for i in picks], 0.0, 0.0, rng)
         latency = last_out[0] - first_in[0]
@@ -269,6 +281,7 @@ async def _run(dut, tb: Streamer, cfg: dict) -> None:
             timing_mismatches = int(np.any(unpack_all(words) != expected[picks], axis=1).sum())
             if timing_mismatches:
                 dut._log.warning("%d of %d back-to-back inferences differ from expected", timing_mismatches, n)
+        await tb.drain(cfg["drain_cycles"], "the last back-to-back inference")
     loop_seconds = time.perf_counter() - loop_start
 
     tb.report(force=True)

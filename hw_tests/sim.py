@@ -40,6 +40,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from nnfpga import processes
 from nnfpga.errors import BuildError
 
 DESIGN_FILE = "design.json"
@@ -209,7 +210,7 @@ def lint(rtl_dir: Path) -> str:
     rtl_dir = Path(rtl_dir)
     design = load_design(rtl_dir)
     cmd = [str(verilator_bin()), "--lint-only", "-Wall", "--top-module", design["top"], *design["sources"]]
-    proc = subprocess.run(cmd, cwd=rtl_dir, env=verilator_env(), capture_output=True, text=True)
+    proc = processes.run(cmd, cwd=rtl_dir, env=verilator_env(), capture_output=True, text=True)
     output = proc.stdout + proc.stderr
     if proc.returncode != 0:
         raise BuildError(f"Verilator lint of {rtl_dir} failed:\n{_tool_lines(output)}")
@@ -330,6 +331,9 @@ def _build(rtl_dir: Path, design: dict, key: str, work_dir: Path) -> tuple[Path,
         shutil.rmtree(staging, ignore_errors=True)
         raise BuildError(f"Verilator could not build {rtl_dir} (top '{top}'):\n{_tool_lines(text)}\n"
                          f"full log: {log}") from None
+    except BaseException:  # interrupted: no half-built directory left behind
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     seconds = time.perf_counter() - start
     (staging / BUILD_MARKER).write_text(json.dumps(
         {"key": key, "top": top, "sources": design["sources"], "seconds": round(seconds, 3)}, indent=2) + "\n")
@@ -365,19 +369,9 @@ def _value_range(stream: dict) -> tuple[int, int]:
     return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if stream["signed"] else (0, (1 << bits) - 1)
 
 
-def simulate(rtl_dir: Path, inputs, expected=None, *, work_dir: Path, gap_prob: float = 0.3,
-             backpressure_prob: float = 0.3, seed: int = 0, progress: Callable | None = None,
-             timing_samples: int = 8) -> SimResult:
-    """Stream `inputs` [B, K] (quantized integers) through the design at `rtl_dir`.
-
-    Two phases in one simulation: first all B rows with random input gaps (tvalid low with
-    probability `gap_prob` per cycle) and random output backpressure (tready low with
-    probability `backpressure_prob`), seeded by `seed`; then, after the pipeline idles,
-    `timing_samples` rows back to back with neither, to measure the interval and latency.
-    `progress(stage, done, total)` is called for "verilator build" and "simulation".
-    """
-    rtl_dir = Path(rtl_dir)
-    design = load_design(rtl_dir)
+def check_request(design: dict, inputs, expected, gap_prob: float, backpressure_prob: float,
+                  timing_samples: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The inputs and expected outputs as int64 arrays, after checking them and the settings."""
     k, n = design["input"]["elements"], design["output"]["elements"]
     x = _check_array("inputs", inputs, None, k)
     if len(x) == 0:
@@ -393,6 +387,23 @@ def simulate(rtl_dir: Path, inputs, expected=None, *, work_dir: Path, gap_prob: 
             raise BuildError(f"{name} must be in [0, 1), got {p}")
     if timing_samples < 0:
         raise BuildError(f"timing_samples must be >= 0, got {timing_samples}")
+    return x, y
+
+
+def simulate(rtl_dir: Path, inputs, expected=None, *, work_dir: Path, gap_prob: float = 0.3,
+             backpressure_prob: float = 0.3, seed: int = 0, progress: Callable | None = None,
+             timing_samples: int = 8) -> SimResult:
+    """Stream `inputs` [B, K] (quantized integers) through the design at `rtl_dir`.
+
+    Two phases in one simulation: first all B rows with random input gaps (tvalid low with
+    probability `gap_prob` per cycle) and random output backpressure (tready low with
+    probability `backpressure_prob`), seeded by `seed`; then, after the pipeline idles,
+    `timing_samples` rows back to back with neither, to measure the interval and latency.
+    `progress(stage, done, total)` is called for "verilator build" and "simulation".
+    """
+    rtl_dir = Path(rtl_dir)
+    design = load_design(rtl_dir)
+    x, y = check_request(design, inputs, expected, gap_prob, backpressure_prob, timing_samples)
     report = progress or (lambda stage, done, total: None)
 
     work_dir = Path(work_dir).resolve()
@@ -421,6 +432,7 @@ def simulate(rtl_dir: Path, inputs, expected=None, *, work_dir: Path, gap_prob: 
         "seed": int(seed),
         "timing_samples": int(timing_samples),
         "idle_cycles": max(16, 2 * predicted),
+        "drain_cycles": max(64, 2 * predicted),
         "stall_cycles": max(10_000, 50 * predicted),
         "outputs": str(run_dir / "outputs.npy"),
         "result": str(run_dir / "result.json"),

@@ -48,6 +48,7 @@ def check_timing(result: dict, build: Path) -> None:
           f"latency {result['latency_cycles']} cycles, predicted {latency}")
     assert measured == predicted
     assert result["latency_cycles"] == latency
+    assert result["predicted_latency_cycles"] == latency  # verify --json carries the prediction, MLPs too
 
 
 @pytest.mark.parametrize("pipeline", [

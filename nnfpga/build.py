@@ -25,9 +25,10 @@ from nnfpga.backends.lower import region_input, to_stream_order
 from nnfpga.backends.reference_onnx import to_reference_onnx
 from nnfpga.backends.stream_graph import StreamDesign, lower_stream
 from nnfpga.backends.verilog import emit_stream_verilog
-from nnfpga.builddir import MANIFEST, check_sample_shapes, commit_out_dir, load_npz, match_inputs, prepare_out_dir
+from nnfpga.builddir import (MANIFEST, check_out_dir, check_sample_shapes, commit_out_dir, discard_out_dir,
+                             load_npz, match_inputs, prepare_out_dir)
 from nnfpga.devices import DEFAULT_DEVICE, Device, device
-from nnfpga.errors import BuildError, ModelError
+from nnfpga.errors import BuildError, ModelError, PipelineError
 from nnfpga.frontend import load_onnx_quantized
 from nnfpga.hardware import folding_cycles
 from nnfpga.ir import Graph, Value, run_batch
@@ -126,14 +127,16 @@ def compile_model(model_path: Path, out_dir: Path, options: CompileOptions = Com
                   hooks: Hooks = Hooks()) -> BuildResult:
     """Compile the ONNX model at `model_path` into the build directory `out_dir`."""
     model_path, out_dir = Path(model_path), Path(out_dir)
-    _check_paths(model_path, out_dir, options.force)
+    keep = (model_path,) + ((Path(options.calib_path),) if options.calib_path is not None else ())
+    _check_paths(model_path, out_dir, options.force, keep)
     steps, pipeline = _requested_pipeline(options)
     dev = device(options.target)
     g, fixed_quant = load_onnx_quantized(model_path, options.input_shapes)
     steps, pipeline = _with_host_partition(g, steps, pipeline, options.host_ops)
+    _check_dump_after(hooks.dump_after, steps)
     calib = _calibration(g, options.calib_path)
 
-    tmp = prepare_out_dir(out_dir, options.force)
+    tmp = prepare_out_dir(out_dir, options.force, keep=keep)
     try:
         ctx = PassContext(calib=calib, seed=options.seed, warn=hooks.warn, progress=hooks.progress,
                           device=dev.name, fixed_quant=fixed_quant)
@@ -150,20 +153,29 @@ def compile_model(model_path: Path, out_dir: Path, options: CompileOptions = Com
         if ctx.report:  # what passes such as lowrank measured, per layer
             manifest["pass_reports"] = ctx.report
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        commit_out_dir(tmp, out_dir)
+        commit_out_dir(tmp, out_dir, options.force)
+    except OSError as e:  # a full disk, a directory made read-only meanwhile, ...
+        discard_out_dir(tmp)
+        raise BuildError(f"cannot write {out_dir}: {e.strerror or e}") from None
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        discard_out_dir(tmp)
         raise
     return BuildResult(out_dir, final, manifest, timings)
 
 
 # -- the steps, in the order compile_model takes them ------------------------------------------
 
-def _check_paths(model_path: Path, out_dir: Path, force: bool) -> None:
+def _check_paths(model_path: Path, out_dir: Path, force: bool, keep: tuple[Path, ...]) -> None:
     if not model_path.is_file():
         raise ModelError(f"model file {model_path} does not exist")
-    if out_dir.exists() and not force:
-        raise BuildError(f"output directory {out_dir} already exists; pass --force to replace it")
+    check_out_dir(out_dir, force, keep=keep)  # before the slow part, and again when claiming it
+
+
+def _check_dump_after(dump_after: str | None, steps: list) -> None:
+    names = [step.name for step in steps]
+    if dump_after is not None and dump_after != "all" and dump_after not in names:
+        raise PipelineError(f"--dump-after {dump_after}: the pipeline has no pass of that name; "
+                            f"its passes: {', '.join(names)} (or 'all')")
 
 
 def _requested_pipeline(options: CompileOptions) -> tuple[list, str]:

@@ -9,279 +9,51 @@
     nnfpga build DIR [--target DEV] [--freq MHZ] [--force]   synthesis (+ bitstream on ECP5)
     nnfpga finetune MODEL --train FILE.npz -o OUT.onnx [--pipeline P] [--epochs N] [--seed S] [--force]
 
-User mistakes print one message on stderr and exit 2; a failed verification exits 1.
+    nnfpga --version
+
+User mistakes print one message on stderr and exit 2; a failed verification exits 1; SIGINT
+and SIGTERM stop the child tools, clean up, and exit 130 and 143.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import time
-from pathlib import Path
 
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
-
-from nnfpga.backends.synth import build_synth, describe_critical_path
-from nnfpga.build import CompileOptions, Hooks, compile_model
-from nnfpga.builddir import load_npz, match_inputs
-from nnfpga.devices import DEFAULT_DEVICE, DEVICES
+# Nothing heavy at the top: Ctrl-C is handled from the first line of main() on, so the
+# compiler and the console library load inside it.
+from nnfpga import processes
 from nnfpga.errors import NnfpgaError
-from nnfpga.finetune import finetune_lowrank
-from nnfpga.frontend import load_onnx_quantized
-from nnfpga.ir import print_graph
-from nnfpga.ir.textio import write_npz
-from nnfpga.passes import DEFAULT_PIPELINE, PassContext, parse_pipeline, run_pipeline
-from nnfpga.passes.partition import with_partition
-from nnfpga.report import build_report, format_text
-from nnfpga.run import run_build
-from nnfpga.verify import verify_build
-
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
 
 
-def _input_shapes(items: list[str] | None) -> dict[str, list[int]] | None:
-    if not items:
-        return None
-    shapes = {}
-    for item in items:
-        name, eq, dims = item.partition("=")
-        try:
-            if not eq:
-                raise ValueError
-            shapes[name] = [int(d) for d in dims.split(",")]
-        except ValueError:
-            raise NnfpgaError(f"--input-shape '{item}' must look like name=1,3,32,32") from None
-    return shapes
-
-
-def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                    TimeElapsedColumn(), console=err, transient=True)
-
-
-def _bar_updater(bar: Progress):
-    """A `progress(stage, done, total)` callback drawing one bar per stage."""
-    tasks = {}
-
-    def progress(stage: str, done: int, total: int | None) -> None:
-        if stage not in tasks:
-            tasks[stage] = bar.add_task(stage, total=total)
-        bar.update(tasks[stage], completed=done, total=total)
-    return progress
-
-
-def cmd_compile(args) -> int:
-    with _progress() as bar:
-        options = CompileOptions(
-            pipeline=args.pipeline, calib_path=args.calib, force=args.force,
-            input_shapes=_input_shapes(args.input_shape), seed=args.seed, target=args.target,
-            host_ops=args.host_ops, host_target=args.host_target, target_fps=args.target_fps, freq_mhz=args.freq)
-        hooks = Hooks(warn=lambda m: err.print(f"[yellow]warning:[/yellow] {escape(m)}"), progress=_bar_updater(bar),
-                      on_dump=lambda name, text: out.print(text, end="", markup=False), dump_after=args.dump_after)
-        result = compile_model(Path(args.model), Path(args.output), options, hooks)
-    layers = result.manifest["layers"]
-    table = Table(title=f"{args.model} -> {args.output}")
-    for col in ("layer", "K", "N", "pe", "simd", "wbits", "acc", "cycles"):
-        table.add_column(col, justify="right" if col != "layer" else "left")
-    for l in layers:
-        table.add_row(l["name"], *(str(l[k]) for k in ("k", "n", "pe", "simd", "wbits", "acc_bits", "cycles")))
-    err.print(table)
-    err.print(f"predicted cycles per inference: {result.manifest['predicted_cycles_per_inference']}")
-    for part in result.manifest.get("host", {}).get("parts", []):
-        seconds = result.timings.get(f"tvm_{part['name']}_seconds")
-        built = f"{part['library']}, TVM {seconds:.2f} s" if part["library"] else "not compiled (see above)"
-        err.print(f"host {part['name']}: {', '.join(part['ops'])} -> {built}", markup=False)
-    return 0
-
-
-def cmd_verify(args) -> int:
-    with _progress() as bar:
-        result = verify_build(Path(args.dir), samples=args.samples, inputs_path=args.inputs,
-                              seed=args.seed, progress=_bar_updater(bar))
-    (Path(args.dir) / "verify.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    if args.json:
-        out.print(json.dumps(result, sort_keys=True), markup=False)
+def _error(message: str) -> None:
+    if "nnfpga.commands" in sys.modules:  # loaded: its console colours the label
+        sys.modules["nnfpga.commands"].error(message)
     else:
-        for key in sorted(result):
-            out.print(f"{key:32} {result[key]}", markup=False)
-        verdict = "[green]bit-exact[/green]" if result["bit_exact"] else "[red]MISMATCH[/red]"
-        out.print(f"{verdict}: {result['samples'] - result['mismatches']}/{result['samples']} samples agree")
-    return 0 if result["bit_exact"] else 1
+        print(f"error: {message}", file=sys.stderr, flush=True)
 
 
-def cmd_run(args) -> int:
-    with _progress() as bar:
-        result, outputs = run_build(Path(args.dir), Path(args.inputs), samples=args.samples,
-                                    accelerator=args.accelerator, seed=args.seed, progress=_bar_updater(bar))
-    (Path(args.dir) / "run.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    if args.save:
-        write_npz(Path(args.save), outputs)
-    if args.json:
-        out.print(json.dumps(result, sort_keys=True), markup=False)
-    else:
-        for key in sorted(result):
-            out.print(f"{key:32} {result[key]}", markup=False)
-    return 0
-
-
-def cmd_ir(args) -> int:
-    g, fixed_quant = load_onnx_quantized(Path(args.model), _input_shapes(args.input_shape))
-    if args.after:
-        calib = match_inputs(g, load_npz(Path(args.calib), "calibration"), "calibration data") if args.calib else None
-        ctx = PassContext(calib=calib, seed=args.seed, warn=lambda m: err.print(f"[yellow]warning:[/yellow] {escape(m)}"),
-                          fixed_quant=fixed_quant)
-        steps = with_partition(parse_pipeline(args.pipeline), g, args.host_ops)  # host ops: partition added
-        g = run_pipeline(g, steps, ctx, stop_after=args.after)
-    out.print(print_graph(g), end="", markup=False)
-    return 0
-
-
-def cmd_finetune(args) -> int:
-    with _progress() as bar:
-        result = finetune_lowrank(Path(args.model), Path(args.output), Path(args.train), pipeline=args.pipeline,
-                                  epochs=args.epochs, seed=args.seed, force=args.force, progress=_bar_updater(bar))
-    out.print(json.dumps({k: v for k, v in result.items() if k != "lowrank"}, sort_keys=True), markup=False)
-    return 0
-
-
-def cmd_report(args) -> int:
-    report = build_report(Path(args.dir))  # also writes DIR/report.json and DIR/report.html
-    if args.json:
-        out.print(json.dumps(report, sort_keys=True), markup=False)
-    else:
-        out.print(format_text(report), markup=False)
-    return 0
-
-
-def cmd_build(args) -> int:
-    started: dict[str, float] = {}
-    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
-                   transient=True)
-
-    def progress(stage: str, done: int, total: int | None) -> None:
-        # Tools report only their start and end; the spinner and clock show they are alive.
-        if stage not in started:
-            started[stage] = time.monotonic()
-            bar.add_task(stage, total=None)
-        elif total is not None and done >= total:
-            err.print(f"[green]done[/green] {escape(stage)} in {time.monotonic() - started[stage]:.1f} s")
-            for task in bar.tasks:
-                if task.description == stage:
-                    bar.remove_task(task.id)
-
-    with bar:
-        s = build_synth(Path(args.dir), target=args.target, freq_mhz=args.freq, force=args.force,
-                        progress=progress, warn=lambda m: err.print(f"[yellow]warning:[/yellow] {escape(m)}"))
-    table = Table(title=f"{args.dir}: {s['top']} on {s['target']} ({s['part']}), yosys {s['yosys']}")
-    for col in ("resource", "used", "available", "%"):
-        table.add_column(col, justify="right" if col != "resource" else "left")
-    for key, name in (("luts", "LUTs"), ("ffs", "FFs"), ("dsps", "DSPs"), ("brams", "BRAM")):
-        avail = s["available"][key]
-        table.add_row(name, f"{s[key]:g}", str(avail), f"{100 * s[key] / avail:.1f}" if avail else "-")
-    out.print(table)
-    if s["fmax_mhz"] is not None:
-        verdict = "[green]met[/green]" if s["timing_met"] else "[yellow]not met[/yellow]"
-        out.print(f"Fmax {s['fmax_mhz']:.1f} MHz (target {s['freq_mhz']:g} MHz, {verdict}); "
-                  f"bitstream {escape(str(Path(args.dir) / s['bitstream']))} ({s['board']['pins']} pins)")
-        if not s["timing_met"] and s.get("critical_path"):
-            out.print(f"critical path {escape(describe_critical_path(s['critical_path']))}")
-    out.print(f"summary {escape(str(Path(args.dir) / 'synth' / 'synth.json'))}; "
-              f"Vivado project {escape(str(Path(args.dir) / s['vivado']['tcl']))} (needs Vivado)")
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nnfpga", description="Compile ONNX networks to bit-exact FPGA hardware.")
-    sub = p.add_subparsers(dest="command", required=True)
-
-    c = sub.add_parser("compile", help="model -> build directory (IR dumps, RTL, reference ONNX)")
-    c.add_argument("model", help="ONNX model file")
-    c.add_argument("-o", "--output", required=True, help="build directory to create")
-    c.add_argument("--target", default=DEFAULT_DEVICE, choices=list(DEVICES),
-                   help="device whose budget autofold fits the design to; recorded in the build")
-    c.add_argument("--pipeline", default=DEFAULT_PIPELINE, help=f"pass pipeline (default: {DEFAULT_PIPELINE})")
-    c.add_argument("--calib", help="calibration data .npz (one array per model input, samples on axis 0)")
-    c.add_argument("--force", action="store_true", help="replace an existing build directory")
-    c.add_argument("--target-fps", type=float, metavar="FPS",
-                   help="the smallest design reaching FPS inferences/s (sets autofold's target_fps)")
-    c.add_argument("--freq", type=float, default=100.0, metavar="MHZ",
-                   help="clock --target-fps is counted at (default 100 MHz)")
-    c.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,..", help="fix a dynamic input shape")
-    c.add_argument("--dump-after", metavar="PASS", help="print the IR after PASS (or 'all') to stdout")
-    c.add_argument("--seed", type=int, default=0, help="seed for synthetic calibration data")
-    c.add_argument("--host-ops", metavar="OP,..", help="also place these on the host (dense, reshape, Gemm, .., %%value)")
-    c.add_argument("--host-target", default="llvm", metavar="TARGET",
-                   help="TVM target for host ops (default llvm, this CPU; e.g. 'llvm -mtriple=aarch64-linux-gnu')")
-    c.set_defaults(fn=cmd_compile)
-
-    v = sub.add_parser("verify", help="simulate the RTL against onnxruntime; exit 0 iff bit-exact")
-    v.add_argument("dir", help="build directory")
-    v.add_argument("--samples", type=int, help=f"number of samples (default: all in --inputs, else {200})")
-    v.add_argument("--inputs", help="input data .npz (samples on axis 0; an optional 'label' array)")
-    v.add_argument("--json", action="store_true", help="print one JSON object as the last line")
-    v.add_argument("--seed", type=int, default=0, help="seed for random inputs, gaps and backpressure")
-    v.set_defaults(fn=cmd_verify)
-
-    u = sub.add_parser("run", help="run a build end to end (host prefix, RTL, host suffix) against the float model")
-    u.add_argument("dir", help="build directory")
-    u.add_argument("--inputs", required=True, help="input data .npz (samples on axis 0; an optional 'label' array)")
-    u.add_argument("--samples", type=int, help="number of samples (default: all)")
-    u.add_argument("--accelerator", choices=["rtl", "reference"], default="rtl",
-                   help="rtl: the Verilated RTL (default); reference: onnxruntime on reference.onnx (bit-exact, faster)")
-    u.add_argument("--save", metavar="OUT.npz", help="write the model outputs (one array per output)")
-    u.add_argument("--json", action="store_true", help="print one JSON object as the last line")
-    u.add_argument("--seed", type=int, default=0)
-    u.set_defaults(fn=cmd_run)
-
-    i = sub.add_parser("ir", help="print the IR of a model, after a pass of the pipeline")
-    i.add_argument("model")
-    i.add_argument("--after", metavar="PASS", help="run the pipeline up to and including PASS")
-    i.add_argument("--pipeline", default=DEFAULT_PIPELINE)
-    i.add_argument("--calib", help="calibration data .npz")
-    i.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,..")
-    i.add_argument("--seed", type=int, default=0)
-    i.add_argument("--host-ops", metavar="OP,..", help="also place these on the host (dense, reshape, Gemm, .., %%value)")
-    i.set_defaults(fn=cmd_ir)
-
-    f = sub.add_parser("finetune", help="factor a model (lowrank) and fine-tune the factors with PyTorch -> float ONNX")
-    f.add_argument("model", help="ONNX model file (a classifier)")
-    f.add_argument("--train", required=True, metavar="FILE.npz", help="training inputs and their 'label' array")
-    f.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="fine-tuned float model to write")
-    f.add_argument("--pipeline", default="canonicalize,lowrank", help="passes up to and including lowrank")
-    f.add_argument("--epochs", type=int, default=3)
-    f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--force", action="store_true", help="replace an existing OUT.onnx")
-    f.set_defaults(fn=cmd_finetune)
-
-    r = sub.add_parser("report", help="summarise a build (and its last verification)")
-    r.add_argument("dir")
-    r.add_argument("--json", action="store_true")
-    r.set_defaults(fn=cmd_report)
-
-    b = sub.add_parser("build", help="synthesize a build (yosys); on ECP5 also place, route and write a bitstream")
-    b.add_argument("dir", help="build directory made by 'nnfpga compile'")
-    b.add_argument("--target", choices=list(DEVICES), help="device (default: the one the build was compiled for)")
-    b.add_argument("--freq", type=float, default=100.0, metavar="MHZ",
-                   help="clock target for nextpnr and the Vivado constraint (default: 100)")
-    b.add_argument("--force", action="store_true", help="replace an existing DIR/synth")
-    b.set_defaults(fn=cmd_build)
-    return p
+def _os_error_text(e: OSError) -> str:
+    if e.filename is not None and e.strerror:
+        return f"{e.filename}: {e.strerror}"
+    return str(e)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.fn(args)
-    except NnfpgaError as e:
-        err.print(f"[red]error:[/red] {escape(str(e))}")
-        return 2
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        return 130
+    with processes.interruptible():
+        try:
+            # Loaded here, not at the top: a Ctrl-C while it loads is an interruption like any other.
+            from nnfpga.commands import build_parser
+
+            args = build_parser().parse_args(argv)
+            return args.fn(args)
+        except NnfpgaError as e:
+            _error(str(e))
+            return 2
+        except OSError as e:  # a path of the user's that cannot be read or written
+            _error(_os_error_text(e))
+            return 2
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Interrupted): clean-up has run
+            _error("interrupted")
+            return 128 + getattr(e, "signum", 2)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ edges from the cycle a module issues work to the cycle its result is visible on 
     folding       largest_divisor_at_most, folding_cycles
     pipeline      dense_pipeline_stages, pool_pipeline_stages, add_pipeline_stages,
                   requant_stages, output_fifo_depth, with_submodules
-    multipliers   dsp_tiles
+    multipliers   dsp_tiles, LUT_PRODUCT_LUT4
     ROM layout    weight_fields, param_fields, weight_words, param_words, varying_bits
 """
 from __future__ import annotations
@@ -203,3 +203,11 @@ def varying_bits(fields: np.ndarray, bits: int) -> int:
     ones = np.bitwise_or.reduce(f, axis=0)  # per lane: bits that are 1 in some word
     zeros = np.bitwise_or.reduce(~f & mask, axis=0)  # ... and bits that are 0 in some word
     return sum(bin(int(v)).count("1") for v in (ones & zeros).tolist())
+
+
+# -- LUT products --------------------------------------------------------------------------
+
+LUT_PRODUCT_LUT4 = {2: 26, 3: 46, 4: 65, 5: 84, 6: 103, 7: 122, 8: 141}
+"""LUT4-equivalents of one 9-bit × b-bit product built in fabric (shift-add form), by weight
+bits b: yosys synth_ecp5 measured 26/46/65/84/141 at 2/3/4/5/8 bits; 6 and 7 interpolated.
+Xilinx (LUT6) is not measured and takes the same figures."""

@@ -3,7 +3,7 @@
     graph inputs -> host prefix (TVM) -> quantize -> accelerator -> dequantize
                  -> host suffix (TVM) -> graph outputs
 
-The accelerator is the Verilated RTL (hw_tests.sim.simulate, inputs back to back: no gaps,
+The accelerator is the Verilated RTL (hw_tests.fastsim.simulate_fast, inputs back to back: no gaps,
 no backpressure), or with accelerator="reference" onnxruntime on reference.onnx, which is
 bit-exact with it and much faster. The host parts are the libraries TVM compiled into
 host/ (backends/host.py). All tensors travel by IR value name, in one table per sample.
@@ -21,11 +21,11 @@ import numpy as np
 from nnfpga.backends.host import _import_tvm
 from nnfpga.backends.lower import from_stream_order, to_stream_order
 from nnfpga.backends.reference_onnx import run_reference
-from nnfpga.builddir import check_sample_shapes, load_build, load_npz, match_inputs
+from nnfpga.builddir import (check_sample_shapes, load_build, load_final_ir, load_npz, load_build_model,
+                             match_inputs)
 from nnfpga.errors import BuildError, CalibrationError
-from nnfpga.hw_tests.sim import simulate
+from nnfpga.hw_tests.fastsim import simulate_fast
 from nnfpga.ir.interpreter import dequantize_array, quantize_array
-from nnfpga.ir.textio import load_ir
 from nnfpga.verify import _qtype, float_model_run
 
 ACCELERATORS = ("rtl", "reference")
@@ -84,7 +84,7 @@ def predict(build_dir: Path, feeds: dict[str, np.ndarray], *, accelerator: str =
         raise BuildError(f"accelerator must be one of {', '.join(ACCELERATORS)}, got {accelerator!r}")
     build_dir = Path(build_dir)
     manifest = load_build(build_dir)
-    g = load_ir(build_dir / "ir" / "final")
+    g = load_final_ir(build_dir)
     host = manifest.get("host")
     parts = {p["name"]: p for p in (host or {}).get("parts", [])}
     libraries = {name: HostLibrary(build_dir, record, host) for name, record in parts.items()}
@@ -108,15 +108,13 @@ def predict(build_dir: Path, feeds: dict[str, np.ndarray], *, accelerator: str =
     start = time.perf_counter()
     if accelerator == "rtl":
         stream_in = to_stream_order(x_q, manifest["accelerator_input"]["shape"])
-        sim = simulate(build_dir / "rtl", stream_in, work_dir=build_dir / "sim", gap_prob=0.0, backpressure_prob=0.0,
-                       seed=seed, progress=progress, timing_samples=min(8, count))
+        sim = simulate_fast(build_dir / "rtl", stream_in, work_dir=build_dir / "sim", gap_prob=0.0,
+                            backpressure_prob=0.0, seed=seed, progress=progress, timing_samples=min(8, count))
         y_q = from_stream_order(np.asarray(sim.outputs, np.int64), manifest["accelerator_output"]["shape"])
         info["cycles_per_inference"] = sim.cycles_per_inference
         info["latency_cycles"] = sim.latency_cycles
     else:
-        import onnx
-
-        reference = onnx.load(str(build_dir / "reference.onnx"))
+        reference = load_build_model(build_dir)
         y_q = next(iter(run_reference(reference, {reference.graph.input[0].name: x_q.reshape((count,) + tuple(manifest["accelerator_input"]["shape"]))}).values()))
     info["accelerator_seconds"] = time.perf_counter() - start
     shape = tuple(manifest["accelerator_output"]["shape"])
@@ -135,7 +133,8 @@ def run_build(build_dir: Path, inputs_path: Path, *, samples: int | None = None,
     Returns (result, outputs): the JSON-able result and the graph outputs by name."""
     build_dir = Path(build_dir)
     load_build(build_dir)  # a clear message when DIR is not a build
-    g = load_ir(build_dir / "ir" / "final")
+    g = load_final_ir(build_dir)
+    load_build_model(build_dir, "model.onnx")  # damaged: say so now, not after the run
     arrays = load_npz(Path(inputs_path), "inputs")
     labels = arrays.get("label")
     feeds = match_inputs(g, arrays, "input data")

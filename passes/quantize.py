@@ -31,9 +31,11 @@ from nnfpga.ir import Graph, IntType, QuantType, TensorType, run_batch
 from nnfpga.ir.ops import accumulator_bounds
 from nnfpga.ir.types import int_type_for_range
 from nnfpga.limits import check_run_size
-from nnfpga.passes.quantize_calib import CalibratedRanges, activation_range, check_options, weight_scale
+from nnfpga.passes.quantize_calib import CalibratedRanges, activation_range, check_options
 from nnfpga.passes.quantize_spatial import (fusable, fused_activation, quantize_add, quantize_avgpool, quantize_concat,
                                             quantize_conv, requantize_image, unify_concat_ranges)
+from nnfpga.passes.quantize_weights import (LayerWeights, carried_annotations, layer_weights, requested_bits,
+                                            shared_requant)
 from nnfpga.passes.registry import Option, PassContext, register
 from nnfpga.sample_data import raw_pixel_note
 
@@ -42,10 +44,6 @@ QUANTIZABLE = ("dense", "reshape", "transpose", "conv", "maxpool", "avgpool", "a
 """Float ops quantize turns into accelerator ops (relu/clip too when fused into a conv or add)."""
 ACCEL_OPS_TEXT = ("dense layers (Gemm, MatMul+Add, Relu), convolutions (with Relu/Clip after them), max and "
                   "average pooling, residual adds, concat, reshapes and transposes")
-
-
-SCALE_FLOOR_BITS = 8
-"""Per-channel weight scales stay within 2^8 of the layer's largest."""
 
 
 def activation_type(lo: float, hi: float, bits: int) -> QuantType:
@@ -108,7 +106,7 @@ def _calibrated(g: Graph, ctx: PassContext) -> dict[str, np.ndarray]:
     held = 2 * 4 * samples * sum(int(np.prod(v.type.shape)) for v in g.values() if not v.is_const)
     check_run_size(held, f"calibration on {samples} samples (every intermediate tensor kept)",
                    "give fewer calibration samples (--calib) or a smaller model", CalibrationError)
-    env = run_batch(g, _calibration(g, ctx), keep_all=True,
+    env = run_batch(g, calibration_inputs(g, ctx), keep_all=True,
                     progress=lambda done, total: ctx.progress("calibration", done, total))
     for name, values in env.items():  # finite data can still overflow float32 inside the model
         if np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values)):
@@ -117,7 +115,8 @@ def _calibrated(g: Graph, ctx: PassContext) -> dict[str, np.ndarray]:
     return env
 
 
-def _calibration(g: Graph, ctx: PassContext) -> dict[str, np.ndarray]:
+def calibration_inputs(g: Graph, ctx: PassContext) -> dict[str, np.ndarray]:
+    """The calibration samples per graph input: --calib, else seeded standard-normal ones (with a warning)."""
     if ctx.calib is not None:
         missing = [v.name for v in g.inputs if v.name not in ctx.calib]
         if missing:
@@ -163,9 +162,13 @@ def quantize(g: Graph, ctx: PassContext, wbits: int, abits: int, calib: str = "m
 
     fixed = ctx.fixed_quant
     kept = fixed.activations if fixed is not None else {}
+    # Per-layer requests (`wbits`/`abits` left by split, precision or bits) override the pass-wide bits.
+    weights = layer_weights(g, accel, wbits, calib, fixed)
+    output_bits = _output_bits(g, accel, abits)
     ranges = _ranges(g, ctx, accel, kept)
     if calib != "minmax":
-        ranges = CalibratedRanges(ranges, lambda v: activation_range(v, calib, pct, abits, activation_type))
+        ranges = CalibratedRanges(ranges, lambda name, v: activation_range(v, calib, pct, output_bits.get(name, abits),
+                                                                            activation_type))
     qvalue = {}  # float value name -> its quantized replacement
     # Region entries: float values the accelerator reads but does not compute.
     entries = []
@@ -189,8 +192,8 @@ def quantize(g: Graph, ctx: PassContext, wbits: int, abits: int, calib: str = "m
         if act is not None:
             fused.add(id(act))
         y_t = kept.get(out.name)
-        if y_t is None and node.op not in PASS_THROUGH:
-            y_t = activation_type(ranges[out.name].min(), ranges[out.name].max(), abits)  # a relu's range starts at 0
+        if y_t is None and node.op not in PASS_THROUGH:  # a relu's range starts at 0
+            y_t = activation_type(ranges[out.name].min(), ranges[out.name].max(), output_bits.get(out.name, abits))
         if node.op in PASS_THROUGH:  # the quantized type passes through
             src = qvalue[node.inputs[0].name]
             if y_t is not None and y_t != src.type.element:
@@ -200,10 +203,10 @@ def quantize(g: Graph, ctx: PassContext, wbits: int, abits: int, calib: str = "m
             qvalue[out.name] = g.add_node(node.op, [src], [node.output.type.with_element(src.type.element)],
                                           dict(node.attrs), names=[node.output.name + "_q"], before=node).output
         elif node.op == "dense":
-            qvalue[out.name] = _quantize_dense(g, node, qvalue[node.inputs[0].name], y_t, wbits, fixed, calib)
+            qvalue[out.name] = _quantize_dense(g, node, qvalue[node.inputs[0].name], y_t, weights[id(node)])
         elif node.op == "conv":
-            qvalue[out.name] = quantize_conv(g, node, qvalue[node.inputs[0].name], y_t, act, wbits,
-                                             requant_params, SCALE_FLOOR_BITS, fixed, calib)
+            qvalue[out.name] = quantize_conv(g, node, qvalue[node.inputs[0].name], y_t, act, weights[id(node)],
+                                             requant_params)
         elif node.op == "avgpool":
             qvalue[out.name] = quantize_avgpool(g, node, qvalue[node.inputs[0].name], y_t, requant_params)
         elif node.op == "add":
@@ -245,25 +248,24 @@ def quantize(g: Graph, ctx: PassContext, wbits: int, abits: int, calib: str = "m
     return True
 
 
-def _quantize_dense(g: Graph, node, xq, y_t: QuantType, wbits: int, fixed, calib: str):
+def _output_bits(g: Graph, accel, abits: int) -> dict[str, int]:
+    """Activation bits of the values a node's `abits` request types (a fused relu's result for a
+    conv or add); every other value takes the pass-wide abits."""
+    bits: dict[str, int] = {}
+    for node in accel:
+        if "abits" in node.attrs:
+            act = fused_activation(g, node) if node.op in ("conv", "add") else None
+            bits[(act or node).output.name] = requested_bits(node, "abits", abits)
+    return bits
+
+
+def _quantize_dense(g: Graph, node, xq, y_t: QuantType, weights: LayerWeights):
     """dense -> qmatmul + requant into y_t (a fused relu: y_t's range starts at 0, clamp at z_y)."""
     name = node.output.name
     w = g.const_data(node.inputs[1]).astype(np.float64)
     b = g.const_data(node.inputs[2]).astype(np.float64)
     x_t: QuantType = xq.type.element
-
-    model_scale = fixed.weight_scale(g.const_data(node.inputs[1]), 1) if fixed is not None else None
-    if model_scale is not None:  # the model's own weights: W / s_w gives its integers back
-        w_scale, wbits = model_scale
-    else:
-        w_scale = weight_scale(w.T, wbits, calib)
-        # Floor each channel's scale at 1/2^SCALE_FLOOR_BITS of the largest: a channel with (nearly)
-        # dead weights would otherwise get a vanishing scale, a bias of b/(sx·sw) beyond 32 bits and
-        # a requant multiplier that rounds to 0. Its outputs stay within about one output step anyway.
-        w_scale = np.maximum(w_scale, w_scale.max() / 2**SCALE_FLOOR_BITS)
-        w_scale = np.where(w_scale > 0, w_scale, 1.0)
-    wmax = (1 << (wbits - 1)) - 1
-    w_int = np.clip(np.rint(w / w_scale), -wmax, wmax).astype(np.int64)
+    w_scale, wbits, w_int = weights.scale, weights.bits, weights.ints
     scaled_bias = np.rint(b / (x_t.scale * w_scale))
     fits = np.all(np.abs(scaled_bias) < 2**31)  # in float first: a vanishing scale overflows int64
     bias = np.where(fits, scaled_bias, 0).astype(np.int64) - x_t.zero_point * w_int.sum(axis=0)
@@ -275,10 +277,11 @@ def _quantize_dense(g: Graph, node, xq, y_t: QuantType, wbits: int, fixed, calib
     bq = g.add_const(name + "_b", bias.astype(np.int32), TensorType(bias.shape, IntType(32, True)))
     lo, hi = accumulator_bounds(x_t, w_int, bias)
     acc = g.add_node("qmatmul", [xq, wq, bq], [node.output.type.with_element(int_type_for_range(lo, hi))],
-                     names=[name + "_acc"], before=node).output
+                     carried_annotations(node), names=[name + "_acc"], before=node).output
 
     relu = bool(node.attrs.get("relu"))
-    mult, shift = requant_params(x_t.scale * w_scale / y_t.scale)
+    mult, shift = shared_requant(requant_params, x_t.scale * w_scale / y_t.scale,
+                                 x_t.scale * weights.peer_scales / y_t.scale)
     attrs = {"mult": g.add_array(name + "_m", mult), "shift": shift,
              "lo": y_t.zero_point if relu else y_t.min, "hi": y_t.max}
     return g.add_node("requant", [acc], [node.output.type.with_element(y_t)], attrs,

@@ -94,12 +94,12 @@ class CalibratedRanges(dict):
     """The calibration values' ranges under a method, summarised when first read (an mse search
     over every intermediate tensor would be wasted on those quantize never types)."""
 
-    def __init__(self, raw: dict[str, np.ndarray], summarise: Callable[[np.ndarray], np.ndarray]):
+    def __init__(self, raw: dict[str, np.ndarray], summarise: Callable[[str, np.ndarray], np.ndarray]):
         super().__init__()
         self.raw, self.summarise = raw, summarise
 
     def __missing__(self, name: str) -> np.ndarray:
-        self[name] = self.summarise(self.raw[name])
+        self[name] = self.summarise(name, self.raw[name])
         return self[name]
 
     def __contains__(self, name) -> bool:

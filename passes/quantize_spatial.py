@@ -25,7 +25,7 @@ from nnfpga.hardware import MULT_BITS
 from nnfpga.ir import Graph, IntType, QuantType, TensorType
 from nnfpga.ir.ops import accumulator_bounds
 from nnfpga.ir.types import int_type_for_range
-from nnfpga.passes.quantize_calib import weight_scale
+from nnfpga.passes.quantize_weights import LayerWeights, carried_annotations, shared_requant
 
 
 def fused_activation(g: Graph, node):
@@ -69,24 +69,14 @@ def shared_shift(ratios: list[float], bits: int, what: str) -> tuple[list[int], 
     return mults, shift
 
 
-def quantize_conv(g: Graph, node, xq, y_t: QuantType, act, wbits: int, requant_params, scale_floor_bits: int,
-                  fixed=None, calib: str = "minmax"):
-    """conv [+ act] -> qconv + requant; `fixed` (a quantized model's own quantization) may give the weight scales."""
+def quantize_conv(g: Graph, node, xq, y_t: QuantType, act, weights: LayerWeights, requant_params):
+    """conv [+ act] -> qconv + requant, with the layer's quantized weights (quantize_weights.py)."""
     name = (act or node).output.name
     w = g.const_data(node.inputs[1]).astype(np.float64)  # [O, C/g, kh, kw]
     b = g.const_data(node.inputs[2]).astype(np.float64)
     x_t: QuantType = xq.type.element
     o = w.shape[0]
-
-    model_scale = fixed.weight_scale(g.const_data(node.inputs[1]), 0) if fixed is not None else None
-    if model_scale is not None:
-        w_scale, wbits = model_scale
-    else:
-        w_scale = weight_scale(w.reshape(o, -1), wbits, calib)
-        w_scale = np.maximum(w_scale, w_scale.max() / 2**scale_floor_bits)  # see quantize._quantize_dense
-        w_scale = np.where(w_scale > 0, w_scale, 1.0)
-    wmax = (1 << (wbits - 1)) - 1
-    w_int = np.clip(np.rint(w / w_scale.reshape(o, 1, 1, 1)), -wmax, wmax).astype(np.int64)
+    w_scale, wbits, w_int = weights.scale, weights.bits, weights.ints
     scaled_bias = np.rint(b / (x_t.scale * w_scale))
     fits = np.all(np.abs(scaled_bias) < 2**31)  # in float first: a vanishing scale overflows int64
     bias = np.where(fits, scaled_bias, 0).astype(np.int64) - x_t.zero_point * w_int.reshape(o, -1).sum(axis=1)
@@ -97,10 +87,12 @@ def quantize_conv(g: Graph, node, xq, y_t: QuantType, act, wbits: int, requant_p
     wq = g.add_const(name + "_w", w_int.astype(np.int8), w_type)
     bq = g.add_const(name + "_b", bias.astype(np.int32), TensorType(bias.shape, IntType(32, True)))
     lo, hi = accumulator_bounds(x_t, w_int.reshape(o, -1).T, bias)
+    attrs = {k: node.attrs[k] for k in ("strides", "pads", "dilations", "group")}
+    attrs.update(carried_annotations(node))
     acc = g.add_node("qconv", [xq, wq, bq], [node.output.type.with_element(int_type_for_range(lo, hi))],
-                     {k: node.attrs[k] for k in ("strides", "pads", "dilations", "group")},
-                     names=[name + "_acc"], before=node).output
-    mult, shift = requant_params(x_t.scale * w_scale / y_t.scale)
+                     attrs, names=[name + "_acc"], before=node).output
+    mult, shift = shared_requant(requant_params, x_t.scale * w_scale / y_t.scale,
+                                 x_t.scale * weights.peer_scales / y_t.scale)
     clamp_lo, clamp_hi = activation_clamp(act, y_t)
     return g.add_node("requant", [acc], [node.output.type.with_element(y_t)],
                       {"mult": g.add_array(name + "_m", mult), "shift": shift, "lo": clamp_lo, "hi": clamp_hi},

@@ -52,13 +52,13 @@ def test_same_input_same_bytes(tmp_path, model_path, capsys):
 
 def test_existing_directory_needs_force(tmp_path, model_path, capsys):
     out = tmp_path / "build"
-    out.mkdir()
-    (out / "keep.txt").write_text("mine")
+    assert run_cli(capsys, "compile", model_path, "-o", out)[0] == 0
+    (out / "stale.txt").write_text("from an older build")
     code, _, err = run_cli(capsys, "compile", model_path, "-o", out)
     assert code == 2 and "--force" in err
-    assert (out / "keep.txt").read_text() == "mine"
+    assert (out / "stale.txt").is_file()
     code, _, _ = run_cli(capsys, "compile", model_path, "-o", out, "--force")
-    assert code == 0 and not (out / "keep.txt").exists() and (out / "manifest.json").is_file()
+    assert code == 0 and not (out / "stale.txt").exists() and (out / "manifest.json").is_file()
     assert no_partial_dirs(tmp_path)
 
 

@@ -15,7 +15,7 @@ PACKAGES = {"nnfpga": "nnfpga", "nnfpga.ir": "ir", "nnfpga.frontend": "frontend"
             "nnfpga.backends": "backends", "nnfpga.templates": "templates", "nnfpga.hw_tests": "hw_tests"}
 
 LAYERS = [
-    ("foundations", ["nnfpga.errors", "nnfpga.version", "nnfpga.hardware", "nnfpga.devices",
+    ("foundations", ["nnfpga.errors", "nnfpga.version", "nnfpga.processes", "nnfpga.hardware", "nnfpga.devices",
                      "nnfpga.calibration", "nnfpga.templates", "nnfpga.limits"]),
     ("ir", ["nnfpga.ir"]),
     ("on the IR", ["nnfpga.frontend", "nnfpga.builddir", "nnfpga.sample_data"]),
@@ -26,7 +26,8 @@ LAYERS = [
     ("passes", ["nnfpga.passes"]),
     ("emitters", ["nnfpga.backends"]),
     ("harness", ["nnfpga.hw_tests"]),
-    ("driver", ["nnfpga.verify", "nnfpga.run", "nnfpga.build", "nnfpga.report", "nnfpga.cli", "nnfpga"]),
+    ("driver", ["nnfpga.verify", "nnfpga.run", "nnfpga.build", "nnfpga.report", "nnfpga.commands", "nnfpga.cli",
+                "nnfpga"]),
 ]
 """Lowest first. A module belongs to the entry naming it or its closest enclosing package."""
 

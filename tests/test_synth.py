@@ -153,10 +153,12 @@ def test_xc7_figures(mlp_build, xc7_result):
 
 
 def test_cli_build_for_xilinx_writes_summary_and_vivado_project(tmp_path, capsys):
-    build = compile_mlp(tmp_path / "b", target="xc7z020")
+    (tmp_path / "[b").mkdir()
+    build = compile_mlp(tmp_path / "[b" / "]x", target="xc7z020")  # brackets are not markup: .../[b/]x
     code, out, err = run_cli(capsys, "build", build, "--freq", "125")
     assert code == 0, err
-    assert "LUTs" in out and "DSPs" in out and "vivado.tcl" in out
+    assert "LUTs" in out and "DSPs" in out and str(build / "project" / "vivado.tcl") in out
+    assert f"{build}: nnfpga_top on xc7z020" in out
     s = json.loads((build / "synth" / "synth.json").read_text())
     assert s["target"] == "xc7z020" and s["fmax_mhz"] is None and s["bitstream"] is None
     assert s["vivado"] == {"tcl": "project/vivado.tcl", "part": "xc7z020clg400-1", "clock_ns": 8.0}
@@ -440,6 +442,9 @@ def test_existing_synth_dir_needs_force(mlp_build, tmp_path, capsys):
     (build / "synth" / "keep.txt").write_text("mine")
     code, _, err = run_cli(capsys, "build", build)
     assert code == 2 and "--force" in err
+    assert (build / "synth" / "keep.txt").read_text() == "mine"
+    code, _, err = run_cli(capsys, "build", build, "--force")  # not a synthesis nnfpga wrote: kept
+    assert code == 2 and "synth.json" in err
     assert (build / "synth" / "keep.txt").read_text() == "mine"
 
 
