@@ -7,6 +7,7 @@ shapes and refusing what would not fit turns an out-of-memory kill into an error
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from nnfpga.errors import NnfpgaError
 
@@ -19,11 +20,24 @@ FALLBACK_MEMORY = 8 << 30
 """Physical memory assumed where the system does not report it."""
 
 
+CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+"""Where a container's memory limit is read (cgroup v2, v1); 'max' or a huge number: none."""
+
+
 def physical_memory() -> int:
+    """The machine's physical memory, or the container's limit when that is lower."""
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):
-        return FALLBACK_MEMORY
+        total = FALLBACK_MEMORY
+    for path in CGROUP_LIMITS:
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return total
 
 
 def tensor_budget() -> int:

@@ -353,8 +353,12 @@ _OPTION_VALUES = {
     "device": ["", "ecp5-25k", "ecp5-85k", "xc7z020", "xczu3eg", "nosuch"],
     "energy": ["0.01", "0.5", "0.95", "1", "0", "1.5"], "rank": ["", "1", "2", "8", "100", "0", "fc0:2", "x:y"],
     "macs": ["0", "0.05", "0.5", "1", "2"], "host_ops": ["", "dense", "Gemm", "reshape", "%nope", "LSTM"],
+    "ratio": ["auto", "0", "0.25", "0.5", "1", "1.5", "x"], "lut_bits": ["2", "3", "4", "8", "1", "9"],
+    "layers": ["", "relu0", "relu0+logits", "logits", "conv1_Conv_output_0", "nope"],
 }
-"""Values a pipeline option is tried with: usual ones, edges, and a few out of range."""
+"""Values a pipeline option is tried with: usual ones, edges, and a few out of range (layer
+names are the digits examples')."""
+_LAYER_BITS = ["relu0:4", "relu1:2+logits:6", "logits:8", "conv1_Conv_output_0:3", "relu0:9", "nope:4", "relu0"]
 _JUNK_VALUES = ["nan", "inf", "-inf", "1e309", "true", "", "x", "0x10", "1_000", "٣", " 8 ", "1+2", "%h0"]
 
 
@@ -366,7 +370,8 @@ def _option(name: str, rng) -> str:
         key = str(rng.choice(list(options)))
     if rng.random() < 0.05:
         return key  # no value
-    value = str(rng.choice(_JUNK_VALUES)) if rng.random() < 0.1 else str(rng.choice(_OPTION_VALUES.get(key, ["1"])))
+    values = _LAYER_BITS if name == "bits" else _OPTION_VALUES.get(key, ["1"])
+    value = str(rng.choice(_JUNK_VALUES)) if rng.random() < 0.1 else str(rng.choice(values))
     return f"{key}={value}"
 
 
@@ -391,6 +396,8 @@ def random_pipeline(rng: np.random.Generator) -> str:
             steps.append(_step("lowrank", rng, int(rng.integers(0, 3))))
         if rng.random() < 0.1:
             steps.append(_step("partition", rng, int(rng.integers(0, 2))))
+        if rng.random() < 0.2:
+            steps.append(_step(str(rng.choice(["split", "bits"])), rng, int(rng.integers(0, 3))))
         steps.append(_step("quantize", rng, int(rng.integers(0, 4))))
         if rng.random() < 0.8:
             steps.append("channels_last")

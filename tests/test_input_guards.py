@@ -255,3 +255,14 @@ def test_bad_inputs_for_verify_and_run_are_refused(tmp_path, model_path, capsys,
     code, _, err = run_cli(capsys, command[0], build, *command[1:], "--inputs", tmp_path / "inputs.npz")
     assert code == 2 and len(error_lines(err)) == 1 and "NaN or infinite" in err and "inputs.npz" in err
     assert sorted(p.name for p in build.iterdir()) == before  # no verify.json, run.json or sim/
+
+
+def test_a_container_limit_lowers_the_memory_budget(tmp_path, monkeypatch):
+    machine = limits.physical_memory()
+    limit = tmp_path / "memory.max"
+    monkeypatch.setattr(limits, "CGROUP_LIMITS", (str(tmp_path / "absent"), str(limit)))
+    limit.write_text("max\n")  # cgroup v2: no limit
+    assert limits.physical_memory() == machine
+    limit.write_text(f"{1 << 30}\n")
+    assert limits.physical_memory() == min(machine, 1 << 30)
+    assert limits.tensor_budget() == int(min(machine, 1 << 30) * limits.MEMORY_FRACTION)
