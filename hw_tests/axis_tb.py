@@ -3,18 +3,21 @@
 Loaded by the simulator's Python, configured by the JSON file named in $NNFPGA_SIM_CONFIG.
 It resets the design, streams every input row through with random input gaps and random
 output backpressure, lets the pipeline idle, then streams a few rows back to back to time
-the interval and the latency. Outputs, mismatch counts and timings go back to the caller
-as files; a failure is written to the result file before the test fails, so the caller
-can show it.
+the interval and the latency, and finally holds m_axis_tready high for a while: any output
+beat then is one too many. Outputs, mismatch counts and timings go back to the caller as
+files; a failure is written to the result file before the test fails, so the caller can
+show it.
 
-Speed is the point of the shape: a regression pushes hundreds of inferences of thousands of
-cycles each through here, and cocotb's cost is per await and per signal access (a few
-microseconds each). So one coroutine does the driver's and the monitor's work in a single
-loop: one RisingEdge per cycle (the trigger object reused), one read per handshake signal,
-writes only when a value changes, beats packed and unpacked outside the loop. While the
-design computes and neither stream can move, the loop sleeps on `tb_wake`, a signal the
-simulation wrapper (sim.py) derives from the handshake signals, instead of waking on every
-edge; `cocotb.triggers.First` over two signals would cost as much as ten edges.
+The streams are driven and watched by cocotbext-axi, the AXI-Stream library cocotb users
+know: an AxiStreamSource on s_axis (its pause generator makes the input gaps), an
+AxiStreamSink on m_axis (its pause generator makes the backpressure) and an
+AxiStreamMonitor on s_axis that timestamps the beats the design accepts (the source's own
+timestamp is when it offers a beat, one cycle or more earlier). The library checks no
+contract of ours, so the checks stay here: each output frame (delimited by tlast) must be
+exactly the design's output beat count long, X bits in an output beat fail the test (the
+library raises ValueError reading them), and a watchdog fails the test when no frame
+completes on either stream for `stall_cycles`. Whole-model regressions use the faster
+self-checking SystemVerilog testbench (fastsim.py) instead.
 """
 from __future__ import annotations
 
@@ -29,8 +32,9 @@ import numpy as np
 import cocotb
 from cocotb.clock import Clock
 from cocotb.simtime import get_sim_time
-from cocotb.triggers import RisingEdge, Timer
+from cocotb.triggers import ClockCycles, Timer
 from cocotb.utils import get_sim_steps
+from cocotbext.axi import AxiStreamBus, AxiStreamFrame, AxiStreamMonitor, AxiStreamSink, AxiStreamSource
 
 CONFIG_ENV = "NNFPGA_SIM_CONFIG"
 CLOCK_NS = 10
@@ -59,25 +63,38 @@ def unpack_beats(words: list[int], bits: int, par: int, signed: bool) -> list[in
 
 
 class ProtocolError(AssertionError):
-    """The design broke the stream contract (tlast, X values, or it stopped moving)."""
+    """The design broke the stream contract (tlast, extra beats, or it stopped moving)."""
+
+
+def _pauses(probability: float, rng: random.Random):
+    """The pause generator cocotbext-axi reads once per clock edge: True = hold back this cycle."""
+    while True:
+        yield rng.random() < probability
 
 
 class Streamer:
-    """Drives s_axis and watches m_axis of `dut`, one clock edge at a time."""
+    """Drives s_axis and takes m_axis of `dut` through cocotbext-axi."""
 
     def __init__(self, dut, cfg: dict):
         self.dut = dut
-        self.edge = RisingEdge(dut.clk)
-        self.in_beats = cfg["input"]["beats"]
         self.out_beats = cfg["output"]["beats"]
         self.stall_cycles = cfg["stall_cycles"]
         self.progress_path = cfg["progress"]
         self.period_steps = get_sim_steps(CLOCK_NS, "ns")
-        self.cycle = 0          # rising edges since the clock started, as of the last update
+        reset = dict(reset=dut.rst_n, reset_active_level=False, byte_lanes=1)  # one beat word per "byte"
+        self.source = AxiStreamSource(AxiStreamBus.from_prefix(dut, "s_axis"), dut.clk, **reset)
+        self.accepted = AxiStreamMonitor(AxiStreamBus.from_prefix(dut, "s_axis"), dut.clk, **reset)
+        self.sink = AxiStreamSink(AxiStreamBus.from_prefix(dut, "m_axis"), dut.clk, **reset)
+        for part in (self.source, self.accepted, self.sink):
+            part.log.setLevel("WARNING")  # the library logs every frame at INFO
         self.done = 0           # inferences finished over the whole run
-        self.transfers = 0      # beats moved on either stream, for the watchdog
-        self.where = "reset"    # what the loop was waiting for when it last went to sleep
+        self.frames_in = 0      # input frames accepted, for the watchdog
+        self.where = "reset"    # what the testbench was waiting for
         self._last_report = 0.0
+
+    @property
+    def cycle(self) -> int:
+        return get_sim_time() // self.period_steps
 
     def report(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -89,126 +106,63 @@ class Streamer:
             os.replace(tmp, self.progress_path)
 
     async def watchdog(self) -> None:
-        """Fail the test when nothing moves for `stall_cycles` (the main loop may be asleep)."""
+        """Fail the test when no frame completes on either stream for `stall_cycles`."""
         window = Timer(self.stall_cycles * CLOCK_NS, unit="ns")
-        seen = -1
+        seen = None
         while True:
             await window
-            if self.transfers == seen:
-                raise ProtocolError(f"the design stopped: no transfer on either stream for "
+            # Both sums only grow while frames complete (frames move from the queues to the counts).
+            now = (self.frames_in + self.accepted.count(), self.done + self.sink.count())
+            if now == seen:
+                raise ProtocolError(f"the design stopped: no frame completed on either stream for "
                                     f"{self.stall_cycles} cycles; {self.where}")
-            seen = self.transfers
-
-    async def idle(self, cycles: int) -> None:
-        for _ in range(cycles):
-            await self.edge
-        self.cycle += cycles
+            seen = now
 
     async def drain(self, cycles: int, after: str) -> None:
         """`cycles` edges with m_axis_tready high and no input; any output beat offered is one
         no input asked for, a fault even when every expected beat came and matched."""
-        self.dut.m_axis_tready.value = 1
-        m_tvalid = self.dut.m_axis_tvalid
-        for _ in range(cycles):
-            await self.edge
-            self.cycle += 1
-            if m_tvalid.value:
-                raise ProtocolError(f"the design sent an output beat after {after} (cycle {self.cycle}); "
-                                    "every expected output beat had already arrived")
+        self.sink.clear_pause_generator()
+        self.sink.pause = False
+        await ClockCycles(self.dut.clk, cycles)
+        if not self.sink.empty() or self.sink.active:
+            raise ProtocolError(f"the design sent an output beat after {after} (by cycle {self.cycle}); "
+                                "every expected output beat had already arrived")
+
+    def _pace(self, part, probability: float, rng: random.Random) -> None:
+        if probability:
+            part.set_pause_generator(_pauses(probability, rng))
+        else:
+            part.clear_pause_generator()
+            part.pause = False
 
     async def stream(self, rows: list[list[int]], gap_prob: float, backpressure_prob: float,
                      rng: random.Random) -> tuple[list[list[int]], list[int], list[int]]:
         """Push `rows` (beat words per inference) through; return (output words per inference,
         cycle of each inference's first accepted input beat, cycle of each last output beat)."""
-        dut = self.dut
-        s_tdata, s_tvalid, s_tlast, s_tready = dut.s_axis_tdata, dut.s_axis_tvalid, dut.s_axis_tlast, dut.s_axis_tready
-        m_tdata, m_tvalid, m_tlast, m_tready = dut.m_axis_tdata, dut.m_axis_tvalid, dut.m_axis_tlast, dut.m_axis_tready
-        edge, wake, rand = self.edge, dut.tb_wake.value_change, rng.random
-        last_in_beat, last_out_beat = self.in_beats - 1, self.out_beats - 1
-        count = len(rows)
-
-        in_row = in_beat = 0            # next input beat to present
-        out_row = out_beat = 0          # next output beat expected
-        valid = last = 0                # s_axis tvalid/tlast as meant for the next edge
-        wire_valid = 0                  # s_axis_tvalid as last written
-        ready = 0                       # m_axis_tready as last written
-        words: list[int] = []
+        self._pace(self.source, gap_prob, rng)
+        self._pace(self.sink, backpressure_prob, rng)
+        for row in rows:
+            self.source.send_nowait(AxiStreamFrame(list(row)))
         outputs: list[list[int]] = []
-        first_in: list[int] = []
         last_out: list[int] = []
-        cycle = self.cycle
-        s_tlast.value = 0
-        m_tready.value = 0
-
-        while out_row < count:
-            # Drive what the design sees at the next edge. tvalid, once high, stays high
-            # until its transfer (AXI4-Stream); tready may change freely.
-            if not valid and in_row < count and not (gap_prob and rand() < gap_prob):
-                s_tdata.value = rows[in_row][in_beat]
-                beat_last = int(in_beat == last_in_beat)
-                if beat_last != last:
-                    s_tlast.value = last = beat_last
-                valid = 1
-            if valid != wire_valid:
-                s_tvalid.value = wire_valid = valid
-            want = 0 if backpressure_prob and rand() < backpressure_prob else 1
-            if want != ready:
-                m_tready.value = ready = want
-
-            await edge
-            cycle += 1
-
-            # Values read here are the ones the design saw at this edge (cocotb runs before
-            # Verilator evaluates the edge).
-            in_moved = valid and s_tready.value
-            if in_moved:
-                if in_beat == 0:
-                    first_in.append(cycle)
-                if in_beat == last_in_beat:
-                    in_beat = 0
-                    in_row += 1
-                else:
-                    in_beat += 1
-                valid = 0
-                self.transfers += 1
-            out_valid = m_tvalid.value
-            if ready and out_valid:
-                data = m_tdata.value
-                if not data.is_resolvable:
-                    raise ProtocolError(f"m_axis_tdata is {data} (X/Z bits) at output beat {out_beat} "
-                                        f"of inference {out_row}, cycle {cycle}")
-                words.append(data.to_unsigned())
-                is_last = bool(m_tlast.value)
-                if is_last != (out_beat == last_out_beat):
-                    raise ProtocolError(f"m_axis_tlast is {int(is_last)} at output beat {out_beat} of inference "
-                                        f"{out_row} (cycle {cycle}); it must be 1 exactly on beat {last_out_beat}")
-                self.transfers += 1
-                if is_last:
-                    outputs.append(words)
-                    words = []
-                    last_out.append(cycle)
-                    out_row += 1
-                    out_beat = 0
-                    self.done += 1
-                    self.cycle = cycle
-                    self.report()
-                else:
-                    out_beat += 1
-            elif not out_valid and not in_moved and (valid or in_row == count):
-                # Neither stream can move until the design raises s_axis_tready (for the beat
-                # we hold) or m_axis_tvalid: sleep until tb_wake changes. It can only rise
-                # during this edge's evaluation or a later one, and the loop then wakes in
-                # time for the next edge. Skipped edges are counted from simulated time.
-                self.cycle = cycle
-                self.where = (f"waiting at cycle {cycle} with {out_row} of {count} inferences out, "
-                              + (f"holding input beat {in_beat} of inference {in_row} (s_axis_tready low)"
-                                 if valid else "all input sent") + ", m_axis_tvalid low")
-                t0 = get_sim_time()
-                await wake
-                cycle += (get_sim_time() - t0) // self.period_steps
-
-        s_tvalid.value = 0
-        self.cycle = cycle
+        count = len(rows)
+        for out_row in range(count):
+            self.where = f"waiting at cycle {self.cycle} for inference {out_row} of {count}"
+            frame = await self.sink.recv()
+            if len(frame.tdata) != self.out_beats:
+                raise ProtocolError(f"m_axis_tlast came after {len(frame.tdata)} beats in output frame {out_row} "
+                                    f"(by cycle {self.cycle}); it must be 1 exactly on beat {self.out_beats - 1}")
+            outputs.append(list(frame.tdata))
+            last_out.append(frame.sim_time_end // self.period_steps)
+            self.done += 1
+            self.report()
+        first_in = []
+        while len(first_in) < count:
+            frame = self.accepted.recv_nowait()
+            first_in.append(frame.sim_time_start // self.period_steps)
+        self.frames_in += count
+        self.source.clear_pause_generator()
+        self.source.pause = False
         return outputs, first_in, last_out
 
 
@@ -220,7 +174,6 @@ def _write(path: str, payload: dict) -> None:
 async def run_inferences(dut):
     """Bit-exact outputs under random gaps and backpressure, then interval and latency."""
     cfg = json.loads(Path(os.environ[CONFIG_ENV]).read_text())
-    tb = Streamer(dut, cfg)
 
     async def guarded(coro):
         try:
@@ -230,6 +183,15 @@ async def run_inferences(dut):
             _write(cfg["result"], {"error": why})
             raise
 
+    # Reset (synchronous, active low) with both streams idle, before the library's parts
+    # attach: they start driving when rst_n goes high.
+    dut.rst_n.value = 0
+    dut.s_axis_tvalid.value = 0
+    dut.s_axis_tlast.value = 0
+    dut.s_axis_tdata.value = 0
+    dut.m_axis_tready.value = 0
+    Clock(dut.clk, CLOCK_NS, unit="ns").start()
+    tb = Streamer(dut, cfg)
     cocotb.start_soon(guarded(tb.watchdog()))
     await guarded(_run(dut, tb, cfg))
 
@@ -246,16 +208,9 @@ async def _run(dut, tb: Streamer, cfg: dict) -> None:
         return np.array([unpack_beats(w, cout["bits"], cout["par"], cout["signed"]) for w in words],
                         dtype=np.int64).reshape(len(words), cout["elements"])
 
-    # Reset (synchronous, active low) with both streams idle.
-    dut.rst_n.value = 0
-    dut.s_axis_tvalid.value = 0
-    dut.s_axis_tlast.value = 0
-    dut.s_axis_tdata.value = 0
-    dut.m_axis_tready.value = 0
-    Clock(dut.clk, CLOCK_NS, unit="ns").start()
-    await tb.idle(RESET_CYCLES)
+    await ClockCycles(dut.clk, RESET_CYCLES)
     dut.rst_n.value = 1
-    await tb.idle(1)
+    await ClockCycles(dut.clk, 1)
 
     loop_start = time.perf_counter()
     outputs = unpack_all((await tb.stream(rows, cfg["gap_prob"], cfg["backpressure_prob"], rng))[0])

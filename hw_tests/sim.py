@@ -11,8 +11,8 @@ Why it is built this way:
   cocotb 2.x needs Verilator 5.036 or newer and distributions ship older ones.
 - A Verilator build costs several seconds and a regression simulates the same design many
   times, so builds are cached by a hash of everything that goes into them.
-- The simulation top is a small generated wrapper with the design's ports plus one signal,
-  `tb_wake`, that lets the testbench sleep while the design computes (see axis_tb.py).
+- The simulation top is a small generated wrapper with the design's ports, so every design
+  shows cocotb (and cocotbext-axi's stream parts) the same top.
 - The cocotb testbench runs in the simulator's own Python process; data crosses over as
   files in `work_dir` (inputs, expected, a JSON config named by an environment variable)
   and comes back the same way, so a failure inside the testbench reaches the caller as
@@ -222,12 +222,7 @@ def lint(rtl_dir: Path) -> str:
 
 
 def tb_wrapper(design: dict) -> str:
-    """SystemVerilog for the simulation top: the design's ports, plus `tb_wake`.
-
-    `tb_wake` is high when the coming edge can move a beat the testbench must see (our held
-    input beat is being accepted, or an output beat is offered). The testbench sleeps on it
-    while the design computes, one cheap trigger instead of one per clock edge.
-    """
+    """SystemVerilog for the simulation top: the design under a fixed module name, its ports."""
     top = design["top"]
     if top == TB_TOP:
         raise BuildError(f"the design's top module may not be called {TB_TOP} (the simulation wrapper's name)")
@@ -247,13 +242,11 @@ module {TB_TOP} (
     output logic [{w_out - 1}:0] m_axis_tdata,
     output logic m_axis_tvalid,
     input  logic m_axis_tready,
-    output logic m_axis_tlast,
-    output logic tb_wake
+    output logic m_axis_tlast
 );
     {top} dut (
 {connections}
     );
-    assign tb_wake = (s_axis_tvalid && s_axis_tready) || m_axis_tvalid;
 endmodule
 """
 
