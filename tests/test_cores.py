@@ -115,3 +115,21 @@ def test_the_rtl_layer_check_refuses_unknown_cores():
         check([replace(layer, core="bram")])
     with pytest.raises(LayerConfigError, match="above 1 only on the dsp core"):
         check([replace(layer, core="lut", pack=2)])
+
+
+def test_the_cost_model_counts_the_cores():
+    from nnfpga.cost import LayerShape, layer_cost, layer_shapes
+    ecp5 = DEVICES["ecp5-85k"]
+    shapes = layer_shapes(graph('core = "dsp", pack = 2, pe = 4, simd = 2', w="i5"))
+    assert (shapes[0].core, shapes[0].pack) == ("dsp", 2)
+
+    def cost(**kw):
+        return layer_cost(LayerShape("l", 32, 8, 4, 4, in_bits=8, acc_bits=18, **kw), 4, ecp5)
+    dsp, lut, packed = cost(wbits=5), cost(wbits=5, core="lut"), cost(wbits=5, pack=2)
+    # yosys (bench/cores.py): 4 x 4 products on 16, 0 and 8 MULT18X18D, plus 4 for requant
+    assert [c["dsps_breakdown"]["products"] for c in (dsp, lut, packed)] == [16, 0, 8]
+    assert lut["dsps_breakdown"]["requant"] == 4
+    assert dsp["luts_breakdown"]["products"] == 0 < packed["luts_breakdown"]["products"]
+    luts = [cost(wbits=wb, core="lut")["luts_breakdown"]["products"] for wb in range(2, 9)]
+    assert luts == sorted(luts) and luts[-1] > 5 * luts[0]
+    assert cost(wbits=5, pack=3)["dsps_breakdown"]["products"] == 2 * 4  # groups of 3 and 1
