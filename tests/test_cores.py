@@ -133,3 +133,14 @@ def test_the_cost_model_counts_the_cores():
     luts = [cost(wbits=wb, core="lut")["luts_breakdown"]["products"] for wb in range(2, 9)]
     assert luts == sorted(luts) and luts[-1] > 5 * luts[0]
     assert cost(wbits=5, pack=3)["dsps_breakdown"]["products"] == 2 * 4  # groups of 3 and 1
+
+
+def test_the_cli_names_a_pack_that_does_not_fit_and_writes_nothing(tmp_path, capsys):
+    from pathlib import Path
+    from nnfpga.cli import main
+    digits = Path(__file__).resolve().parents[1] / "examples" / "digits_mlp"
+    code = main(["compile", str(digits / "model.onnx"), "--calib", str(digits / "calib.npz"), "-o",
+                 str(tmp_path / "b"), "--pipeline", "canonicalize,quantize,fold{pack=2}"])
+    err = capsys.readouterr().err
+    assert code == 2 and not (tmp_path / "b").exists()
+    assert err.strip().startswith("error: after pass fold: qmatmul node defining %") and "at most pack=1 fits" in err
