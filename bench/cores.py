@@ -6,6 +6,7 @@ yosys used against nnfpga.hardware.product_multipliers plus the requantizer's, a
 it used against nnfpga.cost. The LUT-product factor of nnfpga/calibration.py
 (`lut_per_product_bit`) is the least-squares fit printed at the end: the LUTs of a lut
 layer beyond those of the same layer on DSPs, per product feature bit.
+bench/results/cores-20261207.json holds the rows the factors were fitted on (cells left out).
 """
 from __future__ import annotations
 

