@@ -56,7 +56,9 @@ ROM_READ_STAGES = 2
 """Weight ROM and input buffer: read register, then output register (DP16KD's OUTREG)."""
 PRODUCT_STAGES = 2
 """The pe x simd products: the multiplier's output register, then a second one, so the
-route from a DSP column back to the adder tree has a cycle of its own."""
+route from a DSP column back to the adder tree has a cycle of its own. Every core takes
+these two: lut (two partial sums, then their sum) and packed (the one product, then each
+lane's field with its correction), so the stage count does not depend on the core."""
 
 REQUANT_MODULE = "nnfpga_requant"
 FIFO_MODULE = "nnfpga_fifo"
