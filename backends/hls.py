@@ -52,7 +52,9 @@ DEFAULT_TOP = "nnfpga_top"
 DEFAULT_PART = "xczu3eg-sbva484-1-e"
 DEFAULT_CLOCK_NS = 5.0
 CORES = {"dsp": "dsp", "lut": "fabric"}
-"""Layer core -> Vitis BIND_OP implementation of its multipliers."""
+"""Layer core -> Vitis BIND_OP implementation of its multipliers. A packed dsp layer
+(`pack` > 1) stays a plain product per weight here: the integers are the same, and the
+packing of several products into one multiplier is the RTL's (nnfpga_mul_pack)."""
 
 HLS_SOURCES = ("nnfpga_design.cpp", "nnfpga_tb.cpp")
 """Translation units of the C simulation (the headers sit beside them)."""

@@ -79,4 +79,5 @@ def dense_layer(g: Graph, mm, rq, name: str, weights: np.ndarray | None = None) 
         out_zp=y_t.zero_point, lo=rq.attrs["lo"], hi=rq.attrs["hi"],
         out_bits=y_t.bits, out_signed=y_t.signed,
         pe=mm.attrs.get("pe", 1), simd=mm.attrs.get("simd", 1),
+        core=mm.attrs.get("core", "dsp"), pack=mm.attrs.get("pack", 1),
     )

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nnfpga.errors import NnfpgaError
-from nnfpga.hardware import MULT_BITS
+from nnfpga.hardware import CORES, MULT_BITS
 
 
 class LayerConfigError(NnfpgaError, ValueError):
@@ -57,6 +57,10 @@ class DenseLayer:
     """Output channels computed per cycle; divides N."""
     simd: int
     """Inputs consumed per cycle; divides K."""
+    core: str = "dsp"
+    """What builds the products: dsp (hard multipliers) or lut (shift-add in logic)."""
+    pack: int = 1
+    """Products per DSP multiplier (output channels sharing one input; dsp core only)."""
 
     @property
     def k(self) -> int:
@@ -99,9 +103,17 @@ def check_folding(i: int, l: DenseLayer) -> None:
         raise LayerConfigError(f"{where}: simd={l.simd} must divide K={k}; choose one of {divisors}")
 
 
+def _check_core(where: str, l: DenseLayer) -> None:
+    if l.core not in CORES:
+        raise LayerConfigError(f"{where}: unknown core {l.core!r} (accepted: {', '.join(CORES)})")
+    if l.pack < 1 or (l.pack > 1 and l.core != "dsp"):
+        raise LayerConfigError(f"{where}: pack={l.pack} must be at least 1, and above 1 only on the dsp core")
+
+
 def _check_layer(i: int, l: DenseLayer) -> None:
     check_folding(i, l)
     where = f"layer {i} ({l.name!r})"
+    _check_core(where, l)
     if not 2 <= l.wbits <= 8:
         raise LayerConfigError(f"{where}: wbits={l.wbits} is outside the supported 2..8")
     for label, bits in (("in_bits", l.in_bits), ("out_bits", l.out_bits)):

@@ -123,6 +123,7 @@ def _dense_params(inst, name: str) -> tuple[list[tuple[str, object]], dict[str, 
               ("PROD_BITS", v["prod_bits"]), ("ACC_BITS", l.acc_bits), ("MULT_BITS", MULT_BITS),
               ("SHIFT", l.shift), ("OUT_BITS", l.out_bits), ("OUT_ZP", l.out_zp), ("LO", l.lo), ("HI", l.hi),
               ("PIPE_STAGES", dense_pipeline_stages(l.simd, l.acc_bits)),
+              ("CORE", f'"{l.core}"'), ("PACK", l.pack),
               ("W_FILE", f'"{v["w_file"]}"'), ("P_FILE", f'"{v["p_file"]}"')]
     mems = {v["w_file"]: mem_text(weight_fields(l), l.wbits),
             v["p_file"]: mem_text(param_fields(l), MULT_BITS + l.acc_bits)}
@@ -199,6 +200,7 @@ def emit_stream_verilog(design: StreamDesign, out_dir: Path, *, top: str = DEFAU
                          else "row-major" for side in ("input", "output")},
         "layers": [{"instance": v["name"], "k": i.layer.k, "n": i.layer.n, "pe": i.layer.pe, "simd": i.layer.simd,
                     "in_par": i.params["IN_PAR"], "wbits": i.layer.wbits, "acc_bits": i.layer.acc_bits,
+                    "core": i.layer.core, "pack": i.layer.pack,
                     "cycles": folding_cycles(i.layer), "vectors": i.vectors,
                     "fill_beats": i.layer.k // i.params["IN_PAR"]} for i, v in layers],
         "instances": [{"name": v["name"], "module": v["module"], "cycles": v["cycles"], "note": v["note"],

@@ -37,6 +37,18 @@ def test_digits_cnn_is_bit_exact_and_as_accurate_as_float(tmp_path):
     _check_rate(result)
 
 
+def test_digits_cnn_on_mixed_cores_is_bit_exact(tmp_path):
+    """Convolutions on the lut core and packed two per multiplier (4-bit weights), the dense
+    layer on the lut core: the window's matrix-vector units take the cores like dense ones."""
+    digits = ROOT / "examples" / "digits_cnn"
+    build = tmp_path / "digits_cnn_cores"
+    pipeline = "canonicalize,quantize{wbits=4},channels_last,fold{pe=4,simd=8,core=lut:dsp:lut,pack=1:2:1}"
+    compile_model(digits / "model.onnx", build, CompileOptions(calib_path=digits / "calib.npz", pipeline=pipeline))
+    result = verify_build(build, samples=30, inputs_path=digits / "test.npz", seed=2)
+    assert result["samples"] == 30 and result["mismatches"] == 0 and result["bit_exact"]
+    _check_rate(result)
+
+
 @pytest.mark.parametrize("builder", ["residual_block", "depthwise_separable", "strided_cnn", "concat_block",
                                      "conv1d_net"])
 def test_cnn_block_is_bit_exact_under_backpressure(tmp_path, builder):

@@ -129,3 +129,22 @@ def test_the_template_checks_its_stage_count(tmp_path_factory):
     top.write_text(text.replace(f".PIPE_STAGES({stages})", f".PIPE_STAGES({stages + 1})", 1))
     with pytest.raises(BuildError, match="PIPE_STAGES"):
         lint(rtl)
+
+
+@pytest.mark.parametrize("pipeline, cores", [
+    ("canonicalize,quantize{wbits=4,abits=8},fold{pe=4,simd=8,core=lut}", [("lut", 1)] * 3),
+    # 2 products of 8-bit inputs and 5-bit weights per 18x18 multiplier (18 bits: they fit)
+    ("canonicalize,quantize{wbits=5,abits=8},fold{pe=4,simd=8,core=lut:dsp:dsp,pack=1:2:2}",
+     [("lut", 1), ("dsp", 2), ("dsp", 2)]),
+])
+def test_digits_mlp_on_lut_and_packed_cores_is_bit_exact(tmp_path_factory, pipeline, cores):
+    digits = EXAMPLES / "digits_mlp"
+    build = compiled(tmp_path_factory, digits / "model.onnx", pipeline, digits / "calib.npz")
+    layers = json.loads((build / "rtl" / "design.json").read_text())["layers"]
+    assert [(l["core"], l["pack"]) for l in layers] == cores
+    lint(build / "rtl")  # raises with Verilator's messages on any warning
+    result = verify_build(build, inputs_path=digits / "test.npz", samples=200, seed=4)
+    print(f"{pipeline}: float accuracy {result['float_accuracy']:.4f}, quantized accuracy "
+          f"{result['quantized_accuracy']:.4f}")
+    assert result["samples"] == 200 and result["mismatches"] == 0 and result["bit_exact"]
+    check_timing(result, build)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from nnfpga.errors import IRError
+from nnfpga.hardware import CORES, max_pack, pack_fits, packed_weight_bits
 from nnfpga.ir.graph import ArrayRef, Graph, Node
 from nnfpga.ir.annotations import ANNOTATIONS, PLACES
 from nnfpga.ir.ops import OPS, OpCheckError
@@ -58,8 +59,37 @@ def _check_type_refs(g: Graph, v) -> None:
                           f"{element.axis} ({v.type!r})")
 
 
-def verify(g: Graph) -> None:
-    """Raise IRError describing the first broken rule; return None for a valid graph."""
+def _check_core(node: Node, dsp_shape: tuple[int, int] | None) -> None:
+    """`core` and `pack` of a layer: a known core, pack only on the dsp core, and with the
+    device's multiplier shape known, packed products that fit one multiplier."""
+    core = node.attrs.get("core", "dsp")
+    pack = node.attrs.get("pack", 1)
+    if ("core" in node.attrs or "pack" in node.attrs) and node.op not in ("qmatmul", "qconv"):
+        raise IRError(f"{_where(node)}: core and pack describe a layer's products; only qmatmul and qconv "
+                      "take them")
+    if core not in CORES:
+        raise IRError(f"{_where(node)}: unknown core {core!r} (accepted: {', '.join(CORES)})")
+    if pack < 1:
+        raise IRError(f"{_where(node)}: pack={pack} must be at least 1 (products per multiplier)")
+    if pack > 1 and core != "dsp":
+        raise IRError(f"{_where(node)}: pack={pack} packs products into DSP multipliers; core {core!r} "
+                      "has none (use pack=1 or core dsp)")
+    if pack == 1 or dsp_shape is None:
+        return
+    x, w = node.inputs[0].type.element, node.inputs[1].type.element
+    if not pack_fits(pack, x.bits, x.signed, w.bits, dsp_shape):
+        a, b = dsp_shape
+        raise IRError(f"{_where(node)}: pack={pack} does not fit a {a}x{b} multiplier: {pack} products of "
+                      f"{x.bits}-bit inputs and {w.bits}-bit weights need a "
+                      f"{packed_weight_bits(pack, x.bits, w.bits)}-bit operand ((pack-1)*(ib+wb)+wb); "
+                      f"at most pack={max_pack(x.bits, x.signed, w.bits, dsp_shape)} fits")
+
+
+def verify(g: Graph, dsp_shape: tuple[int, int] | None = None) -> None:
+    """Raise IRError describing the first broken rule; return None for a valid graph.
+
+    `dsp_shape`: the target's multiplier (nnfpga.devices.Device.dsp_shape); with it, packed
+    layers are checked to fit one multiplier per group."""
     defined: set[int] = set()
     names: set[str] = set()
 
@@ -120,6 +150,8 @@ def verify(g: Graph) -> None:
                 opdef.check(g, node)
         except OpCheckError as e:
             raise IRError(f"{_where(node)}: {e}") from None
+        if "core" in node.attrs or "pack" in node.attrs:
+            _check_core(node, dsp_shape)
 
     for v in g.outputs:
         if id(v) not in defined:

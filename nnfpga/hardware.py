@@ -16,6 +16,8 @@ edges from the cycle a module issues work to the cycle its result is visible on 
     pipeline      dense_pipeline_stages, pool_pipeline_stages, add_pipeline_stages,
                   requant_stages, output_fifo_depth, with_submodules
     multipliers   dsp_tiles, LUT_PRODUCT_LUT4
+    cores         CORES, pack_lane_bits, packed_weight_bits, pack_fits, max_pack,
+                  product_multipliers
     ROM layout    weight_fields, param_fields, weight_words, param_words, varying_bits
 """
 from __future__ import annotations
@@ -54,12 +56,16 @@ ROM_READ_STAGES = 2
 """Weight ROM and input buffer: read register, then output register (DP16KD's OUTREG)."""
 PRODUCT_STAGES = 2
 """The pe x simd products: the multiplier's output register, then a second one, so the
-route from a DSP column back to the adder tree has a cycle of its own."""
+route from a DSP column back to the adder tree has a cycle of its own. Every core takes
+these two: lut (two partial sums, then their sum) and packed (the one product, then each
+lane's field with its correction), so the stage count does not depend on the core."""
 
 REQUANT_MODULE = "nnfpga_requant"
 FIFO_MODULE = "nnfpga_fifo"
+LUT_PRODUCT_MODULE = "nnfpga_mul_lut"
+PACKED_PRODUCT_MODULE = "nnfpga_mul_pack"
 SUBMODULES = {
-    "nnfpga_dense": (REQUANT_MODULE, FIFO_MODULE),
+    "nnfpga_dense": (REQUANT_MODULE, FIFO_MODULE, LUT_PRODUCT_MODULE, PACKED_PRODUCT_MODULE),
     "nnfpga_pool": (REQUANT_MODULE, FIFO_MODULE),
     "nnfpga_add": (REQUANT_MODULE, FIFO_MODULE),
 }
@@ -142,6 +148,57 @@ def dsp_tiles(a_bits: int, b_bits: int, shape: tuple[int, int]) -> int:
         return max(1, whole + (1 if rest >= 2 else 0))
     big, small = max(shape), min(shape)
     return min(pieces(a_bits, big) * pieces(b_bits, small), pieces(b_bits, big) * pieces(a_bits, small))
+
+
+# -- cores ---------------------------------------------------------------------------------
+# A layer's products are built by its core (the `core` annotation; nnfpga_dense's CORE):
+#   dsp  behavioural `*`: one hard multiplier per product, or `pack` products per multiplier
+#   lut  shift-add over the weight bits (templates/verilog/nnfpga_mul_lut.sv.j2): yosys keeps
+#        it in logic (it ignores use_dsp = "no"; any `*` becomes a DSP)
+# Packing (templates/verilog/nnfpga_mul_pack.sv.j2): `pack` output channels of one SIMD lane
+# share the activation x; their weights sit at lane offsets L = ib + wb of one operand
+#     U = w_top * 2^((lanes-1)*L) + sum over i < top of (w_i mod 2^wb) * 2^(i*L)
+# (the top weight signed, the others as their raw bits: wiring, no adder), so the one product
+# x*U holds every x*w_i in a field of its own; the template takes each field plus the borrow
+# of the fields below it, and subtracts x*2^wb where w_i is negative (its raw bits read
+# as w_i + 2^wb).
+
+CORES = ("dsp", "lut")
+"""Values of the `core` annotation."""
+
+
+def pack_lane_bits(in_bits: int, wbits: int) -> int:
+    """Field width L of one packed product: x*w of an ib-bit x (signed, or unsigned) and a
+    wb-bit weight (signed, or its raw bits) fits ib + wb bits."""
+    return in_bits + wbits
+
+
+def packed_weight_bits(lanes: int, in_bits: int, wbits: int) -> int:
+    """Signed width of the packed weight operand U: (lanes-1)*(ib+wb) + wb."""
+    return (lanes - 1) * pack_lane_bits(in_bits, wbits) + wbits
+
+
+def pack_fits(lanes: int, in_bits: int, in_signed: bool, wbits: int, dsp_shape: tuple[int, int]) -> bool:
+    """Whether `lanes` products sharing x fit one A x B multiplier: the packed weight on the
+    wide port, x with its sign (an unsigned x gains a zero sign bit) on the narrow one."""
+    x_bits = in_bits + (0 if in_signed else 1)
+    return packed_weight_bits(lanes, in_bits, wbits) <= max(dsp_shape) and x_bits <= min(dsp_shape)
+
+
+def max_pack(in_bits: int, in_signed: bool, wbits: int, dsp_shape: tuple[int, int]) -> int:
+    """The most products sharing x that one multiplier of `dsp_shape` holds (at least 1)."""
+    lanes = 1
+    while pack_fits(lanes + 1, in_bits, in_signed, wbits, dsp_shape):
+        lanes += 1
+    return lanes
+
+
+def product_multipliers(core: str, pack: int, pe: int, simd: int) -> int:
+    """Multipliers the pe x simd products take: none on the lut core, else ceil(pe/pack) per
+    SIMD lane (groups of `pack` output channels; the last group may hold fewer)."""
+    if core == "lut":
+        return 0
+    return -(-pe // max(1, pack)) * simd
 
 
 # -- ROM layout ----------------------------------------------------------------------------

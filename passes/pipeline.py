@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from nnfpga.devices import DEVICES
 from nnfpga.errors import IRError, PipelineError
 from nnfpga.ir import Graph, print_graph, verify
 from nnfpga.passes.registry import PassContext, lookup
@@ -101,14 +102,16 @@ def run_pipeline(g: Graph, pipeline: str | list[Step], ctx: PassContext | None =
         if wanted not in (None, "all") and wanted not in names:
             raise PipelineError(f"'{wanted}' is not in the pipeline ({', '.join(names)})")
     ctx = ctx or PassContext()
+    # With a known target, packed layers are held to its multiplier's width.
+    dsp_shape = DEVICES[ctx.device].dsp_shape if ctx.device in DEVICES else None
     g = g.clone()
-    verify(g)
+    verify(g, dsp_shape)
     for index, step in enumerate(steps, start=1):
         _check_stage(g, step.name, names)
         lookup(step.name).run(g, ctx, **step.options)
         g.drop_unreferenced_arrays()
         try:
-            verify(g)
+            verify(g, dsp_shape)
         except IRError as e:
             raise IRError(f"after pass {step.name}: {e}") from None
         if dump_after in ("all", step.name):

@@ -165,6 +165,21 @@ def test_pragmas_and_cores(tmp_path):
         emit_chain_hls(layers, tmp_path / "bad", cores={"fc0": "bram"})
 
 
+def test_layer_cores_bind_their_multipliers_and_csim_exactly(tmp_path, work):
+    """A layer record's own core: lut products bound to fabric; a packed dsp layer stays a
+    plain product in HLS (the same integers; the packing is the RTL's), bit-exact in C."""
+    from dataclasses import replace
+    layers = mlp(6, PARALLEL_A, [8, 4, 8, 4])
+    layers = [replace(layers[0], core="lut"), replace(layers[1], pack=2), layers[2],
+              replace(layers[3], core="lut")]
+    x = vectors(3)
+    expected = oracle(layers, x)
+    emit_chain_hls(layers, tmp_path)
+    cpp = (tmp_path / "hls" / "nnfpga_design.cpp").read_text()
+    assert re.findall(r"BIND_OP variable=prod op=mul impl=(\w+)", cpp) == ["fabric", "dsp", "dsp", "fabric"]
+    assert np.array_equal(csim(tmp_path / "hls", x, expected, work, strict=True), expected)
+
+
 def test_hostile_and_clashing_names_compile(tmp_path, work):
     layers = mlp(5, PARALLEL_A, [8, 4, 8, 4], names=[HOSTILE, "int", "fc", "fc"])
     files = emit_chain_hls(layers, tmp_path, top="nnfpga top();")

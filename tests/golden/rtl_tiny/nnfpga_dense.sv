@@ -34,6 +34,8 @@
 //   OUTREG where the tool maps it there) -> S3 products -> S4 products again -> adder tree over SIMD lanes, a register every 2 levels (TS
 //   stages) -> accumulate (parameter ROM read two cycles before, lined up) ->
 //   nnfpga_requant (RQ stages) -> output FIFO write.
+// Products (CORE, PACK): hard multipliers, PACK of them sharing one multiplier, or
+// shift-add in logic; the stage count is the same for all three.
 // Backpressure: m_axis_tready reaches only the output FIFO and a credit counter. A fold
 // is issued only while the beats in flight plus the beats in the FIFO leave room
 // (`credit`, a register), so the pipeline never stalls and needs no enable; the FIFO holds
@@ -56,6 +58,8 @@ module nnfpga_dense #(
     parameter int LO = -128,
     parameter int HI = 127,
     parameter int PIPE_STAGES = 7,
+    parameter CORE = "dsp",          // "dsp" or "lut" (nnfpga/hardware.py CORES)
+    parameter int PACK = 1,          // dsp core: products per multiplier
     parameter W_FILE = "w.mem",
     parameter P_FILE = "p.mem"
 ) (
@@ -292,19 +296,62 @@ module nnfpga_dense #(
     end
 
     // ---- S3, S4: PE x SIMD products, registered at the multiplier and again ----
-    // The multipliers sit in DSP columns across the chip: the second register lets the
-    // router take the way back to the adder tree in a cycle of its own (ECP5: 6 ns of the
-    // 15 ns critical path of a 100-multiplier design was that way back).
-    logic signed [PROD_BITS-1:0] prod_m [PE][SIMD];
-    logic signed [PROD_BITS-1:0] prod [PE][SIMD];
+    // CORE "dsp": one hard multiplier per product, or PACK products sharing x per multiplier
+    // (nnfpga_mul_pack: output channels p = g*PACK + i of one SIMD lane); CORE "lut": each
+    // product a shift-add in logic (nnfpga_mul_lut). All take the same two stages.
+    // prod holds lane (p, s) at (p*SIMD + s)*PROD_BITS, signed.
+    logic [PE*SIMD*PROD_BITS-1:0] prod;
 
-    always_ff @(posedge clk) begin
-        for (int p = 0; p < PE; p++) begin
-            for (int s = 0; s < SIMD; s++) begin
-                prod_m[p][s] <= PROD_BITS'(
-                    $signed({IN_SIGNED & x_q[s*IN_BITS + IN_BITS-1], x_q[s*IN_BITS +: IN_BITS]})
-                    * $signed(w_q[(p*SIMD + s)*W_BITS +: W_BITS]));
-                prod[p][s] <= prod_m[p][s];
+    if (CORE == "lut") begin : g_lut_core
+        for (genvar p = 0; p < PE; p++) begin : g_pe
+            for (genvar s = 0; s < SIMD; s++) begin : g_simd
+                nnfpga_mul_lut #(
+                    .IN_BITS(IN_BITS), .IN_SIGNED(IN_SIGNED), .W_BITS(W_BITS), .PROD_BITS(PROD_BITS)
+                ) u_mul (
+                    .clk(clk), .x(x_q[s*IN_BITS +: IN_BITS]), .w(w_q[(p*SIMD + s)*W_BITS +: W_BITS]),
+                    .prod(prod[(p*SIMD + s)*PROD_BITS +: PROD_BITS])
+                );
+            end
+        end
+    end else if (PACK > 1) begin : g_packed_core
+        localparam int GROUPS = (PE + PACK - 1) / PACK;
+        for (genvar s = 0; s < SIMD; s++) begin : g_simd
+            for (genvar g = 0; g < GROUPS; g++) begin : g_group
+                localparam int LANES = PE - g*PACK < PACK ? PE - g*PACK : PACK;
+                logic [LANES*W_BITS-1:0]    w_group;
+                logic [LANES*PROD_BITS-1:0] p_group;
+                for (genvar i = 0; i < LANES; i++) begin : g_lane
+                    assign w_group[i*W_BITS +: W_BITS] = w_q[((g*PACK + i)*SIMD + s)*W_BITS +: W_BITS];
+                    assign prod[((g*PACK + i)*SIMD + s)*PROD_BITS +: PROD_BITS] = p_group[i*PROD_BITS +: PROD_BITS];
+                end
+                nnfpga_mul_pack #(
+                    .LANES(LANES), .IN_BITS(IN_BITS), .IN_SIGNED(IN_SIGNED), .W_BITS(W_BITS), .PROD_BITS(PROD_BITS)
+                ) u_mul (
+                    .clk(clk), .x(x_q[s*IN_BITS +: IN_BITS]), .w(w_group), .prod(p_group)
+                );
+            end
+        end
+    end else begin : g_dsp_core
+        // The multipliers sit in DSP columns across the chip: the second register lets the
+        // router take the way back to the adder tree in a cycle of its own (ECP5: 6 ns of the
+        // 15 ns critical path of a 100-multiplier design was that way back).
+        logic signed [PROD_BITS-1:0] prod_m [PE][SIMD];
+        logic signed [PROD_BITS-1:0] prod_q [PE][SIMD];
+
+        always_ff @(posedge clk) begin
+            for (int p = 0; p < PE; p++) begin
+                for (int s = 0; s < SIMD; s++) begin
+                    prod_m[p][s] <= PROD_BITS'(
+                        $signed({IN_SIGNED & x_q[s*IN_BITS + IN_BITS-1], x_q[s*IN_BITS +: IN_BITS]})
+                        * $signed(w_q[(p*SIMD + s)*W_BITS +: W_BITS]));
+                    prod_q[p][s] <= prod_m[p][s];
+                end
+            end
+        end
+
+        for (genvar p = 0; p < PE; p++) begin : g_pe
+            for (genvar s = 0; s < SIMD; s++) begin : g_simd
+                assign prod[(p*SIMD + s)*PROD_BITS +: PROD_BITS] = prod_q[p][s];
             end
         end
     end
@@ -318,7 +365,7 @@ module nnfpga_dense #(
 
     for (genvar p = 0; p < PE; p++) begin : g_lane
         for (genvar s = 0; s < SIMD; s++) begin : g_product
-            assign tree[0][(p*SIMD + s)*ACC_BITS +: ACC_BITS] = ACC_BITS'(prod[p][s]);
+            assign tree[0][(p*SIMD + s)*ACC_BITS +: ACC_BITS] = ACC_BITS'($signed(prod[(p*SIMD + s)*PROD_BITS +: PROD_BITS]));
         end
     end
 

@@ -54,6 +54,8 @@ module nnfpga_top (
         .LO(-3),
         .HI(127),
         .PIPE_STAGES(10),
+        .CORE("dsp"),
+        .PACK(1),
         .W_FILE("u0_fc0_w.mem"),
         .P_FILE("u0_fc0_p.mem")
     ) u0_fc0 (
@@ -86,6 +88,8 @@ module nnfpga_top (
         .LO(-3),
         .HI(127),
         .PIPE_STAGES(10),
+        .CORE("dsp"),
+        .PACK(1),
         .W_FILE("u1_fc1_w.mem"),
         .P_FILE("u1_fc1_p.mem")
     ) u1_fc1 (
