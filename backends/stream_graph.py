@@ -8,6 +8,7 @@ Every module is one of the templates in templates/verilog, chained by AXI4-Strea
     IR                         modules                                      stream out
     qmatmul + requant          nnfpga_dense (K, N)                          PE per beat
     qconv + requant            nnfpga_window -> nnfpga_dense (K = kh·kw·C)  PE per beat, one vector per pixel
+                               (`window` taps per beat, the weight rows in the window's stream order)
                                (a 1×1 stride-1 unpadded conv skips the window; groups > 1 become
                                one block-diagonal matrix)
     maxpool                    nnfpga_window(pad = min) -> nnfpga_pool(max) input's PAR
@@ -38,7 +39,7 @@ from nnfpga.backends import fifo_depth, stream_model
 from nnfpga.backends.lower import dense_layer
 from nnfpga.backends.rtl_layers import DenseLayer, LayerConfigError, check_folding
 from nnfpga.errors import NnfpgaError
-from nnfpga.hardware import folding_cycles, largest_divisor_at_most
+from nnfpga.hardware import folding_cycles, largest_divisor_at_most, tap_block
 from nnfpga.ir import Graph, Value, clean_name
 from nnfpga.ir.spatial import window_output
 from nnfpga.ir.types import IntType, TensorType, int_type_for_range
@@ -216,17 +217,20 @@ class _Lowering:
         inst.vectors = vectors
         return out
 
-    def window(self, src: Stream, x: Value, kernel, attrs, pad: int, hint: str) -> Stream:
+    def window(self, src: Stream, x: Value, kernel, attrs, pad: int, hint: str, taps: int = 1) -> Stream:
+        """The window stream of image `x`: `taps` window taps of src.par channels per beat."""
         _, c, h, w = x.type.shape
         top, left, _, _ = attrs["pads"]
         (kh, kw), (sh, sw), (dh, dw) = kernel, attrs["strides"], attrs.get("dilations", [1, 1])
         oh, ow = window_output(h, w, kernel, attrs["strides"], attrs["pads"], [dh, dw])
+        th, tw = tap_block(kh, kw, taps)
         p = stream_model.WindowParams(C=c, H=h, W=w, KH=kh, KW=kw, SH=sh, SW=sw, DH=dh, DW=dw, PT=top, PL=left,
-                                      OH=oh, OW=ow, PAR=src.par, BITS=src.bits, PAD=int(pad))
+                                      OH=oh, OW=ow, PAR=src.par, BITS=src.bits, PAD=int(pad), TH=th, TW=tw)
         needed = lambda j: stream_model.window_needed_beats(p, j)  # noqa: E731
-        out = self.fresh(src.par, IntType(src.bits, src.signed), oh * ow * kh * kw * c, src, needed)
+        out = self.fresh(p.out_par, IntType(src.bits, src.signed), oh * ow * kh * kw * c, src, needed)
+        per_beat = f", {taps} taps per beat" if taps > 1 else ""
         self.add("nnfpga_window", hint + "_win", p.verilog_params(), {"s_axis": src}, [("m_axis", out)],
-                 stream_model.window_cycles(p), needed, note=f"{kh}x{kw} windows of {c}x{h}x{w}")
+                 stream_model.window_cycles(p), needed, note=f"{kh}x{kw} windows of {c}x{h}x{w}{per_beat}")
         return out
 
     def pool(self, src: Stream, channels: int, positions: int, windows: int, out_elem, params: dict,
@@ -415,9 +419,14 @@ def _lower_node(g: Graph, lo: _Lowering, node, done: set) -> None:
             o, _, kh, kw = wdata.shape
             _, _, oh, ow = node.output.type.shape
             pointwise = kh == kw == 1 and node.attrs["strides"] == [1, 1] and not any(node.attrs["pads"])
+            matrix = conv_matrix(wdata, c, node.attrs["group"])
             if not pointwise:
-                src = lo.window(src, x, [kh, kw], node.attrs, x.type.element.zero_point, name)
-            layer = dense_layer(g, node, rq, name, conv_matrix(wdata, c, node.attrs["group"]))
+                taps = node.attrs.get("window", 1)
+                par = src.par
+                src = lo.window(src, x, [kh, kw], node.attrs, x.type.element.zero_point, name, taps)
+                # rows in the order the window streams a window's elements
+                matrix = matrix[stream_model.window_element_order(kh, kw, c, par, taps)]
+            layer = dense_layer(g, node, rq, name, matrix)
             out = lo.dense(layer, src, oh * ow, name,
                            f"conv %{name}: {kh}x{kw}, {c} -> {o} channels, {h}x{wd} -> {oh}x{ow}")
             lo.layout[id(rq.output)] = "image"

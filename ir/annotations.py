@@ -2,7 +2,8 @@
 the host backend leaves them out of the ONNX attributes it writes)."""
 from __future__ import annotations
 
-ANNOTATIONS = {"pe": int, "simd": int, "core": str, "wbits": int, "abits": int, "place": str}
-"""Hardware attributes a pass may put on any node (`place` = accel|host, set by partition)."""
+ANNOTATIONS = {"pe": int, "simd": int, "window": int, "core": str, "wbits": int, "abits": int, "place": str}
+"""Hardware attributes a pass may put on any node (`place` = accel|host, set by partition;
+`window` = a qconv's window taps per beat, set by fold and autofold)."""
 PLACES = ("accel", "host")
 """Values of the `place` annotation."""

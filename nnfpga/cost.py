@@ -97,7 +97,8 @@ from nnfpga.errors import NnfpgaError
 from nnfpga.calibration import CALIBRATION
 from nnfpga.cost_stream import module_cost
 from nnfpga.hardware import (DSP_SIGNED_BITS, MULT_BITS, PRODUCT_STAGES, adder_tree_stages,
-                             dense_pipeline_stages, dsp_tiles, largest_divisor_at_most, output_fifo_depth,
+                             dense_pipeline_stages, dsp_tiles, largest_divisor_at_most, largest_taps_at_most,
+                             output_fifo_depth,
                              param_fields, requant_pieces, requant_stages, varying_bits, weight_fields)
 
 DEFAULT_SHIFT = 16
@@ -136,6 +137,10 @@ class LayerShape:
     """Vectors per inference: 1 for a dense layer, the output pixels of a convolution."""
     channels: int = 0
     """Elements of one input pixel (a convolution's input channels); 0: the whole K (dense)."""
+    kernel: tuple[int, int] = (1, 1)
+    """A convolution's window (kh, kw)."""
+    window: int = 1
+    """Window taps per beat (the qconv's `window`): its input beats carry window·in_par elements."""
 
     @staticmethod
     def of(layer) -> "LayerShape":
@@ -158,11 +163,12 @@ def layer_shapes(g) -> list[LayerShape]:
     for node in g.nodes:
         if node.op not in ("qmatmul", "qconv"):
             continue
-        vectors, channels = 1, 0
+        vectors, channels, kernel = 1, 0, (1, 1)
         if node.op == "qconv":
             o, _, kh, kw = node.inputs[1].type.shape
             channels = node.inputs[0].type.shape[1]
             k, n = kh * kw * channels, o
+            kernel = (int(kh), int(kw))
             vectors = node.output.type.shape[2] * node.output.type.shape[3]
         else:
             k, n = node.inputs[1].type.shape
@@ -175,13 +181,19 @@ def layer_shapes(g) -> list[LayerShape]:
             acc_bits=node.output.type.element.bits,
             out_bits=rq.output.type.element.bits if rq else 8,
             shift=int(rq.attrs["shift"]) if rq else DEFAULT_SHIFT,
-            vectors=int(vectors), channels=int(channels)))
+            vectors=int(vectors), channels=int(channels), kernel=kernel, window=int(node.attrs.get("window", 1))))
     return shapes
 
 
 def first_in_par(l: LayerShape) -> int:
     """Input elements per beat at the top: the first layer's simd, within one pixel for a convolution."""
     return largest_divisor_at_most(l.channels or l.k, l.simd)
+
+
+def simd_taps(l: LayerShape) -> int:
+    """Window taps per beat that fill a convolution's simd lanes: as many as fit in simd
+    beside one beat of input channels (first_in_par), at least 1 (autofold's choice)."""
+    return largest_taps_at_most(*l.kernel, l.simd // first_in_par(l)) if l.channels else 1
 
 
 def _clog2(x: int) -> int:

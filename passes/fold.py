@@ -3,14 +3,18 @@
     qmatmul(x[1,K], W[K,N]) -> qmatmul {pe = P, simd = S},  P | N, S | K
     qconv(x[1,C,H,W], W[O,C/g,kh,kw]) -> qconv {pe = P, simd = S},  K = kh·kw·C, N = O
     cycles per vector = (N / P) · (K / S)   (a convolution computes one vector per output pixel)
+    qconv -> qconv {window = T}   T window taps per beat (T = 1, the default, is left unsaid)
 
-P and S are the largest divisors of N and K not above the requested caps, so any cap is
-accepted and the folding stays legal for every layer.
+P and S are the largest divisors of N and K not above the requested caps, and T the most
+taps the layer's window can emit per beat (part of one kernel row or whole rows) not above
+the `window` cap, so any cap is accepted and the folding stays legal for every layer. A
+window of T taps feeds its dense unit T times the input channels of a beat, so a
+one-channel 5×5 layer needs 25/T beats per pixel instead of 25.
 """
 from __future__ import annotations
 
 from nnfpga.errors import PipelineError
-from nnfpga.hardware import largest_divisor_at_most
+from nnfpga.hardware import largest_divisor_at_most, largest_taps_at_most
 from nnfpga.ir import Graph
 from nnfpga.passes.registry import Option, PassContext, register
 
@@ -24,13 +28,23 @@ def matrix_shape(node) -> tuple[int, int]:
     return k, n
 
 
+def set_window_taps(node, taps: int) -> bool:
+    """Set a qconv's `window` to `taps` (leaving it out for 1); whether it changed."""
+    before = node.attrs.pop("window", 1)
+    if taps > 1:
+        node.attrs["window"] = taps
+    return before != taps
+
+
 @register("fold",
           pe=Option(int, 4, "output channels computed per cycle (capped to a divisor of N)"),
-          simd=Option(int, 8, "inputs consumed per cycle (capped to a divisor of K)"))
-def fold(g: Graph, ctx: PassContext, pe: int, simd: int) -> bool:
-    """Set pe/simd on every qmatmul and qconv: the largest divisors of N and K within the caps."""
-    if pe < 1 or simd < 1:
-        raise PipelineError(f"fold: pe={pe} and simd={simd} must be at least 1")
+          simd=Option(int, 8, "inputs consumed per cycle (capped to a divisor of K)"),
+          window=Option(int, 1, "a convolution's window taps per beat (capped to what its window can emit)"))
+def fold(g: Graph, ctx: PassContext, pe: int, simd: int, window: int) -> bool:
+    """Set pe/simd on every qmatmul and qconv (the largest divisors of N and K within the
+    caps) and window on every qconv (the most taps per beat within the cap)."""
+    if pe < 1 or simd < 1 or window < 1:
+        raise PipelineError(f"fold: pe={pe}, simd={simd} and window={window} must be at least 1")
     changed = False
     for node in g.nodes:
         if node.op not in ("qmatmul", "qconv"):
@@ -40,4 +54,7 @@ def fold(g: Graph, ctx: PassContext, pe: int, simd: int) -> bool:
         if any(node.attrs.get(key) != value for key, value in want.items()):
             node.attrs.update(want)
             changed = True
+        if node.op == "qconv":
+            kh, kw = node.inputs[1].type.shape[2:]
+            changed |= set_window_taps(node, largest_taps_at_most(kh, kw, window))
     return changed
