@@ -29,6 +29,7 @@ design.json and the report.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Callable
@@ -271,14 +272,16 @@ class _Lowering:
         return out
 
     def same_par(self, a: Stream, b: Stream, channels: list[int], what: str) -> tuple[Stream, Stream]:
-        """Bring the inputs of a join to one parallelism (the smaller, if it divides the other)."""
+        """Bring the inputs of a join to one parallelism: the largest that divides both (the
+        smaller one, if it divides the other), so each side is narrowed by a whole ratio."""
         if a.par == b.par:
             return a, b
-        small, large = sorted((a.par, b.par))
-        if large % small or any(c % small for c in channels):
-            raise NnfpgaError(f"{what}: its inputs arrive {a.par} and {b.par} elements per beat, and neither "
-                              "divides the other; fold the layers before it to matching pe")
-        return self.repack(a, small), self.repack(b, small)
+        common = math.gcd(a.par, b.par)
+        if any(c % common for c in channels):
+            raise NnfpgaError(f"{what}: its inputs arrive {a.par} and {b.par} elements per beat, and "
+                              f"{common} elements per beat do not divide its channels {channels}; fold the "
+                              "layers before it to matching pe")
+        return self.repack(a, common), self.repack(b, common)
 
     def join_fifos(self, a: Stream, b: Stream, join_for, out_beats: int, what: str) -> tuple[Stream, Stream]:
         """Size and insert the FIFOs that keep the fork feeding a and b from deadlocking."""
