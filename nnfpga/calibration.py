@@ -113,8 +113,9 @@ CALIBRATION: dict[str, dict] = {
             # (its two products go into DSP48s, leaving little logic to fit); FFs within 17%
             # except pool (33%: yosys moves its registers into the DSP48s). Fork and concat
             # refitted after their skid registers as for ECP5 (fork 23, 55 LUTs; concat 51, 85).
-            "window_taps": {"one": 0.0, "bits": 0.0},
-            # nnfpga_window per extra tap, as for ECP5.
+            "window_taps": {"one": 18.18, "bits": 0.898},
+            # nnfpga_window per extra tap, fitted as for ECP5 on the same five windows
+            # (synth_xilinx): 35..77 LUTs per tap.
             "ram_mux_cost": 0.42,
             # Not fitted for Xilinx: the ECP5 figure; RAMB counts were exact on the 51 with it.
             "luts": {
