@@ -15,7 +15,7 @@ from nnfpga.backends.stream_model import WindowParams, window_element_order
 from nnfpga.backends.verilog import predicted_timing
 from nnfpga.cost_stream import module_cost
 from nnfpga.devices import DEVICES
-from nnfpga.errors import IRError
+from nnfpga.errors import IRError, PipelineError
 from nnfpga.frontend.onnx_import import load_onnx
 from nnfpga.hardware import largest_taps_at_most, legal_taps, tap_block
 from nnfpga.ir import parse, verify
@@ -85,6 +85,20 @@ def test_fold_window_caps_the_taps_and_the_verifier_checks_them():
     requant.attrs["window"] = 5
     with pytest.raises(IRError, match="applies to qconv only"):
         verify(g)
+
+
+def test_fold_window_per_layer():
+    g = _conv_graph("quantize,fold{pe=3,simd=6,window=y_q:15}")
+    assert next(n for n in g.nodes if n.op == "qconv").attrs["window"] == 15
+    g = _conv_graph("quantize,fold{pe=3,simd=6,window=y_acc:7}")
+    assert next(n for n in g.nodes if n.op == "qconv").attrs["window"] == 5
+    with pytest.raises(PipelineError, match=r"names layer 'c', which is not a convolution of this model "
+                                            r"\(convolutions: y_acc, y_q\)"):
+        _conv_graph("quantize,fold{window=c:5}")
+    with pytest.raises(PipelineError, match="window of layer y_q must be an integer number of taps, got 'five'"):
+        _conv_graph("quantize,fold{window=y_q:five}")
+    with pytest.raises(PipelineError, match="window=0 must be at least 1"):
+        _conv_graph("quantize,fold{window=0}")
 
 
 def test_lowered_conv_with_taps_computes_the_convolution():
