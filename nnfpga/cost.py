@@ -1,7 +1,8 @@
 """Cost model of the generated hardware: cycles and resources per `nnfpga_dense` layer.
 
 Notation per layer: K inputs, N outputs, P = pe, S = simd, in_par elements per input beat
-(the previous layer's pe; the first layer's simd at the top), ib / wb / ab / ob the input,
+(the previous layer's pe; the first layer's simd at the top; for a convolution, times the
+taps its window emits per beat), ib / wb / ab / ob the input,
 weight, accumulator and output widths, s the requant shift; NF = N/P, SF = K/S.
 
 Time (exact for the template; see "Validation" below):
