@@ -11,7 +11,8 @@ per transfer, images channels-last, and each instance becomes:
                      one vector per output pixel, K = kh·kw·C in window order)
     nnfpga_window    a line buffer that reads input rows only as the next output row needs
                      them (stream_model.WindowParams.need_rows, the RTL's rule), then emits
-                     that row's windows in (ky, kx, c) order with PAD outside the image
+                     that row's windows with PAD outside the image, each in the RTL window's
+                     beat order (stream_model.window_element_order; (ky, kx, c) at one tap per beat)
     nnfpga_pool, nnfpga_add, nnfpga_concat   the RTL module's arithmetic, element by element
     nnfpga_fork      a process copying each element to two streams
     nnfpga_fifo      no process: the stream it sits on gets `#pragma HLS STREAM depth=`
@@ -123,7 +124,7 @@ def _process(inst: Instance, name: str, types: dict, cores, index: int) -> dict:
         w = stream_model.WindowParams(**p)
         need = [w.need_rows(oy) for oy in range(w.OH)]
         ctx.update({k: getattr(w, k) for k in ("C", "H", "W", "KH", "KW", "SH", "SW", "DH", "DW", "PT", "PL",
-                                                 "OH", "OW")},
+                                                 "OH", "OW", "PAR", "TH", "TW")},
                    type=type_of(ins[0]), row_len=w.W * w.C, need_init=_c_array(np.array(need)),
                    rows=max(n - w.free_rows(oy) for oy, n in enumerate(need)),
                    pad=_pad(w.PAD, ins[0].bits, ins[0].signed))

@@ -8,6 +8,7 @@ Every module is one of the templates in templates/verilog, chained by AXI4-Strea
     IR                         modules                                      stream out
     qmatmul + requant          nnfpga_dense (K, N)                          PE per beat
     qconv + requant            nnfpga_window -> nnfpga_dense (K = kh·kw·C)  PE per beat, one vector per pixel
+                               (`window` taps per beat, the weight rows in the window's stream order)
                                (a 1×1 stride-1 unpadded conv skips the window; groups > 1 become
                                one block-diagonal matrix)
     maxpool                    nnfpga_window(pad = min) -> nnfpga_pool(max) input's PAR
@@ -28,6 +29,7 @@ design.json and the report.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Callable
@@ -38,7 +40,7 @@ from nnfpga.backends import fifo_depth, stream_model
 from nnfpga.backends.lower import dense_layer
 from nnfpga.backends.rtl_layers import DenseLayer, LayerConfigError, check_folding
 from nnfpga.errors import NnfpgaError
-from nnfpga.hardware import folding_cycles, largest_divisor_at_most
+from nnfpga.hardware import folding_cycles, largest_divisor_at_most, tap_block
 from nnfpga.ir import Graph, Value, clean_name
 from nnfpga.ir.spatial import window_output
 from nnfpga.ir.types import IntType, TensorType, int_type_for_range
@@ -216,17 +218,20 @@ class _Lowering:
         inst.vectors = vectors
         return out
 
-    def window(self, src: Stream, x: Value, kernel, attrs, pad: int, hint: str) -> Stream:
+    def window(self, src: Stream, x: Value, kernel, attrs, pad: int, hint: str, taps: int = 1) -> Stream:
+        """The window stream of image `x`: `taps` window taps of src.par channels per beat."""
         _, c, h, w = x.type.shape
         top, left, _, _ = attrs["pads"]
         (kh, kw), (sh, sw), (dh, dw) = kernel, attrs["strides"], attrs.get("dilations", [1, 1])
         oh, ow = window_output(h, w, kernel, attrs["strides"], attrs["pads"], [dh, dw])
+        th, tw = tap_block(kh, kw, taps)
         p = stream_model.WindowParams(C=c, H=h, W=w, KH=kh, KW=kw, SH=sh, SW=sw, DH=dh, DW=dw, PT=top, PL=left,
-                                      OH=oh, OW=ow, PAR=src.par, BITS=src.bits, PAD=int(pad))
+                                      OH=oh, OW=ow, PAR=src.par, BITS=src.bits, PAD=int(pad), TH=th, TW=tw)
         needed = lambda j: stream_model.window_needed_beats(p, j)  # noqa: E731
-        out = self.fresh(src.par, IntType(src.bits, src.signed), oh * ow * kh * kw * c, src, needed)
+        out = self.fresh(p.out_par, IntType(src.bits, src.signed), oh * ow * kh * kw * c, src, needed)
+        per_beat = f", {taps} taps per beat" if taps > 1 else ""
         self.add("nnfpga_window", hint + "_win", p.verilog_params(), {"s_axis": src}, [("m_axis", out)],
-                 stream_model.window_cycles(p), needed, note=f"{kh}x{kw} windows of {c}x{h}x{w}")
+                 stream_model.window_cycles(p), needed, note=f"{kh}x{kw} windows of {c}x{h}x{w}{per_beat}")
         return out
 
     def pool(self, src: Stream, channels: int, positions: int, windows: int, out_elem, params: dict,
@@ -267,14 +272,16 @@ class _Lowering:
         return out
 
     def same_par(self, a: Stream, b: Stream, channels: list[int], what: str) -> tuple[Stream, Stream]:
-        """Bring the inputs of a join to one parallelism (the smaller, if it divides the other)."""
+        """Bring the inputs of a join to one parallelism: the largest that divides both (the
+        smaller one, if it divides the other), so each side is narrowed by a whole ratio."""
         if a.par == b.par:
             return a, b
-        small, large = sorted((a.par, b.par))
-        if large % small or any(c % small for c in channels):
-            raise NnfpgaError(f"{what}: its inputs arrive {a.par} and {b.par} elements per beat, and neither "
-                              "divides the other; fold the layers before it to matching pe")
-        return self.repack(a, small), self.repack(b, small)
+        common = math.gcd(a.par, b.par)
+        if any(c % common for c in channels):
+            raise NnfpgaError(f"{what}: its inputs arrive {a.par} and {b.par} elements per beat, and "
+                              f"{common} elements per beat do not divide its channels {channels}; fold the "
+                              "layers before it to matching pe")
+        return self.repack(a, common), self.repack(b, common)
 
     def join_fifos(self, a: Stream, b: Stream, join_for, out_beats: int, what: str) -> tuple[Stream, Stream]:
         """Size and insert the FIFOs that keep the fork feeding a and b from deadlocking."""
@@ -425,9 +432,14 @@ def _lower_node(g: Graph, lo: _Lowering, node, done: set) -> None:
             o, _, kh, kw = wdata.shape
             _, _, oh, ow = node.output.type.shape
             pointwise = kh == kw == 1 and node.attrs["strides"] == [1, 1] and not any(node.attrs["pads"])
+            matrix = conv_matrix(wdata, c, node.attrs["group"])
             if not pointwise:
-                src = lo.window(src, x, [kh, kw], node.attrs, x.type.element.zero_point, name)
-            layer = dense_layer(g, node, rq, name, conv_matrix(wdata, c, node.attrs["group"]))
+                taps = node.attrs.get("window", 1)
+                par = src.par
+                src = lo.window(src, x, [kh, kw], node.attrs, x.type.element.zero_point, name, taps)
+                # rows in the order the window streams a window's elements
+                matrix = matrix[stream_model.window_element_order(kh, kw, c, par, taps)]
+            layer = dense_layer(g, node, rq, name, matrix)
             out = lo.dense(layer, src, oh * ow, name,
                            f"conv %{name}: {kh}x{kw}, {c} -> {o} channels, {h}x{wd} -> {oh}x{ow}")
             lo.layout[id(rq.output)] = "image"

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from nnfpga.hardware import output_fifo_depth, pool_pipeline_stages
+from nnfpga.hardware import output_fifo_depth, pool_pipeline_stages, tap_block
 
 WINDOW_STAGES = 2
 """Registers between issuing a window beat and its transfer: S1 (RAM read), S2 (output)."""
@@ -67,18 +67,35 @@ class WindowParams:
     """Bits per element."""
     PAD: int
     """Value at padded positions (truncated to BITS bits)."""
+    TH: int = 1
+    """Kernel rows of the taps one output beat holds (1, or TW = KW and TH divides KH)."""
+    TW: int = 1
+    """Kernel columns of the taps one output beat holds (divides KW)."""
 
     def __post_init__(self):
-        for name in ("C", "H", "W", "KH", "KW", "SH", "SW", "DH", "DW", "OH", "OW", "PAR", "BITS"):
+        for name in ("C", "H", "W", "KH", "KW", "SH", "SW", "DH", "DW", "OH", "OW", "PAR", "BITS", "TH", "TW"):
             if getattr(self, name) < 1:
                 raise ValueError(f"window {name} must be >= 1, got {getattr(self, name)}")
         if self.PT < 0 or self.PL < 0:
             raise ValueError(f"window padding must be >= 0, got PT={self.PT}, PL={self.PL}")
         if self.C % self.PAR:
             raise ValueError(f"window PAR={self.PAR} does not divide C={self.C}")
+        if (self.TH, self.TW) != tap_block(self.KH, self.KW, self.TH * self.TW):
+            raise ValueError(f"window taps {self.TH}x{self.TW} per beat: a beat holds part of one kernel row "
+                             f"(TH = 1, TW divides KW={self.KW}) or whole rows (TW = KW, TH divides KH={self.KH})")
 
     def verilog_params(self) -> dict[str, int]:
         return asdict(self)
+
+    @property
+    def taps(self) -> int:
+        """Window taps per output beat."""
+        return self.TH * self.TW
+
+    @property
+    def out_par(self) -> int:
+        """Elements per output beat."""
+        return self.taps * self.PAR
 
     @property
     def row_beats(self) -> int:
@@ -88,7 +105,7 @@ class WindowParams:
     @property
     def out_row_beats(self) -> int:
         """Beats per output row (OW windows)."""
-        return self.OW * self.KH * self.KW * self.C // self.PAR
+        return self.OW * self.KH * self.KW * self.C // (self.PAR * self.taps)
 
     @property
     def in_beats(self) -> int:
@@ -115,6 +132,21 @@ class WindowParams:
     def free_rows(self, oy: int) -> int:
         """Input rows no output row from oy on reads: rule (b) lets input run to free + rows."""
         return _clamp(oy * self.SH - self.PT, 0, self.H)
+
+
+def window_element_order(kh: int, kw: int, c: int, par: int, taps: int) -> list[int]:
+    """Row (ky·kw + kx)·c + ch of the window's (ky, kx, c) matrix for each element of one
+    window as nnfpga_window streams it: tap blocks, then channel beats, then per tap of the
+    block PAR channels. The identity when taps = 1 or par = c."""
+    th, tw = tap_block(kh, kw, taps)
+    order = []
+    for by in range(0, kh, th):
+        for bx in range(0, kw, tw):
+            for cb in range(c // par):
+                for t in range(taps):
+                    ky, kx = by + t // tw, bx + t % tw
+                    order.extend((ky * kw + kx) * c + cb * par + e for e in range(par))
+    return order
 
 
 def window_needed_beats(p: WindowParams, j: int) -> int:

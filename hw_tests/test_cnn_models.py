@@ -42,7 +42,7 @@ def test_digits_cnn_on_mixed_cores_is_bit_exact(tmp_path):
     layer on the lut core: the window's matrix-vector units take the cores like dense ones."""
     digits = ROOT / "examples" / "digits_cnn"
     build = tmp_path / "digits_cnn_cores"
-    pipeline = "canonicalize,quantize{wbits=4},channels_last,fold{pe=4,simd=8,core=lut:dsp:lut,pack=1:2:1}"
+    pipeline = "canonicalize,quantize{wbits=4},channels_last,fold{pe=4,simd=8,core=Relu_output_0:lut+logits:lut,pack=Relu_1_output_0:2}"
     compile_model(digits / "model.onnx", build, CompileOptions(calib_path=digits / "calib.npz", pipeline=pipeline))
     result = verify_build(build, samples=30, inputs_path=digits / "test.npz", seed=2)
     assert result["samples"] == 30 and result["mismatches"] == 0 and result["bit_exact"]

@@ -72,6 +72,26 @@ CONCAT = """graph @g(%x: tensor<1x2x5x5xf32>) {
 }
 """
 
+# A one-channel 5x5 first layer, then a conv with dh != dw and a horizontal stride, for
+# windows that emit several taps per beat (fold's `window`).
+FIRST_5X5 = """graph @g(%x: tensor<1x1x10x9xf32>) {
+  const %w : tensor<4x1x5x5xf32> = @w
+  const %b : tensor<4xf32> = @b
+  const %w1 : tensor<6x4x2x3xf32> = @w1
+  const %b1 : tensor<6xf32> = @b1
+  const %w2 : tensor<48x3xf32> = @w2
+  const %b2 : tensor<3xf32> = @b2
+  %c = conv(%x, %w, %b) {dilations = [1, 1], group = 1, pads = [2, 2, 2, 2], strides = [1, 1]} : tensor<1x4x10x9xf32>
+  %r = relu(%c) : tensor<1x4x10x9xf32>
+  %c1 = conv(%r, %w1, %b1) {dilations = [2, 1], group = 1, pads = [1, 0, 0, 1], strides = [1, 2]} : tensor<1x6x9x4xf32>
+  %r1 = relu(%c1) : tensor<1x6x9x4xf32>
+  %p = maxpool(%r1) {dilations = [1, 1], kernel = [2, 2], pads = [0, 0, 0, 0], strides = [2, 2]} : tensor<1x6x4x2xf32>
+  %f = reshape(%p) {shape = [1, 48]} : tensor<1x48xf32>
+  %y = dense(%f, %w2, %b2) : tensor<1x3xf32>
+  return %y
+}
+"""
+
 
 def _graph(text: str, seed: int = 0):
     arrays = {}
@@ -101,12 +121,20 @@ def _build(tmp: Path, text: str, pipeline: str):
     (RESIDUAL, "fold{pe=2,simd=4}"),
     (RESIDUAL, "fold{pe=4,simd=12}"),
     (CONCAT, "fold{pe=2,simd=2}"),
-], ids=["residual-pe2", "residual-pe4", "concat"])
+    (RESIDUAL, "fold{pe=2,simd=4,window=3}"),
+    (CONCAT, "fold{pe=2,simd=2,window=9}"),
+    (FIRST_5X5, "fold{pe=4,simd=25,window=25}"),
+    (FIRST_5X5, "fold{pe=2,simd=5,window=5}"),
+], ids=["residual-pe2", "residual-pe4", "concat", "residual-window3", "concat-window9", "first5x5-window25",
+        "first5x5-window5"])
 def test_cnn_is_bit_exact_at_the_predicted_rate(tmp_path, text, fold):
     design, rtl, x, golden = _build(tmp_path, text, f"quantize,channels_last,{fold}")
     assert "%Error" not in lint(rtl)
     modules = {i.module for i in design.instances}
-    assert {"nnfpga_window", "nnfpga_dense", "nnfpga_fork", "nnfpga_fifo"} <= modules
+    assert {"nnfpga_window", "nnfpga_dense"} <= modules
+    assert text is FIRST_5X5 or {"nnfpga_fork", "nnfpga_fifo"} <= modules
+    taps = [i.params["TH"] * i.params["TW"] for i in design.instances if i.module == "nnfpga_window"]
+    assert ("window=" in fold) == (max(taps) > 1)
     result = simulate(rtl, x, golden, work_dir=tmp_path / "sim", seed=3)
     assert result.mismatches == 0
     assert np.array_equal(np.asarray(result.outputs, np.int64), golden)

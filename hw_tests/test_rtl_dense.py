@@ -134,7 +134,7 @@ def test_the_template_checks_its_stage_count(tmp_path_factory):
 @pytest.mark.parametrize("pipeline, cores", [
     ("canonicalize,quantize{wbits=4,abits=8},fold{pe=4,simd=8,core=lut}", [("lut", 1)] * 3),
     # 2 products of 8-bit inputs and 5-bit weights per 18x18 multiplier (18 bits: they fit)
-    ("canonicalize,quantize{wbits=5,abits=8},fold{pe=4,simd=8,core=lut:dsp:dsp,pack=1:2:2}",
+    ("canonicalize,quantize{wbits=5,abits=8},fold{pe=4,simd=8,core=relu0:lut,pack=relu1:2+logits:2}",
      [("lut", 1), ("dsp", 2), ("dsp", 2)]),
 ])
 def test_digits_mlp_on_lut_and_packed_cores_is_bit_exact(tmp_path_factory, pipeline, cores):

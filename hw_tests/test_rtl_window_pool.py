@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from nnfpga.backends.stream_model import (
-    WINDOW_STAGES, PoolParams, WindowParams, pool_accept_limit, pool_capacity_beats, pool_cycles,
+    WINDOW_STAGES, PoolParams, WindowParams, window_element_order, pool_accept_limit, pool_capacity_beats, pool_cycles,
     pool_latency_cycles, pool_needed_beats, pool_stages, window_accept_limit, window_capacity_beats, window_cycles,
     window_latency_cycles, window_needed_beats,
 )
@@ -54,7 +54,7 @@ class Stage:
 
 
 def window_stage(p: WindowParams) -> Stage:
-    return Stage("nnfpga_window", p.verilog_params(), p.PAR * p.BITS, p.PAR * p.BITS)
+    return Stage("nnfpga_window", p.verilog_params(), p.PAR * p.BITS, p.out_par * p.BITS)
 
 
 def pool_stage(p: PoolParams) -> Stage:
@@ -174,7 +174,9 @@ def window_oracle(p: WindowParams, signed: bool, x: np.ndarray) -> np.ndarray:
                     ix = ox * p.SW - p.PL + kx * p.DW
                     if 0 <= iy < p.H and 0 <= ix < p.W:
                         out[:, oy, ox, ky, kx, :] = img[:, iy, ix, :]
-    return out.reshape(len(x), -1)
+    # each window's elements in the stream's order (tap blocks, channel beats, taps)
+    order = window_element_order(p.KH, p.KW, p.C, p.PAR, p.taps)
+    return out.reshape(len(x), p.OH * p.OW, -1)[:, :, order].reshape(len(x), -1)
 
 
 def pool_oracle(p: PoolParams, x: np.ndarray) -> np.ndarray:
@@ -190,14 +192,15 @@ def pool_oracle(p: PoolParams, x: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------
 # configurations
 
-def window(C, H, W, KH, KW, *, S=(1, 1), D=(1, 1), pad=(0, 0), out=None, PAR=1, BITS=8, PAD=0, bottom_right=None):
+def window(C, H, W, KH, KW, *, S=(1, 1), D=(1, 1), pad=(0, 0), out=None, PAR=1, BITS=8, PAD=0, bottom_right=None,
+           taps=(1, 1)):
     """WindowParams with OH, OW from bottom/right padding (default: as top/left) unless `out` is given."""
     (SH, SW), (DH, DW), (PT, PL) = S, D, pad
     if out is None:
         PB, PR = bottom_right or pad
         out = ((H + PT + PB - (KH - 1) * DH - 1) // SH + 1, (W + PL + PR - (KW - 1) * DW - 1) // SW + 1)
     return WindowParams(C=C, H=H, W=W, KH=KH, KW=KW, SH=SH, SW=SW, DH=DH, DW=DW, PT=PT, PL=PL,
-                        OH=out[0], OW=out[1], PAR=PAR, BITS=BITS, PAD=PAD)
+                        OH=out[0], OW=out[1], PAR=PAR, BITS=BITS, PAD=PAD, TH=taps[0], TW=taps[1])
 
 
 WINDOWS = {
@@ -210,6 +213,17 @@ WINDOWS = {
     "1d_h1_stride2": (window(4, 1, 10, 1, 5, S=(1, 2), pad=(0, 2), bottom_right=(0, 1), PAR=2, BITS=5,
                              PAD=1), False, (0.3, 0.3)),
     "stride_gt_kernel_unused_rows": (window(2, 8, 4, 1, 2, S=(3, 2), out=(2, 2), BITS=8), False, (0.3, 0.3)),
+    # several taps per beat (taps=(TH, TW)): a kernel row, whole rows, part of a row (the probe
+    # top carries a beat and a 24-bit count in one 64-bit word, so the beats stay narrow)
+    "taps_row_5x5_c1_pad2": (window(1, 9, 8, 5, 5, pad=(2, 2), PAD=-3, taps=(1, 5)), True, (0.3, 0.3)),
+    "taps_whole_3x3_stride2": (window(1, 7, 6, 3, 3, S=(2, 2), pad=(1, 1), BITS=4, PAD=9, taps=(3, 3)),
+                               False, (0.3, 0.3)),
+    "taps_whole_2x2_two_beats_per_pixel": (window(2, 5, 6, 2, 2, S=(1, 2), pad=(1, 1), BITS=5, PAD=-7,
+                                                  taps=(2, 2)), True, (0.3, 0.3)),
+    "taps_two_rows_dilation_dh2_dw1": (window(2, 9, 8, 4, 3, D=(2, 1), pad=(3, 1), bottom_right=(2, 0), BITS=6,
+                                              PAD=5, taps=(2, 3)), False, (0.05, 0.8)),
+    "taps_half_row_stride_dilation_dw2": (window(3, 6, 9, 2, 4, S=(1, 2), D=(1, 2), pad=(1, 3), PAR=3, BITS=4, PAD=-1,
+                                                 taps=(1, 2)), True, (0.8, 0.05)),
 }
 
 POOLS = {
@@ -318,7 +332,7 @@ def test_window_is_bit_exact_on_time_and_keeps_its_contract(tmp_path, name):
     p, signed, probs = WINDOWS[name]
     x = random_frames(np.random.default_rng(len(name)), FRAMES, p.H * p.W * p.C, p.BITS, signed)
     result, counts = probed_run(tmp_path, [window_stage(p)], stream(p.H * p.W * p.C, p.BITS, signed, p.PAR),
-                                window_oracle(p, signed, x), p.BITS, signed, p.PAR, x, window_cycles(p),
+                                window_oracle(p, signed, x), p.BITS, signed, p.out_par, x, window_cycles(p),
                                 probs, seed=11)
     assert window_cycles(p) >= max(p.in_beats, p.out_beats)
     check_timing(result, window_cycles(p), window_latency_cycles(p))

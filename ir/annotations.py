@@ -2,10 +2,11 @@
 the host backend leaves them out of the ONNX attributes it writes)."""
 from __future__ import annotations
 
-ANNOTATIONS = {"pe": int, "simd": int, "core": str, "pack": int, "wbits": int, "abits": int, "place": str,
-               "part_of": str}
+ANNOTATIONS = {"pe": int, "simd": int, "window": int, "core": str, "pack": int, "wbits": int, "abits": int,
+               "place": str, "part_of": str}
 """Hardware attributes a pass may put on any node (`place` = accel|host, set by partition;
-`core` = dsp|lut and `pack` = products per DSP multiplier, on qmatmul and qconv; `part_of` =
-the layer a part of a split layer came from, set by split)."""
+`window` = a qconv's window taps per beat, set by fold and autofold; `core` = dsp|lut and
+`pack` = products per DSP multiplier, on qmatmul and qconv; `part_of` = the layer a part of
+a split layer came from, set by split)."""
 PLACES = ("accel", "host")
 """Values of the `place` annotation."""

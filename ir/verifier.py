@@ -7,11 +7,21 @@ from __future__ import annotations
 import numpy as np
 
 from nnfpga.errors import IRError
-from nnfpga.hardware import CORES, max_pack, pack_fits, packed_weight_bits
+from nnfpga.hardware import CORES, legal_taps, max_pack, pack_fits, packed_weight_bits
 from nnfpga.ir.graph import ArrayRef, Graph, Node
 from nnfpga.ir.annotations import ANNOTATIONS, PLACES
 from nnfpga.ir.ops import OPS, OpCheckError
 from nnfpga.ir.types import FloatType, IntType, QuantType, TensorType
+
+
+def _check_window_taps(node: Node, taps: int) -> None:
+    """`window` (taps per beat of a convolution's window) only on qconv, and only a count its window can emit."""
+    if node.op != "qconv":
+        raise IRError(f"{_where(node)}: 'window' (window taps per beat) applies to qconv only")
+    kh, kw = node.inputs[1].type.shape[2:]
+    if taps not in legal_taps(kh, kw):
+        raise IRError(f"{_where(node)}: window={taps} taps per beat; a {kh}x{kw} window emits "
+                      f"{', '.join(map(str, legal_taps(kh, kw)))} (part of one kernel row or whole rows)")
 
 
 def _where(node: Node) -> str:
@@ -133,6 +143,8 @@ def verify(g: Graph, dsp_shape: tuple[int, int] | None = None) -> None:
                 _check_attr(node, key, value, ANNOTATIONS[key])
                 if key == "place" and value not in PLACES:
                     raise IRError(f"{_where(node)}: place must be one of {', '.join(PLACES)}, got {value!r}")
+                if key == "window":
+                    _check_window_taps(node, value)
             elif not opdef.open_attrs:
                 raise IRError(f"{_where(node)}: unknown attribute '{key}' "
                               f"(allowed: {', '.join(sorted(set(opdef.attrs) | set(ANNOTATIONS)))})")

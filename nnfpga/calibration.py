@@ -70,6 +70,11 @@ CALIBRATION: dict[str, dict] = {
             # instances each, exact on both (fork WIDTH 16, 48: 38, 70 LUTs, 37, 101 FFs;
             # concat 16, 32 beat bits: 55, 90 LUTs, 43, 77 FFs); repack's FFs gain one per
             # buffer bit (its hold register), measured +33, +33, +65 on three instances.
+            "window_taps": {"one": 47.46, "bits": 0.541},
+            # nnfpga_window, per tap of a beat beyond the first: LUTs = one + bits * (its
+            # line-buffer copy's read multiplexer bits + its beat bits). Least squares over
+            # five instances (1 to 8 channels, 3 to 25 taps, LUT-RAM and DP16KD line buffers),
+            # each less the same window at one tap: 54..151 LUTs per tap, fitted within 8%.
             "ram_mux_cost": 0.42,
             # libmap's charge per bit per extra LUT-RAM cell in depth, fitted: every line
             # buffer, pool and FIFO RAM of the 51 went where this rule says (BRAM and
@@ -131,6 +136,9 @@ CALIBRATION: dict[str, dict] = {
             # (its two products go into DSP48s, leaving little logic to fit); FFs within 17%
             # except pool (33%: yosys moves its registers into the DSP48s). Fork and concat
             # refitted after their skid registers as for ECP5 (fork 23, 55 LUTs; concat 51, 85).
+            "window_taps": {"one": 18.18, "bits": 0.898},
+            # nnfpga_window per extra tap, fitted as for ECP5 on the same five windows
+            # (synth_xilinx): 35..77 LUTs per tap.
             "ram_mux_cost": 0.42,
             # Not fitted for Xilinx: the ECP5 figure; RAMB counts were exact on the 51 with it.
             "luts": {

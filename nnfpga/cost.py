@@ -1,7 +1,8 @@
 """Cost model of the generated hardware: cycles and resources per `nnfpga_dense` layer.
 
 Notation per layer: K inputs, N outputs, P = pe, S = simd, in_par elements per input beat
-(the previous layer's pe; the first layer's simd at the top), ib / wb / ab / ob the input,
+(the previous layer's pe; the first layer's simd at the top; for a convolution, times the
+taps its window emits per beat), ib / wb / ab / ob the input,
 weight, accumulator and output widths, s the requant shift; NF = N/P, SF = K/S.
 
 Time (exact for the template; see "Validation" below):
@@ -108,9 +109,9 @@ from nnfpga.errors import NnfpgaError
 from nnfpga.calibration import CALIBRATION
 from nnfpga.cost_stream import module_cost
 from nnfpga.hardware import (DSP_SIGNED_BITS, MULT_BITS, PRODUCT_STAGES, adder_tree_stages,
-                             dense_pipeline_stages, dsp_tiles, largest_divisor_at_most, output_fifo_depth,
-                             pack_lane_bits, packed_weight_bits, param_fields, product_multipliers,
-                             requant_pieces, requant_stages, varying_bits, weight_fields)
+                             dense_pipeline_stages, dsp_tiles, largest_divisor_at_most, largest_taps_at_most,
+                             output_fifo_depth, pack_lane_bits, packed_weight_bits, param_fields,
+                             product_multipliers, requant_pieces, requant_stages, varying_bits, weight_fields)
 
 DEFAULT_SHIFT = 16
 """Requant shift assumed when a layer record does not say (only the LUT/FF figures use it)."""
@@ -152,6 +153,10 @@ class LayerShape:
     """What builds the products: dsp or lut (nnfpga.hardware CORES)."""
     pack: int = 1
     """Products per DSP multiplier (dsp core)."""
+    kernel: tuple[int, int] = (1, 1)
+    """A convolution's window (kh, kw)."""
+    window: int = 1
+    """Window taps per beat (the qconv's `window`): its input beats carry window·in_par elements."""
 
     @staticmethod
     def of(layer) -> "LayerShape":
@@ -174,11 +179,12 @@ def layer_shapes(g) -> list[LayerShape]:
     for node in g.nodes:
         if node.op not in ("qmatmul", "qconv"):
             continue
-        vectors, channels = 1, 0
+        vectors, channels, kernel = 1, 0, (1, 1)
         if node.op == "qconv":
             o, _, kh, kw = node.inputs[1].type.shape
             channels = node.inputs[0].type.shape[1]
             k, n = kh * kw * channels, o
+            kernel = (int(kh), int(kw))
             vectors = node.output.type.shape[2] * node.output.type.shape[3]
         else:
             k, n = node.inputs[1].type.shape
@@ -191,7 +197,7 @@ def layer_shapes(g) -> list[LayerShape]:
             acc_bits=node.output.type.element.bits,
             out_bits=rq.output.type.element.bits if rq else 8,
             shift=int(rq.attrs["shift"]) if rq else DEFAULT_SHIFT,
-            vectors=int(vectors), channels=int(channels),
+            vectors=int(vectors), channels=int(channels), kernel=kernel, window=int(node.attrs.get("window", 1)),
             core=node.attrs.get("core", "dsp"), pack=int(node.attrs.get("pack", 1))))
     return shapes
 
@@ -199,6 +205,12 @@ def layer_shapes(g) -> list[LayerShape]:
 def first_in_par(l: LayerShape) -> int:
     """Input elements per beat at the top: the first layer's simd, within one pixel for a convolution."""
     return largest_divisor_at_most(l.channels or l.k, l.simd)
+
+
+def simd_taps(l: LayerShape) -> int:
+    """Window taps per beat that fill a convolution's simd lanes: as many as fit in simd
+    beside one beat of input channels (first_in_par), at least 1 (autofold's choice)."""
+    return largest_taps_at_most(*l.kernel, l.simd // first_in_par(l)) if l.channels else 1
 
 
 def lut_product_bits(layer) -> int:

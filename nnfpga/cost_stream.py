@@ -10,7 +10,11 @@ rtl/design.json's `instances`) and returns its LUTs, FFs, DSPs and block RAMs; n
 over a few features f_i of its parameters (the table FEATURES, with why each one is there),
 and a RAM wherever the template declares one:
 
-    nnfpga_window   line buffer: rows·W·C/PAR words of PAR·BITS bits, registered read
+    nnfpga_window   line buffer: rows·W·C/PAR words of PAR·BITS bits, registered read,
+                    one copy per tap of a beat (TH·TW copies); each tap beyond the first
+                    adds its own address and pad logic and its RAM's read multiplexer
+                    (LUTs: window_taps one + bits · (mux bits + beat bits), fitted) and its
+                    S2 output register and pad flag (FFs: PAR·BITS + 1, exact)
     nnfpga_pool     running value per channel beat: C/PAR words of PAR·AW bits
                     (AW = IN_BITS+1 for max, ACC_BITS for a sum), asynchronous read
     nnfpga_fifo     DEPTH words of WIDTH+1 bits (tlast rides along); registered read from
@@ -128,6 +132,11 @@ def module_ram(module: str, p: dict) -> tuple[int, int, bool] | None:
     return None
 
 
+def ram_copies(module: str, p: dict) -> int:
+    """Copies of the module's RAM: a window keeps one per tap of a beat (nnfpga_window's g_read)."""
+    return p.get("TH", 1) * p.get("TW", 1) if module == "nnfpga_window" else 1
+
+
 def module_dsps(module: str, p: dict, dev: Device) -> int:
     if module == "nnfpga_pool" and p["MODE"] == 1:
         return p["PAR"] * dsp_tiles(p["ACC_BITS"], MULT_BITS + 1, dev.dsp_shape)
@@ -145,12 +154,19 @@ def module_cost(module: str, params: dict, dev: Device) -> dict:
     ffs = sum(ff_c.get(k, 0) * v for k, v in f.items())
     ram = module_ram(module, params)
     place = None
+    copies = ram_copies(module, params)
     if ram is not None:
         depth, width, registered = ram
         place = ram_placement(depth, width, dev.family)
-        luts += place["lutram_cells"] * LUTRAM[dev.family]["luts"]
+        luts += copies * place["lutram_cells"] * LUTRAM[dev.family]["luts"]
         if place["placement"] == "registers" or (place["placement"] == "lutram" and registered):
-            ffs += width  # a block RAM holds its read register; LUT-RAM and a one-word RAM do not
+            ffs += copies * width  # a block RAM holds its read register; LUT-RAM and a one-word RAM do not
+    if module == "nnfpga_window" and copies > 1:
+        depth, width, _ = ram
+        taps = cal["window_taps"]
+        deep = math.ceil(depth / LUTRAM[dev.family]["depth"]) if place["placement"] == "lutram" else 1
+        luts += (copies - 1) * (taps["one"] + taps["bits"] * ((deep - 1) * width + width))
+        ffs += (copies - 1) * (width + 1)
     return {"module": module, "luts": max(0, round(luts)), "ffs": max(0, round(ffs)),
-            "dsps": module_dsps(module, params, dev), "brams": place["blocks"] if place else 0,
-            "ram": place}
+            "dsps": module_dsps(module, params, dev), "brams": copies * place["blocks"] if place else 0,
+            "ram": place and {**place, "copies": copies}}

@@ -12,7 +12,8 @@ edges from the cycle a module issues work to the cycle its result is visible on 
 (tvalid high), with the output never held back.
 
     requantizer   MULT_BITS
-    folding       largest_divisor_at_most, folding_cycles
+    folding       largest_divisor_at_most, folding_cycles, legal_taps, largest_taps_at_most,
+                  tap_block
     pipeline      dense_pipeline_stages, pool_pipeline_stages, add_pipeline_stages,
                   requant_stages, output_fifo_depth, with_submodules
     multipliers   dsp_tiles, LUT_PRODUCT_LUT4
@@ -42,6 +43,26 @@ def largest_divisor_at_most(n: int, cap: int) -> int:
 def folding_cycles(layer) -> int:
     """Cycles the matrix-vector unit spends on one vector: (N/pe)·(K/simd)."""
     return (layer.n // layer.pe) * (layer.k // layer.simd)
+
+
+def legal_taps(kh: int, kw: int) -> list[int]:
+    """Taps per beat a kh x kw sliding window (nnfpga_window) can emit: a divisor of a
+    kernel row, or whole kernel rows (a divisor of kh times kw)."""
+    return sorted({d for d in range(1, kw + 1) if kw % d == 0} | {kw * d for d in range(1, kh + 1) if kh % d == 0})
+
+
+def largest_taps_at_most(kh: int, kw: int, cap: int) -> int:
+    """The most taps per beat a kh x kw window can emit, not above `cap` (at least 1)."""
+    return max(t for t in legal_taps(kh, kw) if t <= max(1, cap))
+
+
+def tap_block(kh: int, kw: int, taps: int) -> tuple[int, int]:
+    """(rows, columns) of the block of `taps` window taps one beat holds; ValueError if the
+    window cannot emit that many per beat."""
+    if taps not in legal_taps(kh, kw):
+        raise ValueError(f"a {kh}x{kw} window emits {', '.join(map(str, legal_taps(kh, kw)))} taps per beat, "
+                         f"not {taps}")
+    return (1, taps) if kw % taps == 0 else (taps // kw, kw)
 
 
 # -- pipeline ------------------------------------------------------------------------------

@@ -1,7 +1,10 @@
 """autofold: choose every layer's pe/simd from the device's budget and a target rate.
 
     qmatmul(x[1,K], W[K,N]) -> qmatmul {pe = P, simd = S},  P | N, S | K
-    qconv: the same on its window's matrix (K = kh·kw·C), one vector per output pixel
+    qconv: the same on its window's matrix (K = kh·kw·C), one vector per output pixel;
+           its window emits as many taps per beat as its simd lanes take beside one
+           beat of input channels (cost.simd_taps), so a one-channel 5×5 layer at
+           simd 25 reads a whole window per beat instead of one element
 
 The slowest layer sets the rate, so a balanced pipeline gives every layer the same target
 interval T and spends no more than T needs:
@@ -36,10 +39,11 @@ from typing import Callable
 from nnfpga.backends.lower import region_input
 from nnfpga.backends.stream_graph import lower_stream
 from nnfpga.cost import (RESOURCES, LayerShape, device_budget, devices_by_size, estimate, first_in_par, fps,
-                         layer_cost, layer_shapes, stream_inputs)
+                         layer_cost, layer_shapes, simd_taps, stream_inputs)
 from nnfpga.devices import DEFAULT_DEVICE, DEVICES, Device
 from nnfpga.errors import PipelineError
 from nnfpga.ir import Graph
+from nnfpga.passes.fold import set_window_taps
 from nnfpga.passes.pipeline import Step
 from nnfpga.passes.registry import Option, PassContext, register
 
@@ -65,7 +69,8 @@ class _Planner:
             for pe in _divisors(l.n):
                 for simd in _divisors(l.k):
                     trial = replace(l, pe=pe, simd=simd, rom_widths=None)
-                    c = layer_cost(trial, first_in_par(trial) if l.channels else simd, dev)
+                    trial = replace(trial, window=simd_taps(trial))
+                    c = layer_cost(trial, first_in_par(trial) * trial.window if l.channels else simd, dev)
                     share = sum(c[r] / budget[r] if budget[r] else math.inf for r in RESOURCES)
                     opts.append((c["stage_cycles"] if l.channels else c["folds"], share, pe, simd))
             self.options.append(sorted(opts, key=lambda o: (o[1], o[2] * o[3], o[2])))
@@ -83,11 +88,13 @@ class _Planner:
             if chosen and l.channels:
                 # A convolution's window streams at the previous layer's pe: vectors·K/pe beats must fit too.
                 prev = chosen[-1]
+                taps = simd_taps(replace(l, simd=simd))
                 wide = [d for d in _divisors(prev.n) if d >= prev.pe and l.channels % d == 0
-                        and l.vectors * l.k // d <= interval]
+                        and l.vectors * l.k // (d * taps) <= interval]
                 if wide:
                     chosen[-1] = replace(prev, pe=wide[0])
-            chosen.append(replace(l, pe=pe, simd=simd, rom_widths=None))
+            trial = replace(l, pe=pe, simd=simd, rom_widths=None)
+            chosen.append(replace(trial, window=simd_taps(trial)))
         return chosen
 
     def fitting(self, max_interval: int | None):
@@ -194,23 +201,27 @@ def plan(shapes: list[LayerShape], dev: Device, target_fps: float = 0.0,
           device=Option(str, "", f"device whose budget the design must fit (default: the build's --target, "
                                  f"else {DEFAULT_DEVICE})"))
 def autofold(g: Graph, ctx: PassContext, target_fps: float, clock_mhz: float, device: str) -> bool:
-    """Set pe/simd on every qmatmul and qconv: the fastest balanced pipeline that fits, or the smallest meeting target_fps."""
+    """Set pe/simd (and a qconv's window taps) on every qmatmul and qconv: the fastest
+    balanced pipeline that fits, or the smallest meeting target_fps."""
     name = device or ctx.device or DEFAULT_DEVICE
     if name not in DEVICES:
         raise PipelineError(f"autofold: unknown device '{name}'; known devices: {', '.join(DEVICES)}")
     shapes = layer_shapes(g)
     if not shapes:
         raise PipelineError("autofold: the graph has no qmatmul layer; run quantize before autofold")
-    before = [(n.attrs.get("pe"), n.attrs.get("simd")) for n in g.nodes if n.op in ("qmatmul", "qconv")]
+    before = [(n.attrs.get("pe"), n.attrs.get("simd"), n.attrs.get("window", 1))
+              for n in g.nodes if n.op in ("qmatmul", "qconv")]
     chosen, _ = plan(shapes, DEVICES[name], target_fps, clock_mhz, _whole_design(g))
     _apply(g, chosen)
-    return [(l.pe, l.simd) for l in chosen] != before
+    return [(l.pe, l.simd, l.window) for l in chosen] != before
 
 
 def _apply(g: Graph, layers: list[LayerShape]) -> None:
-    """Set each qmatmul's and qconv's pe/simd from `layers` (graph order)."""
+    """Set each qmatmul's and qconv's pe/simd (and a qconv's window) from `layers` (graph order)."""
     for node, l in zip((n for n in g.nodes if n.op in ("qmatmul", "qconv")), layers, strict=True):
         node.attrs.update(pe=l.pe, simd=l.simd)
+        if node.op == "qconv":
+            set_window_taps(node, l.window)
 
 
 def _whole_design(g: Graph) -> WholeDesign:

@@ -86,15 +86,15 @@ def test_fold_sets_cores_for_all_or_per_layer():
     assert (out.nodes[0].attrs["core"], out.nodes[0].attrs["pack"]) == ("lut", 1)
     out = run_pipeline(out, "fold")  # left out: unchanged
     assert out.nodes[0].attrs["core"] == "lut"
-    out = run_pipeline(g, "fold{core=lut}")  # one value per layer, one layer here
+    out = run_pipeline(g, "fold{core=lut}")  # one value for every layer
     assert out.nodes[0].attrs["core"] == "lut" and "pack" not in out.nodes[0].attrs
 
 
 @pytest.mark.parametrize("pipeline, message", [
     ("fold{core=bram}", r"fold: unknown core 'bram' \(accepted: dsp, lut\)"),
-    ("fold{core=lut:dsp}", "fold: core=lut:dsp gives 2 values for 1 layers"),
-    ("fold{pack=two}", "fold: pack=two must be whole numbers of at least 1"),
-    ("fold{pack=0}", "fold: pack=0 must be whole numbers of at least 1"),
+    ("fold{core=nosuch:lut}", "fold: core names layer 'nosuch', which is not a qmatmul or qconv"),
+    ("fold{pack=two}", "fold: pack must be a whole number, got 'two'"),
+    ("fold{pack=0}", "fold: pack=0 must be at least 1"),
 ])
 def test_fold_refuses_bad_core_options(pipeline, message):
     with pytest.raises(PipelineError, match=message):

@@ -90,6 +90,25 @@ def test_cnn_block_csim_matches_onnxruntime(tmp_path, builder):
     assert np.array_equal(out, golden)
 
 
+@pytest.mark.parametrize("builder, fold", [("residual_block", "fold{pe=2,simd=4,window=3}"),
+                                           ("strided_cnn", "fold{pe=4,simd=9,window=9}")])
+def test_window_taps_csim_matches_onnxruntime(tmp_path, builder, fold):
+    """Windows that emit several taps per beat, with a pixel over several beats (pe below the
+    channels): the weight rows follow the window's stream order in C++ as in the RTL."""
+    model = onnx_models.save(getattr(onnx_models, builder)(), tmp_path / f"{builder}.onnx")
+    build = tmp_path / "build"
+    compile_model(Path(model), build, CompileOptions(pipeline=f"canonicalize,quantize,channels_last,{fold}"))
+    g = load_ir(build / "ir" / "final")
+    design = lower_stream(g, region_input(g))
+    windows = [i.params for i in design.instances if i.module == "nnfpga_window"]
+    assert any(w["TH"] * w["TW"] > 1 and w["PAR"] < w["C"] for w in windows)
+    shape = json.loads((build / "manifest.json").read_text())["float_input"]["shape"]
+    x = np.random.default_rng(8).standard_normal((60, *shape[1:])).astype(np.float32)
+    out, golden = csim_and_golden(build, x, tmp_path / "csim")
+    assert np.unique(golden).size > 20
+    assert np.array_equal(out, golden)
+
+
 def test_cnn_hls_has_the_rtl_structure(tmp_path):
     """One process per module (no repack, the skip FIFO a stream depth), a pragma per dense layer."""
     model = onnx_models.save(onnx_models.residual_block(), tmp_path / "residual.onnx")

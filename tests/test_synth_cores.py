@@ -16,9 +16,9 @@ from nnfpga.report import cost_inputs
 
 @pytest.mark.parametrize("target, pipeline, cores", [
     # 2 products of 8-bit inputs and 5-bit weights fit one 18x18 multiplier
-    ("ecp5-85k", "canonicalize,quantize{wbits=5},fold{pe=4,simd=4,core=lut:dsp,pack=1:2}", [("lut", 1), ("dsp", 2)]),
+    ("ecp5-85k", "canonicalize,quantize{wbits=5},fold{pe=4,simd=4,core=h0_r:lut,pack=h1:2}", [("lut", 1), ("dsp", 2)]),
     # 2 int8 products fit a DSP48E1's 25-bit port
-    ("xc7z020", "canonicalize,quantize,fold{pe=4,simd=4,core=dsp:lut,pack=2:1}", [("dsp", 2), ("lut", 1)]),
+    ("xc7z020", "canonicalize,quantize,fold{pe=4,simd=4,core=h1:lut,pack=h0_r:2}", [("dsp", 2), ("lut", 1)]),
 ])
 def test_yosys_uses_the_multipliers_the_cores_promise(tmp_path, target, pipeline, cores):
     model = save(mlp((16, 12, 8)), tmp_path / "m.onnx")
