@@ -91,7 +91,7 @@ def _count(text: str, what: str) -> int:
 
 def _core(text: str, what: str) -> str:
     if text not in CORES:
-        raise PipelineError(f"fold: {what}: unknown core '{text}' (accepted: {', '.join(CORES)})")
+        raise PipelineError(f"fold: unknown core '{text}' (accepted: {', '.join(CORES)}) in {what}")
     return text
 
 

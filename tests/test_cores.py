@@ -73,7 +73,7 @@ def test_pack_fit_needs_the_target_and_core_needs_a_layer():
     verify(g, DEVICES["xc7z020"].dsp_shape)  # 24 bits on a 25-bit port
     bad = graph("").clone()
     bad.nodes[1].attrs["core"] = "lut"
-    with pytest.raises(IRError, match="requant node defining %y: core and pack describe a layer's products"):
+    with pytest.raises(IRError, match="requant node defining %y: core describes a layer's products"):
         verify(bad)
 
 

@@ -26,7 +26,8 @@ def _split_digits(pipeline):
 
 
 def test_each_part_gets_a_fifo_of_one_pixel_and_the_pair_runs_at_its_rate(monkeypatch):
-    g = _split_digits("canonicalize,split{ratio=0.5},quantize,channels_last,autofold")
+    # A rate the parts set (at the fastest folding, the concat's one beat per cycle sets it).
+    g = _split_digits("canonicalize,split{ratio=0.5},quantize,channels_last,autofold{target_fps=800000}")
     design = lower_stream(g, region_input(g))
     joins = [f for f in design.fifos if f["derivation"].startswith("split layer")]
     beats = {}
