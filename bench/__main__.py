@@ -12,6 +12,8 @@ repository root. Sections:
   peers      hls4ml and da4ml on the same models and layers, when installed
   cost       the cost model's LUT/FF/DSP/BRAM and cycles against yosys and Verilator on
              MLPs and CNNs at several foldings
+  quantized  models that arrive quantized (QDQ, QOperator, QONNX): output integers identical to
+             onnxruntime's on the quantized model, largest difference, top-1
   lowrank    accuracy vs MACs of factored MNIST/digits models before and after fine-tuning,
              and cycles per inference factored vs whole (only when named in --only)
 """
@@ -30,7 +32,7 @@ from rich.console import Console
 
 from bench import common
 
-SECTIONS = ("compiler", "verify", "hardware", "peers", "cost", "lowrank")
+SECTIONS = ("compiler", "verify", "hardware", "peers", "cost", "quantized", "lowrank")
 ALIASES = {"compile": "compiler", "verification": "verify", "hw": "hardware", "peer": "peers", "cost_model": "cost"}
 
 
@@ -152,10 +154,10 @@ def main(argv=None) -> int:
               f"({machine['cpu_model']}), load average {', '.join(f'{v:.2f}' for v in machine['load_average_at_start'] or [])}")
     out.print(f"[yellow]{ctx.synth_note}[/yellow]", markup=True)
 
-    from bench import compiler, cost_model, hardware, lowrank, peers, verification
+    from bench import compiler, cost_model, hardware, lowrank, peers, quantized, verification
 
     modules = {"compiler": compiler, "verify": verification, "hardware": hardware, "peers": peers,
-               "cost": cost_model, "lowrank": lowrank}
+               "cost": cost_model, "quantized": quantized, "lowrank": lowrank}
     record = {"schema": 1, "date": iso, "mode": mode, "sections_run": args.sections, "target": args.target,
               "seed": args.seed, "machine": machine, "synth": ctx.synth_note, "sections": {}, "errors": {}}
     for name in args.sections:
@@ -187,10 +189,10 @@ def main(argv=None) -> int:
 
 
 def section_tables(name: str, result: dict) -> list:
-    from bench import compiler, cost_model, hardware, lowrank, peers, verification
+    from bench import compiler, cost_model, hardware, lowrank, peers, quantized, verification
 
     module = {"compiler": compiler, "verify": verification, "hardware": hardware, "peers": peers,
-              "cost": cost_model, "lowrank": lowrank}[name]
+              "cost": cost_model, "quantized": quantized, "lowrank": lowrank}[name]
     return module.tables(result) if hasattr(module, "tables") else [module.table(result)]
 
 
