@@ -29,7 +29,8 @@ Resources, derived from templates/verilog/nnfpga_dense.sv.j2:
            in flip-flops (S and in_par not dividing one another) 2*K*ib + 2*S*ib
            + 2*P*S*(ib+1+wb)          product registers (at the multiplier, then again)
            + sum_j P*ceil(S/4^j)*ab   adder tree registers (every two levels)
-           + P*(ab + 16 + ob)         accumulators, multipliers, requant outputs
+           + P*(ab + m + ob)          accumulators, multipliers (m = 17, or 21 for a model's own
+                                      quantization: nnfpga.hardware.mult_bits), requant outputs
            + P*(ab + 17) [+ P*pieces*34 when split]   acc*M (partial products)
            + two read registers of each ROM built from logic
            + counters, credit counter, per-stage valid/flag bits
@@ -38,10 +39,11 @@ Resources, derived from templates/verilog/nnfpga_dense.sv.j2:
            + lut_per_tree_bit * P*(S-1)*ab      the adder tree summing S products
            + lut_per_pe_bit   * P*(2*ab + 19 - s + 2*ob)
                                                 accumulate, round, zero point, clamp
+           + P*(2*(m-17) + 3)*(ab + m-17)       M's bits above the DSP's 17 in fabric (m > 17)
            + lut_per_rom_lut  * (bits of ROMs built from logic)/lut_rom_bits
            + lut_per_layer                      counters, handshakes
     ROMs   weights: NF*SF words of P*S*wb bits  (K*N*wb bits)
-           parameters: NF words of P*(16+ab) bits  (N*(16+ab) bits)
+           parameters: NF words of P*(m+ab) bits  (N*(m+ab) bits)
            When the weights are known (DenseLayer records), bit columns that are constant
            over all words are left out, as yosys does (the digits MLP's always-zero border
            pixels give 38 constant columns in a 64 x 512 weight ROM: 14 DP16KD, not 15).
@@ -241,7 +243,7 @@ def layer_cost(layer, in_par: int, dev: Device, first: bool = False) -> dict:
            "accumulate_requant": l.pe * (l.acc_bits + l.m_bits + l.out_bits)
                                  + (0 if absorbed else l.pe * (rq_bits + (pieces > 1 or fabric > 0) * pieces
                                                                * (18 + DSP_MULT_BITS)))
-                                 + l.pe * (fabric > 0) * (l.acc_bits + fabric),
+                                 + l.pe * (fabric > 0) * (-(-fabric // 2) * (l.acc_bits + 2) + 4 * fabric),
            "rom_registers": round((wrom["placement"] == "logic") * wrom["used_width"] * 2 * cal["wrom_register_kept"]
                                   + (prom["placement"] == "logic") * prom["used_width"] * 2 * cal["prom_register_kept"]),
            "control": 22 + _clog2(fill) + 3 * _clog2(nf) + _clog2(sf) + _clog2(folds)
@@ -255,9 +257,9 @@ def layer_cost(layer, in_par: int, dev: Device, first: bool = False) -> dict:
     luts = {"input": lut_ram + (0 if ram_buffer else cal["lut_per_input_bit"] * l.k * l.in_bits),
             "adder_tree": cal["lut_per_tree_bit"] * l.pe * (l.simd - 1) * l.acc_bits,
             "accumulate_requant": cal["lut_per_pe_bit"] * l.pe * (l.acc_bits + rq_kept + 1 + 2 * l.out_bits),
-            # acc·M's bits of M above the DSP's: per row a mask and an adder, and one more operand in
-            # the product sum; synth_ecp5, 4 rows: +168 LUTs at acc 16, +241 at acc 22 (measured)
-            "requant_fabric": l.pe * (2 * fabric + 1) * (l.acc_bits + fabric),
+            # acc·M for M's bits above the DSP's: masks and adders of row pairs, and the pairs as more
+            # operands of the product sum; synth_ecp5, 4 bits: +184 LUTs at acc 16, +270 at acc 22 (measured)
+            "requant_fabric": l.pe * (2 * fabric + 3) * (l.acc_bits + fabric),
             "rom_logic": cal["lut_per_rom_lut"] * logic_rom_bits / cal["lut_rom_bits"],
             "control": cal["lut_per_layer"]}
     luts = {k: round(v) for k, v in luts.items()}

@@ -15,9 +15,10 @@
 // Stages (STAGES, the same number as nnfpga/hardware.py requant_stages):
 //   R1  acc * M_LO as partial products that each fit one signed 18x18 multiplier: while acc
 //       fits 18 signed bits, one product; wider, the low 17-bit unsigned pieces and a signed
-//       top piece of at most 18 bits. Beside them acc * M_HI: acc << b for each set bit b
-//       of M_HI, summed.                                           (MULTIPLY only)
-//   R2  the partial products summed, exact.        (two or more pieces, or FAB_M > 0)
+//       top piece of at most 18 bits. Beside them acc * M_HI, two bits of M_HI at a time:
+//       (acc if bit 2j) + (acc << 1 if bit 2j+1), one adder deep.  (MULTIPLY only)
+//   R2  the partial products (and the pairs, shifted by DSP_M + 2j) summed, exact.
+//                                                  (two or more pieces, or FAB_M > 0)
 //   RQ  round, shift, zero point and clamp, as three operations side by side on the product:
 //         y < LO  <=>  prod <  (LO - OUT_ZP)*2^SHIFT - 2^(SHIFT-1)     = LO_T
 //         y > HI  <=>  prod >= (HI + 1 - OUT_ZP)*2^SHIFT - 2^(SHIFT-1) = HI_T
@@ -55,7 +56,8 @@ module nnfpga_requant #(
     localparam int PIECES = (!MULTIPLY || ACC_BITS <= PIECE + 1) ? 1 : 1 + (ACC_BITS - PIECE - 1 + PIECE - 1) / PIECE;
     localparam int DSP_M = MULT_BITS < PIECE ? MULT_BITS : PIECE;
     localparam int FAB_M = MULT_BITS - DSP_M;
-    localparam int FAB_BITS = ACC_BITS + FAB_M;
+    localparam int FAB_BITS = ACC_BITS + 2;                        // acc times two bits of M_HI
+    localparam int PAIRS = FAB_M > 0 ? (FAB_M + 1) / 2 : 1;
     localparam bit SUMMED = PIECES > 1 || FAB_M > 0;
     localparam int STAGES = !MULTIPLY ? 1 : (SUMMED ? 3 : 2);
     localparam int TOP_LO = PIECE * (PIECES - 1);
@@ -100,7 +102,7 @@ module nnfpga_requant #(
         end
     end else begin : g_split
         logic signed [PP_BITS-1:0]  pp [LANES][PIECES];
-        logic signed [FAB_BITS-1:0] fab [LANES];
+        logic signed [FAB_BITS-1:0] fab [LANES][PAIRS];
 
         always_ff @(posedge clk) begin
             for (int p = 0; p < LANES; p++) begin
@@ -113,30 +115,33 @@ module nnfpga_requant #(
             end
         end
 
-        // acc * M_HI in fabric: acc << b added where bit b of M_HI is set, one adder after
-        // another (synth_ecp5 maps the chain to carry chains; a balanced tree of the same rows
-        // became 2-5x the LUTs). No `*`, so no tool maps it to a multiplier block.
+        // acc * M_HI in fabric: acc << b where bit b of M_HI is set, added in pairs here (one
+        // adder deep beside the multipliers) and the pairs summed with the products in R2. No
+        // `*`, so no tool maps it to a multiplier block.
         if (FAB_M > 0) begin : g_fabric
             always_ff @(posedge clk) begin
                 for (int p = 0; p < LANES; p++) begin
-                    logic signed [FAB_BITS-1:0] f;
-                    f = '0;
-                    for (int b = 0; b < FAB_M; b++) begin
-                        if (in_mult[p*MULT_BITS + DSP_M + b]) f = f + (FAB_BITS'($signed(in_acc[p*ACC_BITS +: ACC_BITS])) <<< b);
+                    for (int j = 0; j < PAIRS; j++) begin
+                        logic signed [FAB_BITS-1:0] f;
+                        f = '0;
+                        for (int b = 2 * j; b < 2 * j + 2 && b < FAB_M; b++) begin
+                            if (in_mult[p*MULT_BITS + DSP_M + b]) f = f + (FAB_BITS'($signed(in_acc[p*ACC_BITS +: ACC_BITS])) <<< (b - 2 * j));
+                        end
+                        fab[p][j] <= f;
                     end
-                    fab[p] <= f;
                 end
             end
         end else begin : g_no_fabric
             always_comb begin
-                for (int p = 0; p < LANES; p++) fab[p] = '0;
+                for (int p = 0; p < LANES; p++) fab[p][0] = '0;
             end
         end
 
         always_ff @(posedge clk) begin
             for (int p = 0; p < LANES; p++) begin
                 logic signed [RQ_BITS-1:0] sum;
-                sum = RQ_BITS'(fab[p]) <<< DSP_M;
+                sum = '0;
+                for (int j = 0; j < PAIRS; j++) sum = sum + (RQ_BITS'(fab[p][j]) <<< (DSP_M + 2 * j));
                 for (int i = 0; i < PIECES; i++) sum = sum + (RQ_BITS'(pp[p][i]) <<< (i*PIECE));
                 prod[p] <= sum;
             end
