@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nnfpga.errors import NnfpgaError
-from nnfpga.hardware import CORES, MULT_BITS
+from nnfpga.hardware import CORES, MULT_BITS, mult_bits
 
 
 class LayerConfigError(NnfpgaError, ValueError):
@@ -40,7 +40,7 @@ class DenseLayer:
     acc_bits: int
     """Signed accumulator width; must hold x·W + bias exactly for every input."""
     mult: np.ndarray
-    """int64 [N], requant multiplier per output channel, 0 <= M < 2^16."""
+    """int64 [N], requant multiplier per output channel, 0 <= M < 2^MULT_BITS (nnfpga.hardware)."""
     shift: int
     """Requant right shift s >= 1, shared by the layer."""
     out_zp: int
@@ -61,6 +61,11 @@ class DenseLayer:
     """What builds the products: dsp (hard multipliers) or lut (shift-add in logic)."""
     pack: int = 1
     """Products per DSP multiplier (output channels sharing one input; dsp core only)."""
+
+    @property
+    def mult_bits(self) -> int:
+        """Width of M in the parameter ROM and the requantizer (nnfpga.hardware.mult_bits)."""
+        return mult_bits(self.mult)
 
     @property
     def k(self) -> int:

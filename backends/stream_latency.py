@@ -82,7 +82,7 @@ def _dense(inst: Instance, arrive: np.ndarray) -> np.ndarray:
     last_in = arrive.reshape(inst.vectors, -1)[:, -1]
     v = np.arange(inst.vectors, dtype=np.int64) * nf * sf
     start = v + np.maximum.accumulate(last_in - v)
-    stages = dense_pipeline_stages(l.simd, l.acc_bits)
+    stages = dense_pipeline_stages(l.simd, l.acc_bits, l.mult_bits)
     return (start[:, None] + sf * np.arange(1, nf + 1) + stages).reshape(-1)
 
 

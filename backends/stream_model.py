@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from nnfpga.hardware import output_fifo_depth, pool_pipeline_stages, tap_block
+from nnfpga.hardware import MULT_BITS, mult_bits, output_fifo_depth, pool_pipeline_stages, tap_block
 
 WINDOW_STAGES = 2
 """Registers between issuing a window beat and its transfer: S1 (RAM read), S2 (output)."""
@@ -234,7 +234,7 @@ class PoolParams:
     ACC_BITS: int = 32
     """MODE 1: signed accumulator width; BIAS + the sum must fit."""
     MULT: int = 1
-    """MODE 1: requantization multiplier, 0 <= MULT < 2^16."""
+    """MODE 1: requantization multiplier, 0 <= MULT < 2^MULT_BITS (nnfpga.hardware)."""
     SHIFT: int = 1
     """MODE 1: requantization shift, 1..62."""
     BIAS: int = 0
@@ -258,8 +258,8 @@ class PoolParams:
             raise ValueError(f"pool MODE and IN_SIGNED must be 0 or 1, got {self.MODE}, {self.IN_SIGNED}")
         if self.MODE == 0 and self.OUT_BITS != self.IN_BITS:
             raise ValueError(f"max pooling keeps the input type: OUT_BITS={self.OUT_BITS} != IN_BITS={self.IN_BITS}")
-        if not (0 <= self.MULT < 1 << 16 and 1 <= self.SHIFT <= 62):
-            raise ValueError(f"pool MULT must be in [0, 2^16) and SHIFT in 1..62, got {self.MULT}, {self.SHIFT}")
+        if not (0 <= self.MULT < 1 << MULT_BITS and 1 <= self.SHIFT <= 62):
+            raise ValueError(f"pool MULT must be in [0, 2^{MULT_BITS}) and SHIFT in 1..62, got {self.MULT}, {self.SHIFT}")
 
     def verilog_params(self) -> dict[str, int]:
         return asdict(self)
@@ -289,7 +289,7 @@ def pool_needed_beats(p: PoolParams, j: int) -> int:
 
 def pool_stages(p: PoolParams) -> int:
     """Registers between a window's last input beat and its result's transfer."""
-    return pool_pipeline_stages(p.MODE, p.ACC_BITS)
+    return pool_pipeline_stages(p.MODE, p.ACC_BITS, mult_bits([p.MULT]))
 
 
 def pool_accept_limit(p: PoolParams, emitted: int) -> int:

@@ -34,7 +34,8 @@ from __future__ import annotations
 from nnfpga.backends import stream_model
 from nnfpga.backends.stream_graph import Instance, StreamDesign, data_order
 from nnfpga.errors import NnfpgaError
-from nnfpga.hardware import add_pipeline_stages, dense_pipeline_stages, output_fifo_depth, pool_pipeline_stages
+from nnfpga.hardware import (add_pipeline_stages, dense_pipeline_stages, mult_bits, output_fifo_depth,
+                             pool_pipeline_stages)
 
 TIMING_FRAMES = 8
 """Inferences the harness streams back to back to time (hw_tests.sim `timing_samples`)."""
@@ -112,7 +113,7 @@ class _Dense:
         self.beats, self.folds, self.sf = l.k // int(inst.params["IN_PAR"]), (l.n // l.pe) * (l.k // l.simd), l.k // l.simd
         self.full = [False, False]
         self.fill_sel = self.fill_beat = self.comp_sel = self.fold = 0
-        self.out = _CreditedOutput(dense_pipeline_stages(l.simd, l.acc_bits))
+        self.out = _CreditedOutput(dense_pipeline_stages(l.simd, l.acc_bits, l.mult_bits))
 
     def valid(self, k):
         return self.out.valid()
@@ -146,7 +147,8 @@ class _Pool:
     def __init__(self, inst: Instance):
         self.cb_beats, self.positions = int(inst.params["C"]) // int(inst.params["PAR"]), int(inst.params["P"])
         self.cb = self.pos = 0
-        self.out = _CreditedOutput(pool_pipeline_stages(int(inst.params["MODE"]), int(inst.params["ACC_BITS"])))
+        self.out = _CreditedOutput(pool_pipeline_stages(int(inst.params["MODE"]), int(inst.params["ACC_BITS"]),
+                                                        mult_bits([int(inst.params["MULT"])])))
 
     def valid(self, k):
         return self.out.valid()

@@ -27,7 +27,7 @@ from nnfpga.backends.rtl_layers import check as check_layer_chain
 from nnfpga.backends.stream_graph import StreamDesign, is_image
 from nnfpga.backends.stream_latency import frame_latency
 from nnfpga.backends.stream_sim import simulate
-from nnfpga.hardware import (MULT_BITS, dense_pipeline_stages, folding_cycles, param_fields, weight_fields,
+from nnfpga.hardware import (dense_pipeline_stages, folding_cycles, param_fields, weight_fields,
                              with_submodules)
 
 DEFAULT_TOP = "nnfpga_top"
@@ -120,13 +120,13 @@ def _dense_params(inst, name: str) -> tuple[list[tuple[str, object]], dict[str, 
          "w_file": f"{name}_w.mem", "p_file": f"{name}_p.mem"}
     params = [("K", l.k), ("N", l.n), ("PE", l.pe), ("SIMD", l.simd), ("IN_PAR", v["in_par"]),
               ("IN_BITS", l.in_bits), ("IN_SIGNED", f"1'b{int(l.in_signed)}"), ("W_BITS", l.wbits),
-              ("PROD_BITS", v["prod_bits"]), ("ACC_BITS", l.acc_bits), ("MULT_BITS", MULT_BITS),
+              ("PROD_BITS", v["prod_bits"]), ("ACC_BITS", l.acc_bits), ("MULT_BITS", l.mult_bits),
               ("SHIFT", l.shift), ("OUT_BITS", l.out_bits), ("OUT_ZP", l.out_zp), ("LO", l.lo), ("HI", l.hi),
-              ("PIPE_STAGES", dense_pipeline_stages(l.simd, l.acc_bits)),
+              ("PIPE_STAGES", dense_pipeline_stages(l.simd, l.acc_bits, l.mult_bits)),
               ("CORE", f'"{l.core}"'), ("PACK", l.pack),
               ("W_FILE", f'"{v["w_file"]}"'), ("P_FILE", f'"{v["p_file"]}"')]
     mems = {v["w_file"]: mem_text(weight_fields(l), l.wbits),
-            v["p_file"]: mem_text(param_fields(l), MULT_BITS + l.acc_bits)}
+            v["p_file"]: mem_text(param_fields(l), l.mult_bits + l.acc_bits)}
     return params, mems
 
 
@@ -208,7 +208,7 @@ def emit_stream_verilog(design: StreamDesign, out_dir: Path, *, top: str = DEFAU
         "fifos": design.fifos,
         "predicted_cycles_per_inference": interval,
         "predicted_latency_cycles": latency,
-        "pipeline_stages_per_layer": [dense_pipeline_stages(i.layer.simd, i.layer.acc_bits) for i, _ in layers],
+        "pipeline_stages_per_layer": [dense_pipeline_stages(i.layer.simd, i.layer.acc_bits, i.layer.mult_bits) for i, _ in layers],
     }
     files["design.json"] = json.dumps(info, indent=2, sort_keys=True) + "\n"
     out_dir = Path(out_dir)

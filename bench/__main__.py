@@ -12,6 +12,8 @@ repository root. Sections:
   peers      hls4ml and da4ml on the same models and layers, when installed
   cost       the cost model's LUT/FF/DSP/BRAM and cycles against yosys and Verilator on
              MLPs and CNNs at several foldings
+  quantized  models that arrive quantized (QDQ, QOperator, QONNX): output integers identical to
+             onnxruntime's on the quantized model, largest difference, top-1
   lowrank    accuracy vs MACs of factored MNIST/digits models before and after fine-tuning,
              and cycles per inference factored vs whole (only when named in --only)
   fuzz       mutated example models, .npz data and pipeline strings, 10,000 cases (--quick:
@@ -35,7 +37,7 @@ from rich.console import Console
 
 from bench import common
 
-SECTIONS = ("compiler", "verify", "hardware", "peers", "cost", "lowrank", "fuzz", "split")
+SECTIONS = ("compiler", "verify", "hardware", "peers", "cost", "quantized", "lowrank", "fuzz", "split")
 ON_REQUEST = ("lowrank", "fuzz", "split")
 """Sections run only when --only names them: lowrank trains models (14+ minutes), fuzz runs
 10,000 compiles (about 15 minutes), split runs 10,000 MNIST images per row."""

@@ -29,9 +29,11 @@ What our integer semantics take: weights symmetric (zero point 0; a non-zero one
 with a per-output-channel or per-tensor scale in 2..8 bits; our b-bit weights are
 ±(2^(b−1)−1), so a b-bit tensor that uses −2^(b−1) (onnxruntime's int4 weights do) is held
 exactly in b+1 bits, and refused at 8 bits. Activations per tensor, u8/i8/u4/i4, any zero
-point. onnxruntime requantizes in float (acc·(s_x·s_w/s_y), round half to even); ours is the
-integer (acc·M + 2^(s−1)) >> s (round half up, M a 16-bit approximation of the ratio), so a
-few output integers differ by one step; tests/test_quantized_models.py measures it.
+point. onnxruntime requantizes in float (acc·(s_x·s_w/s_y), a float32 ratio, round half to
+even); ours is the integer (acc·M + 2^(s−1)) >> s (round half up), with M a 21-bit
+approximation of the ratio for the layers the model quantizes (passes/quantize.py
+requant_width), so a few output integers in ten thousand differ by one step;
+tests/test_quantized_models.py measures it.
 """
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from nnfpga.backends.fifo_depth import (branch_needed, concat_join, dense_needed
 from nnfpga.backends.rtl_layers import DenseLayer, check, reference_forward
 from nnfpga.backends.verilog import _dense_params, _mem_lines, _templates
 from nnfpga.errors import BuildError
-from nnfpga.hardware import MULT_BITS, param_words, weight_words, with_submodules
+from nnfpga.hardware import param_words, weight_words, with_submodules
 from nnfpga.hw_tests.sim import lint, simulate
 
 LINT_OFF = "/* verilator lint_off UNUSEDSIGNAL */"
@@ -362,7 +362,7 @@ def dense_layer(rng, name: str, k: int, n: int, pe: int, simd: int, in_bits: int
     lo, hi = type_range(out_bits, out_signed)
     layer = DenseLayer(name=name, weights=rng.integers(-127, 128, (k, n)), bias=rng.integers(-2000, 2000, n),
                        wbits=8, in_bits=in_bits, in_signed=in_signed, acc_bits=24,
-                       mult=rng.integers(1 << 14, 1 << MULT_BITS, n), shift=23, out_zp=lo + 5, lo=lo, hi=hi,
+                       mult=rng.integers(1 << 14, 1 << 16, n), shift=23, out_zp=lo + 5, lo=lo, hi=hi,
                        out_bits=out_bits, out_signed=out_signed, pe=pe, simd=simd)
     check([layer])
     return layer
@@ -394,7 +394,7 @@ def residual(rtl_dir: Path, layers: list[DenseLayer], in_par: int, pixels: int, 
         body += wires(dst, l.pe * l.out_bits, "unused")
         body += dense_instance(l, par_in, src, dst, f"u_dense{i}")
         mem[f"u_dense{i}_w.mem"] = _mem_lines(weight_words(l), l.pe * l.simd * l.wbits)
-        mem[f"u_dense{i}_p.mem"] = _mem_lines(param_words(l), l.pe * (MULT_BITS + l.acc_bits))
+        mem[f"u_dense{i}_p.mem"] = _mem_lines(param_words(l), l.pe * (l.mult_bits + l.acc_bits))
         src, par_in = dst, l.pe
     body += fifo(in_width, depth, "f1", "k", "u_skip")
     add = dict(PAR=par, A_BITS=last.out_bits, A_SIGNED=f"1'b{int(last.out_signed)}", B_BITS=8, B_SIGNED="1'b0",
@@ -471,7 +471,7 @@ def test_dense_branch_joined_by_concat_runs_at_the_rule_depth(tmp_path):
              f"        .clk(clk), .rst_n(rst_n), {conn('a', 'd0', False)}, {conn('b', 'k', False)},\n"
              f"        {conn('m', 'm_axis')});\nendmodule\n")
     mem = {"u_dense0_w.mem": _mem_lines(weight_words(layer), layer.pe * layer.simd * layer.wbits),
-           "u_dense0_p.mem": _mem_lines(param_words(layer), layer.pe * (MULT_BITS + layer.acc_bits))}
+           "u_dense0_p.mem": _mem_lines(param_words(layer), layer.pe * (layer.mult_bits + layer.acc_bits))}
     rtl = make_design(tmp_path / "rtl", ["fork", "fifo", "dense", "concat"], body,
                       stream(pixels * c, 8, False, par), stream(pixels * (ca + c), 8, False, par), mem,
                       predicted=pixels * (ca // par) * (c // 4))

@@ -6,7 +6,8 @@ with inputs that drive every accumulator to both of its bounds: outputs clamp at
 ends, rounding meets its ties, zero points are negative and positive, the shift ranges
 from 1 to beyond the product's width, and the output is as narrow as 2 bits. The
 accumulator is as narrow as one 18x18 multiplier takes and wider (acc·M split into a low
-17-bit unsigned and a signed high piece), up to 30 bits with M up to 2^16 - 1.
+17-bit unsigned and a signed high piece), up to 30 bits, with M up to 2^16 - 1 and up to
+2^21 - 1 (its bits above the 17 a multiplier port takes are added in fabric).
 """
 from __future__ import annotations
 
@@ -39,6 +40,10 @@ CASES = {
     # acc of 30 bits: a 13-bit signed high piece; large and small shifts; relu at a negative zero point
     "acc-30-split-large-shift": ("!q<i8, 0.05>", "!q<i8, 0.1, -20>", True, (2**16 - 64, 2**16), 36, 127, 2**28, 2),
     "acc-30-split-small-shift": ("!q<u8, 0.05, 3>", "!q<i8, 0.1, -7>", False, (1, 2**16), 2, 127, 2**28, 2),
+    # M of 21 bits: its top 4 bits multiplied in fabric, beside one multiplier and beside a split;
+    # outputs inside the clamp as well as at both of its ends
+    "wide-m-one-multiplier": ("!q<i8, 0.1, -2>", "!q<i8, 0.1, 3>", False, (2**20 - 2**18, 2**21), 28, 60, 3000, 1),
+    "wide-m-acc-30-split": ("!q<u8, 0.05, 3>", "!q<i8, 0.1, -7>", False, (1, 2**21), 40, 127, 2**28, 2),
 }
 
 
@@ -90,6 +95,8 @@ def test_requantizer_corners_are_bit_exact(tmp_path, case):
     assert requant_pieces(layers[0].acc_bits) == pieces, layers[0].acc_bits
     if case == "acc-18-one-multiplier":
         assert layers[0].acc_bits == 18 and layers[0].mult.max() >= 2**16 - 2**12
+    if case.startswith("wide-m"):
+        assert layers[0].mult_bits == 21
     emit_stream_verilog(design, tmp_path / "rtl")
     result = simulate(tmp_path / "rtl", x, golden, work_dir=tmp_path / "sim", seed=3)
     assert result.mismatches == 0
@@ -101,3 +108,5 @@ def test_requantizer_corners_are_bit_exact(tmp_path, case):
         assert golden.min() == (out.zero_point if CASES[case][2] else out.min) and golden.max() == out.max
     if case == "shift-1-ties":  # and most outputs are rounded, not clamped
         assert np.mean((golden > out.min) & (golden < out.max)) > 0.5
+    if case.startswith("wide-m"):  # the fabric rows reach outputs inside the clamp
+        assert np.mean((golden > out.min) & (golden < out.max)) > 0.2

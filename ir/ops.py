@@ -29,15 +29,17 @@ from typing import Callable
 import numpy as np
 
 from nnfpga.errors import IRError
-from nnfpga.hardware import MULT_BITS
+from nnfpga.hardware import ADD_MULT_BITS, MULT_BITS
 from nnfpga.ir.graph import ArrayRef, Graph, Node
 from nnfpga.ir.host import onnx_attrs, onnx_element
 from nnfpga.ir.spatial import SpatialError, window_output
 from nnfpga.ir.types import FloatType, IntType, QuantType, TensorType
 
 MULT_LIMIT = 1 << MULT_BITS
-"""Requant multipliers (requant `mult`, qadd `ma`/`mb`) lie in [0, MULT_LIMIT): the width of
-the hardware's requantizing multiplier (nnfpga.hardware.MULT_BITS)."""
+"""Requant multipliers (requant `mult`) lie in [0, MULT_LIMIT): the widest multiplier the
+hardware's requantizer takes (nnfpga.hardware.MULT_BITS)."""
+ADD_MULT_LIMIT = 1 << ADD_MULT_BITS
+"""qadd's operand multipliers `ma`, `mb` lie in [0, ADD_MULT_LIMIT) (nnfpga.hardware.ADD_MULT_BITS)."""
 WEIGHT_BITS = (2, 8)
 """Weight storage widths the backends build: symmetric weights, |w| <= 2^(bits-1) - 1."""
 ACTIVATION_BITS = (1, 32)
@@ -369,7 +371,7 @@ def _check_qadd(g: Graph, node: Node) -> None:
     for name, t in (("operand a", a), ("operand b", b), ("result", y)):
         _activation_bits(t.element, name)
     for key in ("ma", "mb"):
-        _expect(0 <= node.attrs[key] < MULT_LIMIT, f"{key} = {node.attrs[key]} must lie in [0, 2^{MULT_BITS})")
+        _expect(0 <= node.attrs[key] < ADD_MULT_LIMIT, f"{key} = {node.attrs[key]} must lie in [0, 2^{ADD_MULT_BITS})")
     _expect(1 <= node.attrs["shift"] <= 62, f"shift {node.attrs['shift']} must be in 1..62")
     lo, hi = node.attrs["lo"], node.attrs["hi"]
     _expect(y.element.min <= lo <= hi <= y.element.max, f"clamp [{lo}, {hi}] must lie within {y.element.storage!r}")

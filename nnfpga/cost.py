@@ -33,7 +33,8 @@ Resources, derived from templates/verilog/nnfpga_dense.sv.j2:
                                       core lut: 3 (two partial sums, then their sum); packed:
                                       each group's product, x and sign flags, then each lane)
            + sum_j P*ceil(S/4^j)*ab   adder tree registers (every two levels)
-           + P*(ab + 16 + ob)         accumulators, multipliers, requant outputs
+           + P*(ab + m + ob)          accumulators, multipliers (m = 17, or 21 for a model's own
+                                      quantization: nnfpga.hardware.mult_bits), requant outputs
            + P*(ab + 17) [+ P*pieces*34 when split]   acc*M (partial products)
            + two read registers of each ROM built from logic
            + counters, credit counter, per-stage valid/flag bits
@@ -44,10 +45,11 @@ Resources, derived from templates/verilog/nnfpga_dense.sv.j2:
            + lut_per_tree_bit * P*(S-1)*ab      the adder tree summing S products
            + lut_per_pe_bit   * P*(2*ab + 19 - s + 2*ob)
                                                 accumulate, round, zero point, clamp
+           + P*(2*(m-17) + 3)*(ab + m-17)       M's bits above the DSP's 17 in fabric (m > 17)
            + lut_per_rom_lut  * (bits of ROMs built from logic)/lut_rom_bits
            + lut_per_layer                      counters, handshakes
     ROMs   weights: NF*SF words of P*S*wb bits  (K*N*wb bits)
-           parameters: NF words of P*(16+ab) bits  (N*(16+ab) bits)
+           parameters: NF words of P*(m+ab) bits  (N*(m+ab) bits)
            When the weights are known (DenseLayer records), bit columns that are constant
            over all words are left out, as yosys does (the digits MLP's always-zero border
            pixels give 38 constant columns in a 64 x 512 weight ROM: 14 DP16KD, not 15).
@@ -108,7 +110,7 @@ from nnfpga.devices import DEFAULT_DEVICE, DEVICES, Device, device as lookup_dev
 from nnfpga.errors import NnfpgaError
 from nnfpga.calibration import CALIBRATION
 from nnfpga.cost_stream import module_cost
-from nnfpga.hardware import (DSP_SIGNED_BITS, MULT_BITS, PRODUCT_STAGES, adder_tree_stages,
+from nnfpga.hardware import (DSP_MULT_BITS, DSP_SIGNED_BITS, PRODUCT_STAGES, adder_tree_stages, mult_bits,
                              dense_pipeline_stages, dsp_tiles, largest_divisor_at_most, largest_taps_at_most,
                              output_fifo_depth, pack_lane_bits, packed_weight_bits, param_fields,
                              product_multipliers, requant_pieces, requant_stages, varying_bits, weight_fields)
@@ -142,6 +144,9 @@ class LayerShape:
     """Output activation width."""
     shift: int = DEFAULT_SHIFT
     """Requant right shift."""
+    m_bits: int = DSP_MULT_BITS
+    """Width of the requant multipliers (nnfpga.hardware.mult_bits): those above the DSP's
+    port are multiplied in fabric."""
     rom_widths: tuple[int, int] | None = None
     """Bits that vary across words of the weight and the parameter ROM at this folding
     (synthesis drops constant bit columns); None when the weights are not known: all bits."""
@@ -164,10 +169,10 @@ class LayerShape:
         if isinstance(layer, LayerShape):
             return layer
         rom_widths = (varying_bits(weight_fields(layer), layer.wbits),
-                      varying_bits(param_fields(layer), MULT_BITS + layer.acc_bits))
+                      varying_bits(param_fields(layer), layer.mult_bits + layer.acc_bits))
         return LayerShape(layer.name, int(layer.k), int(layer.n), int(layer.pe), int(layer.simd),
                           int(layer.in_bits), int(layer.wbits), int(layer.acc_bits), int(layer.out_bits),
-                          int(layer.shift), rom_widths, core=layer.core, pack=int(layer.pack))
+                          int(layer.shift), layer.mult_bits, rom_widths, core=layer.core, pack=int(layer.pack))
 
 
 def layer_shapes(g) -> list[LayerShape]:
@@ -197,6 +202,7 @@ def layer_shapes(g) -> list[LayerShape]:
             acc_bits=node.output.type.element.bits,
             out_bits=rq.output.type.element.bits if rq else 8,
             shift=int(rq.attrs["shift"]) if rq else DEFAULT_SHIFT,
+            m_bits=mult_bits(g.arrays[rq.attrs["mult"].name]) if rq else DSP_MULT_BITS,
             vectors=int(vectors), channels=int(channels), kernel=kernel, window=int(node.attrs.get("window", 1)),
             core=node.attrs.get("core", "dsp"), pack=int(node.attrs.get("pack", 1))))
     return shapes
@@ -277,34 +283,37 @@ def layer_cost(layer, in_par: int, dev: Device, first: bool = False) -> dict:
     cal = CALIBRATION[dev.family]
     nf, sf = l.n // l.pe, l.k // l.simd
     folds, fill = nf * sf, l.k // in_par
-    stages = dense_pipeline_stages(l.simd, l.acc_bits)
-    rq_kept = max(1, l.acc_bits + MULT_BITS + 2 - l.shift)  # acc*M bits from the rounding bit up
+    stages = dense_pipeline_stages(l.simd, l.acc_bits, l.m_bits)
+    fabric = l.m_bits - DSP_MULT_BITS  # bits of M multiplied in fabric: rows of acc, summed
+    rq_kept = max(1, l.acc_bits + l.m_bits + 2 - l.shift)  # acc*M bits from the rounding bit up
     used = l.rom_widths or (None, None)
     wrom = rom_placement(folds, l.pe * l.simd * l.wbits, dev.family, used[0])
-    prom = rom_placement(nf, l.pe * (MULT_BITS + l.acc_bits), dev.family, used[1])
+    prom = rom_placement(nf, l.pe * (l.m_bits + l.acc_bits), dev.family, used[1])
     roms = [wrom, prom]
 
     pieces = requant_pieces(l.acc_bits)  # acc*M as 17-bit unsigned pieces and a signed top piece
     product_dsps, product_luts, product_ffs = _product_cost(l, dev, cal)
     dsps = {"products": product_dsps,
-            "requant": l.pe * pieces * dsp_tiles(DSP_SIGNED_BITS, MULT_BITS + 1, dev.dsp_shape)}
+            "requant": l.pe * pieces * dsp_tiles(DSP_SIGNED_BITS, DSP_MULT_BITS + 1, dev.dsp_shape)}
 
     absorbed = cal["dsp_absorbs_registers"]
     ram_buffer = in_par % l.simd == 0 or l.simd % in_par == 0
     banks = in_par // l.simd if ram_buffer and in_par > l.simd else 1
     gather = l.simd // in_par if ram_buffer and l.simd > in_par else 1
     tree = sum(l.pe * -(-l.simd // 4 ** j) * l.acc_bits for j in range(1, adder_tree_stages(l.simd) + 1))
-    rq_bits = l.acc_bits + MULT_BITS + 1
+    rq_bits = l.acc_bits + l.m_bits + 1
     fifo_depth = output_fifo_depth(stages)
     ffs = {"input_buffers": ((banks + 1) * l.simd * l.in_bits + (gather - 1) * in_par * l.in_bits if ram_buffer
                              else 2 * l.k * l.in_bits + 2 * l.simd * l.in_bits),
            "pipeline": product_ffs + tree,
-           "accumulate_requant": l.pe * (l.acc_bits + MULT_BITS + l.out_bits)
-                                 + (0 if absorbed else l.pe * (rq_bits + (pieces > 1) * pieces * (18 + MULT_BITS))),
+           "accumulate_requant": l.pe * (l.acc_bits + l.m_bits + l.out_bits)
+                                 + (0 if absorbed else l.pe * (rq_bits + (pieces > 1 or fabric > 0) * pieces
+                                                               * (18 + DSP_MULT_BITS)))
+                                 + l.pe * (fabric > 0) * (-(-fabric // 2) * (l.acc_bits + 2) + 4 * fabric),
            "rom_registers": round((wrom["placement"] == "logic") * wrom["used_width"] * 2 * cal["wrom_register_kept"]
                                   + (prom["placement"] == "logic") * prom["used_width"] * 2 * cal["prom_register_kept"]),
            "control": 22 + _clog2(fill) + 3 * _clog2(nf) + _clog2(sf) + _clog2(folds)
-                      + (stages - requant_stages(l.acc_bits)) * (4 + _clog2(nf)) + 2 * _clog2(fifo_depth + 1)}
+                      + (stages - requant_stages(l.acc_bits, True, l.m_bits)) * (4 + _clog2(nf)) + 2 * _clog2(fifo_depth + 1)}
 
     logic_rom_bits = sum(r["used_bits"] for r in roms if r["placement"] == "logic")
     # LUT RAM (TRELLIS_DPR16X4: 16 words x 4 bits, counted as 2 LUTs): the input buffer and the
@@ -315,6 +324,9 @@ def layer_cost(layer, in_par: int, dev: Device, first: bool = False) -> dict:
             "products": product_luts,
             "adder_tree": cal["lut_per_tree_bit"] * l.pe * (l.simd - 1) * l.acc_bits,
             "accumulate_requant": cal["lut_per_pe_bit"] * l.pe * (l.acc_bits + rq_kept + 1 + 2 * l.out_bits),
+            # acc·M for M's bits above the DSP's: masks and adders of row pairs, and the pairs as more
+            # operands of the product sum; synth_ecp5, 4 bits: +184 LUTs at acc 16, +270 at acc 22 (measured)
+            "requant_fabric": l.pe * (2 * fabric + 3) * (l.acc_bits + fabric),
             "rom_logic": cal["lut_per_rom_lut"] * logic_rom_bits / cal["lut_rom_bits"],
             "control": cal["lut_per_layer"]}
     luts = {k: round(v) for k, v in luts.items()}

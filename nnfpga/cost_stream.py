@@ -41,7 +41,7 @@ import math
 from nnfpga.backends.stream_model import WindowParams
 from nnfpga.calibration import CALIBRATION
 from nnfpga.devices import Device
-from nnfpga.hardware import MULT_BITS, dsp_tiles
+from nnfpga.hardware import ADD_MULT_BITS, DSP_MULT_BITS, dsp_tiles
 
 FIFO_RAM_MIN_DEPTH = 64
 """nnfpga_fifo's RAM_MIN_DEPTH default: below it the FIFO is an asynchronously read array."""
@@ -139,9 +139,9 @@ def ram_copies(module: str, p: dict) -> int:
 
 def module_dsps(module: str, p: dict, dev: Device) -> int:
     if module == "nnfpga_pool" and p["MODE"] == 1:
-        return p["PAR"] * dsp_tiles(p["ACC_BITS"], MULT_BITS + 1, dev.dsp_shape)
+        return p["PAR"] * dsp_tiles(p["ACC_BITS"], DSP_MULT_BITS + 1, dev.dsp_shape)  # M's bits above in fabric
     if module == "nnfpga_add":
-        return 2 * p["PAR"] * dsp_tiles(max(p["A_BITS"], p["B_BITS"]) + 1, MULT_BITS + 1, dev.dsp_shape)
+        return 2 * p["PAR"] * dsp_tiles(max(p["A_BITS"], p["B_BITS"]) + 1, ADD_MULT_BITS + 1, dev.dsp_shape)
     return 0
 
 

@@ -11,7 +11,7 @@ template go together; hw_tests hold measured latency to them. A stage count is t
 edges from the cycle a module issues work to the cycle its result is visible on m_axis
 (tvalid high), with the output never held back.
 
-    requantizer   MULT_BITS
+    requantizer   DSP_MULT_BITS, MULT_BITS, ADD_MULT_BITS, mult_bits
     folding       largest_divisor_at_most, folding_cycles, legal_taps, largest_taps_at_most,
                   tap_block
     pipeline      dense_pipeline_stages, pool_pipeline_stages, add_pipeline_stages,
@@ -29,8 +29,23 @@ from nnfpga.errors import NnfpgaError
 
 # -- requantizer ---------------------------------------------------------------------------
 
-MULT_BITS = 16
-"""Requant multipliers are unsigned 16-bit: y = clamp(zy + ((acc·M + 2^(s-1)) >> s)), M < 2^16."""
+DSP_MULT_BITS = 17
+"""Low bits of a requant multiplier M that one signed 18x18 multiplier port takes unsigned
+(ECP5 MULT18X18D): y = clamp(zy + ((acc·M + 2^(s-1)) >> s)). A calibrated layer's M fits them."""
+MULT_BITS = 21
+"""Widest requant multiplier, M < 2^21: the bits above DSP_MULT_BITS are multiplied in fabric
+(shift-and-add rows, templates/verilog/nnfpga_requant.sv.j2), so they cost adders, never another
+multiplier. A model that brings its own quantization uses them: onnxruntime requantizes with a
+float32 ratio, and a 17-bit M left 0.1-0.3% of output integers one step apart from it."""
+ADD_MULT_BITS = 16
+"""The residual add's operand multipliers ma, mb (nnfpga_add): its sum is already scaled, and
+measured agreement with onnxruntime did not change with wider ones."""
+
+
+def mult_bits(mult) -> int:
+    """Width of a layer's requant multipliers in its parameter ROM and its requantizer: the
+    DSP's DSP_MULT_BITS, or more when some M needs them (those come from fabric)."""
+    return max(DSP_MULT_BITS, int(np.max(mult, initial=0)).bit_length())
 
 
 # -- folding -------------------------------------------------------------------------------
@@ -117,11 +132,13 @@ def requant_pieces(acc_bits: int) -> int:
     return 1 + -(-(acc_bits - DSP_SIGNED_BITS) // SPLIT_PIECE_BITS)
 
 
-def requant_stages(acc_bits: int, multiply: bool = True) -> int:
-    """nnfpga_requant's register stages: [partial products, their sum,] round and clamp."""
+def requant_stages(acc_bits: int, multiply: bool = True, m_bits: int = DSP_MULT_BITS) -> int:
+    """nnfpga_requant's register stages: [partial products, their sum,] round and clamp. The
+    sum has a stage of its own when acc·M is more than one product: acc split into pieces, or
+    M wider than the DSP's port (its high bits multiplied in fabric)."""
     if not multiply:
         return 1
-    return 2 if requant_pieces(acc_bits) == 1 else 3
+    return 2 if requant_pieces(acc_bits) == 1 and m_bits <= DSP_MULT_BITS else 3
 
 
 def adder_tree_stages(simd: int) -> int:
@@ -129,10 +146,11 @@ def adder_tree_stages(simd: int) -> int:
     return -(-_clog2(simd) // TREE_LEVELS_PER_STAGE)
 
 
-def dense_pipeline_stages(simd: int, acc_bits: int) -> int:
+def dense_pipeline_stages(simd: int, acc_bits: int, m_bits: int = DSP_MULT_BITS) -> int:
     """nnfpga_dense: ROM read (2), products (2), lane sum tree, accumulate (1), requant,
-    output FIFO write (1)."""
-    return ROM_READ_STAGES + PRODUCT_STAGES + adder_tree_stages(simd) + 1 + requant_stages(acc_bits) + 1
+    output FIFO write (1); `m_bits` is the layer's mult_bits."""
+    return (ROM_READ_STAGES + PRODUCT_STAGES + adder_tree_stages(simd) + 1
+            + requant_stages(acc_bits, True, m_bits) + 1)
 
 
 def output_fifo_depth(stages: int) -> int:
@@ -142,9 +160,9 @@ def output_fifo_depth(stages: int) -> int:
     return stages + 2
 
 
-def pool_pipeline_stages(mode: int, acc_bits: int) -> int:
+def pool_pipeline_stages(mode: int, acc_bits: int, m_bits: int = DSP_MULT_BITS) -> int:
     """nnfpga_pool: final value (1), requant in sum mode, output FIFO write (1)."""
-    return 1 + (requant_stages(acc_bits) if mode else 0) + 1
+    return 1 + (requant_stages(acc_bits, True, m_bits) if mode else 0) + 1
 
 
 ADD_OPERAND_STAGES = 3
@@ -226,7 +244,7 @@ def product_multipliers(core: str, pack: int, pe: int, simd: int) -> int:
 # A dense layer reads two ROMs (templates/verilog/nnfpga_dense.sv.j2, templates/hls):
 #   weights     NF·SF words of PE·SIMD lanes, wbits each: word nf·SF + sf, lane p·SIMD + s
 #               holds W[sf·SIMD + s][nf·PE + p]
-#   parameters  NF words of PE lanes, MULT_BITS + acc_bits each: word nf, lane p holds
+#   parameters  NF words of PE lanes, mult_bits + acc_bits each: word nf, lane p holds
 #               {M, bias} of channel nf·PE + p (bias in the low acc_bits)
 # NF = N/PE, SF = K/SIMD; lane 0 sits in the low bits of a word.
 
@@ -240,7 +258,7 @@ def weight_fields(layer) -> np.ndarray:
 def param_fields(layer) -> np.ndarray:
     """[NF, PE] parameter ROM lanes: {M, bias} of channel nf*PE + p (Python integers in an
     object array when a lane is wider than int64 holds)."""
-    dtype = np.int64 if MULT_BITS + layer.acc_bits <= 62 else object
+    dtype = np.int64 if mult_bits(layer.mult) + layer.acc_bits <= 62 else object
     acc_mask = (1 << layer.acc_bits) - 1
     lanes = ((np.asarray(layer.mult).astype(dtype) << layer.acc_bits)
              | (np.asarray(layer.bias).astype(dtype) & acc_mask))
@@ -263,7 +281,7 @@ def weight_words(layer) -> list[int]:
 
 def param_words(layer) -> list[int]:
     """The parameter ROM as integers, one per word (the rows of `param_fields` packed)."""
-    return [_pack(row, MULT_BITS + layer.acc_bits) for row in param_fields(layer).tolist()]
+    return [_pack(row, mult_bits(layer.mult) + layer.acc_bits) for row in param_fields(layer).tolist()]
 
 
 def varying_bits(fields: np.ndarray, bits: int) -> int:

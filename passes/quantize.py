@@ -16,17 +16,20 @@ with the integer semantics of DESIGN.md:
     b_q[n]   = round(b[n] / (s_x·s_w[n])) - z_x·Σ_k W_q[k,n]       (input zero point folded into bias)
     acc      = x_q·W_q + b_q                                        (exact; type from its exact range)
     y_q      = clamp(z_y + ((acc·M[n] + 2^(s-1)) >> s), lo, hi),   M[n] = round(s_x·s_w[n]/s_y · 2^s)
-where s is the largest shift with every M[n] < 2^MULT_BITS; a fused ReLU clamps at lo = z_y.
+where s is the largest shift with every M[n] < 2^bits: bits = 17 (one DSP port), or 21 where the
+model brings its own quantization (requant_width); a fused ReLU clamps at lo = z_y.
 `calib` picks the float ranges only (passes/quantize_calib.py): with calib=mse, s_w[n] is the
 clipped max_k |W[k,n]| of least squared error; the activations' ranges are min/max, percentiles
 or least squared error. The integer derivation above is the same for all three.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from nnfpga.errors import CalibrationError, PipelineError
-from nnfpga.hardware import MULT_BITS
+from nnfpga.hardware import DSP_MULT_BITS, MULT_BITS
 from nnfpga.ir import Graph, IntType, QuantType, TensorType, run_batch
 from nnfpga.ir.ops import accumulator_bounds
 from nnfpga.ir.types import int_type_for_range
@@ -58,17 +61,28 @@ def activation_type(lo: float, hi: float, bits: int) -> QuantType:
     return QuantType(storage, scale, zero_point)
 
 
-def requant_params(ratio: np.ndarray) -> tuple[np.ndarray, int]:
-    """Integer M[n] and one shift s with M[n]/2^s ≈ ratio[n], every M[n] < 2^MULT_BITS."""
+def requant_params(ratio: np.ndarray, bits: int = DSP_MULT_BITS, acc_bound: int = 0) -> tuple[np.ndarray, int]:
+    """Integer M[n] and one shift s with M[n]/2^s ≈ ratio[n], every M[n] < 2^bits, and fewer bits
+    where |acc|·M could reach 2^53 (the reference ONNX computes acc·M exactly in float64)
+    for an accumulator of magnitude up to `acc_bound`."""
+    while bits > DSP_MULT_BITS and int(acc_bound) * 2**bits >= 2**53:
+        bits -= 1
     top = float(ratio.max())
     shift = 1
-    while shift < 62 and np.rint(top * 2.0 ** (shift + 1)) < 2**MULT_BITS:
+    while shift < 62 and np.rint(top * 2.0 ** (shift + 1)) < 2**bits:
         shift += 1
     mult = np.rint(ratio * 2.0**shift).astype(np.int64)
-    if mult.max() >= 2**MULT_BITS:
-        raise PipelineError(f"requant ratio {top:.4g} is too large for a {MULT_BITS}-bit multiplier; "
+    if mult.max() >= 2**bits:
+        raise PipelineError(f"requant ratio {top:.4g} is too large for a {bits}-bit multiplier; "
                             "the layer's output range is far below its input range (check calibration)")
     return mult, shift
+
+
+def requant_width(model_quantized: bool) -> int:
+    """Bits of a requant multiplier: the DSP's for a calibrated layer; more, from fabric adders,
+    for one whose output the model quantizes itself, to requantize as onnxruntime does with its
+    float32 ratio (17 bits left 0.1-0.3% of output integers one step apart; 21 bits, under 0.07%)."""
+    return MULT_BITS if model_quantized else DSP_MULT_BITS
 
 
 PASS_THROUGH = ("reshape", "transpose", "maxpool")
@@ -192,6 +206,7 @@ def quantize(g: Graph, ctx: PassContext, wbits: int, abits: int, calib: str = "m
         if act is not None:
             fused.add(id(act))
         y_t = kept.get(out.name)
+        rq_params = functools.partial(requant_params, bits=requant_width(out.name in kept))
         if y_t is None and node.op not in PASS_THROUGH:  # a relu's range starts at 0
             y_t = activation_type(ranges[out.name].min(), ranges[out.name].max(), output_bits.get(out.name, abits))
         if node.op in PASS_THROUGH:  # the quantized type passes through
@@ -203,12 +218,13 @@ def quantize(g: Graph, ctx: PassContext, wbits: int, abits: int, calib: str = "m
             qvalue[out.name] = g.add_node(node.op, [src], [node.output.type.with_element(src.type.element)],
                                           dict(node.attrs), names=[node.output.name + "_q"], before=node).output
         elif node.op == "dense":
-            qvalue[out.name] = _quantize_dense(g, node, qvalue[node.inputs[0].name], y_t, weights[id(node)])
+            qvalue[out.name] = _quantize_dense(g, node, qvalue[node.inputs[0].name], y_t, weights[id(node)],
+                                               rq_params)
         elif node.op == "conv":
             qvalue[out.name] = quantize_conv(g, node, qvalue[node.inputs[0].name], y_t, act, weights[id(node)],
-                                             requant_params)
+                                             rq_params)
         elif node.op == "avgpool":
-            qvalue[out.name] = quantize_avgpool(g, node, qvalue[node.inputs[0].name], y_t, requant_params)
+            qvalue[out.name] = quantize_avgpool(g, node, qvalue[node.inputs[0].name], y_t, rq_params)
         elif node.op == "add":
             a, b = (qvalue.get(v.name) for v in node.inputs)
             if a is None or b is None:
@@ -219,7 +235,7 @@ def quantize(g: Graph, ctx: PassContext, wbits: int, abits: int, calib: str = "m
             xqs = [qvalue[v.name] for v in node.inputs]
             if out.name in kept:  # the model's own types: requantize images that differ, as it does
                 xqs = [x if x.type.element == y_t or x.type.rank < 3 else
-                       requantize_image(g, x, y_t, node, requant_params) for x in xqs]
+                       requantize_image(g, x, y_t, node, rq_params) for x in xqs]
             qvalue[out.name] = quantize_concat(g, node, xqs)
     # Region exits: accelerator results that host nodes or the graph outputs read.
     exits = []
@@ -259,7 +275,7 @@ def _output_bits(g: Graph, accel, abits: int) -> dict[str, int]:
     return bits
 
 
-def _quantize_dense(g: Graph, node, xq, y_t: QuantType, weights: LayerWeights):
+def _quantize_dense(g: Graph, node, xq, y_t: QuantType, weights: LayerWeights, rq_params=requant_params):
     """dense -> qmatmul + requant into y_t (a fused relu: y_t's range starts at 0, clamp at z_y)."""
     name = node.output.name
     w = g.const_data(node.inputs[1]).astype(np.float64)
@@ -280,8 +296,8 @@ def _quantize_dense(g: Graph, node, xq, y_t: QuantType, weights: LayerWeights):
                      carried_annotations(node), names=[name + "_acc"], before=node).output
 
     relu = bool(node.attrs.get("relu"))
-    mult, shift = shared_requant(requant_params, x_t.scale * w_scale / y_t.scale,
-                                 x_t.scale * weights.peer_scales / y_t.scale)
+    mult, shift = shared_requant(rq_params, x_t.scale * w_scale / y_t.scale,
+                                 x_t.scale * weights.peer_scales / y_t.scale, acc_bound=max(-lo, hi))
     attrs = {"mult": g.add_array(name + "_m", mult), "shift": shift,
              "lo": y_t.zero_point if relu else y_t.min, "hi": y_t.max}
     return g.add_node("requant", [acc], [node.output.type.with_element(y_t)], attrs,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from nnfpga.errors import PipelineError
-from nnfpga.hardware import MULT_BITS
+from nnfpga.hardware import ADD_MULT_BITS
 from nnfpga.ir import Graph, IntType, QuantType, TensorType
 from nnfpga.ir.ops import accumulator_bounds
 from nnfpga.ir.types import int_type_for_range
@@ -92,7 +92,7 @@ def quantize_conv(g: Graph, node, xq, y_t: QuantType, act, weights: LayerWeights
     acc = g.add_node("qconv", [xq, wq, bq], [node.output.type.with_element(int_type_for_range(lo, hi))],
                      attrs, names=[name + "_acc"], before=node).output
     mult, shift = shared_requant(requant_params, x_t.scale * w_scale / y_t.scale,
-                                 x_t.scale * weights.peer_scales / y_t.scale)
+                                 x_t.scale * weights.peer_scales / y_t.scale, acc_bound=max(-lo, hi))
     clamp_lo, clamp_hi = activation_clamp(act, y_t)
     return g.add_node("requant", [acc], [node.output.type.with_element(y_t)],
                       {"mult": g.add_array(name + "_m", mult), "shift": shift, "lo": clamp_lo, "hi": clamp_hi},
@@ -127,8 +127,8 @@ def quantize_add(g: Graph, node, aq, bq, y_t: QuantType, act):
         raise PipelineError(f"quantize: the add defining %{node.output.name} broadcasts {list(aq.type.shape)} "
                             f"with {list(bq.type.shape)}; the accelerator adds tensors of one shape")
     ta, tb = aq.type.element, bq.type.element
-    # The add's multipliers are requant's width (templates/verilog/nnfpga_add.sv.j2).
-    (ma, mb), shift = shared_shift([ta.scale / y_t.scale, tb.scale / y_t.scale], MULT_BITS, f"the add %{name}")
+    # The add's multipliers (templates/verilog/nnfpga_add.sv.j2).
+    (ma, mb), shift = shared_shift([ta.scale / y_t.scale, tb.scale / y_t.scale], ADD_MULT_BITS, f"the add %{name}")
     lo, hi = activation_clamp(act, y_t)
     return g.add_node("qadd", [aq, bq], [node.output.type.with_element(y_t)],
                       {"ma": ma, "mb": mb, "shift": shift, "lo": lo, "hi": hi}, names=[name + "_q"], before=node).output

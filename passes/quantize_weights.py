@@ -114,7 +114,7 @@ def _integers(g, node, scale: np.ndarray, bits: int) -> np.ndarray:
     return np.clip(np.rint(w / per_channel), -wmax(bits), wmax(bits)).astype(np.int64)
 
 
-def shared_requant(requant_params, ratio: np.ndarray, peer_ratio: np.ndarray):
+def shared_requant(requant_params, ratio: np.ndarray, peer_ratio: np.ndarray, acc_bound: int = 0):
     """M and shift for `ratio`, the shift chosen over the peers' channels too (a split layer)."""
-    mult, shift = requant_params(np.concatenate([ratio, peer_ratio]))
+    mult, shift = requant_params(np.concatenate([ratio, peer_ratio]), acc_bound=acc_bound)
     return mult[:len(ratio)], shift

@@ -468,3 +468,47 @@ def test_over_budget_stops_before_place_and_route(mlp_build, tmp_path, capsys):
     assert code == 2 and "does not fit ecp5-25k" in err and "MULT18X18D (the device has 28)" in err
     assert "nextpnr" not in err
     assert not (build / "synth").exists() and not [p for p in build.iterdir() if ".partial-" in p.name]
+
+
+# --------------------------------------------------------------------------------------
+# the requantizer alone: a wider multiplier costs fabric, never a DSP
+
+REQUANT_TOP = """module rq_top (
+    input  logic clk, rst_n, in_valid,
+    input  logic [{acc}-1:0] in_acc,
+    input  logic [{m}-1:0] in_mult,
+    output logic out_valid,
+    output logic [7:0] out_data
+);
+    logic unused_user;
+    nnfpga_requant #(.LANES(1), .ACC_BITS({acc}), .MULTIPLY(1'b1), .MULT_BITS({m}), .SHIFT({shift}),
+                     .OUT_BITS(8), .OUT_ZP(3), .LO(-128), .HI(127), .USER_BITS(1)) u (
+        .clk(clk), .rst_n(rst_n), .in_valid(in_valid), .in_user(1'b0), .in_acc(in_acc),
+        .in_mult(in_mult), .out_valid(out_valid), .out_user(unused_user), .out_data(out_data));
+endmodule
+"""
+
+
+def synth_requant(tmp_path, acc_bits: int, m_bits: int):
+    from nnfpga.backends.verilog import _templates
+
+    rtl = tmp_path / f"rq_{acc_bits}_{m_bits}"
+    rtl.mkdir()
+    (rtl / "nnfpga_requant.sv").write_text(_templates().get_template("nnfpga_requant.sv.j2").render())
+    (rtl / "rq_top.sv").write_text(REQUANT_TOP.format(acc=acc_bits, m=m_bits, shift=acc_bits + m_bits - 8))
+    (rtl / "design.json").write_text(json.dumps({"top": "rq_top", "sources": ["nnfpga_requant.sv", "rq_top.sv"],
+                                                 "input": {}, "output": {}}))
+    return synthesize(rtl, tmp_path / f"work_{acc_bits}_{m_bits}", device("ecp5-85k"))
+
+
+@pytest.mark.parametrize("acc_bits", [16, 22, 30])
+def test_a_wider_requant_multiplier_takes_no_more_dsps(tmp_path, acc_bits):
+    """M of 17 bits (one 18x18 port) and of MULT_BITS: the same MULT18X18D count, one per piece
+    of acc; the bits above 17 are adders in LUTs."""
+    from nnfpga.hardware import DSP_MULT_BITS, MULT_BITS
+
+    narrow, wide = (synth_requant(tmp_path, acc_bits, m) for m in (DSP_MULT_BITS, MULT_BITS))
+    print(f"acc {acc_bits}: M {DSP_MULT_BITS} bits {narrow.luts} LUTs {narrow.ffs} FFs {narrow.dsps} DSPs; "
+          f"M {MULT_BITS} bits {wide.luts} LUTs {wide.ffs} FFs {wide.dsps} DSPs")
+    assert narrow.dsps == wide.dsps == requant_pieces(acc_bits)
+    assert wide.luts > narrow.luts

@@ -12,7 +12,7 @@ from nnfpga.backends import hls, rtl_layers
 from nnfpga.backends.lower import dense_layer
 from nnfpga.errors import IRError, NnfpgaError
 from nnfpga.ir import parse, verify
-from nnfpga.ir.ops import MULT_LIMIT
+from nnfpga.ir.ops import ADD_MULT_LIMIT, MULT_LIMIT
 
 LAYER = """graph @q(%x: tensor<1x3x!q<{x}, 0.05>>) {{
   const %w : tensor<3x2x!q<{w}, @w.scale, axis=1>> = @w
@@ -57,7 +57,7 @@ def test_the_verifier_and_the_rtl_emitter_share_the_multiplier_width():
 
 
 def test_values_at_every_limit_verify_and_emit():
-    # mult 2^16 - 1, weights ±127 in i8, the accumulator exactly as wide as x·W + b needs.
+    # mult 2^21 - 1, weights ±127 in i8, the accumulator exactly as wide as x·W + b needs.
     g = parse(layer_text(acc="i17"), arrays())
     verify(g)
     emitters_accept(g)
@@ -65,8 +65,8 @@ def test_values_at_every_limit_verify_and_emit():
 
 # (what changes, text arguments, array arguments, the verifier's message, the emitters that refuse it)
 CASES = [
-    ("multiplier 2^16", {}, {"m": (300, MULT_LIMIT)},
-     r"requant node defining %y: mult @m holds 65536, beyond the hardware's \[0, 2\^16\); lower the shift",
+    ("multiplier 2^21", {}, {"m": (300, MULT_LIMIT)},
+     r"requant node defining %y: mult @m holds 2097152, beyond the hardware's \[0, 2\^21\); lower the shift",
      {"rtl"}),  # the HLS core multiplies 32-bit multipliers
     ("shift 0", {"shift": 0}, {}, r"requant node defining %y: shift 0 must be in 1\.\.62", {"rtl", "hls"}),
     ("shift 63", {"shift": 63}, {}, r"requant node defining %y: shift 63 must be in 1\.\.62", {"rtl"}),
@@ -138,11 +138,11 @@ QADD = """graph @a(%x: tensor<1x4x!q<{a}, 0.05>>) {{
 
 
 @pytest.mark.parametrize("a, ma, message", [
-    ("u8", MULT_LIMIT, r"qadd node defining %y: ma = 65536 must lie in \[0, 2\^16\)"),
+    ("u8", ADD_MULT_LIMIT, r"qadd node defining %y: ma = 65536 must lie in \[0, 2\^16\)"),
     ("u40", 5, r"qadd node defining %y: operand a !q<u40, 0\.05> has 40 bits"),
 ])
 def test_qadd_multipliers_and_widths(a, ma, message):
-    verify(parse(QADD.format(a="u8", ma=MULT_LIMIT - 1)))
+    verify(parse(QADD.format(a="u8", ma=ADD_MULT_LIMIT - 1)))
     with pytest.raises(IRError, match=message):
         verify(parse(QADD.format(a=a, ma=ma)))
 
@@ -159,5 +159,5 @@ def test_sumpool_input_width_and_its_requant_multiplier():
     verify(parse(SUMPOOL.format(x="u8"), {"m": np.array([3, 3])}))
     with pytest.raises(IRError, match=r"sumpool node defining %s: input !q<u40, 0\.05> has 40 bits"):
         verify(parse(SUMPOOL.format(x="u40"), {"m": np.array([3, 3])}))
-    with pytest.raises(IRError, match=r"requant node defining %y: mult @m holds 65536"):
+    with pytest.raises(IRError, match=r"requant node defining %y: mult @m holds 2097152"):
         verify(parse(SUMPOOL.format(x="u8"), {"m": np.array([MULT_LIMIT, MULT_LIMIT])}))

@@ -65,7 +65,7 @@ def test_weight_rom_holds_every_weight_where_the_module_reads_it(pe, simd, wbits
 
 def test_parameter_rom_holds_bias_and_multiplier_per_lane():
     l = dense(np.random.default_rng(3), "p", 8, 6, pe=3)
-    lane = MULT_BITS + l.acc_bits
+    lane = l.mult_bits + l.acc_bits
     for nf, word in enumerate(param_words(l)):
         for p in range(3):
             field = (word >> (p * lane)) & ((1 << lane) - 1)
@@ -149,6 +149,9 @@ def test_numpy_rom_text_equals_the_packed_words(wbits, acc_bits, pe, simd):
     k, n = simd * 3, pe * 2
     top = 2 ** (wbits - 1) - 1
     l = DenseLayer("x", rng.integers(-top, top + 1, (k, n)), rng.integers(-1000, 1000, n), wbits, 8, False,
-                   acc_bits, rng.integers(0, 2**16, n), 10, 0, 0, 255, 8, False, pe, simd)
+                   acc_bits, rng.integers(0, 2**MULT_BITS, n), 10, 0, 0, 255, 8, False, pe, simd)
     assert mem_text(weight_fields(l), wbits) == _mem_lines(weight_words(l), pe * simd * wbits)
-    assert mem_text(param_fields(l), 16 + acc_bits) == _mem_lines(param_words(l), pe * (16 + acc_bits))
+    l.mult[0] = 2**MULT_BITS - 1
+    assert l.mult_bits == MULT_BITS  # M's high bits, from fabric, are in the ROM too
+    lane = l.mult_bits + acc_bits
+    assert mem_text(param_fields(l), lane) == _mem_lines(param_words(l), pe * lane)

@@ -95,7 +95,7 @@ module nnfpga_dense #(
     localparam int LEVELS = SIMD > 1 ? $clog2(SIMD) : 0;
     localparam int TS = (LEVELS + 1) / 2;                         // adder tree register stages
     localparam int ACC_STAGE = 5 + TS;                            // edge of the accumulator
-    localparam int RQ_STAGES = ACC_BITS <= 18 ? 2 : 3;            // nnfpga_requant's STAGES
+    localparam int RQ_STAGES = ACC_BITS <= 18 && MULT_BITS <= 17 ? 2 : 3;  // nnfpga_requant's STAGES
     localparam int OWN_STAGES = ACC_STAGE + RQ_STAGES + 1;
     localparam int FIFO_DEPTH = PIPE_STAGES + 2;
     localparam int CRW = $clog2(FIFO_DEPTH + 1);

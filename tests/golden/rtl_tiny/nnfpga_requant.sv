@@ -4,14 +4,21 @@
 //
 //   y = clamp(OUT_ZP + ((acc * M + 2^(SHIFT-1)) >>> SHIFT), LO, HI)      >>> floor
 //
-// acc is ACC_BITS signed, M unsigned MULT_BITS (<= 17) per lane. With MULTIPLY = 0 there is
-// no multiplier: the input already is acc*M (nnfpga_add's sum of scaled operands).
+// acc is ACC_BITS signed, M unsigned MULT_BITS per lane. With MULTIPLY = 0 there is no
+// multiplier: the input already is acc*M (nnfpga_add's sum of scaled operands).
+//
+// acc*M = acc*M_LO + (acc*M_HI << DSP_M): M_LO, the low DSP_M (<= 17) bits of M, is what one
+// signed 18x18 multiplier port takes unsigned (ECP5 MULT18X18D); M_HI, the FAB_M bits above,
+// is multiplied in fabric as shift-and-add, so a wider M costs adders, never another
+// multiplier.
 //
 // Stages (STAGES, the same number as nnfpga/hardware.py requant_stages):
-//   R1  acc * M as partial products that each fit one signed 18x18 multiplier (ECP5
-//       MULT18X18D): while acc fits 18 signed bits, one product; wider, the low 17-bit
-//       unsigned pieces and a signed top piece of at most 18 bits.    (MULTIPLY only)
-//   R2  the partial products summed, exact.                           (two or more pieces)
+//   R1  acc * M_LO as partial products that each fit one signed 18x18 multiplier: while acc
+//       fits 18 signed bits, one product; wider, the low 17-bit unsigned pieces and a signed
+//       top piece of at most 18 bits. Beside them acc * M_HI, two bits of M_HI at a time:
+//       (acc if bit 2j) + (acc << 1 if bit 2j+1), one adder deep.  (MULTIPLY only)
+//   R2  the partial products (and the pairs, shifted by DSP_M + 2j) summed, exact.
+//                                                  (two or more pieces, or FAB_M > 0)
 //   RQ  round, shift, zero point and clamp, as three operations side by side on the product:
 //         y < LO  <=>  prod <  (LO - OUT_ZP)*2^SHIFT - 2^(SHIFT-1)     = LO_T
 //         y > HI  <=>  prod >= (HI + 1 - OUT_ZP)*2^SHIFT - 2^(SHIFT-1) = HI_T
@@ -47,11 +54,16 @@ module nnfpga_requant #(
 );
     localparam int PIECE = 17;
     localparam int PIECES = (!MULTIPLY || ACC_BITS <= PIECE + 1) ? 1 : 1 + (ACC_BITS - PIECE - 1 + PIECE - 1) / PIECE;
-    localparam int STAGES = !MULTIPLY ? 1 : (PIECES == 1 ? 2 : 3);
+    localparam int DSP_M = MULT_BITS < PIECE ? MULT_BITS : PIECE;
+    localparam int FAB_M = MULT_BITS - DSP_M;
+    localparam int FAB_BITS = ACC_BITS + 2;                        // acc times two bits of M_HI
+    localparam int PAIRS = FAB_M > 0 ? (FAB_M + 1) / 2 : 1;
+    localparam bit SUMMED = PIECES > 1 || FAB_M > 0;
+    localparam int STAGES = !MULTIPLY ? 1 : (SUMMED ? 3 : 2);
     localparam int TOP_LO = PIECE * (PIECES - 1);
     localparam int TOP_BITS = ACC_BITS - TOP_LO;
     localparam int RQ_BITS = MULTIPLY ? ACC_BITS + MULT_BITS + 1 : ACC_BITS;
-    localparam int PP_BITS = (TOP_BITS > PIECE + 1 ? TOP_BITS : PIECE + 1) + MULT_BITS + 1;
+    localparam int PP_BITS = (TOP_BITS > PIECE + 1 ? TOP_BITS : PIECE + 1) + DSP_M + 1;
 
     // ---- valid and user ride along, one register per stage ----
     logic                 v_pipe [STAGES];
@@ -81,24 +93,47 @@ module nnfpga_requant #(
         always_comb begin
             for (int p = 0; p < LANES; p++) prod[p] = $signed(in_acc[p*ACC_BITS +: ACC_BITS]);
         end
-    end else if (PIECES == 1) begin : g_one
+    end else if (!SUMMED) begin : g_one
         always_ff @(posedge clk) begin
             for (int p = 0; p < LANES; p++) begin
                 prod[p] <= RQ_BITS'($signed(in_acc[p*ACC_BITS +: ACC_BITS])
-                                    * $signed({1'b0, in_mult[p*MULT_BITS +: MULT_BITS]}));
+                                    * $signed({1'b0, in_mult[p*MULT_BITS +: DSP_M]}));
             end
         end
     end else begin : g_split
-        logic signed [PP_BITS-1:0] pp [LANES][PIECES];
+        logic signed [PP_BITS-1:0]  pp [LANES][PIECES];
+        logic signed [FAB_BITS-1:0] fab [LANES][PAIRS];
 
         always_ff @(posedge clk) begin
             for (int p = 0; p < LANES; p++) begin
                 for (int i = 0; i < PIECES - 1; i++) begin
                     pp[p][i] <= PP_BITS'($signed({1'b0, in_acc[p*ACC_BITS + i*PIECE +: PIECE]})
-                                         * $signed({1'b0, in_mult[p*MULT_BITS +: MULT_BITS]}));
+                                         * $signed({1'b0, in_mult[p*MULT_BITS +: DSP_M]}));
                 end
                 pp[p][PIECES-1] <= PP_BITS'($signed(in_acc[p*ACC_BITS + TOP_LO +: TOP_BITS])
-                                            * $signed({1'b0, in_mult[p*MULT_BITS +: MULT_BITS]}));
+                                            * $signed({1'b0, in_mult[p*MULT_BITS +: DSP_M]}));
+            end
+        end
+
+        // acc * M_HI in fabric: acc << b where bit b of M_HI is set, added in pairs here (one
+        // adder deep beside the multipliers) and the pairs summed with the products in R2. No
+        // `*`, so no tool maps it to a multiplier block.
+        if (FAB_M > 0) begin : g_fabric
+            always_ff @(posedge clk) begin
+                for (int p = 0; p < LANES; p++) begin
+                    for (int j = 0; j < PAIRS; j++) begin
+                        logic signed [FAB_BITS-1:0] f;
+                        f = '0;
+                        for (int b = 2 * j; b < 2 * j + 2 && b < FAB_M; b++) begin
+                            if (in_mult[p*MULT_BITS + DSP_M + b]) f = f + (FAB_BITS'($signed(in_acc[p*ACC_BITS +: ACC_BITS])) <<< (b - 2 * j));
+                        end
+                        fab[p][j] <= f;
+                    end
+                end
+            end
+        end else begin : g_no_fabric
+            always_comb begin
+                for (int p = 0; p < LANES; p++) fab[p][0] = '0;
             end
         end
 
@@ -106,6 +141,7 @@ module nnfpga_requant #(
             for (int p = 0; p < LANES; p++) begin
                 logic signed [RQ_BITS-1:0] sum;
                 sum = '0;
+                for (int j = 0; j < PAIRS; j++) sum = sum + (RQ_BITS'(fab[p][j]) <<< (DSP_M + 2 * j));
                 for (int i = 0; i < PIECES; i++) sum = sum + (RQ_BITS'(pp[p][i]) <<< (i*PIECE));
                 prod[p] <= sum;
             end
