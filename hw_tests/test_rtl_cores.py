@@ -19,7 +19,7 @@ from nnfpga.backends.lower import region_input
 from nnfpga.backends.reference_onnx import run_reference, to_reference_onnx
 from nnfpga.backends.stream_graph import lower_stream
 from nnfpga.backends.verilog import emit_stream_verilog
-from nnfpga.hw_tests.sim import simulate
+from nnfpga.hw_tests.sim import lint, simulate
 from nnfpga.ir import parse
 from nnfpga.ir.ops import accumulator_bounds
 from nnfpga.ir.types import int_type_for_range
@@ -95,6 +95,7 @@ def test_product_core_corners_are_bit_exact(tmp_path, case):
     emit_stream_verilog(design, tmp_path / "rtl")
     top = (tmp_path / "rtl" / "nnfpga_top.sv").read_text()
     assert f'.CORE("{core}")' in top and f".PACK({pack})" in top
+    lint(tmp_path / "rtl")  # raises with Verilator's messages on any warning
     result = simulate(tmp_path / "rtl", x, golden, work_dir=tmp_path / "sim", seed=5)
     assert result.mismatches == 0
     assert np.array_equal(result.outputs, golden)

@@ -237,8 +237,8 @@ def _product_cost(l: "LayerShape", dev: Device, cal: dict) -> tuple[int, float, 
     dsp: one multiplier (tiles) per product; FFs 2 x prod_bits each unless the DSP absorbs them.
     lut: the shift-add in logic, lut_per_product + lut_per_product_bit x (wb-1)(ib+1) each;
          FFs: two partial sums and their sum, 3 x prod_bits each.
-    pack: one multiplier per group; per group the product register ((lanes-1)L + wb + ib + 1
-         bits, in the DSP where it absorbs registers), x and the sign flags, then each lane's
+    pack: one multiplier per group; per group the product register (lanes*L bits, in the DSP
+         where it absorbs registers), x and the sign flags, then each lane's
          field with its borrow and correction (lut_per_pack_bit x L per lane) into prod_bits."""
     products = l.pe * l.simd
     prod_bits = l.in_bits + 1 + l.wbits
@@ -249,7 +249,7 @@ def _product_cost(l: "LayerShape", dev: Device, cal: dict) -> tuple[int, float, 
     if l.pack > 1:
         groups = pack_groups(l)
         lane_bits = pack_lane_bits(l.in_bits, l.wbits)
-        product_reg = sum(packed_weight_bits(g, l.in_bits, l.wbits) + l.in_bits + 1 for g in groups)
+        product_reg = sum(packed_weight_bits(g, l.in_bits, l.wbits) + l.in_bits for g in groups)  # g*L bits
         ffs = l.simd * ((0 if absorbed else product_reg) + sum(l.in_bits + g for g in groups)) + products * prod_bits
         return (product_multipliers(l.core, l.pack, l.pe, l.simd), products * cal["lut_per_pack_bit"] * lane_bits,
                 ffs)

@@ -27,7 +27,7 @@ module nnfpga_mul_pack #(
 );
     localparam int L = IN_BITS + W_BITS;
     localparam int U_BITS = (LANES - 1) * L + W_BITS;
-    localparam int P_BITS = U_BITS + IN_BITS + 1;
+    localparam int P_BITS = LANES * L;   // x*U: every lane's product fits its L-bit field
     localparam int TOP = LANES - 1;
 
     logic [U_BITS-1:0]         u;
