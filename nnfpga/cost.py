@@ -225,6 +225,12 @@ def lut_product_bits(layer) -> int:
     return (layer.wbits - 1) * (layer.in_bits + 1)
 
 
+def lut_product_luts(dev: Device, in_bits: int, wbits: int) -> float:
+    """LUTs of one product on the lut core (the fitted shift-add term of _product_cost)."""
+    cal = CALIBRATION[dev.family]
+    return cal["lut_per_product"] + cal["lut_per_product_bit"] * (wbits - 1) * (in_bits + 1)
+
+
 def pack_groups(l: "LayerShape") -> list[int]:
     """Products per multiplier of each group of one SIMD lane: pack, ..., and the rest."""
     lanes = max(1, l.pack)
@@ -244,7 +250,7 @@ def _product_cost(l: "LayerShape", dev: Device, cal: dict) -> tuple[int, float, 
     prod_bits = l.in_bits + 1 + l.wbits
     absorbed = cal["dsp_absorbs_registers"]
     if l.core == "lut":
-        luts = products * (cal["lut_per_product"] + cal["lut_per_product_bit"] * lut_product_bits(l))
+        luts = products * lut_product_luts(dev, l.in_bits, l.wbits)
         return 0, luts, 3 * products * prod_bits
     if l.pack > 1:
         groups = pack_groups(l)

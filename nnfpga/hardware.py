@@ -16,7 +16,7 @@ edges from the cycle a module issues work to the cycle its result is visible on 
                   tap_block
     pipeline      dense_pipeline_stages, pool_pipeline_stages, add_pipeline_stages,
                   requant_stages, output_fifo_depth, with_submodules
-    multipliers   dsp_tiles, LUT_PRODUCT_LUT4
+    multipliers   dsp_tiles
     cores         CORES, pack_lane_bits, packed_weight_bits, pack_fits, max_pack,
                   product_multipliers
     ROM layout    weight_fields, param_fields, weight_words, param_words, varying_bits
@@ -303,7 +303,3 @@ def varying_bits(fields: np.ndarray, bits: int) -> int:
 
 # -- LUT products --------------------------------------------------------------------------
 
-LUT_PRODUCT_LUT4 = {2: 26, 3: 46, 4: 65, 5: 84, 6: 103, 7: 122, 8: 141}
-"""LUT4-equivalents of one 9-bit × b-bit product built in fabric (shift-add form), by weight
-bits b: yosys synth_ecp5 measured 26/46/65/84/141 at 2/3/4/5/8 bits; 6 and 7 interpolated.
-Xilinx (LUT6) is not measured and takes the same figures."""

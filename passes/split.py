@@ -16,7 +16,7 @@ squared error of the channel's pre-activation output on the calibration data,
 E[(x·(w_n − Q(w_n)))²], Q symmetric per channel at lut_bits (quantize's minmax weights).
 How many: `ratio` of the channels (rounded); ratio=auto takes the ratio at which both cores
 finish together when the device is filled: P_l LUT products per cycle (half the device's
-LUTs at hardware.LUT_PRODUCT_LUT4[lut_bits] each) against P_d DSP products (one multiplier
+LUTs at the cost model's fitted LUT product of 8-bit inputs and lut_bits weights each) against P_d DSP products (one multiplier
 each, one per layer kept for its requantizer), r = P_l/(P_l+P_d). Every layer split at r
 with products shared in proportion to MACs gives both parts of every layer the same interval.
 A ratio that rounds to no channel (or all) leaves the layer whole, annotated with the one core
@@ -37,7 +37,7 @@ import numpy as np
 
 from nnfpga.devices import DEFAULT_DEVICE, device as lookup_device
 from nnfpga.errors import PipelineError
-from nnfpga.hardware import LUT_PRODUCT_LUT4
+from nnfpga.cost import lut_product_luts
 from nnfpga.ir import F32, Graph, Node, TensorType, run_batch
 from nnfpga.ir.spatial import conv_kernel
 from nnfpga.passes.quantize import calibration_inputs
@@ -143,7 +143,7 @@ def auto_ratio(g: Graph, lut_bits: int, device_name: str | None) -> float:
     """The LUT core's share of products per cycle when LUTs and DSPs both fill the device."""
     dev = lookup_device(device_name or DEFAULT_DEVICE)
     layers = sum(1 for n in g.nodes if n.op in ("dense", "conv"))
-    lut_products = dev.luts * LUT_SHARE / LUT_PRODUCT_LUT4[lut_bits]
+    lut_products = dev.luts * LUT_SHARE / lut_product_luts(dev, 8, lut_bits)
     dsp_products = max(dev.dsps - layers, 1)
     return lut_products / (lut_products + dsp_products)
 
