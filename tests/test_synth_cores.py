@@ -10,7 +10,7 @@ from nnfpga.backends.synth import synthesize
 from nnfpga.build import CompileOptions, compile_model
 from nnfpga.cost import estimate
 from nnfpga.devices import device
-from nnfpga.hardware import DSP_SIGNED_BITS, MULT_BITS, dsp_tiles, product_multipliers, requant_pieces
+from nnfpga.hardware import DSP_MULT_BITS, DSP_SIGNED_BITS, dsp_tiles, product_multipliers, requant_pieces
 from nnfpga.report import cost_inputs
 
 
@@ -28,7 +28,7 @@ def test_yosys_uses_the_multipliers_the_cores_promise(tmp_path, target, pipeline
     layers = design["layers"]
     assert [(l["core"], l["pack"]) for l in layers] == cores
     dev = device(target)
-    requant = sum(l["pe"] * requant_pieces(l["acc_bits"]) * dsp_tiles(DSP_SIGNED_BITS, MULT_BITS + 1, dev.dsp_shape)
+    requant = sum(l["pe"] * requant_pieces(l["acc_bits"]) * dsp_tiles(DSP_SIGNED_BITS, DSP_MULT_BITS + 1, dev.dsp_shape)
                   for l in layers)
     products = [product_multipliers(l["core"], l["pack"], l["pe"], l["simd"]) for l in layers]
     assert products == ([0, 8] if cores[0][0] == "lut" else [8, 0])  # 4 x 4 products, 2 per multiplier
