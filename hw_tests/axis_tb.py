@@ -36,30 +36,12 @@ from cocotb.triggers import ClockCycles, Timer
 from cocotb.utils import get_sim_steps
 from cocotbext.axi import AxiStreamBus, AxiStreamFrame, AxiStreamMonitor, AxiStreamSink, AxiStreamSource
 
+from nnfpga.hw_tests.beats import pack_beats, unpack_beats
+
 CONFIG_ENV = "NNFPGA_SIM_CONFIG"
 CLOCK_NS = 10
 RESET_CYCLES = 4
 PROGRESS_SECONDS = 0.2
-
-
-def pack_beats(x: np.ndarray, bits: int, par: int) -> list[list[int]]:
-    """[B, K] integers -> per row, K/par beat words; element j of a beat at bits [j*bits +: bits]."""
-    mask = (1 << bits) - 1
-    rows, k = x.shape
-    fields = (x.astype(np.int64) & mask).reshape(rows, k // par, par)
-    if par * bits <= 62:
-        shifts = np.arange(par, dtype=np.int64) * bits
-        return (fields << shifts).sum(axis=2).tolist()
-    return [[sum(int(v) << (j * bits) for j, v in enumerate(beat)) for beat in row] for row in fields.tolist()]
-
-
-def unpack_beats(words: list[int], bits: int, par: int, signed: bool) -> list[int]:
-    """Beat words of one inference -> its elements (two's complement when signed)."""
-    mask, sign = (1 << bits) - 1, 1 << (bits - 1)
-    values = [(w >> (j * bits)) & mask for w in words for j in range(par)]
-    if signed:
-        values = [v - (1 << bits) if v & sign else v for v in values]
-    return values
 
 
 class ProtocolError(AssertionError):

@@ -29,8 +29,9 @@ from typing import Callable
 import jinja2
 import numpy as np
 
+from nnfpga import processes
 from nnfpga.errors import BuildError
-from nnfpga.hw_tests.axis_tb import pack_beats, unpack_beats
+from nnfpga.hw_tests.beats import pack_beats, unpack_beats
 from nnfpga.hw_tests.sim import (DESIGN_FILE, TIMESCALE, SimResult, _tool_lines, check_request, load_design,
                                  verilator_bin, verilator_env)
 
@@ -125,7 +126,7 @@ def build(rtl_dir: Path, design: dict, work_dir: Path) -> tuple[Path, bool, floa
            str(staging / f"{TB_MODULE}.sv"), str(staging / "main.cpp")]
     log = work_dir / "fast-build.log"
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=staging, env=verilator_env(), capture_output=True, text=True)
+    proc = processes.run(cmd, cwd=staging, env=verilator_env(), capture_output=True, text=True)
     log.write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         shutil.rmtree(staging, ignore_errors=True)
@@ -234,8 +235,8 @@ def simulate_fast(rtl_dir: Path, inputs, expected=None, *, work_dir: Path, gap_p
 
 def _run(binary: Path, run_dir: Path, args: list[str], log: Path, on_done: Callable[[int], None]) -> None:
     """Run the testbench, relaying its "done N" lines; the process never outlives the call."""
-    with open(log, "w") as sink, subprocess.Popen([str(binary), *args], cwd=run_dir, stdout=subprocess.PIPE,
-                                                  stderr=subprocess.STDOUT, text=True) as proc:
+    with open(log, "w") as sink, processes.popen([str(binary), *args], cwd=run_dir, stdout=subprocess.PIPE,
+                                                 stderr=subprocess.STDOUT, text=True) as proc:
         try:
             for line in proc.stdout:
                 sink.write(line)
@@ -244,8 +245,8 @@ def _run(binary: Path, run_dir: Path, args: list[str], log: Path, on_done: Calla
             proc.wait()
         finally:
             if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+                processes.stop(proc)
+            processes.forget(proc)
 
 
 def _check_verdict(rtl_dir: Path, result: dict, text: str, log: Path, total: int, design: dict) -> None:

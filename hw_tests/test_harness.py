@@ -17,7 +17,7 @@ import pytest
 
 from nnfpga.errors import BuildError
 from nnfpga.hw_tests import sim
-from nnfpga.hw_tests.axis_tb import pack_beats, unpack_beats
+from nnfpga.hw_tests.beats import pack_beats, unpack_beats
 from nnfpga.hw_tests.sim import lint, simulate
 
 FIXTURE = Path(__file__).parent / "fixtures" / "pair_diff"

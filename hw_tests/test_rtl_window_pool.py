@@ -29,7 +29,7 @@ from nnfpga.backends.stream_model import (
     pool_latency_cycles, pool_needed_beats, pool_stages, window_accept_limit, window_capacity_beats, window_cycles,
     window_latency_cycles, window_needed_beats,
 )
-from nnfpga.hw_tests.axis_tb import unpack_beats
+from nnfpga.hw_tests.beats import unpack_beats
 from nnfpga.hardware import with_submodules
 from nnfpga.hw_tests.sim import lint, simulate
 
