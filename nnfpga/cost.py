@@ -25,13 +25,14 @@ Resources, derived from templates/verilog/nnfpga_dense.sv.j2:
            one multiplier while ab <= 18, else 17-bit unsigned pieces and a signed top)
            tiles(a, b) = pieces(a, A) * pieces(b, B) for the device's A x B multiplier:
            port-wide pieces, a last piece under 2 bits goes to logic (yosys mul2dsp)
-    FFs    input buffer in RAM: (banks + 1)*S*ib read registers + the gather register;
-           in flip-flops (S and in_par not dividing one another) 2*K*ib + 2*S*ib
-           + 2*P*S*(ib+1+wb)          product registers (at the multiplier, then again)
+    FFs    input buffer in RAM: banks*S*ib read registers + the gather register;
+           in flip-flops (S and in_par not dividing one another) 2*K*ib + S*ib
+           + P*S*(ib+1+wb)            the second product register (nnfpga_mult's operand
+                                      and product registers are the MULT18X18D's own)
            + sum_j P*ceil(S/4^j)*ab   adder tree registers (every two levels)
            + P*(ab + 16 + ob)         accumulators, multipliers, requant outputs
-           + P*(ab + 17) [+ P*pieces*34 when split]   acc*M (partial products)
-           + two read registers of each ROM built from logic
+           [+ P*(ab + 17) when split] the sum of acc*M's partial products
+           + the weight ROM's and two parameter ROM read registers when built from logic
            + counters, credit counter, per-stage valid/flag bits
     LUTs   LUT RAM (DPR16X4, 2 LUTs each): input buffer + output FIFO
            [+ lut_per_input_bit * K*ib  a flip-flop input buffer's enables and mux]
@@ -57,6 +58,13 @@ occupies two), LUT6 on Xilinx. Figures are for synthesis (yosys), not after plac
 route.
 
 Validation (nnfpga/calibration.py cites each factor):
+- after nnfpga_mult (every product's operand and product registers inside the MULT18X18D,
+  one requant stage more), yosys 0.68 synth_ecp5 predicted / measured: digits
+  fold{pe=4,simd=8} LUTs 5352 / 5534, FFs 4217 / 3897; digits autofolded 6319 / 6203,
+  4604 / 4550; jet fold{pe=4,simd=8} 7571 / 7866, 5448 / 5396; jet autofolded 8624 /
+  8941, 6435 / 6912; DSP and DP16KD counts exact on all four. Latency, digits MLP:
+  fold{pe=4,simd=8} 255, fold{pe=2,simd=16} 241, autofolded 206 (three cycles more than
+  before: one per layer).
 - latency and interval, after the pipeline of 7 December (nnfpga.hardware's stage counts):
   Verilator (`nnfpga verify`) on the digits MLP 64-64-32-10, fold{pe=4,simd=8}: interval
   128, latency 252 measured = predicted; fold{pe=2,simd=16}: 128 and 238; autofolded on
@@ -96,7 +104,7 @@ from nnfpga.devices import DEFAULT_DEVICE, DEVICES, Device, device as lookup_dev
 from nnfpga.errors import NnfpgaError
 from nnfpga.calibration import CALIBRATION
 from nnfpga.cost_stream import module_cost
-from nnfpga.hardware import (DSP_SIGNED_BITS, MULT_BITS, PRODUCT_STAGES, adder_tree_stages,
+from nnfpga.hardware import (DSP_SIGNED_BITS, MULT_BITS, MULT_STAGES, PRODUCT_STAGES, adder_tree_stages,
                              dense_pipeline_stages, dsp_tiles, largest_divisor_at_most, output_fifo_depth,
                              param_fields, requant_pieces, requant_stages, varying_bits, weight_fields)
 
@@ -230,12 +238,16 @@ def layer_cost(layer, in_par: int, dev: Device, first: bool = False) -> dict:
     tree = sum(l.pe * -(-l.simd // 4 ** j) * l.acc_bits for j in range(1, adder_tree_stages(l.simd) + 1))
     rq_bits = l.acc_bits + MULT_BITS + 1
     fifo_depth = output_fifo_depth(stages)
-    ffs = {"input_buffers": ((banks + 1) * l.simd * l.in_bits + (gather - 1) * in_par * l.in_bits if ram_buffer
-                             else 2 * l.k * l.in_bits + 2 * l.simd * l.in_bits),
-           "pipeline": (0 if absorbed else PRODUCT_STAGES * l.pe * l.simd * prod_bits) + tree,
+    # nnfpga_mult's operand and product registers are the hard multiplier's own (MULT18X18D,
+    # DSP48): the input word's and weight word's second register and the first product
+    # register cost no flip-flops; the second product register and a split acc*M's sum do.
+    fabric_products = PRODUCT_STAGES - MULT_STAGES
+    ffs = {"input_buffers": (banks * l.simd * l.in_bits + (gather - 1) * in_par * l.in_bits if ram_buffer
+                             else 2 * l.k * l.in_bits + l.simd * l.in_bits),
+           "pipeline": (0 if absorbed else fabric_products * l.pe * l.simd * prod_bits) + tree,
            "accumulate_requant": l.pe * (l.acc_bits + MULT_BITS + l.out_bits)
-                                 + (0 if absorbed else l.pe * (rq_bits + (pieces > 1) * pieces * (18 + MULT_BITS))),
-           "rom_registers": round((wrom["placement"] == "logic") * wrom["used_width"] * 2 * cal["wrom_register_kept"]
+                                 + (0 if absorbed else l.pe * rq_bits * (pieces > 1)),
+           "rom_registers": round((wrom["placement"] == "logic") * wrom["used_width"] * cal["wrom_register_kept"]
                                   + (prom["placement"] == "logic") * prom["used_width"] * 2 * cal["prom_register_kept"]),
            "control": 22 + _clog2(fill) + 3 * _clog2(nf) + _clog2(sf) + _clog2(folds)
                       + (stages - requant_stages(l.acc_bits)) * (4 + _clog2(nf)) + 2 * _clog2(fifo_depth + 1)}

@@ -30,9 +30,9 @@
 // written beat by beat and read one SIMD slice per cycle, as before.
 //
 // Pipeline (PIPE_STAGES, nnfpga/hardware.py dense_pipeline_stages; no clock enable):
-//   issue -> S1 ROM and input buffer read registers -> S2 their output registers (DP16KD's
-//   OUTREG where the tool maps it there) -> S3 products -> S4 products again -> adder tree over SIMD lanes, a register every 2 levels (TS
-//   stages) -> accumulate (parameter ROM read two cycles before, lined up) ->
+//   issue -> S1 ROM and input buffer read registers -> S2 the multipliers' operand registers
+//   -> S3 products (nnfpga_mult, on ECP5 both inside the MULT18X18D) -> S4 products again
+//   -> adder tree over SIMD lanes, a register every 2 levels (TS stages) -> accumulate (parameter ROM read two cycles before, lined up) ->
 //   nnfpga_requant (RQ stages) -> output FIFO write.
 // Backpressure: m_axis_tready reaches only the output FIFO and a credit counter. A fold
 // is issued only while the beats in flight plus the beats in the FIFO leave room
@@ -91,7 +91,7 @@ module nnfpga_dense #(
     localparam int LEVELS = SIMD > 1 ? $clog2(SIMD) : 0;
     localparam int TS = (LEVELS + 1) / 2;                         // adder tree register stages
     localparam int ACC_STAGE = 5 + TS;                            // edge of the accumulator
-    localparam int RQ_STAGES = ACC_BITS <= 18 ? 2 : 3;            // nnfpga_requant's STAGES
+    localparam int RQ_STAGES = ACC_BITS <= 18 ? 3 : 4;            // nnfpga_requant's STAGES
     localparam int OWN_STAGES = ACC_STAGE + RQ_STAGES + 1;
     localparam int FIFO_DEPTH = PIPE_STAGES + 2;
     localparam int CRW = $clog2(FIFO_DEPTH + 1);
@@ -224,17 +224,17 @@ module nnfpga_dense #(
     logic [PE*SIMD*W_BITS-1:0] wrom [WDEPTH];
     initial $readmemh(W_FILE, wrom);
 
-    logic [PE*SIMD*W_BITS-1:0] w_rd, w_q;
+    // The S2 registers of both words are the multipliers' operand registers (nnfpga_mult).
+    logic [PE*SIMD*W_BITS-1:0] w_rd;
     logic [BANKS*WORD-1:0]     x_bank_rd;
-    logic [WORD-1:0]           x_q;
+    logic [WORD-1:0]           x_word;
     logic [BKW-1:0]            s1_bank;
 
     always_ff @(posedge clk) begin
         w_rd <= wrom[waddr];
-        w_q <= w_rd;
         s1_bank <= rbank;
-        x_q <= x_bank_rd[32'(s1_bank)*WORD +: WORD];
     end
+    assign x_word = x_bank_rd[32'(s1_bank)*WORD +: WORD];
 
     if (!RAM_BUFFER) begin : g_vectors
         logic [K*IN_BITS-1:0] vec [2];
@@ -291,21 +291,27 @@ module nnfpga_dense #(
         end
     end
 
-    // ---- S3, S4: PE x SIMD products, registered at the multiplier and again ----
-    // The multipliers sit in DSP columns across the chip: the second register lets the
-    // router take the way back to the adder tree in a cycle of its own (ECP5: 6 ns of the
-    // 15 ns critical path of a 100-multiplier design was that way back).
+    // ---- S2, S3: PE x SIMD products (nnfpga_mult: operand and product registers), S4 again ----
+    // The multipliers sit in DSP columns across the chip: the S4 register lets the router
+    // take the way back to the adder tree in a cycle of its own (ECP5: 6 ns of the 15 ns
+    // critical path of a 100-multiplier design was that way back).
     logic signed [PROD_BITS-1:0] prod_m [PE][SIMD];
     logic signed [PROD_BITS-1:0] prod [PE][SIMD];
 
+    for (genvar p = 0; p < PE; p++) begin : g_mult_lane
+        for (genvar s = 0; s < SIMD; s++) begin : g_mult
+            nnfpga_mult #(.A_BITS(IN_BITS + 1), .B_BITS(W_BITS), .P_BITS(PROD_BITS)) u_mult (
+                .clk(clk),
+                .a({IN_SIGNED & x_word[s*IN_BITS + IN_BITS-1], x_word[s*IN_BITS +: IN_BITS]}),
+                .b(w_rd[(p*SIMD + s)*W_BITS +: W_BITS]),
+                .p(prod_m[p][s])
+            );
+        end
+    end
+
     always_ff @(posedge clk) begin
         for (int p = 0; p < PE; p++) begin
-            for (int s = 0; s < SIMD; s++) begin
-                prod_m[p][s] <= PROD_BITS'(
-                    $signed({IN_SIGNED & x_q[s*IN_BITS + IN_BITS-1], x_q[s*IN_BITS +: IN_BITS]})
-                    * $signed(w_q[(p*SIMD + s)*W_BITS +: W_BITS]));
-                prod[p][s] <= prod_m[p][s];
-            end
+            for (int s = 0; s < SIMD; s++) prod[p][s] <= prod_m[p][s];
         end
     end
 

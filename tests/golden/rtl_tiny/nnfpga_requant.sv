@@ -8,9 +8,10 @@
 // no multiplier: the input already is acc*M (nnfpga_add's sum of scaled operands).
 //
 // Stages (STAGES, the same number as nnfpga/hardware.py requant_stages):
-//   R1  acc * M as partial products that each fit one signed 18x18 multiplier (ECP5
+//   R0, R1  acc * M as partial products that each fit one signed 18x18 multiplier (ECP5
 //       MULT18X18D): while acc fits 18 signed bits, one product; wider, the low 17-bit
-//       unsigned pieces and a signed top piece of at most 18 bits.    (MULTIPLY only)
+//       unsigned pieces and a signed top piece of at most 18 bits. Each is an nnfpga_mult:
+//       an operand register (R0) and a product register (R1).         (MULTIPLY only)
 //   R2  the partial products summed, exact.                           (two or more pieces)
 //   RQ  round, shift, zero point and clamp, as three operations side by side on the product:
 //         y < LO  <=>  prod <  (LO - OUT_ZP)*2^SHIFT - 2^(SHIFT-1)     = LO_T
@@ -47,7 +48,7 @@ module nnfpga_requant #(
 );
     localparam int PIECE = 17;
     localparam int PIECES = (!MULTIPLY || ACC_BITS <= PIECE + 1) ? 1 : 1 + (ACC_BITS - PIECE - 1 + PIECE - 1) / PIECE;
-    localparam int STAGES = !MULTIPLY ? 1 : (PIECES == 1 ? 2 : 3);
+    localparam int STAGES = !MULTIPLY ? 1 : (PIECES == 1 ? 3 : 4);
     localparam int TOP_LO = PIECE * (PIECES - 1);
     localparam int TOP_BITS = ACC_BITS - TOP_LO;
     localparam int RQ_BITS = MULTIPLY ? ACC_BITS + MULT_BITS + 1 : ACC_BITS;
@@ -82,24 +83,23 @@ module nnfpga_requant #(
             for (int p = 0; p < LANES; p++) prod[p] = $signed(in_acc[p*ACC_BITS +: ACC_BITS]);
         end
     end else if (PIECES == 1) begin : g_one
-        always_ff @(posedge clk) begin
-            for (int p = 0; p < LANES; p++) begin
-                prod[p] <= RQ_BITS'($signed(in_acc[p*ACC_BITS +: ACC_BITS])
-                                    * $signed({1'b0, in_mult[p*MULT_BITS +: MULT_BITS]}));
-            end
+        for (genvar p = 0; p < LANES; p++) begin : g_lane
+            nnfpga_mult #(.A_BITS(ACC_BITS), .B_BITS(MULT_BITS + 1), .P_BITS(RQ_BITS)) u_mult (
+                .clk(clk), .a(in_acc[p*ACC_BITS +: ACC_BITS]),
+                .b({1'b0, in_mult[p*MULT_BITS +: MULT_BITS]}), .p(prod[p]));
         end
     end else begin : g_split
         logic signed [PP_BITS-1:0] pp [LANES][PIECES];
 
-        always_ff @(posedge clk) begin
-            for (int p = 0; p < LANES; p++) begin
-                for (int i = 0; i < PIECES - 1; i++) begin
-                    pp[p][i] <= PP_BITS'($signed({1'b0, in_acc[p*ACC_BITS + i*PIECE +: PIECE]})
-                                         * $signed({1'b0, in_mult[p*MULT_BITS +: MULT_BITS]}));
-                end
-                pp[p][PIECES-1] <= PP_BITS'($signed(in_acc[p*ACC_BITS + TOP_LO +: TOP_BITS])
-                                            * $signed({1'b0, in_mult[p*MULT_BITS +: MULT_BITS]}));
+        for (genvar p = 0; p < LANES; p++) begin : g_lane
+            for (genvar i = 0; i < PIECES - 1; i++) begin : g_low
+                nnfpga_mult #(.A_BITS(PIECE + 1), .B_BITS(MULT_BITS + 1), .P_BITS(PP_BITS)) u_mult (
+                    .clk(clk), .a({1'b0, in_acc[p*ACC_BITS + i*PIECE +: PIECE]}),
+                    .b({1'b0, in_mult[p*MULT_BITS +: MULT_BITS]}), .p(pp[p][i]));
             end
+            nnfpga_mult #(.A_BITS(TOP_BITS), .B_BITS(MULT_BITS + 1), .P_BITS(PP_BITS)) u_mult_top (
+                .clk(clk), .a(in_acc[p*ACC_BITS + TOP_LO +: TOP_BITS]),
+                .b({1'b0, in_mult[p*MULT_BITS +: MULT_BITS]}), .p(pp[p][PIECES-1]));
         end
 
         always_ff @(posedge clk) begin

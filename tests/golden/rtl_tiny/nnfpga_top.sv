@@ -53,7 +53,7 @@ module nnfpga_top (
         .OUT_ZP(-3),
         .LO(-3),
         .HI(127),
-        .PIPE_STAGES(10),
+        .PIPE_STAGES(11),
         .W_FILE("u0_fc0_w.mem"),
         .P_FILE("u0_fc0_p.mem")
     ) u0_fc0 (
@@ -85,7 +85,7 @@ module nnfpga_top (
         .OUT_ZP(-3),
         .LO(-3),
         .HI(127),
-        .PIPE_STAGES(10),
+        .PIPE_STAGES(11),
         .W_FILE("u1_fc1_w.mem"),
         .P_FILE("u1_fc1_p.mem")
     ) u1_fc1 (
