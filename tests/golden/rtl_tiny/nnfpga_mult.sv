@@ -12,7 +12,7 @@
 //     design below 100 MHz.
 //   - otherwise (Verilator, Xilinx tools, other widths): the behavioural twin below, two
 //     registers around a plain `*`, which vendor tools pack into their DSP's registers.
-// tests/test_mult_netlist.py holds the two equal: it simulates yosys's netlist of the
+// hw_tests/test_rtl_mult.py holds the two equal: it simulates yosys's netlist of the
 // MULT18X18D branch with a model of the primitive written from Lattice's documentation
 // (hw_tests/fixtures/mult18x18d_model.v) against the twin, cycle by cycle.
 // Operands below 2 bits stay behavioural, as yosys's own mapping leaves them to logic.
