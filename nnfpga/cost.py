@@ -63,7 +63,8 @@ Validation (nnfpga/calibration.py cites each factor):
   fold{pe=4,simd=8} LUTs 5352 / 5534, FFs 3757 / 3897; digits autofolded 6319 / 6203,
   4545 / 4550; jet fold{pe=4,simd=8} 7571 / 7866, 5001 / 5396; jet autofolded 8624 /
   8941, 6573 / 6912; digits CNN pe=2/simd=4 2470 / 2678, 2045 / 1916 and pe=4/simd=8
-  5146 / 5368, 3793 / 3536; DSP and DP16KD counts exact on all. Latency, digits MLP:
+  5146 / 5368, 3793 / 3536 and autofolded 4316 / 4556, 3343 / 3093; DSP and DP16KD counts
+  exact on all. Latency, digits MLP:
   fold{pe=4,simd=8} 255, fold{pe=2,simd=16} 241, autofolded 206 (three cycles more than
   before: one per layer).
 - latency and interval, after the pipeline of 7 December (nnfpga.hardware's stage counts):
