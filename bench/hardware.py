@@ -56,9 +56,11 @@ def run(ctx) -> dict:
                 "device": dev.name, "device_multipliers": dev.dsps,
                 "achieved_over_roofline": total_macs / (cycles * dev.dsps) if cycles else None,
             }
-            # --pnr places the compiler's default design of each model (nextpnr takes minutes each)
+            # --pnr places the compiler's default design of each model and the pe=4, simd=8 one
+            # (the timing table's rows; nextpnr takes minutes each)
+            timed = fold in (DEFAULT_FOLD, AUTOFOLD)
             synth = ctx.synthesize(build.out_dir / "rtl", f"{w.name}-pe{fold['pe']}-simd{fold['simd']}" if fold != AUTOFOLD else f"{w.name}-autofold",
-                                   important=fold in (DEFAULT_FOLD, AUTOFOLD), place=fold == AUTOFOLD)
+                                   important=timed, place=timed)
             if synth is not None:
                 row["synth"] = synth
                 fmax = synth.get("fmax_mhz")
@@ -112,3 +114,51 @@ def table(result: dict):
                       fmt_rate(r.get("throughput_per_second"), ""), fmt_rate(r.get("roofline_per_second"), "")]
         t.add_row(*cells)
     return t
+
+
+# Measured before nnfpga_mult put the products' registers into the MULT18X18Ds: `nnfpga build`
+# on ecp5-85k, 100 MHz asked, yosys 0.68 / nextpnr 0.11 as pinned (README, 7 December 2026).
+# (model, fold) -> Fmax MHz, LUT, FF, DSP, BRAM, cycles per inference
+BEFORE = {
+    ("jet", "pe4-simd8"): (77.4, 7809, 8648, 130, 0, 64),
+    ("digits", "pe4-simd8"): (93.3, 5523, 6465, 100, 8, 128),
+    ("digits_cnn", "autofold"): (85.3, 4548, 4666, 66, 3, 576),
+}
+
+
+def _fold_key(fold: dict) -> str:
+    return "autofold" if fold == AUTOFOLD else f"pe{fold['pe']}-simd{fold['simd']}"
+
+
+def _timing_cells(fmax, luts, ffs, dsps, brams, cycles) -> list[str]:
+    rate = fmax * 1e6 / cycles if fmax and cycles else None
+    return [f"{fmax:.1f}" if fmax else "—"] + [f"{v:,}" if v is not None else "—" for v in (luts, ffs, dsps, brams)] \
+        + [str(cycles) if cycles else "—", fmt_rate(rate, "")]
+
+
+def timing_table(result: dict):
+    """Fmax and resources of the placed designs next to their figures before the multipliers'
+    own registers were used (BEFORE); a design without an Fmax this run shows only "before"."""
+    from rich.table import Table
+
+    t = Table(title=f"3b. Timing closure on {result['device']['name']} (nextpnr, 100 MHz asked): before / this run")
+    t.caption = ("before: products and requant partial products through MULT18X18D without its registers "
+                 "(fabric flip-flops around it; README, 7 December 2026); this run: the RTL measured now (since "
+                 "nnfpga_mult: MULT18X18D with its input and output registers)")
+    for c in ("model", "fold", "when", "Fmax MHz", "LUT", "FF", "DSP", "BRAM", "cycles/inf", "inf/s"):
+        t.add_column(c, justify="left" if c in ("model", "fold", "when") else "right")
+    rows = {(r["model"], _fold_key(r["fold"])): r for r in result["rows"]}
+    for key in list(BEFORE) + [k for k, r in rows.items() if k not in BEFORE and (r.get("synth") or {}).get("fmax_mhz")]:
+        model, fold = key
+        if key in BEFORE:
+            t.add_row(model, fold, "before", *_timing_cells(*BEFORE[key]))
+        r = rows.get(key)
+        s = (r or {}).get("synth") or {}
+        if s.get("fmax_mhz"):
+            t.add_row(model, fold, "this run", *_timing_cells(s["fmax_mhz"], s.get("luts"), s.get("ffs"), s.get("dsps"),
+                                                        s.get("brams"), r["cycles_per_inference"]))
+    return t
+
+
+def tables(result: dict) -> list:
+    return [table(result), timing_table(result)]

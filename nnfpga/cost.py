@@ -27,16 +27,18 @@ Resources, derived from templates/verilog/nnfpga_dense.sv.j2:
            one multiplier while ab <= 18, else 17-bit unsigned pieces and a signed top)
            tiles(a, b) = pieces(a, A) * pieces(b, B) for the device's A x B multiplier:
            port-wide pieces, a last piece under 2 bits goes to logic (yosys mul2dsp)
-    FFs    input buffer in RAM: (banks + 1)*S*ib read registers + the gather register;
-           in flip-flops (S and in_par not dividing one another) 2*K*ib + 2*S*ib
-           + 2*P*S*(ib+1+wb)          product registers (at the multiplier, then again;
-                                      core lut: 3 (two partial sums, then their sum); packed:
-                                      each group's product, x and sign flags, then each lane)
+    FFs    input buffer in RAM: banks*S*ib read registers + the gather register;
+           in flip-flops (S and in_par not dividing one another) 2*K*ib + S*ib
+           + P*S*(ib+1+wb)            the second product register (nnfpga_mult's operand
+                                      and product registers are the MULT18X18D's own; core
+                                      lut: S*ib + P*S*wb operand registers, then 3 (two partial
+                                      sums, then their sum); packed: the operand registers, each
+                                      group's product, x and sign flags, then each lane)
            + sum_j P*ceil(S/4^j)*ab   adder tree registers (every two levels)
            + P*(ab + m + ob)          accumulators, multipliers (m = 17, or 21 for a model's own
                                       quantization: nnfpga.hardware.mult_bits), requant outputs
-           + P*(ab + 17) [+ P*pieces*34 when split]   acc*M (partial products)
-           + two read registers of each ROM built from logic
+           [+ P*(ab + m + 1) when split]   the sum of acc*M's partial products
+           + the weight ROM's and two parameter ROM read registers when built from logic
            + counters, credit counter, per-stage valid/flag bits
     LUTs   LUT RAM (DPR16X4, 2 LUTs each): input buffer + output FIFO
            [+ lut_per_input_bit * K*ib  a flip-flop input buffer's enables and mux]
@@ -65,6 +67,15 @@ occupies two), LUT6 on Xilinx. Figures are for synthesis (yosys), not after plac
 route.
 
 Validation (nnfpga/calibration.py cites each factor):
+- after nnfpga_mult (every product's operand and product registers inside the MULT18X18D,
+  one requant stage more), yosys 0.68 synth_ecp5 predicted / measured: digits
+  fold{pe=4,simd=8} LUTs 5352 / 5534, FFs 3757 / 3897; digits autofolded 6319 / 6203,
+  4545 / 4550; jet fold{pe=4,simd=8} 7571 / 7866, 5001 / 5396; jet autofolded 8624 /
+  8941, 6573 / 6912; digits CNN pe=2/simd=4 2470 / 2678, 2045 / 1916 and pe=4/simd=8
+  5146 / 5368, 3793 / 3536 and autofolded 4316 / 4556, 3343 / 3093; DSP and DP16KD counts
+  exact on all. Latency, digits MLP:
+  fold{pe=4,simd=8} 255, fold{pe=2,simd=16} 241, autofolded 206 (three cycles more than
+  before: one per layer).
 - latency and interval, after the pipeline of 7 December (nnfpga.hardware's stage counts):
   Verilator (`nnfpga verify`) on the digits MLP 64-64-32-10, fold{pe=4,simd=8}: interval
   128, latency 252 measured = predicted; fold{pe=2,simd=16}: 128 and 238; autofolded on
@@ -110,10 +121,11 @@ from nnfpga.devices import DEFAULT_DEVICE, DEVICES, Device, device as lookup_dev
 from nnfpga.errors import NnfpgaError
 from nnfpga.calibration import CALIBRATION
 from nnfpga.cost_stream import module_cost
-from nnfpga.hardware import (DSP_MULT_BITS, DSP_SIGNED_BITS, PRODUCT_STAGES, adder_tree_stages, mult_bits,
-                             dense_pipeline_stages, dsp_tiles, largest_divisor_at_most, largest_taps_at_most,
-                             output_fifo_depth, pack_lane_bits, packed_weight_bits, param_fields,
-                             product_multipliers, requant_pieces, requant_stages, varying_bits, weight_fields)
+from nnfpga.hardware import (DSP_MULT_BITS, DSP_SIGNED_BITS, MULT_STAGES, PRODUCT_STAGES, adder_tree_stages,
+                             mult_bits, dense_pipeline_stages, dsp_tiles, largest_divisor_at_most,
+                             largest_taps_at_most, output_fifo_depth, pack_lane_bits, packed_weight_bits,
+                             param_fields, product_multipliers, requant_pieces, requant_stages, varying_bits,
+                             weight_fields)
 
 DEFAULT_SHIFT = 16
 """Requant shift assumed when a layer record does not say (only the LUT/FF figures use it)."""
@@ -251,16 +263,21 @@ def _product_cost(l: "LayerShape", dev: Device, cal: dict) -> tuple[int, float, 
     absorbed = cal["dsp_absorbs_registers"]
     if l.core == "lut":
         luts = products * lut_product_luts(dev, l.in_bits, l.wbits)
-        return 0, luts, 3 * products * prod_bits
+        operands = l.simd * l.in_bits + products * l.wbits  # the S2 registers the dsp core's multiplier holds
+        return 0, luts, operands + 3 * products * prod_bits
     if l.pack > 1:
         groups = pack_groups(l)
         lane_bits = pack_lane_bits(l.in_bits, l.wbits)
         product_reg = sum(packed_weight_bits(g, l.in_bits, l.wbits) + l.in_bits for g in groups)  # g*L bits
-        ffs = l.simd * ((0 if absorbed else product_reg) + sum(l.in_bits + g for g in groups)) + products * prod_bits
+        operands = l.simd * l.in_bits + products * l.wbits  # the S2 registers the dsp core's multiplier holds
+        ffs = (operands + l.simd * ((0 if absorbed else product_reg) + sum(l.in_bits + g for g in groups))
+               + products * prod_bits)
         return (product_multipliers(l.core, l.pack, l.pe, l.simd), products * cal["lut_per_pack_bit"] * lane_bits,
                 ffs)
     dsps = math.ceil(products * dsp_tiles(l.in_bits + 1, l.wbits, dev.dsp_shape) * cal["dsp_per_product"])
-    return dsps, 0, (0 if absorbed else PRODUCT_STAGES * products * prod_bits)
+    # nnfpga_mult's operand and product registers are the hard multiplier's own (MULT18X18D,
+    # DSP48); the second product register is in fabric unless the DSP absorbs it too.
+    return dsps, 0, (0 if absorbed else (PRODUCT_STAGES - MULT_STAGES) * products * prod_bits)
 
 
 def _clog2(x: int) -> int:
@@ -309,14 +326,13 @@ def layer_cost(layer, in_par: int, dev: Device, first: bool = False) -> dict:
     tree = sum(l.pe * -(-l.simd // 4 ** j) * l.acc_bits for j in range(1, adder_tree_stages(l.simd) + 1))
     rq_bits = l.acc_bits + l.m_bits + 1
     fifo_depth = output_fifo_depth(stages)
-    ffs = {"input_buffers": ((banks + 1) * l.simd * l.in_bits + (gather - 1) * in_par * l.in_bits if ram_buffer
-                             else 2 * l.k * l.in_bits + 2 * l.simd * l.in_bits),
+    ffs = {"input_buffers": (banks * l.simd * l.in_bits + (gather - 1) * in_par * l.in_bits if ram_buffer
+                             else 2 * l.k * l.in_bits + l.simd * l.in_bits),
            "pipeline": product_ffs + tree,
            "accumulate_requant": l.pe * (l.acc_bits + l.m_bits + l.out_bits)
-                                 + (0 if absorbed else l.pe * (rq_bits + (pieces > 1 or fabric > 0) * pieces
-                                                               * (18 + DSP_MULT_BITS)))
-                                 + l.pe * (fabric > 0) * (-(-fabric // 2) * (l.acc_bits + 2) + 4 * fabric),
-           "rom_registers": round((wrom["placement"] == "logic") * wrom["used_width"] * 2 * cal["wrom_register_kept"]
+                                 + (0 if absorbed else l.pe * rq_bits * (pieces > 1 or fabric > 0))
+                                 + l.pe * (fabric > 0) * (-(-fabric // 2) * (l.acc_bits + 2) * 2 + 4 * fabric),
+           "rom_registers": round((wrom["placement"] == "logic") * wrom["used_width"] * cal["wrom_register_kept"]
                                   + (prom["placement"] == "logic") * prom["used_width"] * 2 * cal["prom_register_kept"]),
            "control": 22 + _clog2(fill) + 3 * _clog2(nf) + _clog2(sf) + _clog2(folds)
                       + (stages - requant_stages(l.acc_bits, True, l.m_bits)) * (4 + _clog2(nf)) + 2 * _clog2(fifo_depth + 1)}

@@ -15,7 +15,7 @@ edges from the cycle a module issues work to the cycle its result is visible on 
     folding       largest_divisor_at_most, folding_cycles, legal_taps, largest_taps_at_most,
                   tap_block
     pipeline      dense_pipeline_stages, pool_pipeline_stages, add_pipeline_stages,
-                  requant_stages, output_fifo_depth, with_submodules
+                  requant_stages, output_fifo_depth, with_submodules, MULT_STAGES
     multipliers   dsp_tiles
     cores         CORES, pack_lane_bits, packed_weight_bits, pack_fits, max_pack,
                   product_multipliers
@@ -88,30 +88,40 @@ SPLIT_PIECE_BITS = DSP_SIGNED_BITS - 1
 """Low pieces of a wide accumulator are this many unsigned bits (a zero sign bit makes them 18)."""
 TREE_LEVELS_PER_STAGE = 2
 """The SIMD lane sum is an adder tree with a register after every this many levels."""
-ROM_READ_STAGES = 2
-"""Weight ROM and input buffer: read register, then output register (DP16KD's OUTREG)."""
-PRODUCT_STAGES = 2
-"""The pe x simd products: the multiplier's output register, then a second one, so the
-route from a DSP column back to the adder tree has a cycle of its own. Every core takes
-these two: lut (two partial sums, then their sum) and packed (the one product, then each
-lane's field with its correction), so the stage count does not depend on the core."""
+ROM_READ_STAGES = 1
+"""Weight ROM and input buffer: the read register (the next one is the multiplier's operand
+register, inside nnfpga_mult, or the lut and packed cores' second register)."""
+PRODUCT_STAGES = 3
+"""The pe x simd products: nnfpga_mult's operand and product registers, then a second
+product register, so the route from a DSP column back to the adder tree has a cycle of its
+own. Every core takes these three: lut (operands registered, two partial sums, then their
+sum) and packed (operands registered, the one product, then each lane's field with its
+correction), so the stage count does not depend on the core."""
+
+MULT_STAGES = 2
+"""nnfpga_mult: operand register, product register (on ECP5 the MULT18X18D's own)."""
+ECP5_DSP_DEFINE = "NNFPGA_ECP5_DSP"
+"""The macro under which nnfpga_mult instantiates MULT18X18D (set by the ECP5 yosys flow)."""
 
 REQUANT_MODULE = "nnfpga_requant"
 FIFO_MODULE = "nnfpga_fifo"
+MULT_MODULE = "nnfpga_mult"
 LUT_PRODUCT_MODULE = "nnfpga_mul_lut"
 PACKED_PRODUCT_MODULE = "nnfpga_mul_pack"
 SUBMODULES = {
-    "nnfpga_dense": (REQUANT_MODULE, FIFO_MODULE, LUT_PRODUCT_MODULE, PACKED_PRODUCT_MODULE),
+    "nnfpga_dense": (REQUANT_MODULE, FIFO_MODULE, MULT_MODULE, LUT_PRODUCT_MODULE, PACKED_PRODUCT_MODULE),
     "nnfpga_pool": (REQUANT_MODULE, FIFO_MODULE),
     "nnfpga_add": (REQUANT_MODULE, FIFO_MODULE),
+    REQUANT_MODULE: (MULT_MODULE,),
 }
 """Template modules a module instantiates: they must be among the sources wherever it is."""
 
 
 def with_submodules(modules) -> list[str]:
-    """`modules` followed by the submodules they instantiate, each once, in a stable order."""
+    """`modules` followed by the submodules they instantiate, directly or through another
+    submodule, each once, in a stable order."""
     out = list(dict.fromkeys(modules))
-    for m in list(out):
+    for m in out:  # the list grows while it is walked: submodules' own submodules follow
         for sub in SUBMODULES.get(m, ()):
             if sub not in out:
                 out.append(sub)
@@ -133,12 +143,12 @@ def requant_pieces(acc_bits: int) -> int:
 
 
 def requant_stages(acc_bits: int, multiply: bool = True, m_bits: int = DSP_MULT_BITS) -> int:
-    """nnfpga_requant's register stages: [partial products, their sum,] round and clamp. The
-    sum has a stage of its own when acc·M is more than one product: acc split into pieces, or
-    M wider than the DSP's port (its high bits multiplied in fabric)."""
+    """nnfpga_requant's register stages: [the partial products (nnfpga_mult), their sum,]
+    round and clamp. The sum has a stage of its own when acc·M is more than one product: acc
+    split into pieces, or M wider than the DSP's port (its high bits multiplied in fabric)."""
     if not multiply:
         return 1
-    return 2 if requant_pieces(acc_bits) == 1 and m_bits <= DSP_MULT_BITS else 3
+    return MULT_STAGES + (1 if requant_pieces(acc_bits) == 1 and m_bits <= DSP_MULT_BITS else 2)
 
 
 def adder_tree_stages(simd: int) -> int:
@@ -147,7 +157,7 @@ def adder_tree_stages(simd: int) -> int:
 
 
 def dense_pipeline_stages(simd: int, acc_bits: int, m_bits: int = DSP_MULT_BITS) -> int:
-    """nnfpga_dense: ROM read (2), products (2), lane sum tree, accumulate (1), requant,
+    """nnfpga_dense: ROM read (1), products (3), lane sum tree, accumulate (1), requant,
     output FIFO write (1); `m_bits` is the layer's mult_bits."""
     return (ROM_READ_STAGES + PRODUCT_STAGES + adder_tree_stages(simd) + 1
             + requant_stages(acc_bits, True, m_bits) + 1)

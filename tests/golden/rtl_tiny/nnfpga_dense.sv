@@ -30,9 +30,9 @@
 // written beat by beat and read one SIMD slice per cycle, as before.
 //
 // Pipeline (PIPE_STAGES, nnfpga/hardware.py dense_pipeline_stages; no clock enable):
-//   issue -> S1 ROM and input buffer read registers -> S2 their output registers (DP16KD's
-//   OUTREG where the tool maps it there) -> S3 products -> S4 products again -> adder tree over SIMD lanes, a register every 2 levels (TS
-//   stages) -> accumulate (parameter ROM read two cycles before, lined up) ->
+//   issue -> S1 ROM and input buffer read registers -> S2 the multipliers' operand registers
+//   -> S3 products (nnfpga_mult, on ECP5 both inside the MULT18X18D) -> S4 products again
+//   -> adder tree over SIMD lanes, a register every 2 levels (TS stages) -> accumulate (parameter ROM read two cycles before, lined up) ->
 //   nnfpga_requant (RQ stages) -> output FIFO write.
 // Products (CORE, PACK): hard multipliers, PACK of them sharing one multiplier, or
 // shift-add in logic; the stage count is the same for all three.
@@ -95,7 +95,7 @@ module nnfpga_dense #(
     localparam int LEVELS = SIMD > 1 ? $clog2(SIMD) : 0;
     localparam int TS = (LEVELS + 1) / 2;                         // adder tree register stages
     localparam int ACC_STAGE = 5 + TS;                            // edge of the accumulator
-    localparam int RQ_STAGES = ACC_BITS <= 18 && MULT_BITS <= 17 ? 2 : 3;  // nnfpga_requant's STAGES
+    localparam int RQ_STAGES = ACC_BITS <= 18 && MULT_BITS <= 17 ? 3 : 4;  // nnfpga_requant's STAGES
     localparam int OWN_STAGES = ACC_STAGE + RQ_STAGES + 1;
     localparam int FIFO_DEPTH = PIPE_STAGES + 2;
     localparam int CRW = $clog2(FIFO_DEPTH + 1);
@@ -228,17 +228,17 @@ module nnfpga_dense #(
     logic [PE*SIMD*W_BITS-1:0] wrom [WDEPTH];
     initial $readmemh(W_FILE, wrom);
 
-    logic [PE*SIMD*W_BITS-1:0] w_rd, w_q;
+    // The S2 registers of both words are the multipliers' operand registers (nnfpga_mult).
+    logic [PE*SIMD*W_BITS-1:0] w_rd;
     logic [BANKS*WORD-1:0]     x_bank_rd;
-    logic [WORD-1:0]           x_q;
+    logic [WORD-1:0]           x_word;
     logic [BKW-1:0]            s1_bank;
 
     always_ff @(posedge clk) begin
         w_rd <= wrom[waddr];
-        w_q <= w_rd;
         s1_bank <= rbank;
-        x_q <= x_bank_rd[32'(s1_bank)*WORD +: WORD];
     end
+    assign x_word = x_bank_rd[32'(s1_bank)*WORD +: WORD];
 
     if (!RAM_BUFFER) begin : g_vectors
         logic [K*IN_BITS-1:0] vec [2];
@@ -295,14 +295,20 @@ module nnfpga_dense #(
         end
     end
 
-    // ---- S3, S4: PE x SIMD products, registered at the multiplier and again ----
+    // ---- S2 to S4: PE x SIMD products, three registers for every core ----
     // CORE "dsp": one hard multiplier per product, or PACK products sharing x per multiplier
     // (nnfpga_mul_pack: output channels p = g*PACK + i of one SIMD lane); CORE "lut": each
-    // product a shift-add in logic (nnfpga_mul_lut). All take the same two stages.
+    // product a shift-add in logic (nnfpga_mul_lut). All take the same three stages.
     // prod holds lane (p, s) at (p*SIMD + s)*PROD_BITS, signed.
     logic [PE*SIMD*PROD_BITS-1:0] prod;
 
     if (CORE == "lut") begin : g_lut_core
+        logic [PE*SIMD*W_BITS-1:0] w_q;  // S2: both words registered again
+        logic [WORD-1:0]           x_q;
+        always_ff @(posedge clk) begin
+            w_q <= w_rd;
+            x_q <= x_word;
+        end
         for (genvar p = 0; p < PE; p++) begin : g_pe
             for (genvar s = 0; s < SIMD; s++) begin : g_simd
                 nnfpga_mul_lut #(
@@ -315,6 +321,12 @@ module nnfpga_dense #(
         end
     end else if (PACK > 1) begin : g_packed_core
         localparam int GROUPS = (PE + PACK - 1) / PACK;
+        logic [PE*SIMD*W_BITS-1:0] w_q;  // S2: both words registered again
+        logic [WORD-1:0]           x_q;
+        always_ff @(posedge clk) begin
+            w_q <= w_rd;
+            x_q <= x_word;
+        end
         for (genvar s = 0; s < SIMD; s++) begin : g_simd
             for (genvar g = 0; g < GROUPS; g++) begin : g_group
                 localparam int LANES = PE - g*PACK < PACK ? PE - g*PACK : PACK;
@@ -332,20 +344,27 @@ module nnfpga_dense #(
             end
         end
     end else begin : g_dsp_core
-        // The multipliers sit in DSP columns across the chip: the second register lets the
-        // router take the way back to the adder tree in a cycle of its own (ECP5: 6 ns of the
-        // 15 ns critical path of a 100-multiplier design was that way back).
+        // S2, S3: nnfpga_mult's operand and product registers (on ECP5 both inside the
+        // MULT18X18D); S4 again: the multipliers sit in DSP columns across the chip, and the
+        // S4 register lets the router take the way back to the adder tree in a cycle of its
+        // own (ECP5: 6 ns of the 15 ns critical path of a 100-multiplier design was that way back).
         logic signed [PROD_BITS-1:0] prod_m [PE][SIMD];
         logic signed [PROD_BITS-1:0] prod_q [PE][SIMD];
 
+        for (genvar p = 0; p < PE; p++) begin : g_mult_lane
+            for (genvar s = 0; s < SIMD; s++) begin : g_mult
+                nnfpga_mult #(.A_BITS(IN_BITS + 1), .B_BITS(W_BITS), .P_BITS(PROD_BITS)) u_mult (
+                    .clk(clk),
+                    .a({IN_SIGNED & x_word[s*IN_BITS + IN_BITS-1], x_word[s*IN_BITS +: IN_BITS]}),
+                    .b(w_rd[(p*SIMD + s)*W_BITS +: W_BITS]),
+                    .p(prod_m[p][s])
+                );
+            end
+        end
+
         always_ff @(posedge clk) begin
             for (int p = 0; p < PE; p++) begin
-                for (int s = 0; s < SIMD; s++) begin
-                    prod_m[p][s] <= PROD_BITS'(
-                        $signed({IN_SIGNED & x_q[s*IN_BITS + IN_BITS-1], x_q[s*IN_BITS +: IN_BITS]})
-                        * $signed(w_q[(p*SIMD + s)*W_BITS +: W_BITS]));
-                    prod_q[p][s] <= prod_m[p][s];
-                end
+                for (int s = 0; s < SIMD; s++) prod_q[p][s] <= prod_m[p][s];
             end
         end
 

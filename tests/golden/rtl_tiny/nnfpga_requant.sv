@@ -13,10 +13,12 @@
 // multiplier.
 //
 // Stages (STAGES, the same number as nnfpga/hardware.py requant_stages):
-//   R1  acc * M_LO as partial products that each fit one signed 18x18 multiplier: while acc
-//       fits 18 signed bits, one product; wider, the low 17-bit unsigned pieces and a signed
-//       top piece of at most 18 bits. Beside them acc * M_HI, two bits of M_HI at a time:
-//       (acc if bit 2j) + (acc << 1 if bit 2j+1), one adder deep.  (MULTIPLY only)
+//   R0, R1  acc * M_LO as partial products that each fit one signed 18x18 multiplier (ECP5
+//       MULT18X18D): while acc fits 18 signed bits, one product; wider, the low 17-bit
+//       unsigned pieces and a signed top piece of at most 18 bits. Each is an nnfpga_mult:
+//       an operand register (R0) and a product register (R1). Beside them acc * M_HI, two
+//       bits of M_HI at a time: (acc if bit 2j) + (acc << 1 if bit 2j+1), one adder deep in
+//       R0, registered again in R1 to meet the products.                 (MULTIPLY only)
 //   R2  the partial products (and the pairs, shifted by DSP_M + 2j) summed, exact.
 //                                                  (two or more pieces, or FAB_M > 0)
 //   RQ  round, shift, zero point and clamp, as three operations side by side on the product:
@@ -59,7 +61,7 @@ module nnfpga_requant #(
     localparam int FAB_BITS = ACC_BITS + 2;                        // acc times two bits of M_HI
     localparam int PAIRS = FAB_M > 0 ? (FAB_M + 1) / 2 : 1;
     localparam bit SUMMED = PIECES > 1 || FAB_M > 0;
-    localparam int STAGES = !MULTIPLY ? 1 : (SUMMED ? 3 : 2);
+    localparam int STAGES = !MULTIPLY ? 1 : (SUMMED ? 4 : 3);
     localparam int TOP_LO = PIECE * (PIECES - 1);
     localparam int TOP_BITS = ACC_BITS - TOP_LO;
     localparam int RQ_BITS = MULTIPLY ? ACC_BITS + MULT_BITS + 1 : ACC_BITS;
@@ -93,32 +95,33 @@ module nnfpga_requant #(
         always_comb begin
             for (int p = 0; p < LANES; p++) prod[p] = $signed(in_acc[p*ACC_BITS +: ACC_BITS]);
         end
-    end else if (!SUMMED) begin : g_one
-        always_ff @(posedge clk) begin
-            for (int p = 0; p < LANES; p++) begin
-                prod[p] <= RQ_BITS'($signed(in_acc[p*ACC_BITS +: ACC_BITS])
-                                    * $signed({1'b0, in_mult[p*MULT_BITS +: DSP_M]}));
-            end
+    end else if (!SUMMED) begin : g_one  // here DSP_M = MULT_BITS
+        for (genvar p = 0; p < LANES; p++) begin : g_lane
+            nnfpga_mult #(.A_BITS(ACC_BITS), .B_BITS(DSP_M + 1), .P_BITS(RQ_BITS)) u_mult (
+                .clk(clk), .a(in_acc[p*ACC_BITS +: ACC_BITS]),
+                .b({1'b0, in_mult[p*MULT_BITS +: DSP_M]}), .p(prod[p]));
         end
     end else begin : g_split
         logic signed [PP_BITS-1:0]  pp [LANES][PIECES];
         logic signed [FAB_BITS-1:0] fab [LANES][PAIRS];
 
-        always_ff @(posedge clk) begin
-            for (int p = 0; p < LANES; p++) begin
-                for (int i = 0; i < PIECES - 1; i++) begin
-                    pp[p][i] <= PP_BITS'($signed({1'b0, in_acc[p*ACC_BITS + i*PIECE +: PIECE]})
-                                         * $signed({1'b0, in_mult[p*MULT_BITS +: DSP_M]}));
-                end
-                pp[p][PIECES-1] <= PP_BITS'($signed(in_acc[p*ACC_BITS + TOP_LO +: TOP_BITS])
-                                            * $signed({1'b0, in_mult[p*MULT_BITS +: DSP_M]}));
+        for (genvar p = 0; p < LANES; p++) begin : g_lane
+            for (genvar i = 0; i < PIECES - 1; i++) begin : g_low
+                nnfpga_mult #(.A_BITS(PIECE + 1), .B_BITS(DSP_M + 1), .P_BITS(PP_BITS)) u_mult (
+                    .clk(clk), .a({1'b0, in_acc[p*ACC_BITS + i*PIECE +: PIECE]}),
+                    .b({1'b0, in_mult[p*MULT_BITS +: DSP_M]}), .p(pp[p][i]));
             end
+            nnfpga_mult #(.A_BITS(TOP_BITS), .B_BITS(DSP_M + 1), .P_BITS(PP_BITS)) u_mult_top (
+                .clk(clk), .a(in_acc[p*ACC_BITS + TOP_LO +: TOP_BITS]),
+                .b({1'b0, in_mult[p*MULT_BITS +: DSP_M]}), .p(pp[p][PIECES-1]));
         end
 
-        // acc * M_HI in fabric: acc << b where bit b of M_HI is set, added in pairs here (one
-        // adder deep beside the multipliers) and the pairs summed with the products in R2. No
-        // `*`, so no tool maps it to a multiplier block.
+        // acc * M_HI in fabric: acc << b where bit b of M_HI is set, added in pairs in R0 (one
+        // adder deep beside the multipliers' operand registers), registered again in R1 beside
+        // their product registers, and the pairs summed with the products in R2. No `*`, so
+        // no tool maps it to a multiplier block.
         if (FAB_M > 0) begin : g_fabric
+            logic signed [FAB_BITS-1:0] fab_r0 [LANES][PAIRS];
             always_ff @(posedge clk) begin
                 for (int p = 0; p < LANES; p++) begin
                     for (int j = 0; j < PAIRS; j++) begin
@@ -127,7 +130,8 @@ module nnfpga_requant #(
                         for (int b = 2 * j; b < 2 * j + 2 && b < FAB_M; b++) begin
                             if (in_mult[p*MULT_BITS + DSP_M + b]) f = f + (FAB_BITS'($signed(in_acc[p*ACC_BITS +: ACC_BITS])) <<< (b - 2 * j));
                         end
-                        fab[p][j] <= f;
+                        fab_r0[p][j] <= f;
+                        fab[p][j] <= fab_r0[p][j];
                     end
                 end
             end
