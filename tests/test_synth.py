@@ -491,12 +491,15 @@ endmodule
 
 def synth_requant(tmp_path, acc_bits: int, m_bits: int):
     from nnfpga.backends.verilog import _templates
+    from nnfpga.hardware import REQUANT_MODULE, with_submodules
 
     rtl = tmp_path / f"rq_{acc_bits}_{m_bits}"
     rtl.mkdir()
-    (rtl / "nnfpga_requant.sv").write_text(_templates().get_template("nnfpga_requant.sv.j2").render())
+    modules = with_submodules([REQUANT_MODULE])  # and the nnfpga_mult it instantiates
+    for module in modules:
+        (rtl / f"{module}.sv").write_text(_templates().get_template(f"{module}.sv.j2").render())
     (rtl / "rq_top.sv").write_text(REQUANT_TOP.format(acc=acc_bits, m=m_bits, shift=acc_bits + m_bits - 8))
-    (rtl / "design.json").write_text(json.dumps({"top": "rq_top", "sources": ["nnfpga_requant.sv", "rq_top.sv"],
+    (rtl / "design.json").write_text(json.dumps({"top": "rq_top", "sources": [f"{m}.sv" for m in modules] + ["rq_top.sv"],
                                                  "input": {}, "output": {}}))
     return synthesize(rtl, tmp_path / f"work_{acc_bits}_{m_bits}", device("ecp5-85k"))
 
