@@ -118,6 +118,7 @@ def build(rtl_dir: Path, design: dict, work_dir: Path) -> tuple[Path, bool, floa
     final = work_dir / f"fast-{key[:16]}"
     staging = work_dir / f"fast-{key[:16]}.tmp{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
+    processes.remove_on_interrupt(staging)  # from before it exists: a signal never leaves it behind
     staging.mkdir(parents=True)
     (staging / f"{TB_MODULE}.sv").write_text(tb)
     (staging / "main.cpp").write_text(MAIN_CPP)
@@ -141,6 +142,7 @@ def build(rtl_dir: Path, design: dict, work_dir: Path) -> tuple[Path, bool, floa
         if not _complete(final, key):  # unless a concurrent build got there first
             raise
         shutil.rmtree(staging, ignore_errors=True)
+    processes.keep_on_interrupt(staging)
     _BUILDS[key] = final
     return final / "obj" / BINARY, False, seconds
 

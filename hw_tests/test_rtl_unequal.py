@@ -69,7 +69,7 @@ def test_unequal_dilations_strides_and_kernels_are_bit_exact(tmp_path, fold):
     assert result.latency_cycles == latency
 
 
-@pytest.mark.parametrize("bug", [("XW'(DW * CB)", "XW'(DH * CB)"), ("XW'(SW * CB)", "XW'(SH * CB)")],
+@pytest.mark.parametrize("bug", [("XW'(TW * DW * CB)", "XW'(TW * DH * CB)"), ("XW'(SW * CB)", "XW'(SH * CB)")],
                          ids=["dh-for-dw", "sh-for-sw"])
 def test_a_window_mixing_up_the_axes_is_caught(tmp_path, bug):
     """The test above would fail on the bug it is there for: the window stepping along x by
