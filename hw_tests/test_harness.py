@@ -55,6 +55,9 @@ def work(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def exact_run(work):
+    # This module's builds live in its own work_dir: a build another test module left in the
+    # in-process cache may sit in a directory that test has since removed.
+    sim._BUILDS.clear()
     x = fixture_inputs()
     calls = []
     result = simulate(FIXTURE, x, model(x), work_dir=work, gap_prob=0.3, backpressure_prob=0.3, seed=7,
