@@ -32,7 +32,7 @@ import numpy as np
 from nnfpga import processes
 from nnfpga.errors import BuildError
 from nnfpga.hw_tests.beats import pack_beats, unpack_beats
-from nnfpga.hw_tests.sim import (DESIGN_FILE, TIMESCALE, SimResult, _tool_lines, check_request, load_design,
+from nnfpga.hw_tests.sim import (TIMESCALE, SimResult, _tool_lines, check_request, check_sim_log, load_design,
                                  verilator_bin, verilator_env)
 
 TB_MODULE = "nnfpga_stream_check"
@@ -255,14 +255,7 @@ def _check_verdict(rtl_dir: Path, result: dict, text: str, log: Path, total: int
     """Protocol faults are errors, as in the cocotb path; mismatching values are counted.
     A misplaced tlast or an extra beat comes first: a design that does either often stalls next."""
     out_beats = design["output"]["beats"]
-    trouble = [line for line in text.splitlines()
-               if line.startswith("%Error") or (line.startswith("%Warning") and "$readmem" in line)]
-    if trouble:
-        hint = ""
-        if any("$readmem" in line for line in trouble):
-            hint = f"\nevery file the design reads with $readmemh must be listed in {DESIGN_FILE} 'mem_files'"
-        raise BuildError(f"simulation of {rtl_dir} reported:\n" + "\n".join(trouble[:10]) + hint
-                         + f"\nfull log: {log}")
+    check_sim_log(rtl_dir, text, log)
     if result["tlast_errors"]:
         raise BuildError(f"simulation of {rtl_dir} failed: m_axis_tlast misplaced on {result['tlast_errors']} "
                          f"output beats (first at cycle {result['first_tlast_error_cycle']}); it must be 1 exactly "

@@ -31,7 +31,6 @@ import logging
 import os
 import re
 import shutil
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -385,6 +384,19 @@ def check_request(design: dict, inputs, expected, gap_prob: float, backpressure_
     return x, y
 
 
+def check_sim_log(rtl_dir: Path, text: str, log: Path) -> None:
+    """Raise BuildError on the simulator's errors in its log `text`, and on a $readmemh that
+    could not open its file (Verilator only warns, then runs with zeroed ROMs)."""
+    trouble = [line for line in text.splitlines()
+               if line.startswith("%Error") or (line.startswith("%Warning") and "$readmem" in line)]
+    if trouble:
+        hint = ""
+        if any("$readmem" in line for line in trouble):
+            hint = f"\nevery file the design reads with $readmemh must be listed in {DESIGN_FILE} 'mem_files'"
+        raise BuildError(f"simulation of {rtl_dir} reported:\n" + "\n".join(trouble[:10]) + hint
+                         + f"\nfull log: {log}")
+
+
 def simulate(rtl_dir: Path, inputs, expected=None, *, work_dir: Path, gap_prob: float = 0.3,
              backpressure_prob: float = 0.3, seed: int = 0, progress: Callable | None = None,
              timing_samples: int = 8) -> SimResult:
@@ -459,15 +471,7 @@ def simulate(rtl_dir: Path, inputs, expected=None, *, work_dir: Path, gap_prob: 
         else:
             why = _tool_lines(text, limit=30) or (failure or "the simulator produced no result")
         raise BuildError(f"simulation of {rtl_dir} failed: {why}\nfull log: {log}")
-    # Verilator only warns when $readmemh cannot open a file, then runs with zeroed ROMs.
-    trouble = [line for line in text.splitlines()
-               if line.startswith("%Error") or (line.startswith("%Warning") and "$readmem" in line)]
-    if trouble:
-        hint = ""
-        if any("$readmem" in line for line in trouble):
-            hint = f"\nevery file the design reads with $readmemh must be listed in {DESIGN_FILE} 'mem_files'"
-        raise BuildError(f"simulation of {rtl_dir} reported:\n" + "\n".join(trouble[:10]) + hint
-                         + f"\nfull log: {log}")
+    check_sim_log(rtl_dir, text, log)
     relay(total)
 
     outputs = np.load(config["outputs"]).astype(np.int64)
