@@ -14,7 +14,6 @@ float model, so they read like `nnfpga run`'s; verify itself needs no TVM.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable
 
