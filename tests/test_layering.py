@@ -15,7 +15,8 @@ PACKAGES = {"nnfpga": "nnfpga", "nnfpga.ir": "ir", "nnfpga.frontend": "frontend"
             "nnfpga.backends": "backends", "nnfpga.templates": "templates", "nnfpga.hw_tests": "hw_tests"}
 
 LAYERS = [
-    ("foundations", ["nnfpga.errors", "nnfpga.version", "nnfpga.processes", "nnfpga.hardware", "nnfpga.devices",
+    ("foundations", ["nnfpga.errors", "nnfpga.version", "nnfpga.processes", "nnfpga.hardware", "nnfpga.bitslices",
+                     "nnfpga.devices",
                      "nnfpga.calibration", "nnfpga.templates", "nnfpga.limits"]),
     ("ir", ["nnfpga.ir"]),
     ("on the IR", ["nnfpga.frontend", "nnfpga.builddir", "nnfpga.sample_data"]),
