@@ -42,7 +42,11 @@ def test_pass_preserves_meaning(path):
     ref = run_batch(before, feeds)
     got = run_batch(after, feeds)
     for (name_a, a), (name_b, b) in zip(ref.items(), got.items()):
-        if "quantize" in golden.pipeline:
+        if "bitslice" in golden.pipeline:
+            # Lossy by design (test_bitslice.py checks the rounding against brute force); a wrong
+            # sign, bias or accumulator would move the outputs by about their own size.
+            assert np.linalg.norm(a - b) <= 0.3 * np.linalg.norm(a)
+        elif "quantize" in golden.pipeline:
             # Quantized: the error stays a small fraction of the output range (inputs are drawn
             # from the calibration distribution, so nothing clips); 4-bit weights are coarser.
             tolerance = 0.15 if "wbits=4" in golden.pipeline else 0.05
