@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--only compiler,verify,hardware,peers,fuzz] [--out bench/results/]`
+"""`python -m bench [--quick] [--only compiler,verify,hardware,peers,fuzz,bits] [--out bench/results/]`
 
 Measures the compiler and the hardware it makes, prints one table per section and writes
 every number to one JSON file per run (named by date and machine tag). Run it from the
@@ -20,6 +20,8 @@ repository root. Sections:
              600): ok, clear errors, crashes, hangs (only when named in --only)
   split      accuracy of the MNIST and digits MLPs split between 4-bit LUT and 8-bit DSP
              parts at several ratios, against int8 (only when named in --only)
+  bits       the MNIST MLP's weight bit planes and zero sign-magnitude slices, and accuracy after
+             bitslice{s=2,keep=1..3} (only when named in --only)
 """
 from __future__ import annotations
 
@@ -37,10 +39,10 @@ from rich.console import Console
 
 from bench import common
 
-SECTIONS = ("compiler", "verify", "hardware", "peers", "cost", "quantized", "lowrank", "fuzz", "split")
-ON_REQUEST = ("lowrank", "fuzz", "split")
+SECTIONS = ("compiler", "verify", "hardware", "peers", "cost", "quantized", "lowrank", "fuzz", "split", "bits")
+ON_REQUEST = ("lowrank", "fuzz", "split", "bits")
 """Sections run only when --only names them: lowrank trains models (14+ minutes), fuzz runs
-10,000 compiles (about 15 minutes), split runs 10,000 MNIST images per row."""
+10,000 compiles (about 15 minutes), split and bits run 10,000 MNIST images per row."""
 MODULE_OF = {"verify": "verification", "cost": "cost_model"}
 """A section's module in bench/, where its name differs."""
 ALIASES = {"compile": "compiler", "verification": "verify", "hw": "hardware", "peer": "peers", "cost_model": "cost"}
