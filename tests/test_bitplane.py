@@ -128,3 +128,13 @@ def test_bitplane_takes_no_options(pipeline):
     from nnfpga.errors import PipelineError
     with pytest.raises(PipelineError, match="no option"):
         run_pipeline(_layer([0] * 6, [9000] * 6), pipeline, PassContext())
+
+
+def test_cnn_convolutions_keep_their_integers():
+    calib = dict(np.load(EXAMPLES / "digits_cnn" / "calib.npz"))
+    g = load_onnx(str(EXAMPLES / "digits_cnn" / "model.onnx"))
+    sliced = run_pipeline(g, "canonicalize,quantize,bitslice{s=4,keep=1}",
+                          PassContext(calib={g.inputs[0].name: calib["input"][:32]}))
+    after, report = _bitplane(sliced)
+    assert [r["op"] for r in report] == ["qconv", "qconv", "qmatmul"]
+    _assert_same_integers(sliced, after, samples=16)
