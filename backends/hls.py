@@ -51,10 +51,12 @@ from nnfpga.hardware import weight_fields
 DEFAULT_TOP = "nnfpga_top"
 DEFAULT_PART = "xczu3eg-sbva484-1-e"
 DEFAULT_CLOCK_NS = 5.0
-CORES = {"dsp": "dsp", "lut": "fabric"}
+CORES = {"dsp": "dsp", "lut": "fabric", "bitserial": "fabric"}
 """Layer core -> Vitis BIND_OP implementation of its multipliers. A packed dsp layer
 (`pack` > 1) stays a plain product per weight here: the integers are the same, and the
-packing of several products into one multiplier is the RTL's (nnfpga_mul_pack)."""
+packing of several products into one multiplier is the RTL's (nnfpga_mul_pack). So does a
+bitserial layer: the sum of its slice products, each shifted, is the plain product sum, and
+walking only the non-zero weight slices is the RTL's (nnfpga_dense's bitserial core)."""
 
 HLS_SOURCES = ("nnfpga_design.cpp", "nnfpga_tb.cpp")
 """Translation units of the C simulation (the headers sit beside them)."""
