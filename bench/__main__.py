@@ -20,6 +20,8 @@ repository root. Sections:
              600): ok, clear errors, crashes, hangs (only when named in --only)
   split      accuracy of the MNIST and digits MLPs split between 4-bit LUT and 8-bit DSP
              parts at several ratios, against int8 (only when named in --only)
+  bitserial  MNIST MLP on the bit-serial core: cycles per inference with and without
+             zero-slice skipping on the same weights, zero slices, accuracy (only when named)
 """
 from __future__ import annotations
 
@@ -37,8 +39,9 @@ from rich.console import Console
 
 from bench import common
 
-SECTIONS = ("compiler", "verify", "hardware", "peers", "cost", "quantized", "lowrank", "fuzz", "split")
-ON_REQUEST = ("lowrank", "fuzz", "split")
+SECTIONS = ("compiler", "verify", "hardware", "peers", "cost", "quantized", "lowrank", "fuzz", "split",
+            "bitserial")
+ON_REQUEST = ("lowrank", "fuzz", "split", "bitserial")
 """Sections run only when --only names them: lowrank trains models (14+ minutes), fuzz runs
 10,000 compiles (about 15 minutes), split runs 10,000 MNIST images per row."""
 MODULE_OF = {"verify": "verification", "cost": "cost_model"}

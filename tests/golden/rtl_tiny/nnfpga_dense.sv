@@ -88,7 +88,7 @@ module nnfpga_dense #(
 );
     localparam int NF = N / PE;
     localparam int SF = K / SIMD;
-    localparam bit SERIAL = CORE == "bitserial";
+    localparam bit SERIAL = SLICE_BITS > 0;                      // CORE "bitserial"
     localparam int WDEPTH = SERIAL ? TILES : NF * SF;
     localparam int S_BITS = S_SF_BITS + S_K_BITS + 2;
     localparam int NFW = NF > 1 ? $clog2(NF) : 1;
@@ -177,7 +177,10 @@ module nnfpga_dense #(
     logic [BKW-1:0]  rbank;
     logic            issue, last_sf, last_issue;
     logic            first_tile;  // the first tile (fold) of an output fold
+    /* verilator lint_off UNUSEDSIGNAL */
+    // Read by the flip-flop buffer and the schedule only.
     logic [SFW-1:0]  tile_sf;     // input fold of the tile issued
+    /* verilator lint_on UNUSEDSIGNAL */
     logic [S_K_BITS-1:0] tile_k;  // weight slice of the tile issued (bitserial core)
     logic [XAW-1:0]  x_raddr;     // input buffer read address and bank of the tile issued
     logic [BKW-1:0]  x_rbank;
