@@ -127,7 +127,7 @@ def set_window_taps(node, taps: int) -> bool:
           simd=Option(int, 8, "inputs consumed per cycle (capped to a divisor of K)"),
           window=Option(str, "1", "a convolution's window taps per beat (capped to what its window can emit): "
                                   "T for every convolution, or layer:T+layer:T"),
-          core=Option(str, "", "core building the products, dsp|lut, or layer:core+layer:core "
+          core=Option(str, "", "core building the products, dsp|lut|bitserial, or layer:core+layer:core "
                                "(default: unchanged)"),
           pack=Option(str, "", "products per DSP multiplier, or layer:P+layer:P (default: unchanged)"),
           slice=Option(str, "", "bitserial core: weight slice width 1|2|4, or layer:S+layer:S "
