@@ -51,10 +51,12 @@ from nnfpga.hardware import weight_fields
 DEFAULT_TOP = "nnfpga_top"
 DEFAULT_PART = "xczu3eg-sbva484-1-e"
 DEFAULT_CLOCK_NS = 5.0
-CORES = {"dsp": "dsp", "lut": "fabric"}
+CORES = {"dsp": "dsp", "lut": "fabric", "bitserial": "fabric"}
 """Layer core -> Vitis BIND_OP implementation of its multipliers. A packed dsp layer
 (`pack` > 1) stays a plain product per weight here: the integers are the same, and the
-packing of several products into one multiplier is the RTL's (nnfpga_mul_pack)."""
+packing of several products into one multiplier is the RTL's (nnfpga_mul_pack). So does a
+bitserial layer: the sum of its slice products, each shifted, is the plain product sum, and
+walking only the non-zero weight slices is the RTL's (nnfpga_dense's bitserial core)."""
 
 HLS_SOURCES = ("nnfpga_design.cpp", "nnfpga_tb.cpp")
 """Translation units of the C simulation (the headers sit beside them)."""
@@ -239,6 +241,7 @@ def _layer_context(layer, name: str, impl: str, vectors: int = 1) -> dict:
         "out_wrap": "nn_wrap" if layer.out_signed else "nn_uwrap",
         "shift": shift, "out_zp": _literal(layer.out_zp), "lo": _literal(layer.lo),
         "hi": _literal(layer.hi), "impl": impl, "vectors": int(vectors),
+        "core": str(getattr(layer, "core", "dsp")),
         "w_init": _c_array(rom),
         "bias_init": _c_array(np.asarray(layer.bias, dtype=np.int64).reshape(nf, pe)),
         "mult_init": _c_array(mult.reshape(nf, pe)),

@@ -80,4 +80,5 @@ def dense_layer(g: Graph, mm, rq, name: str, weights: np.ndarray | None = None) 
         out_bits=y_t.bits, out_signed=y_t.signed,
         pe=mm.attrs.get("pe", 1), simd=mm.attrs.get("simd", 1),
         core=mm.attrs.get("core", "dsp"), pack=mm.attrs.get("pack", 1),
+        slice_bits=mm.attrs.get("slice", 0), skip_zero=bool(mm.attrs.get("skip", 1)),
     )

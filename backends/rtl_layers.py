@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nnfpga.errors import NnfpgaError
-from nnfpga.hardware import CORES, MULT_BITS, mult_bits
+from nnfpga.hardware import CORES, MULT_BITS, SLICE_WIDTHS, mult_bits
 
 
 class LayerConfigError(NnfpgaError, ValueError):
@@ -58,9 +58,14 @@ class DenseLayer:
     simd: int
     """Inputs consumed per cycle; divides K."""
     core: str = "dsp"
-    """What builds the products: dsp (hard multipliers) or lut (shift-add in logic)."""
+    """What builds the products: dsp (hard multipliers), lut (shift-add in logic) or
+    bitserial (one weight slice per cycle, nnfpga.hardware "bit-serial core")."""
     pack: int = 1
     """Products per DSP multiplier (output channels sharing one input; dsp core only)."""
+    slice_bits: int = 0
+    """Bit-serial core: magnitude bits per weight slice (1, 2 or 4); 0 on the other cores."""
+    skip_zero: bool = True
+    """Bit-serial core: whether the schedule leaves out tiles whose slices are all zero."""
 
     @property
     def mult_bits(self) -> int:
@@ -113,6 +118,11 @@ def _check_core(where: str, l: DenseLayer) -> None:
         raise LayerConfigError(f"{where}: unknown core {l.core!r} (accepted: {', '.join(CORES)})")
     if l.pack < 1 or (l.pack > 1 and l.core != "dsp"):
         raise LayerConfigError(f"{where}: pack={l.pack} must be at least 1, and above 1 only on the dsp core")
+    if l.core == "bitserial" and l.slice_bits not in SLICE_WIDTHS:
+        raise LayerConfigError(f"{where}: the bitserial core needs a slice width of "
+                               f"{', '.join(map(str, SLICE_WIDTHS))} bits, got {l.slice_bits}")
+    if l.core != "bitserial" and l.slice_bits:
+        raise LayerConfigError(f"{where}: slice={l.slice_bits} slices weights for the bitserial core only")
 
 
 def _check_layer(i: int, l: DenseLayer) -> None:

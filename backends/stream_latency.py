@@ -37,7 +37,7 @@ import numpy as np
 
 from nnfpga.backends import stream_model
 from nnfpga.backends.stream_graph import Instance, StreamDesign, data_order
-from nnfpga.hardware import add_pipeline_stages, dense_pipeline_stages
+from nnfpga.hardware import add_pipeline_stages, bitserial_fold_tiles, dense_pipeline_stages
 
 STAGES = {"nnfpga_window": 3, "nnfpga_add": add_pipeline_stages(), "nnfpga_fork": 1,
           "nnfpga_fifo": 1, "nnfpga_concat": 1, "nnfpga_repack": 1}
@@ -79,11 +79,15 @@ def _needed(inst: Instance, beats: int) -> np.ndarray:
 def _dense(inst: Instance, arrive: np.ndarray) -> np.ndarray:
     l = inst.layer
     nf, sf = l.n // l.pe, l.k // l.simd
+    # cycles from a vector's start to each output fold's last issue: SF per fold, or the
+    # tiles the bit-serial schedule lists per fold
+    fold_tiles = bitserial_fold_tiles(l) if l.core == "bitserial" else np.full(nf, sf, np.int64)
+    ends = np.cumsum(fold_tiles)
     last_in = arrive.reshape(inst.vectors, -1)[:, -1]
-    v = np.arange(inst.vectors, dtype=np.int64) * nf * sf
+    v = np.arange(inst.vectors, dtype=np.int64) * int(ends[-1])
     start = v + np.maximum.accumulate(last_in - v)
     stages = dense_pipeline_stages(l.simd, l.acc_bits, l.mult_bits)
-    return (start[:, None] + sf * np.arange(1, nf + 1) + stages).reshape(-1)
+    return (start[:, None] + ends + stages).reshape(-1)
 
 
 def frame_latency(design: StreamDesign) -> int:

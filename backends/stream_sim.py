@@ -31,10 +31,12 @@ that of the first) / (TIMING_FRAMES - 1).
 """
 from __future__ import annotations
 
+from itertools import accumulate
+
 from nnfpga.backends import stream_model
 from nnfpga.backends.stream_graph import Instance, StreamDesign, data_order
 from nnfpga.errors import NnfpgaError
-from nnfpga.hardware import (add_pipeline_stages, dense_pipeline_stages, mult_bits, output_fifo_depth,
+from nnfpga.hardware import (add_pipeline_stages, bitserial_fold_tiles, dense_pipeline_stages, mult_bits, output_fifo_depth,
                              pool_pipeline_stages)
 
 TIMING_FRAMES = 8
@@ -110,7 +112,11 @@ class _CreditedOutput:
 class _Dense:
     def __init__(self, inst: Instance):
         l = inst.layer
-        self.beats, self.folds, self.sf = l.k // int(inst.params["IN_PAR"]), (l.n // l.pe) * (l.k // l.simd), l.k // l.simd
+        self.beats = l.k // int(inst.params["IN_PAR"])
+        # the last tile of each output fold: every SF-th, or as the bit-serial schedule lists them
+        fold_tiles = bitserial_fold_tiles(l) if l.core == "bitserial" else [l.k // l.simd] * (l.n // l.pe)
+        self.folds = int(sum(fold_tiles))
+        self.last_of_fold = set(accumulate(int(t) for t in fold_tiles))
         self.full = [False, False]
         self.fill_sel = self.fill_beat = self.comp_sel = self.fold = 0
         self.out = _CreditedOutput(dense_pipeline_stages(l.simd, l.acc_bits, l.mult_bits))
@@ -123,7 +129,7 @@ class _Dense:
 
     def clock(self, took, gave, valid_in, ready_out):
         issue = self.full[self.comp_sel] and self.out.credit
-        last_sf = self.fold % self.sf == self.sf - 1
+        last_sf = self.fold + 1 in self.last_of_fold
         full = list(self.full)
         if took[0]:
             if self.fill_beat == self.beats - 1:

@@ -27,8 +27,8 @@ from nnfpga.backends.rtl_layers import check as check_layer_chain
 from nnfpga.backends.stream_graph import StreamDesign, is_image
 from nnfpga.backends.stream_latency import frame_latency
 from nnfpga.backends.stream_sim import simulate
-from nnfpga.hardware import (dense_pipeline_stages, folding_cycles, param_fields, weight_fields,
-                             with_submodules)
+from nnfpga.hardware import (dense_pipeline_stages, folding_cycles, param_fields, schedule_field_bits,
+                             schedule_fields, slice_weight_fields, weight_fields, with_submodules)
 
 DEFAULT_TOP = "nnfpga_top"
 
@@ -127,7 +127,25 @@ def _dense_params(inst, name: str) -> tuple[list[tuple[str, object]], dict[str, 
               ("W_FILE", f'"{v["w_file"]}"'), ("P_FILE", f'"{v["p_file"]}"')]
     mems = {v["w_file"]: mem_text(weight_fields(l), l.wbits),
             v["p_file"]: mem_text(param_fields(l), l.mult_bits + l.acc_bits)}
+    if l.core == "bitserial":
+        _bitserial_params(l, name, params, mems)
     return params, mems
+
+
+def _bitserial_params(l, name: str, params: list, mems: dict) -> None:
+    """The bitserial core's parameters and ROMs in place of the plain weight ROM: weight lanes
+    are signed slices of slice_bits + 1 bits, one word per listed tile, and a schedule ROM."""
+    lane_bits = l.slice_bits + 1
+    sf_bits, k_bits = schedule_field_bits(l)
+    s_file = f"{name}_s.mem"
+    overrides = {"W_BITS": lane_bits, "PROD_BITS": l.in_bits + 1 + lane_bits}
+    params[:] = [(key, overrides.get(key, value)) for key, value in params]
+    params[params.index(("PACK", l.pack)) + 1:params.index(("PACK", l.pack)) + 1] = [
+        ("SLICE_BITS", l.slice_bits), ("TILES", folding_cycles(l)), ("S_SF_BITS", sf_bits),
+        ("S_K_BITS", k_bits)]
+    params.append(("S_FILE", f'"{s_file}"'))
+    mems[f"{name}_w.mem"] = mem_text(slice_weight_fields(l), lane_bits)
+    mems[s_file] = mem_text(schedule_fields(l), sf_bits + k_bits + 2)
 
 
 def _comment(text: str) -> str:

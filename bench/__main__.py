@@ -22,6 +22,8 @@ repository root. Sections:
              parts at several ratios, against int8 (only when named in --only)
   bits       the MNIST MLP's weight bit planes and zero sign-magnitude slices, and accuracy after
              bitslice{s=2,keep=1..3} (only when named in --only)
+  bitserial  MNIST MLP on the bit-serial core: cycles per inference with and without
+             zero-slice skipping on the same weights, zero slices, accuracy (only when named)
 """
 from __future__ import annotations
 
@@ -39,8 +41,9 @@ from rich.console import Console
 
 from bench import common
 
-SECTIONS = ("compiler", "verify", "hardware", "peers", "cost", "quantized", "lowrank", "fuzz", "split", "bits")
-ON_REQUEST = ("lowrank", "fuzz", "split", "bits")
+SECTIONS = ("compiler", "verify", "hardware", "peers", "cost", "quantized", "lowrank", "fuzz", "split", "bits",
+            "bitserial")
+ON_REQUEST = ("lowrank", "fuzz", "split", "bits", "bitserial")
 """Sections run only when --only names them: lowrank trains models (14+ minutes), fuzz runs
 10,000 compiles (about 15 minutes), split and bits run 10,000 MNIST images per row."""
 MODULE_OF = {"verify": "verification", "cost": "cost_model"}

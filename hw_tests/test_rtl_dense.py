@@ -147,3 +147,23 @@ def test_digits_mlp_on_lut_and_packed_cores_is_bit_exact(tmp_path_factory, pipel
           f"{result['quantized_accuracy']:.4f}")
     assert result["samples"] == 200 and result["mismatches"] == 0 and result["bit_exact"]
     check_timing(result, build)
+
+
+def test_digits_mlp_on_the_bitserial_core_is_bit_exact(tmp_path_factory):
+    """Every layer on the bitserial core, 1-bit slices, 2 x 4 tiles (some all zero): outputs ==
+    onnxruntime's, and the cycles per inference measured == the schedule's tile count."""
+    digits = EXAMPLES / "digits_mlp"
+    pipeline = "canonicalize,quantize{wbits=6,abits=8},fold{pe=2,simd=4,core=bitserial,slice=1}"
+    build = compiled(tmp_path_factory, digits / "model.onnx", pipeline, digits / "calib.npz")
+    design = json.loads((build / "rtl" / "design.json").read_text())
+    assert [l["core"] for l in design["layers"]] == ["bitserial"] * 3
+    tiles = [int(i["params"]["TILES"]) for i in design["instances"] if i["module"] == "nnfpga_dense"]
+    every = [l["n"] // l["pe"] * (l["k"] // l["simd"]) * 5 for l in design["layers"]]  # 5 magnitude bits
+    assert tiles == [l["cycles"] for l in design["layers"]]
+    assert all(t <= e for t, e in zip(tiles, every)) and tiles != every
+    lint(build / "rtl")  # raises with Verilator's messages on any warning
+    result = verify_build(build, inputs_path=digits / "test.npz", samples=200, seed=4)
+    print(f"tiles {tiles} of {every}; float accuracy {result['float_accuracy']:.4f}, quantized accuracy "
+          f"{result['quantized_accuracy']:.4f}")
+    assert result["samples"] == 200 and result["mismatches"] == 0 and result["bit_exact"]
+    check_timing(result, build)

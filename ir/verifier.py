@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from nnfpga.errors import IRError
-from nnfpga.hardware import CORES, legal_taps, max_pack, pack_fits, packed_weight_bits
+from nnfpga.hardware import CORES, SLICE_WIDTHS, legal_taps, max_pack, pack_fits, packed_weight_bits
 from nnfpga.ir.graph import ArrayRef, Graph, Node
 from nnfpga.ir.annotations import ANNOTATIONS, PLACES
 from nnfpga.ir.ops import OPS, OpCheckError
@@ -87,6 +87,7 @@ def _check_core(node: Node, dsp_shape: tuple[int, int] | None) -> None:
     if pack > 1 and core != "dsp":
         raise IRError(f"{_where(node)}: pack={pack} packs products into DSP multipliers; core {core!r} "
                       "has none (use pack=1 or core dsp)")
+    _check_slices(node, core)
     if pack == 1 or dsp_shape is None or node.op not in ("qmatmul", "qconv"):
         return
     x, w = node.inputs[0].type.element, node.inputs[1].type.element
@@ -96,6 +97,24 @@ def _check_core(node: Node, dsp_shape: tuple[int, int] | None) -> None:
                       f"{x.bits}-bit inputs and {w.bits}-bit weights need a "
                       f"{packed_weight_bits(pack, x.bits, w.bits)}-bit operand ((pack-1)*(ib+wb)+wb); "
                       f"at most pack={max_pack(x.bits, x.signed, w.bits, dsp_shape)} fits")
+
+
+def _check_slices(node: Node, core: str) -> None:
+    """`slice` and `skip` of a bit-serial layer: a quantized layer on the bitserial core
+    names its slice width; neither annotation appears on another core."""
+    for key in ("slice", "skip"):
+        if key in node.attrs and core != "bitserial":
+            raise IRError(f"{_where(node)}: {key} describes the bitserial core's weight slices; this "
+                          f"layer's core is {core!r} (set core = bitserial or drop {key})")
+    if core != "bitserial" or node.op not in ("qmatmul", "qconv"):
+        return
+    s = node.attrs.get("slice")
+    if s not in SLICE_WIDTHS:
+        raise IRError(f"{_where(node)}: the bitserial core needs slice = {' or '.join(map(str, SLICE_WIDTHS))} "
+                      f"(magnitude bits per weight slice), got {s}")
+    if node.attrs.get("skip", 1) not in (0, 1):
+        raise IRError(f"{_where(node)}: skip = {node.attrs['skip']} must be 0 (every tile) or 1 "
+                      "(leave out all-zero tiles)")
 
 
 def verify(g: Graph, dsp_shape: tuple[int, int] | None = None) -> None:
@@ -165,7 +184,7 @@ def verify(g: Graph, dsp_shape: tuple[int, int] | None = None) -> None:
                 opdef.check(g, node)
         except OpCheckError as e:
             raise IRError(f"{_where(node)}: {e}") from None
-        if "core" in node.attrs or "pack" in node.attrs:
+        if any(key in node.attrs for key in ("core", "pack", "slice", "skip")):
             _check_core(node, dsp_shape)
 
     for v in g.outputs:

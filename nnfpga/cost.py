@@ -8,6 +8,10 @@ weight, accumulator and output widths, s the requant shift; NF = N/P, SF = K/S.
 Time (exact for the template; see "Validation" below):
 
     folds     = NF * SF                       cycles the multiply array spends on a vector
+                                              (core bitserial: the tiles its schedule lists,
+                                              exact; products and ROM as the lut core's at
+                                              s+1-bit weights, plus a schedule ROM; LUTs not
+                                              yet fitted to synthesis of this core)
     fill      = K / in_par                    beats to collect one input vector
     stage     = max(folds, fill)              the two overlap (ping-pong input buffers)
                 × vectors                     a convolution: one vector per output pixel
@@ -115,6 +119,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from types import SimpleNamespace
 from typing import Iterable, Sequence
 
 from nnfpga.devices import DEFAULT_DEVICE, DEVICES, Device, device as lookup_device
@@ -125,7 +130,8 @@ from nnfpga.hardware import (DSP_MULT_BITS, DSP_SIGNED_BITS, MULT_STAGES, PRODUC
                              mult_bits, dense_pipeline_stages, dsp_tiles, largest_divisor_at_most,
                              largest_taps_at_most, output_fifo_depth, pack_lane_bits, packed_weight_bits,
                              param_fields, product_multipliers, requant_pieces, requant_stages, varying_bits,
-                             weight_fields)
+                             bitserial_schedule, folding_cycles, slice_weight_fields, weight_fields,
+                             weight_slices)
 
 DEFAULT_SHIFT = 16
 """Requant shift assumed when a layer record does not say (only the LUT/FF figures use it)."""
@@ -167,24 +173,32 @@ class LayerShape:
     channels: int = 0
     """Elements of one input pixel (a convolution's input channels); 0: the whole K (dense)."""
     core: str = "dsp"
-    """What builds the products: dsp or lut (nnfpga.hardware CORES)."""
+    """What builds the products: dsp, lut or bitserial (nnfpga.hardware CORES)."""
     pack: int = 1
     """Products per DSP multiplier (dsp core)."""
     kernel: tuple[int, int] = (1, 1)
     """A convolution's window (kh, kw)."""
     window: int = 1
     """Window taps per beat (the qconv's `window`): its input beats carry window·in_par elements."""
+    slice_bits: int = 0
+    """Bitserial core: magnitude bits per weight slice; 0 on the other cores."""
+    tiles: int = 0
+    """Bitserial core: tiles its schedule lists per vector (nnfpga.hardware.bitserial_schedule),
+    the cycles per vector; 0 when not known (then every tile: NF·SF·slices)."""
 
     @staticmethod
     def of(layer) -> "LayerShape":
         """From a LayerShape or a backends.rtl_layers.DenseLayer (whose ROM contents are known)."""
         if isinstance(layer, LayerShape):
             return layer
-        rom_widths = (varying_bits(weight_fields(layer), layer.wbits),
-                      varying_bits(param_fields(layer), layer.mult_bits + layer.acc_bits))
+        serial = layer.core == "bitserial"
+        wrom = (varying_bits(slice_weight_fields(layer), layer.slice_bits + 1) if serial
+                else varying_bits(weight_fields(layer), layer.wbits))
+        rom_widths = (wrom, varying_bits(param_fields(layer), layer.mult_bits + layer.acc_bits))
         return LayerShape(layer.name, int(layer.k), int(layer.n), int(layer.pe), int(layer.simd),
                           int(layer.in_bits), int(layer.wbits), int(layer.acc_bits), int(layer.out_bits),
-                          int(layer.shift), layer.mult_bits, rom_widths, core=layer.core, pack=int(layer.pack))
+                          int(layer.shift), layer.mult_bits, rom_widths, core=layer.core, pack=int(layer.pack),
+                          slice_bits=int(layer.slice_bits), tiles=folding_cycles(layer) if serial else 0)
 
 
 def layer_shapes(g) -> list[LayerShape]:
@@ -216,8 +230,30 @@ def layer_shapes(g) -> list[LayerShape]:
             shift=int(rq.attrs["shift"]) if rq else DEFAULT_SHIFT,
             m_bits=mult_bits(g.arrays[rq.attrs["mult"].name]) if rq else DSP_MULT_BITS,
             vectors=int(vectors), channels=int(channels), kernel=kernel, window=int(node.attrs.get("window", 1)),
-            core=node.attrs.get("core", "dsp"), pack=int(node.attrs.get("pack", 1))))
+            core=node.attrs.get("core", "dsp"), pack=int(node.attrs.get("pack", 1)),
+            slice_bits=int(node.attrs.get("slice", 0)), tiles=_graph_tiles(g, node)))
     return shapes
+
+
+def _graph_tiles(g, node) -> int:
+    """Tiles a bitserial qmatmul's schedule lists (exact, from its weights); 0 for another core
+    or a qconv (whose matrix rows follow its window's stream order: the RTL's DenseLayer knows it)."""
+    if node.attrs.get("core", "dsp") != "bitserial" or node.op != "qmatmul":
+        return 0
+    k, n = node.inputs[1].type.shape
+    return len(bitserial_schedule(SimpleNamespace(
+        weights=g.const_data(node.inputs[1]), wbits=node.inputs[1].type.element.bits, k=int(k), n=int(n),
+        slice_bits=int(node.attrs["slice"]), skip_zero=bool(node.attrs.get("skip", 1)),
+        pe=int(node.attrs.get("pe", 1)), simd=int(node.attrs.get("simd", 1)))))
+
+
+def vector_folds(l: "LayerShape") -> int:
+    """Cycles the matrix-vector unit spends per vector: NF·SF, or on the bitserial core the
+    tiles its schedule lists (every tile, NF·SF·slices, when they are not known)."""
+    nf, sf = l.n // l.pe, l.k // l.simd
+    if l.core != "bitserial":
+        return nf * sf
+    return l.tiles or nf * sf * weight_slices(l.wbits, l.slice_bits)
 
 
 def first_in_par(l: LayerShape) -> int:
@@ -258,6 +294,8 @@ def _product_cost(l: "LayerShape", dev: Device, cal: dict) -> tuple[int, float, 
     pack: one multiplier per group; per group the product register (lanes*L bits, in the DSP
          where it absorbs registers), x and the sign flags, then each lane's
          field with its borrow and correction (lut_per_pack_bit x L per lane) into prod_bits."""
+    if l.core == "bitserial":  # the lut core's shift-add over a signed slice of s+1 bits
+        l = replace(l, core="lut", wbits=l.slice_bits + 1)
     products = l.pe * l.simd
     prod_bits = l.in_bits + 1 + l.wbits
     absorbed = cal["dsp_absorbs_registers"]
@@ -305,14 +343,18 @@ def layer_cost(layer, in_par: int, dev: Device, first: bool = False) -> dict:
                           f"in_par={in_par} must divide K={l.k}")
     cal = CALIBRATION[dev.family]
     nf, sf = l.n // l.pe, l.k // l.simd
-    folds, fill = nf * sf, l.k // in_par
+    folds, fill = vector_folds(l), l.k // in_par
     stages = dense_pipeline_stages(l.simd, l.acc_bits, l.m_bits)
+    serial = l.core == "bitserial"
+    rom_lane_bits = l.slice_bits + 1 if serial else l.wbits  # a signed slice, or the weight
     fabric = l.m_bits - DSP_MULT_BITS  # bits of M multiplied in fabric: rows of acc, summed
     rq_kept = max(1, l.acc_bits + l.m_bits + 2 - l.shift)  # acc*M bits from the rounding bit up
     used = l.rom_widths or (None, None)
-    wrom = rom_placement(folds, l.pe * l.simd * l.wbits, dev.family, used[0])
+    wrom = rom_placement(folds, l.pe * l.simd * rom_lane_bits, dev.family, used[0])
     prom = rom_placement(nf, l.pe * (l.m_bits + l.acc_bits), dev.family, used[1])
     roms = [wrom, prom]
+    if serial:  # the schedule ROM: {last, first, slice, sf} per listed tile
+        roms.append(rom_placement(folds, _clog2(sf) + _clog2(weight_slices(l.wbits, l.slice_bits)) + 2, dev.family))
 
     pieces = requant_pieces(l.acc_bits)  # acc*M as 17-bit unsigned pieces and a signed top piece
     product_dsps, product_luts, product_ffs = _product_cost(l, dev, cal)

@@ -19,6 +19,9 @@ edges from the cycle a module issues work to the cycle its result is visible on 
     multipliers   dsp_tiles
     cores         CORES, pack_lane_bits, packed_weight_bits, pack_fits, max_pack,
                   product_multipliers
+    bit-serial    SLICE_WIDTHS, weight_slices, sign_magnitude_slices, nonzero_tiles,
+                  bitserial_schedule, bitserial_fold_tiles, slice_weight_fields,
+                  schedule_fields, schedule_field_bits
     ROM layout    weight_fields, param_fields, weight_words, param_words, varying_bits
 """
 from __future__ import annotations
@@ -56,7 +59,10 @@ def largest_divisor_at_most(n: int, cap: int) -> int:
 
 
 def folding_cycles(layer) -> int:
-    """Cycles the matrix-vector unit spends on one vector: (N/pe)·(K/simd)."""
+    """Cycles the matrix-vector unit spends on one vector: (N/pe)·(K/simd), or on the
+    bit-serial core the tiles its schedule lists (bitserial_schedule)."""
+    if getattr(layer, "core", "dsp") == "bitserial":
+        return len(bitserial_schedule(layer))
     return (layer.n // layer.pe) * (layer.k // layer.simd)
 
 
@@ -212,7 +218,7 @@ def dsp_tiles(a_bits: int, b_bits: int, shape: tuple[int, int]) -> int:
 # of the fields below it, and subtracts x*2^wb where w_i is negative (its raw bits read
 # as w_i + 2^wb).
 
-CORES = ("dsp", "lut")
+CORES = ("dsp", "lut", "bitserial")
 """Values of the `core` annotation."""
 
 
@@ -245,9 +251,93 @@ def max_pack(in_bits: int, in_signed: bool, wbits: int, dsp_shape: tuple[int, in
 def product_multipliers(core: str, pack: int, pe: int, simd: int) -> int:
     """Multipliers the pe x simd products take: none on the lut core, else ceil(pe/pack) per
     SIMD lane (groups of `pack` output channels; the last group may hold fewer)."""
-    if core == "lut":
+    if core in ("lut", "bitserial"):
         return 0
     return -(-pe // max(1, pack)) * simd
+
+
+# -- bit-serial core -----------------------------------------------------------------------
+# core = bitserial (BISMO's arrangement over sign-magnitude weight slices of s bits):
+#     |w| = sum_k 2^(k·s)·m_k,  m_k in [0, 2^s),  so  x·w = sum_k 2^(k·s)·(x·sign(w)·m_k)
+# A weight of wbits has wbits-1 magnitude bits (|w| <= 2^(wbits-1) - 1), so
+# ceil((wbits-1)/s) slices. A tile is (nf, sf, k): the PE x SIMD block of output fold nf and
+# input fold sf, slice k. Per cycle the core takes one tile: each lane's product of x with
+# the signed slice sign(w)·m_k (s+1 bits, a small shift-add), the lane sum over SIMD, shifted
+# left by k·s and accumulated. A schedule ROM lists the tiles in (nf, sf, k) order: every
+# tile, or with skipping only those with a non-zero slice; an output fold whose tiles are all
+# zero keeps its first tile (nf, 0, 0), so the bias still reaches the output in one cycle.
+# Cycles per vector = listed tiles, known exactly at compile time.
+
+SLICE_WIDTHS = (1, 2, 4)
+"""Legal slice widths s of the bit-serial core (the `slice` annotation)."""
+
+
+def weight_slices(wbits: int, s: int) -> int:
+    """Slices of the wbits-1 magnitude bits of a symmetric weight: ceil((wbits-1)/s)."""
+    return -(-(wbits - 1) // s)
+
+
+def sign_magnitude_slices(w, wbits: int, s: int) -> np.ndarray:
+    """[n_slices, *w.shape] signed slices sign(w)·m_k: w == sum_k slices[k] << (k·s)."""
+    w = np.asarray(w, np.int64)
+    mag, sign = np.abs(w), np.sign(w)
+    return np.stack([sign * ((mag >> (k * s)) & ((1 << s) - 1)) for k in range(weight_slices(wbits, s))])
+
+
+def nonzero_tiles(w, wbits: int, s: int, pe: int, simd: int) -> np.ndarray:
+    """bool [NF, SF, n_slices] of a [K, N] weight matrix: whether tile (nf, sf, k) holds a
+    non-zero slice (nf = output channels nf·pe .. , sf = inputs sf·simd .. )."""
+    w = np.asarray(w, np.int64)
+    k_in, n = w.shape
+    sl = sign_magnitude_slices(w, wbits, s)  # [S, K, N]
+    blocks = sl.reshape(len(sl), k_in // simd, simd, n // pe, pe)
+    return (blocks != 0).any(axis=(2, 4)).transpose(2, 1, 0)
+
+
+def bitserial_schedule(layer) -> np.ndarray:
+    """int64 [T, 5] tiles the bit-serial core walks per vector, in order: (nf, sf, k, first,
+    last), first/last marking an output fold's first and last tile. With `skip_zero`, only
+    tiles with a non-zero slice, and (nf, 0, 0) alone for an all-zero fold; else every tile."""
+    nz = nonzero_tiles(layer.weights, layer.wbits, layer.slice_bits, layer.pe, layer.simd)
+    if not layer.skip_zero:
+        nz = np.ones_like(nz)
+    rows = []
+    for f in range(nz.shape[0]):
+        tiles = np.argwhere(nz[f]) if nz[f].any() else np.zeros((1, 2), np.int64)
+        for i, (sf, k) in enumerate(tiles.tolist()):
+            rows.append((f, sf, k, int(i == 0), int(i == len(tiles) - 1)))
+    return np.array(rows, np.int64).reshape(-1, 5)
+
+
+def bitserial_fold_tiles(layer) -> np.ndarray:
+    """int64 [NF]: tiles listed per output fold (the cycles between its output beats)."""
+    sched = bitserial_schedule(layer)
+    return np.bincount(sched[:, 0], minlength=layer.n // layer.pe)
+
+
+def slice_weight_fields(layer) -> np.ndarray:
+    """[T, PE·SIMD] the bit-serial weight ROM: word t holds tile t of the schedule, lane
+    p·SIMD + s the signed slice k of W[sf·SIMD + s][nf·PE + p] (s+1 bits two's complement)."""
+    sl = sign_magnitude_slices(layer.weights, layer.wbits, layer.slice_bits)  # [S, K, N]
+    nf, sf = layer.n // layer.pe, layer.k // layer.simd
+    tiles = sl.reshape(len(sl), sf, layer.simd, nf, layer.pe).transpose(3, 1, 0, 4, 2)  # [NF, SF, S, PE, SIMD]
+    sched = bitserial_schedule(layer)
+    return tiles[sched[:, 0], sched[:, 1], sched[:, 2]].reshape(len(sched), layer.pe * layer.simd)
+
+
+def schedule_fields(layer) -> np.ndarray:
+    """[T, 1] the bit-serial schedule ROM: word t = {last, first, k, sf} of tile t, sf in the
+    low bits (schedule_field_bits wide each)."""
+    sched = bitserial_schedule(layer)
+    sfw, kw = schedule_field_bits(layer)
+    return (sched[:, 1] | (sched[:, 2] << sfw) | (sched[:, 3] << (sfw + kw))
+            | (sched[:, 4] << (sfw + kw + 1)))[:, None]
+
+
+def schedule_field_bits(layer) -> tuple[int, int]:
+    """(sf bits, slice-index bits) of a schedule word, each at least 1."""
+    return (max(1, _clog2(layer.k // layer.simd)),
+            max(1, _clog2(weight_slices(layer.wbits, layer.slice_bits))))
 
 
 # -- ROM layout ----------------------------------------------------------------------------

@@ -12,11 +12,13 @@ the `window` cap, so any cap is accepted and the folding stays legal for every l
 window of T taps feeds its dense unit T times the input channels of a beat, so a
 one-channel 5×5 layer needs 25/T beats per pixel instead of 25.
 
-`core=dsp|lut` and `pack=1|2|...` set the `core` and `pack` annotations (nnfpga.hardware,
-"cores"); left out, a layer keeps what it has. Whether the packed products fit the target's
-multiplier is the verifier's check.
+`core=dsp|lut|bitserial` and `pack=1|2|...` set the `core` and `pack` annotations
+(nnfpga.hardware, "cores"); left out, a layer keeps what it has. Whether the packed products
+fit the target's multiplier is the verifier's check. A bitserial layer takes `slice=1|2|4`,
+its weight slice width (default 1, or what it has), and `skip=0|1`, whether its schedule
+leaves out all-zero tiles (default 1); a layer leaving the bitserial core drops both.
 
-`window`, `core` and `pack` each take one value for every layer, or `layer:V+layer:V` for the
+`window`, `core`, `pack` and `slice` each take one value for every layer, or `layer:V+layer:V` for the
 named layers only (a layer is named by its float name, as `nnfpga ir --after canonicalize`
 prints it, or by its qmatmul's/qconv's or its requant's result); the others keep what they
 have (one window tap, their core, their pack).
@@ -24,7 +26,7 @@ have (one window tap, their core, their pack).
 from __future__ import annotations
 
 from nnfpga.errors import PipelineError
-from nnfpga.hardware import CORES, largest_divisor_at_most, largest_taps_at_most
+from nnfpga.hardware import CORES, SLICE_WIDTHS, largest_divisor_at_most, largest_taps_at_most
 from nnfpga.ir import Graph
 from nnfpga.passes.registry import Option, PassContext, register
 
@@ -95,6 +97,23 @@ def _core(text: str, what: str) -> str:
     return text
 
 
+def _slice(text: str, what: str) -> int:
+    if text not in [str(s) for s in SLICE_WIDTHS]:
+        raise PipelineError(f"fold: {what} must be one of {', '.join(map(str, SLICE_WIDTHS))}, got '{text}'")
+    return int(text)
+
+
+def _slice_annotations(node, slice_bits: int | None, skip: str) -> dict:
+    """The `slice` and `skip` a layer should carry: none off the bitserial core."""
+    if node.attrs.get("core", "dsp") != "bitserial":
+        return {}
+    want = {"slice": slice_bits or node.attrs.get("slice", 1)}
+    skip_value = int(skip) if skip else node.attrs.get("skip", 1)
+    if skip_value == 0:
+        want["skip"] = 0
+    return want
+
+
 def set_window_taps(node, taps: int) -> bool:
     """Set a qconv's `window` to `taps` (leaving it out for 1); whether it changed."""
     before = node.attrs.pop("window", 1)
@@ -108,10 +127,15 @@ def set_window_taps(node, taps: int) -> bool:
           simd=Option(int, 8, "inputs consumed per cycle (capped to a divisor of K)"),
           window=Option(str, "1", "a convolution's window taps per beat (capped to what its window can emit): "
                                   "T for every convolution, or layer:T+layer:T"),
-          core=Option(str, "", "core building the products, dsp|lut, or layer:core+layer:core "
+          core=Option(str, "", "core building the products, dsp|lut|bitserial, or layer:core+layer:core "
                                "(default: unchanged)"),
-          pack=Option(str, "", "products per DSP multiplier, or layer:P+layer:P (default: unchanged)"))
-def fold(g: Graph, ctx: PassContext, pe: int, simd: int, window: str, core: str, pack: str) -> bool:
+          pack=Option(str, "", "products per DSP multiplier, or layer:P+layer:P (default: unchanged)"),
+          slice=Option(str, "", "bitserial core: weight slice width 1|2|4, or layer:S+layer:S "
+                                "(default: unchanged, else 1)"),
+          skip=Option(str, "", "bitserial core: 1 leaves out all-zero tiles, 0 lists every tile "
+                               "(default: unchanged, else 1)"))
+def fold(g: Graph, ctx: PassContext, pe: int, simd: int, window: str, core: str, pack: str,
+         slice: str, skip: str) -> bool:
     """Set pe/simd on every qmatmul and qconv (the largest divisors of N and K within the
     caps), window on every qconv (the most taps per beat within the cap), and the requested
     core and pack."""
@@ -120,6 +144,9 @@ def fold(g: Graph, ctx: PassContext, pe: int, simd: int, window: str, core: str,
     caps = per_layer(g, "window", window, _count, ops=("qconv",))
     cores = per_layer(g, "core", core, _core)
     packs = per_layer(g, "pack", pack, _count)
+    slices = per_layer(g, "slice", slice, _slice)
+    if str(skip).strip() not in ("", "0", "1"):
+        raise PipelineError(f"fold: skip must be 0 or 1, got '{skip}'")
     changed = False
     for node in g.nodes:
         if node.op not in LAYER_OPS:
@@ -133,6 +160,14 @@ def fold(g: Graph, ctx: PassContext, pe: int, simd: int, window: str, core: str,
         if any(node.attrs.get(key) != value for key, value in want.items()):
             node.attrs.update(want)
             changed = True
+        slicing = _slice_annotations(node, slices.get(id(node)), str(skip).strip())
+        for key in ("slice", "skip"):
+            if node.attrs.get(key) != slicing.get(key):
+                changed = True
+                if key in slicing:
+                    node.attrs[key] = slicing[key]
+                else:
+                    node.attrs.pop(key, None)
         if node.op == "qconv":
             kh, kw = node.inputs[1].type.shape[2:]
             changed |= set_window_taps(node, largest_taps_at_most(kh, kw, caps.get(id(node), 1)))

@@ -290,3 +290,19 @@ def test_default_part_and_clock(tmp_path):
     assert "set_part {xczu3eg-sbva484-1-e}" in tcl and "create_clock -period 5 " in tcl
     with pytest.raises(BuildError, match="not a part name"):
         emit_chain_hls(mlp(12, PARALLEL_A, [8, 4, 8, 4]), tmp_path, part="x}; exec rm")
+
+
+def test_bitserial_layers_are_fabric_products_and_csim_exactly(tmp_path, work):
+    """A bitserial layer stays the plain product sum in HLS (its slices add up to the weight;
+    walking only non-zero slice tiles is the RTL's), bound to fabric, bit-exact in C."""
+    from dataclasses import replace
+    layers = mlp(7, PARALLEL_A, [8, 4, 8, 4])
+    layers = [replace(layers[0], core="bitserial", slice_bits=2), layers[1],
+              replace(layers[2], core="bitserial", slice_bits=1, skip_zero=False), layers[3]]
+    x = vectors(4)
+    expected = oracle(layers, x)
+    emit_chain_hls(layers, tmp_path)
+    cpp = (tmp_path / "hls" / "nnfpga_design.cpp").read_text()
+    assert re.findall(r"BIND_OP variable=prod op=mul impl=(\w+)", cpp) == ["fabric", "dsp", "fabric", "dsp"]
+    assert cpp.count("// bitserial core") == 2
+    assert np.array_equal(csim(tmp_path / "hls", x, expected, work, strict=True), expected)

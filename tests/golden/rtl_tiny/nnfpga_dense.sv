@@ -35,7 +35,15 @@
 //   -> adder tree over SIMD lanes, a register every 2 levels (TS stages) -> accumulate (parameter ROM read two cycles before, lined up) ->
 //   nnfpga_requant (RQ stages) -> output FIFO write.
 // Products (CORE, PACK): hard multipliers, PACK of them sharing one multiplier, or
-// shift-add in logic; the stage count is the same for all three.
+// shift-add in logic; the stage count is the same for all of them.
+// Bit-serial core (CORE "bitserial", nnfpga/hardware.py "bit-serial core"): each weight is
+// sign-magnitude slices of SLICE_BITS bits, w = sum_k 2^(k*SLICE_BITS)*w_k, and one cycle
+// takes one tile (nf, sf, k): the lut core's products of x with the signed slices w_k
+// (W_BITS = SLICE_BITS + 1), their lane sum shifted left by k*SLICE_BITS as it is
+// accumulated. The schedule ROM (S_FILE, TILES words {last, first, k, sf}, sf in the low
+// S_SF_BITS) lists the tiles in (nf, sf, k) order, only the non-zero ones when skipping
+// (an all-zero output fold keeps one tile, so its bias still goes out); the weight ROM holds
+// word t = tile t's slices. So a vector takes TILES cycles instead of NF*SF.
 // Backpressure: m_axis_tready reaches only the output FIFO and a credit counter. A fold
 // is issued only while the beats in flight plus the beats in the FIFO leave room
 // (`credit`, a register), so the pipeline never stalls and needs no enable; the FIFO holds
@@ -60,8 +68,13 @@ module nnfpga_dense #(
     parameter int PIPE_STAGES = 7,
     parameter CORE = "dsp",          // "dsp" or "lut" (nnfpga/hardware.py CORES)
     parameter int PACK = 1,          // dsp core: products per multiplier
+    parameter int SLICE_BITS = 0,    // bitserial core: magnitude bits per weight slice
+    parameter int TILES = 1,         // bitserial core: tiles listed per vector
+    parameter int S_SF_BITS = 1,     // bitserial core: schedule word fields
+    parameter int S_K_BITS = 1,
     parameter W_FILE = "w.mem",
-    parameter P_FILE = "p.mem"
+    parameter P_FILE = "p.mem",
+    parameter S_FILE = "s.mem"
 ) (
     input  logic                       clk,
     input  logic                       rst_n,
@@ -75,7 +88,9 @@ module nnfpga_dense #(
 );
     localparam int NF = N / PE;
     localparam int SF = K / SIMD;
-    localparam int WDEPTH = NF * SF;
+    localparam bit SERIAL = SLICE_BITS > 0;                      // CORE "bitserial"
+    localparam int WDEPTH = SERIAL ? TILES : NF * SF;
+    localparam int S_BITS = S_SF_BITS + S_K_BITS + 2;
     localparam int NFW = NF > 1 ? $clog2(NF) : 1;
     localparam int SFW = SF > 1 ? $clog2(SF) : 1;
     localparam int WAW = WDEPTH > 1 ? $clog2(WDEPTH) : 1;
@@ -161,11 +176,38 @@ module nnfpga_dense #(
     logic [WAW-1:0]  waddr;
     logic [BKW-1:0]  rbank;
     logic            issue, last_sf, last_issue;
+    logic            first_tile;  // the first tile (fold) of an output fold
+    /* verilator lint_off UNUSEDSIGNAL */
+    // Read by the flip-flop buffer and the schedule only.
+    logic [SFW-1:0]  tile_sf;     // input fold of the tile issued
+    /* verilator lint_on UNUSEDSIGNAL */
+    logic [S_K_BITS-1:0] tile_k;  // weight slice of the tile issued (bitserial core)
+    logic [XAW-1:0]  x_raddr;     // input buffer read address and bank of the tile issued
+    logic [BKW-1:0]  x_rbank;
     logic [CRW-1:0]  reserved;    // beats issued and not yet taken from the FIFO
     logic            credit;
     logic            pop;
 
-    assign last_sf = 32'(sf) == SF - 1;
+    if (SERIAL) begin : g_schedule
+        // The schedule word of tile waddr (waddr counts the tiles of a vector).
+        logic [S_BITS-1:0] srom [TILES];
+        logic [S_BITS-1:0] entry;
+        initial $readmemh(S_FILE, srom);
+        assign entry = srom[waddr];
+        assign tile_sf = SFW'(entry[S_SF_BITS-1:0]);
+        assign tile_k = entry[S_SF_BITS +: S_K_BITS];
+        assign first_tile = entry[S_SF_BITS + S_K_BITS];
+        assign last_sf = entry[S_SF_BITS + S_K_BITS + 1];
+        assign x_rbank = BKW'(32'(tile_sf) % BANKS);
+        assign x_raddr = XAW'(comp_sel ? HALF : 0) + XAW'(32'(tile_sf) / BANKS);
+    end else begin : g_folds
+        assign tile_sf = sf;
+        assign tile_k = '0;
+        assign first_tile = sf == '0;
+        assign last_sf = 32'(sf) == SF - 1;
+        assign x_rbank = rbank;
+        assign x_raddr = raddr_x;
+    end
     assign last_issue = (32'(nf) == NF - 1) && last_sf;
     assign issue = full[comp_sel] && credit;
 
@@ -236,7 +278,7 @@ module nnfpga_dense #(
 
     always_ff @(posedge clk) begin
         w_rd <= wrom[waddr];
-        s1_bank <= rbank;
+        s1_bank <= x_rbank;
     end
     assign x_word = x_bank_rd[32'(s1_bank)*WORD +: WORD];
 
@@ -247,7 +289,7 @@ module nnfpga_dense #(
             if (take) begin
                 vec[fill_sel][32'(fill_word)*IN_PAR*IN_BITS +: IN_PAR*IN_BITS] <= s_axis_tdata;
             end
-            rd <= vec[comp_sel][32'(sf)*WORD +: WORD];
+            rd <= vec[comp_sel][32'(tile_sf)*WORD +: WORD];
         end
         assign x_bank_rd = rd;
     end else begin : g_ram
@@ -260,7 +302,7 @@ module nnfpga_dense #(
                 end
             end
             always_ff @(posedge clk) begin
-                rd <= mem[raddr_x];
+                rd <= mem[x_raddr];
             end
             assign x_bank_rd[b*WORD +: WORD] = rd;
         end
@@ -272,6 +314,7 @@ module nnfpga_dense #(
     logic           c_last [ACC_STAGE];
     logic           c_last_nf [ACC_STAGE];
     logic [NFW-1:0] c_nf [ACC_STAGE];
+    logic [S_K_BITS-1:0] c_k [ACC_STAGE];
 
     always_ff @(posedge clk) begin
         if (!rst_n) begin
@@ -283,7 +326,8 @@ module nnfpga_dense #(
     end
 
     always_ff @(posedge clk) begin
-        c_first[1] <= sf == '0;
+        c_first[1] <= first_tile;
+        c_k[1] <= tile_k;
         c_last[1] <= last_sf;
         c_last_nf[1] <= 32'(nf) == NF - 1;
         c_nf[1] <= nf;
@@ -292,6 +336,7 @@ module nnfpga_dense #(
             c_last[i] <= c_last[i-1];
             c_last_nf[i] <= c_last_nf[i-1];
             c_nf[i] <= c_nf[i-1];
+            c_k[i] <= c_k[i-1];
         end
     end
 
@@ -302,7 +347,8 @@ module nnfpga_dense #(
     // prod holds lane (p, s) at (p*SIMD + s)*PROD_BITS, signed.
     logic [PE*SIMD*PROD_BITS-1:0] prod;
 
-    if (CORE == "lut") begin : g_lut_core
+    // CORE "bitserial": the lut core's products, of x and a signed weight slice.
+    if (CORE == "lut" || SERIAL) begin : g_lut_core
         logic [PE*SIMD*W_BITS-1:0] w_q;  // S2: both words registered again
         logic [WORD-1:0]           x_q;
         always_ff @(posedge clk) begin
@@ -411,8 +457,12 @@ module nnfpga_dense #(
         end
     end
 
+    // The bitserial core's lane sums weigh 2^(k*SLICE_BITS), k the tile's slice.
     always_comb begin
-        for (int p = 0; p < PE; p++) lane_sum[p] = tree[TS][p*SIMD*ACC_BITS +: ACC_BITS];
+        for (int p = 0; p < PE; p++) begin
+            lane_sum[p] = tree[TS][p*SIMD*ACC_BITS +: ACC_BITS];
+            if (SERIAL) lane_sum[p] = lane_sum[p] << (32'(c_k[ACC_STAGE-1]) * SLICE_BITS);
+        end
     end
 
     // ---- accumulate; the parameter ROM is read (two registers) to arrive with the sums ----

