@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from nnfpga.errors import NnfpgaError
-from nnfpga.hardware import CORES, MULT_BITS, SLICE_WIDTHS, mult_bits
+from nnfpga.bitslices import SLICE_WIDTHS
+from nnfpga.hardware import CORES, MULT_BITS, mult_bits
 
 
 class LayerConfigError(NnfpgaError, ValueError):

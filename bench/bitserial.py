@@ -20,6 +20,7 @@ import numpy as np
 from rich.table import Table
 
 from bench.common import EXAMPLES, REPO
+from nnfpga.bitslices import nonzero_tiles, sign_magnitude_slices
 
 FOLD = {"pe": 8, "simd": 16}
 """Array width of every layer (784-256-128-64-10: 1,568 + 256 + 64 + 5 folds of PE x SIMD)."""
@@ -84,8 +85,6 @@ def _design_cycles(g) -> tuple[int, list[int]]:
 
 def _slice_stats(g, slice_bits: int) -> tuple[float, float]:
     """(zero slices / all weight slices, zero tiles / all tiles) over every qmatmul."""
-    from nnfpga.hardware import nonzero_tiles, sign_magnitude_slices
-
     zero = total = zero_tiles = tiles = 0
     for node in g.nodes:
         if node.op != "qmatmul":

@@ -19,7 +19,8 @@ from nnfpga.backends.lower import region_input
 from nnfpga.backends.reference_onnx import run_reference, to_reference_onnx
 from nnfpga.backends.stream_graph import lower_stream
 from nnfpga.backends.verilog import emit_stream_verilog
-from nnfpga.hardware import folding_cycles, weight_slices
+from nnfpga.bitslices import slice_count
+from nnfpga.hardware import folding_cycles
 from nnfpga.hw_tests.sim import lint, simulate
 from nnfpga.ir import parse
 from nnfpga.ir.ops import accumulator_bounds
@@ -137,7 +138,7 @@ def test_bitserial_core_corners_are_bit_exact(tmp_path, case):
     layer = design.layers[0]
     assert (layer.core, layer.slice_bits, layer.skip_zero) == ("bitserial", slice_bits, bool(skip))
     tiles = folding_cycles(layer)
-    every = (n // pe) * (K // 4) * weight_slices(wbits, slice_bits)
+    every = (n // pe) * (K // 4) * slice_count(wbits, slice_bits)
     assert tiles == every if not skip else tiles < every
     emit_stream_verilog(design, tmp_path / "rtl")
     top = (tmp_path / "rtl" / "nnfpga_top.sv").read_text()

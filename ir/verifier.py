@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from nnfpga.errors import IRError
-from nnfpga.hardware import CORES, SLICE_WIDTHS, legal_taps, max_pack, pack_fits, packed_weight_bits
+from nnfpga.bitslices import SLICE_WIDTHS
+from nnfpga.hardware import CORES, legal_taps, max_pack, pack_fits, packed_weight_bits
 from nnfpga.ir.graph import ArrayRef, Graph, Node
 from nnfpga.ir.annotations import ANNOTATIONS, PLACES
 from nnfpga.ir.ops import OPS, OpCheckError

@@ -125,13 +125,13 @@ from typing import Iterable, Sequence
 from nnfpga.devices import DEFAULT_DEVICE, DEVICES, Device, device as lookup_device
 from nnfpga.errors import NnfpgaError
 from nnfpga.calibration import CALIBRATION
+from nnfpga.bitslices import slice_count
 from nnfpga.cost_stream import module_cost
 from nnfpga.hardware import (DSP_MULT_BITS, DSP_SIGNED_BITS, MULT_STAGES, PRODUCT_STAGES, adder_tree_stages,
                              mult_bits, dense_pipeline_stages, dsp_tiles, largest_divisor_at_most,
                              largest_taps_at_most, output_fifo_depth, pack_lane_bits, packed_weight_bits,
                              param_fields, product_multipliers, requant_pieces, requant_stages, varying_bits,
-                             bitserial_schedule, folding_cycles, slice_weight_fields, weight_fields,
-                             weight_slices)
+                             bitserial_schedule, folding_cycles, slice_weight_fields, weight_fields)
 
 DEFAULT_SHIFT = 16
 """Requant shift assumed when a layer record does not say (only the LUT/FF figures use it)."""
@@ -253,7 +253,7 @@ def vector_folds(l: "LayerShape") -> int:
     nf, sf = l.n // l.pe, l.k // l.simd
     if l.core != "bitserial":
         return nf * sf
-    return l.tiles or nf * sf * weight_slices(l.wbits, l.slice_bits)
+    return l.tiles or nf * sf * slice_count(l.wbits, l.slice_bits)
 
 
 def first_in_par(l: LayerShape) -> int:
@@ -354,7 +354,7 @@ def layer_cost(layer, in_par: int, dev: Device, first: bool = False) -> dict:
     prom = rom_placement(nf, l.pe * (l.m_bits + l.acc_bits), dev.family, used[1])
     roms = [wrom, prom]
     if serial:  # the schedule ROM: {last, first, slice, sf} per listed tile
-        roms.append(rom_placement(folds, _clog2(sf) + _clog2(weight_slices(l.wbits, l.slice_bits)) + 2, dev.family))
+        roms.append(rom_placement(folds, _clog2(sf) + _clog2(slice_count(l.wbits, l.slice_bits)) + 2, dev.family))
 
     pieces = requant_pieces(l.acc_bits)  # acc*M as 17-bit unsigned pieces and a signed top piece
     product_dsps, product_luts, product_ffs = _product_cost(l, dev, cal)

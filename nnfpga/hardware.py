@@ -19,14 +19,15 @@ edges from the cycle a module issues work to the cycle its result is visible on 
     multipliers   dsp_tiles
     cores         CORES, pack_lane_bits, packed_weight_bits, pack_fits, max_pack,
                   product_multipliers
-    bit-serial    SLICE_WIDTHS, weight_slices, sign_magnitude_slices, nonzero_tiles,
-                  bitserial_schedule, bitserial_fold_tiles, slice_weight_fields,
+    bit-serial    bitserial_schedule (slices and tiles: nnfpga.bitslices), bitserial_fold_tiles, slice_weight_fields,
                   schedule_fields, schedule_field_bits
     ROM layout    weight_fields, param_fields, weight_words, param_words, varying_bits
 """
 from __future__ import annotations
 
 import numpy as np
+
+from nnfpga.bitslices import nonzero_tiles, sign_magnitude_slices, slice_count
 
 from nnfpga.errors import NnfpgaError
 
@@ -268,32 +269,6 @@ def product_multipliers(core: str, pack: int, pe: int, simd: int) -> int:
 # zero keeps its first tile (nf, 0, 0), so the bias still reaches the output in one cycle.
 # Cycles per vector = listed tiles, known exactly at compile time.
 
-SLICE_WIDTHS = (1, 2, 4)
-"""Legal slice widths s of the bit-serial core (the `slice` annotation)."""
-
-
-def weight_slices(wbits: int, s: int) -> int:
-    """Slices of the wbits-1 magnitude bits of a symmetric weight: ceil((wbits-1)/s)."""
-    return -(-(wbits - 1) // s)
-
-
-def sign_magnitude_slices(w, wbits: int, s: int) -> np.ndarray:
-    """[n_slices, *w.shape] signed slices sign(w)·m_k: w == sum_k slices[k] << (k·s)."""
-    w = np.asarray(w, np.int64)
-    mag, sign = np.abs(w), np.sign(w)
-    return np.stack([sign * ((mag >> (k * s)) & ((1 << s) - 1)) for k in range(weight_slices(wbits, s))])
-
-
-def nonzero_tiles(w, wbits: int, s: int, pe: int, simd: int) -> np.ndarray:
-    """bool [NF, SF, n_slices] of a [K, N] weight matrix: whether tile (nf, sf, k) holds a
-    non-zero slice (nf = output channels nf·pe .. , sf = inputs sf·simd .. )."""
-    w = np.asarray(w, np.int64)
-    k_in, n = w.shape
-    sl = sign_magnitude_slices(w, wbits, s)  # [S, K, N]
-    blocks = sl.reshape(len(sl), k_in // simd, simd, n // pe, pe)
-    return (blocks != 0).any(axis=(2, 4)).transpose(2, 1, 0)
-
-
 def bitserial_schedule(layer) -> np.ndarray:
     """int64 [T, 5] tiles the bit-serial core walks per vector, in order: (nf, sf, k, first,
     last), first/last marking an output fold's first and last tile. With `skip_zero`, only
@@ -318,7 +293,8 @@ def bitserial_fold_tiles(layer) -> np.ndarray:
 def slice_weight_fields(layer) -> np.ndarray:
     """[T, PE·SIMD] the bit-serial weight ROM: word t holds tile t of the schedule, lane
     p·SIMD + s the signed slice k of W[sf·SIMD + s][nf·PE + p] (s+1 bits two's complement)."""
-    sl = sign_magnitude_slices(layer.weights, layer.wbits, layer.slice_bits)  # [S, K, N]
+    w = np.asarray(layer.weights, np.int64)
+    sl = np.moveaxis(np.sign(w)[..., None] * sign_magnitude_slices(w, layer.wbits, layer.slice_bits), -1, 0)  # [S, K, N]
     nf, sf = layer.n // layer.pe, layer.k // layer.simd
     tiles = sl.reshape(len(sl), sf, layer.simd, nf, layer.pe).transpose(3, 1, 0, 4, 2)  # [NF, SF, S, PE, SIMD]
     sched = bitserial_schedule(layer)
@@ -337,7 +313,7 @@ def schedule_fields(layer) -> np.ndarray:
 def schedule_field_bits(layer) -> tuple[int, int]:
     """(sf bits, slice-index bits) of a schedule word, each at least 1."""
     return (max(1, _clog2(layer.k // layer.simd)),
-            max(1, _clog2(weight_slices(layer.wbits, layer.slice_bits))))
+            max(1, _clog2(slice_count(layer.wbits, layer.slice_bits))))
 
 
 # -- ROM layout ----------------------------------------------------------------------------

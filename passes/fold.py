@@ -26,7 +26,8 @@ have (one window tap, their core, their pack).
 from __future__ import annotations
 
 from nnfpga.errors import PipelineError
-from nnfpga.hardware import CORES, SLICE_WIDTHS, largest_divisor_at_most, largest_taps_at_most
+from nnfpga.bitslices import SLICE_WIDTHS
+from nnfpga.hardware import CORES, largest_divisor_at_most, largest_taps_at_most
 from nnfpga.ir import Graph
 from nnfpga.passes.registry import Option, PassContext, register
 

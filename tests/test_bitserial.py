@@ -15,9 +15,9 @@ from nnfpga.backends.stream_sim import simulate
 from nnfpga.cost import LayerShape, layer_cost, layer_shapes
 from nnfpga.devices import DEVICES
 from nnfpga.errors import IRError, PipelineError
-from nnfpga.hardware import (bitserial_fold_tiles, bitserial_schedule, folding_cycles, nonzero_tiles,
-                             schedule_field_bits, schedule_fields, sign_magnitude_slices,
-                             slice_weight_fields, weight_slices)
+from nnfpga.bitslices import nonzero_tiles
+from nnfpga.hardware import (bitserial_fold_tiles, bitserial_schedule, folding_cycles, schedule_field_bits,
+                             schedule_fields, slice_weight_fields)
 from nnfpga.ir import parse, verify
 from nnfpga.passes import run_pipeline
 
@@ -42,17 +42,6 @@ def layer(weights, wbits=8, s=2, pe=2, simd=2, skip=True) -> DenseLayer:
     n = w.shape[1]
     return DenseLayer("l", w, np.arange(n, dtype=np.int64), wbits, 8, False, 24, np.full(n, 300, np.int64), 8,
                       0, -128, 127, 8, True, pe, simd, core="bitserial", slice_bits=s, skip_zero=skip)
-
-
-@pytest.mark.parametrize("wbits", range(2, 9))
-@pytest.mark.parametrize("s", (1, 2, 4))
-def test_slices_add_up_to_every_weight(wbits, s):
-    top = (1 << (wbits - 1)) - 1
-    w = np.arange(-top, top + 1)
-    sl = sign_magnitude_slices(w, wbits, s)
-    assert len(sl) == weight_slices(wbits, s) == -(-(wbits - 1) // s)
-    assert np.array_equal(sum(sl[k] << (k * s) for k in range(len(sl))), w)
-    assert np.all(np.abs(sl) < 1 << s) and np.all(sl * w >= 0)  # magnitude s bits, the weight's sign
 
 
 def test_the_schedule_lists_the_nonzero_tiles_and_one_for_an_empty_fold():
