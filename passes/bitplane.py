@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from nnfpga.bitslices import magnitude_bits
+from nnfpga.errors import PipelineError
 from nnfpga.hardware import mult_bits
 from nnfpga.ir import Graph, IntType, QuantType, TensorType
 from nnfpga.ir.ops import MULT_LIMIT, accumulator_bounds
@@ -111,8 +112,11 @@ def rewrite_layer(g: Graph, layer: IntegerLayer) -> dict:
 @register("bitplane")
 def bitplane(g: Graph, ctx: PassContext) -> bool:
     """Drop all-zero weight bit planes exactly: low ones into the requant, high ones from wbits."""
+    layers = integer_layers(g)
+    if not layers:
+        raise PipelineError("bitplane: no quantized dense or conv layer; run it after quantize")
     changed = False
-    for layer in integer_layers(g):
+    for layer in layers:
         before = slice_statistics(g, layer)
         record = rewrite_layer(g, layer)
         changed |= record["wbits_after"] != record["wbits_before"] or record["low_planes_dropped_max"] > 0

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from nnfpga.errors import PipelineError
 from nnfpga.frontend import load_onnx
 from nnfpga.ir import parse, run_batch, verify
 from nnfpga.passes import PassContext, run_pipeline
@@ -123,11 +124,15 @@ def test_folded_layer_reports_rom_tiles():
     assert report[0]["tile"] == "pe=3 x simd=4"
 
 
-@pytest.mark.parametrize("pipeline", ["bitplane{s=2}"])
-def test_bitplane_takes_no_options(pipeline):
-    from nnfpga.errors import PipelineError
+def test_bitplane_takes_no_options():
     with pytest.raises(PipelineError, match="no option"):
-        run_pipeline(_layer([0] * 6, [9000] * 6), pipeline, PassContext())
+        run_pipeline(_layer([0] * 6, [9000] * 6), "bitplane{s=2}", PassContext())
+
+
+def test_a_float_graph_is_refused():
+    g = load_onnx(str(EXAMPLES / "digits_mlp" / "model.onnx"))
+    with pytest.raises(PipelineError, match="after quantize"):
+        run_pipeline(g, "canonicalize,bitplane", PassContext())
 
 
 def test_cnn_convolutions_keep_their_integers():
