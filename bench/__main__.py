@@ -20,6 +20,8 @@ repository root. Sections:
              600): ok, clear errors, crashes, hangs (only when named in --only)
   split      accuracy of the MNIST and digits MLPs split between 4-bit LUT and 8-bit DSP
              parts at several ratios, against int8 (only when named in --only)
+  precision  accuracy vs interval of the MNIST MLP at uniform 8/6/4 bits and at per-layer bits
+             chosen by the precision pass for several rates (only when named in --only)
 """
 from __future__ import annotations
 
@@ -37,10 +39,11 @@ from rich.console import Console
 
 from bench import common
 
-SECTIONS = ("compiler", "verify", "hardware", "peers", "cost", "quantized", "lowrank", "fuzz", "split")
-ON_REQUEST = ("lowrank", "fuzz", "split")
+SECTIONS = ("compiler", "verify", "hardware", "peers", "cost", "quantized", "lowrank", "fuzz", "split", "precision")
+ON_REQUEST = ("lowrank", "fuzz", "split", "precision")
 """Sections run only when --only names them: lowrank trains models (14+ minutes), fuzz runs
-10,000 compiles (about 15 minutes), split runs 10,000 MNIST images per row."""
+10,000 compiles (about 15 minutes), split runs 10,000 MNIST images per row, precision searches
+bits for several targets and runs two MNIST MLP designs in Verilator."""
 MODULE_OF = {"verify": "verification", "cost": "cost_model"}
 """A section's module in bench/, where its name differs."""
 ALIASES = {"compile": "compiler", "verification": "verify", "hw": "hardware", "peer": "peers", "cost_model": "cost"}

@@ -266,9 +266,9 @@ def _check_options(min_bits: int, max_bits: int, target_fps: float, max_err: flo
             raise PipelineError(f"precision: {key}={bits} is outside 2..8")
     if min_bits > max_bits:
         raise PipelineError(f"precision: min_bits={min_bits} is above max_bits={max_bits}")
-    if target_fps < 0 or max_err < 0 or clock_mhz <= 0:
-        raise PipelineError(f"precision: target_fps={target_fps:g} and max_err={max_err:g} must be >= 0, "
-                            f"clock_mhz={clock_mhz:g} above 0")
+    if not (target_fps >= 0 and max_err >= 0 and 0 < clock_mhz < math.inf and target_fps < math.inf):
+        raise PipelineError(f"precision: target_fps={target_fps:g} and max_err={max_err:g} must be finite and >= 0 "
+                            f"(max_err may be inf), clock_mhz={clock_mhz:g} finite and above 0")
     if (target_fps > 0) == (max_err > 0):
         raise PipelineError("precision: give exactly one objective, target_fps= (the most accurate assignment "
                             "reaching that rate) or max_err= (the cheapest whose error stays within it)")
