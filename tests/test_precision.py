@@ -143,3 +143,30 @@ def test_the_cli_refuses_bad_precision_and_writes_nothing(tmp_path, capsys):
     assert code == 2 and "Traceback" not in err
     assert any(line.startswith("error:") and "max_bits=9 is outside 2..8" in line for line in err.splitlines()), err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+CNN = """graph @cnn(%x: tensor<1x2x8x8xf32>) {
+  const %w0 : tensor<6x2x3x3xf32> = @w0
+  const %b0 : tensor<6xf32> = @b0
+  const %w1 : tensor<24x3xf32> = @w1
+  const %b1 : tensor<3xf32> = @b1
+  %c0 = conv(%x, %w0, %b0) {dilations = [1, 1], group = 1, pads = [1, 1, 1, 1], strides = [1, 1]} : tensor<1x6x8x8xf32>
+  %r0 = relu(%c0) : tensor<1x6x8x8xf32>
+  %p0 = maxpool(%r0) {dilations = [1, 1], kernel = [4, 4], pads = [0, 0, 0, 0], strides = [4, 4]} : tensor<1x6x2x2xf32>
+  %f = reshape(%p0) {shape = [1, 24]} : tensor<1x24xf32>
+  %y = dense(%f, %w1, %b1) : tensor<1x3xf32>
+  return %y
+}
+"""
+
+
+def test_a_convolution_reads_its_relu_output_bits_through_pool_and_flatten():
+    g = _graph(CNN)
+    ctx = _ctx(g, count=16)
+    q = run_pipeline(g, "precision{max_err=1},quantize,channels_last,autofold", ctx)
+    report = {r["layer"]: r for r in ctx.report}
+    assert report["y"]["in_bits"] == report["c0"]["abits"]  # the dense reads the conv's relu, pooled, flattened
+    conv, dense = (n for n in q.nodes if n.op in ("qconv", "qmatmul"))
+    assert conv.inputs[1].type.element.bits == report["c0"]["wbits"]
+    assert dense.inputs[0].type.element.bits == report["c0"]["abits"]
+    assert dense.inputs[1].type.element.bits == report["y"]["wbits"]
