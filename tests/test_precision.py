@@ -14,7 +14,8 @@ from nnfpga.errors import PipelineError
 from nnfpga.ir import parse, verify
 from nnfpga.passes import PassContext, run_pipeline
 from nnfpga.passes.autofold import plan
-from nnfpga.passes.precision import Assignment, greedy_step, measure
+from nnfpga.passes.precision import greedy_step, measure
+from nnfpga.passes.precision_cost import Assignment
 from onnx_models import mlp, save
 
 MLP = """graph @mlp(%x: tensor<1x32xf32>) {
