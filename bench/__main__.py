@@ -24,6 +24,8 @@ repository root. Sections:
              bitslice{s=2,keep=1..3} (only when named in --only)
   bitserial  MNIST MLP on the bit-serial core: cycles per inference with and without
              zero-slice skipping on the same weights, zero slices, accuracy (only when named)
+  precision  accuracy vs interval of the MNIST MLP at uniform 8/6/4 bits and at per-layer bits
+             chosen by the precision pass for several rates (only when named in --only)
 """
 from __future__ import annotations
 
@@ -42,10 +44,11 @@ from rich.console import Console
 from bench import common
 
 SECTIONS = ("compiler", "verify", "hardware", "peers", "cost", "quantized", "lowrank", "fuzz", "split", "bits",
-            "bitserial")
-ON_REQUEST = ("lowrank", "fuzz", "split", "bits", "bitserial")
+            "bitserial", "precision")
+ON_REQUEST = ("lowrank", "fuzz", "split", "bits", "bitserial", "precision")
 """Sections run only when --only names them: lowrank trains models (14+ minutes), fuzz runs
-10,000 compiles (about 15 minutes), split and bits run 10,000 MNIST images per row."""
+10,000 compiles (about 15 minutes), split and bits run 10,000 MNIST images per row, precision
+searches bits for several targets and runs two MNIST MLP designs in Verilator."""
 MODULE_OF = {"verify": "verification", "cost": "cost_model"}
 """A section's module in bench/, where its name differs."""
 ALIASES = {"compile": "compiler", "verification": "verify", "hw": "hardware", "peer": "peers", "cost_model": "cost"}

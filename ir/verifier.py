@@ -73,14 +73,15 @@ def _check_type_refs(g: Graph, v) -> None:
 def _check_core(node: Node, dsp_shape: tuple[int, int] | None) -> None:
     """`core` and `pack` of a layer: a known core, pack only on the dsp core, and with the
     device's multiplier shape known, packed products that fit one multiplier. A float dense
-    or conv may carry a `core` request (split leaves one) that quantize hands on."""
+    or conv may carry a `core` and `pack` request (split, precision leave them) that quantize hands on."""
     core = node.attrs.get("core", "dsp")
     pack = node.attrs.get("pack", 1)
     if "core" in node.attrs and node.op not in ("qmatmul", "qconv", "dense", "conv"):
         raise IRError(f"{_where(node)}: core describes a layer's products; only dense, conv, qmatmul and "
                       "qconv take it")
-    if "pack" in node.attrs and node.op not in ("qmatmul", "qconv"):
-        raise IRError(f"{_where(node)}: pack describes a layer's products; only qmatmul and qconv take it")
+    if "pack" in node.attrs and node.op not in ("qmatmul", "qconv", "dense", "conv"):
+        raise IRError(f"{_where(node)}: pack describes a layer's products; only dense, conv, qmatmul and qconv "
+                      "take it")
     if core not in CORES:
         raise IRError(f"{_where(node)}: unknown core {core!r} (accepted: {', '.join(CORES)})")
     if pack < 1:

@@ -44,7 +44,7 @@ class LayerWeights:
     shift is chosen over these channels too."""
 
 
-CARRIED = ("core", "part_of")
+CARRIED = ("core", "pack", "part_of")
 """Annotations a float layer hands on to its qmatmul/qconv (its bit requests become types)."""
 
 
