@@ -176,8 +176,15 @@ def _budget_ranks(layers: list[Layer], fraction: float) -> dict[str, int]:
 
 def _cheapest_within(options: list[list[tuple[int, float, int | None]]], budget: float) -> list | None:
     """One choice per layer with the least summed cost whose MACs sum to at most `budget`
-    (None if none does): the layers' (MACs, cost) Pareto fronts merged one layer at a time,
-    each merge keeping only the combinations no other beats in both MACs and cost."""
+    (None if none does)."""
+    front = pareto_front(options, budget)
+    return list(front[-1][2]) if front else None
+
+
+def pareto_front(options: list[list[tuple[int, float, int | None]]], budget: float) -> list[tuple]:
+    """Every (MACs, cost, choices) combination of one choice per layer within `budget` that no
+    other beats in both MACs and cost, by ascending MACs (so descending cost): the layers'
+    fronts merged one layer at a time, each merge keeping only such combinations."""
     front = [(0, 0.0, ())]
     for opts in options:
         merged = sorted((m + om, c + oc, picks + (r,)) for m, c, picks in front for om, oc, r in opts
@@ -188,8 +195,8 @@ def _cheapest_within(options: list[list[tuple[int, float, int | None]]], budget:
                 front.append(item)
                 best = item[1]
         if not front:
-            return None
-    return list(min(front, key=lambda item: item[1])[2])
+            return []
+    return front
 
 
 def _first_rank(layer: Layer) -> int:
@@ -264,23 +271,44 @@ def _record(layer: Layer, r: int | None, error: float, note: str) -> dict:
           rank=Option(str, "", "R for every layer, or layer:R+layer:R (IR names); 1..min(K, N)"),
           macs=Option(float, 0.0, "fraction of the model's MACs to keep, in (0, 1]; the ranks keeping the most "
                       "of Σσ² (product over layers) within it "
-                      "(default 0: not used)"))
-def lowrank(g: Graph, ctx: PassContext, energy: float, rank: str, macs: float) -> bool:
+                      "(default 0: not used)"),
+          hw=Option(int, 0, "1: only ranks the folding uses fully, chosen by predicted cycles saved per unit "
+                    "of error on the build's device (with macs= or cycles=)"),
+          cycles=Option(float, 0.0, "with hw=1: fraction of the unfactored design's predicted cycles per "
+                        "inference to reach, in (0, 1] (default 0: not used)"))
+def lowrank(g: Graph, ctx: PassContext, energy: float, rank: str, macs: float, hw: int, cycles: float) -> bool:
     """Factor dense and conv layers W ≈ U·V (truncated SVD) into two layers where that saves MACs."""
     if not 0.0 < energy <= 1.0:
         raise PipelineError(f"lowrank: energy={energy} must lie in (0, 1]")
     if macs != 0.0 and not 0.0 < macs <= 1.0:
         raise PipelineError(f"lowrank: macs={macs} must lie in (0, 1]")
-    if rank and macs:
-        raise PipelineError("lowrank: give rank or macs, not both")
+    if cycles != 0.0 and not 0.0 < cycles <= 1.0:
+        raise PipelineError(f"lowrank: cycles={cycles} must lie in (0, 1]")
+    if hw not in (0, 1):
+        raise PipelineError(f"lowrank: hw={hw} must be 0 or 1")
+    if rank and (macs or hw):
+        raise PipelineError("lowrank: give rank or macs/hw, not both")
+    if hw and bool(macs) == bool(cycles):
+        raise PipelineError("lowrank: hw=1 needs one target, macs=F or cycles=F")
+    if cycles and not hw:
+        raise PipelineError("lowrank: cycles= is a target of hw=1 (lowrank{hw=1,cycles=F})")
     layers = _layers(g)
+    decided = None
     if rank:
         ranks = _parse_ranks(rank, layers)
+    elif hw:
+        from nnfpga.devices import DEFAULT_DEVICE, DEVICES
+        from nnfpga.passes.lowrank_hw import hw_ranks
+
+        device = ctx.device or DEFAULT_DEVICE
+        if device not in DEVICES:
+            raise PipelineError(f"lowrank: unknown device '{device}'; known devices: {', '.join(DEVICES)}")
+        ranks, decided = hw_ranks(layers, DEVICES[device], macs, cycles)
     elif macs:
         ranks = _budget_ranks(layers, macs)
     else:
         ranks = {l.name: _energy_rank(l.sigma, energy) for l in layers if not l.skip_reason}
-    changed = False
+    changed, first_record = False, len(ctx.report)
     for layer in layers:
         r = ranks.get(layer.name)
         if layer.skip_reason:
@@ -295,4 +323,7 @@ def lowrank(g: Graph, ctx: PassContext, energy: float, rank: str, macs: float) -
             error, _, _ = factor_layer(g, layer.node, r)
             ctx.report.append(_record(layer, r, error, ""))
             changed = True
+    if decided is not None:  # every layer's record says which interval its rank was chosen for
+        for record in ctx.report[first_record:]:
+            record["hw"] = decided
     return changed
