@@ -12,6 +12,8 @@ rank per layer comes from one of three options (the first given wins):
     rank=R | rank=layer:R+layer:R   R for every layer, or per layer (names as the IR prints them)
     macs=F                          keep at most F of the model's MACs: the ranks with the largest
                                     product of the fractions of Σσ² the layers keep (exact)
+    hw=1,macs=F | hw=1,cycles=F     only ranks the folding uses fully, chosen with autofold's plan on
+                                    the build's device (passes/lowrank_hw.py)
     energy=E                        keep the fewest singular values holding E of Σσ² (default 0.95)
 
 A layer is factored only when that saves MACs, r < K·N/(K+N); otherwise it is left alone and
