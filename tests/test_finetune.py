@@ -68,10 +68,11 @@ def test_seeded_runs_write_the_same_bytes(finetuned, tmp_path):
 def test_written_model_compiles(finetuned, tmp_path):
     from nnfpga.build import CompileOptions, compile_model
 
-    out, _ = finetuned
+    out, result = finetuned
     build = compile_model(out, tmp_path / "b", CompileOptions(pipeline="canonicalize,quantize,fold",
                                                               calib_path=DIGITS / "calib.npz"))
-    assert len(build.manifest["layers"]) == 4
+    factored = sum(r["factored"] for r in result["lowrank"])
+    assert factored and len(build.manifest["layers"]) == 3 + factored
 
 
 def test_torch_module_matches_the_interpreter():

@@ -1,6 +1,7 @@
 """lowrank: SVD factors, the energy bound on the reconstruction error, the rewrite against the
 interpreter, MACs accounting, rank choice by budget, and bad options."""
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -163,7 +164,7 @@ def test_macs_budget_is_met(fraction):
     before = sum(r["macs_before"] for r in report.values())
     kept = sum(r["macs_after"] for r in report.values())
     assert kept <= fraction * before
-    # greedy, one singular value at a time: it stops at the first step under the budget
+    # the least cost within the budget: no rank left one higher would still fit it
     largest_step = max((r["k"] + r["n"]) * r["vectors"] for r in report.values())
     assert kept > fraction * before - max(largest_step, *(r["macs_before"] for r in report.values()))
 
@@ -202,6 +203,12 @@ def test_macs_budget_drops_the_cheapest_singular_values_first():
     ("rank=h:x", ["rank of layer h", "integer"]),
     ("rank=three", ["rank", "integer"]),
     ("rank=4,macs=0.5", ["rank or macs"]),
+    ("rank=4,hw=1,macs=0.5", ["rank or macs"]),
+    ("hw=1", ["hw=1 needs one target", "macs=F or cycles=F"]),
+    ("hw=1,macs=0.5,cycles=0.5", ["hw=1 needs one target"]),
+    ("hw=2,macs=0.5", ["hw=2", "0 or 1"]),
+    ("cycles=0.5", ["cycles= is a target of hw=1"]),
+    ("hw=1,cycles=1.5", ["cycles=1.5", "(0, 1]"]),
     ("macs=0.01", ["macs=0.01", "out of reach", "allowed"]),
 ])
 def test_bad_options_name_the_problem(options, words):
@@ -210,3 +217,60 @@ def test_bad_options_name_the_problem(options, words):
         _lowrank(g, options)
     for word in words:
         assert word in str(e.value)
+
+
+MNIST_MLP = Path(__file__).resolve().parents[1] / "examples" / "mnist_mlp" / "model.onnx"
+
+
+def _divisors(n):
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def _no_idle_lanes(k, n, vectors, interval):
+    """Some pe | n, simd | k folds the k->n stage into exactly `interval` cycles (every lane busy)."""
+    return any(vectors * (n // pe) * (k // simd) == interval for pe in _divisors(n) for simd in _divisors(k))
+
+
+def test_hw_ranks_use_every_lane_and_beat_macs_in_predicted_cycles():
+    # The MNIST MLP at 75% of the MACs: macs= takes the 784x256 layer to rank 134, which the
+    # folding cannot spread over its lanes without waste; hw=1 takes a rank both factored stages
+    # fold into the chosen interval exactly, in no more MACs, and the design is predicted faster.
+    from nnfpga.devices import DEVICES
+    from nnfpga.frontend import load_onnx
+    from nnfpga.passes.lowrank import _layers
+    from nnfpga.passes.lowrank_hw import predicted_cycles
+
+    g = run_pipeline(load_onnx(MNIST_MLP), "canonicalize")
+    layers, dev = _layers(g), DEVICES["ecp5-85k"]
+    _, plain = _lowrank(g, "macs=0.75")
+    ctx = PassContext(device="ecp5-85k")
+    run_pipeline(g, "lowrank{hw=1,macs=0.75}", ctx)
+    hw = {r["layer"]: r for r in ctx.report}
+    decided = next(iter(hw.values()))["hw"]
+    assert decided["device"] == "ecp5-85k"
+    factored = [r for r in hw.values() if r["factored"]]
+    assert factored
+    for r in factored:
+        assert _no_idle_lanes(r["k"], r["rank"], r["vectors"], decided["interval"])
+        assert _no_idle_lanes(r["rank"], r["n"], r["vectors"], decided["interval"])
+
+    def cycles(report):
+        return predicted_cycles(layers, {name: r["rank"] for name, r in report.items() if r["factored"]}, dev)
+
+    def macs(report):
+        return sum(r["macs_after"] for r in report.values())
+
+    total = sum(r["macs_before"] for r in hw.values())
+    assert macs(hw) <= 0.75 * total and macs(plain) <= 0.75 * total
+    assert cycles(hw) == decided["predicted_cycles"] < cycles(plain) < decided["unfactored_cycles"] + 1
+
+
+def test_hw_cycles_target_is_met():
+    from nnfpga.frontend import load_onnx
+
+    g = run_pipeline(load_onnx(MNIST_MLP), "canonicalize")
+    ctx = PassContext(device="ecp5-85k")
+    run_pipeline(g, "lowrank{hw=1,cycles=0.5}", ctx)
+    decided = ctx.report[0]["hw"]
+    assert decided["predicted_cycles"] <= 0.5 * decided["unfactored_cycles"]
+    assert any(r["factored"] for r in ctx.report)
