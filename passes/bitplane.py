@@ -28,8 +28,7 @@ from nnfpga.bitslices import magnitude_bits
 from nnfpga.errors import PipelineError
 from nnfpga.hardware import mult_bits
 from nnfpga.ir import Graph, IntType, QuantType, TensorType
-from nnfpga.ir.ops import MULT_LIMIT, accumulator_bounds
-from nnfpga.ir.types import int_type_for_range
+from nnfpga.ir.ops import MULT_LIMIT
 from nnfpga.passes.integer_layers import IntegerLayer, integer_layers, slice_statistics
 from nnfpga.passes.registry import PassContext, register
 
@@ -77,31 +76,24 @@ def rewrite_layer(g: Graph, layer: IntegerLayer) -> dict:
     axis_shape[layer.channel_axis] = -1
     new_weights = weights >> dropped.reshape(axis_shape)  # exact: those planes are zero
     new_bias = bias >> dropped
-
-    x_t = node.inputs[0].type.element
-    matrix = new_weights if node.op == "qmatmul" else new_weights.reshape(len(bias), -1).T
-    acc_t = int_type_for_range(*accumulator_bounds(x_t, matrix, new_bias))
+    acc_t = layer.accumulator_type(new_weights, new_bias)
     if max(abs(acc_t.min), acc_t.max) * int(new_mult.max(initial=0)) >= FLOAT64_EXACT:
-        dropped, new_shift, new_mult, new_weights, new_bias = (np.zeros_like(dropped), shift, mult,
-                                                              weights, bias)
-        matrix = weights if node.op == "qmatmul" else weights.reshape(len(bias), -1).T
-        acc_t = int_type_for_range(*accumulator_bounds(x_t, matrix, bias))
+        # A wider M on a barely narrower accumulator would leave the reference's exact range.
+        dropped, new_shift, new_mult, new_weights, new_bias = np.zeros_like(dropped), shift, mult, weights, bias
+        acc_t = layer.accumulator_type(weights, bias)
     peak = int(np.abs(new_weights).max(initial=0))
     new_bits = min(wbits, max(2, peak.bit_length() + 1))
 
-    name = layer.name
-    scale = g.arrays[w_type.scale] * (2.0 ** dropped)
-    scale_ref = g.add_array(w_value.name + ".scale", scale) if dropped.any() else None
-    w_value.type = TensorType(w_value.type.shape, QuantType(IntType(new_bits, True),
-                                                            scale_ref.name if scale_ref else w_type.scale,
-                                                            0, w_type.axis))
+    scale = w_type.scale
+    if dropped.any():
+        scale = g.add_array(w_value.name + ".scale", g.arrays[w_type.scale] * (2.0 ** dropped)).name
+        rq.attrs["mult"] = g.add_array(rq.attrs["mult"].name, new_mult)
+        rq.attrs["shift"] = new_shift
+    w_value.type = TensorType(w_value.type.shape, QuantType(IntType(new_bits, True), scale, 0, w_type.axis))
     g.arrays[w_value.array] = new_weights.astype(g.arrays[w_value.array].dtype)
     g.arrays[b_value.array] = new_bias.astype(g.arrays[b_value.array].dtype)
     node.output.type = node.output.type.with_element(acc_t)
-    if dropped.any():
-        rq.attrs["mult"] = g.add_array(rq.attrs["mult"].name, new_mult)
-        rq.attrs["shift"] = new_shift
-    return {"pass": "bitplane", "layer": name, "op": node.op,
+    return {"pass": "bitplane", "layer": layer.name, "op": node.op,
             "wbits_before": wbits, "wbits_after": new_bits,
             "low_planes_dropped_min": int(dropped.min()) if dropped.size else 0,
             "low_planes_dropped_max": int(dropped.max(initial=0)),

@@ -27,8 +27,6 @@ import numpy as np
 from nnfpga.bitslices import SLICE_WIDTHS, sign_magnitude_slices, slice_count
 from nnfpga.errors import PipelineError
 from nnfpga.ir import Graph, run_batch
-from nnfpga.ir.ops import accumulator_bounds
-from nnfpga.ir.types import int_type_for_range
 from nnfpga.passes.integer_layers import IntegerLayer, integer_layers, slice_statistics
 from nnfpga.passes.registry import Option, PassContext, register
 
@@ -75,14 +73,12 @@ def rewrite_layer(g: Graph, layer: IntegerLayer, s: int, keep: int) -> float:
     weights, bias = layer.weights(g), g.const_data(b_value).astype(np.int64)
     rounded = round_to_slices(weights, layer.wbits, s, keep)
     x_t = node.inputs[0].type.element
-    per_channel_sum = lambda w: w.sum(axis=0) if node.op == "qmatmul" else w.reshape(len(bias), -1).sum(axis=1)  # noqa: E731
-    new_bias = bias + x_t.zero_point * (per_channel_sum(weights) - per_channel_sum(rounded))
+    new_bias = bias + x_t.zero_point * (layer.channel_sums(weights) - layer.channel_sums(rounded))
     if np.abs(new_bias).max(initial=0) >= 2**31:
         raise PipelineError(f"bitslice: the bias of %{layer.name} no longer fits 32 bits")
     g.arrays[w_value.array] = rounded.astype(g.arrays[w_value.array].dtype)
     g.arrays[b_value.array] = new_bias.astype(g.arrays[b_value.array].dtype)
-    matrix = rounded if node.op == "qmatmul" else rounded.reshape(len(bias), -1).T
-    node.output.type = node.output.type.with_element(int_type_for_range(*accumulator_bounds(x_t, matrix, new_bias)))
+    node.output.type = node.output.type.with_element(layer.accumulator_type(rounded, new_bias))
     norm = float(np.linalg.norm(weights))
     return float(np.linalg.norm(rounded - weights)) / norm if norm else 0.0
 

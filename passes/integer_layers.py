@@ -18,7 +18,9 @@ import numpy as np
 
 from nnfpga.backends.stream_graph import conv_matrix
 from nnfpga.bitslices import SLICE_WIDTHS, plane_occupancy, sign_magnitude_slices, zero_tile_fraction
-from nnfpga.ir import Graph, Node
+from nnfpga.ir import Graph, IntType, Node
+from nnfpga.ir.ops import accumulator_bounds
+from nnfpga.ir.types import int_type_for_range
 
 LAYER_OPS = ("qmatmul", "qconv")
 
@@ -59,6 +61,15 @@ class IntegerLayer:
         if self.node.op == "qmatmul":
             return w
         return conv_matrix(w, self.node.inputs[0].type.shape[1], self.node.attrs["group"])
+
+    def accumulator_type(self, weights: np.ndarray, bias: np.ndarray) -> IntType:
+        """The narrowest type holding the exact accumulator range with these weights and bias."""
+        matrix = weights if self.node.op == "qmatmul" else weights.reshape(len(bias), -1).T
+        return int_type_for_range(*accumulator_bounds(self.node.inputs[0].type.element, matrix, bias))
+
+    def channel_sums(self, weights: np.ndarray) -> np.ndarray:
+        """Σ of each output channel's weights."""
+        return weights.sum(axis=0) if self.node.op == "qmatmul" else weights.reshape(len(weights), -1).sum(axis=1)
 
     def fold(self, g: Graph) -> tuple[int, int]:
         """(pe, simd) of the layer's tiles: its fold, else one whole row (1, K)."""
