@@ -33,6 +33,9 @@ WEIGHTS = {
 }
 """Rows: a label and the pipeline that makes the integer weights (the fold is appended). A
 pipeline naming a pass that is not registered is reported as not run."""
+TILE_SWEEP = ((1, 1), (2, 2), (4, 4), (8, 16))
+"""(pe, simd) tiles for the first row's weights: a smaller tile is all zero in a slice more
+often, so skipping gains more, at more cycles per inference overall."""
 MODEL = "mnist_mlp"
 VERILATOR_SAMPLES = 20
 
@@ -133,6 +136,23 @@ def _row(label: str, weights: str, slice_bits: int, tests: dict, calib) -> dict:
     return row
 
 
+def _tile_sweep(weights: str, calib) -> list[dict]:
+    """Cycle-model rows of the first weight pipeline at every TILE_SWEEP tile and slice width."""
+    from nnfpga.frontend import load_onnx
+    from nnfpga.passes import PassContext, run_pipeline
+
+    g = load_onnx(EXAMPLES / MODEL / "model.onnx")
+    q = run_pipeline(g, weights, PassContext(calib={g.inputs[0].name: calib}))
+    rows = []
+    for pe, simd in TILE_SWEEP:
+        for s in SLICE_BITS:
+            fold = f"fold{{pe={pe},simd={simd},core=bitserial,slice={s}"
+            skip = _design_cycles(run_pipeline(q, fold + "}"))[0]
+            every = _design_cycles(run_pipeline(q, fold + ",skip=0}"))[0]
+            rows.append({"pe": pe, "simd": simd, "slice": s, "cycles_skip": skip, "cycles_all": every})
+    return rows
+
+
 def run(ctx) -> dict:
     result = {"rows": [], "notes": [], "fold": FOLD, "model": MODEL}
     with np.load(EXAMPLES / MODEL / "test.npz") as t:
@@ -149,6 +169,8 @@ def run(ctx) -> dict:
             ctx.say(f"{label}: slice={s}")
             result["rows"].append(_row(label, weights, s, tests, calib))
     first = result["rows"][0]
+    ctx.say(f"tile sizes: {first['weights']}")
+    result["tile_sweep"] = {"weights": first["weights"], "rows": _tile_sweep(WEIGHTS[first["weights"]], calib)}
     ctx.say(f"Verilator: {first['pipeline']}")
     result["verilator"] = {"pipeline": first["pipeline"], **_verilator_cycles(ctx, first["pipeline"])}
     result["command"] = "python -m bench --only bitserial" + (" --quick" if ctx.quick else "")
@@ -176,4 +198,13 @@ def tables(result: dict) -> list[Table]:
         t.add_row(r["weights"], str(r["slice"]), f"{r['cycles_all']:,}", f"{r['cycles_skip']:,}",
                   f"{r['cycles_all'] / r['cycles_skip']:.2f}×", _pct(r["zero_slices"]), _pct(r["zero_tiles"]),
                   _pct(r.get("acc_test")), _pct(r.get("acc_10k")))
-    return [t]
+    sweep = result.get("tile_sweep")
+    if not sweep:
+        return [t]
+    u = Table(title=f"bitserial — {sweep['weights']} weights: cycles per inference by tile size (cycle model)")
+    for col in ("pe", "simd", "slice", "cycles, every tile", "cycles, skipping", "speed-up"):
+        u.add_column(col, justify="right")
+    for r in sweep["rows"]:
+        u.add_row(str(r["pe"]), str(r["simd"]), str(r["slice"]), f"{r['cycles_all']:,}", f"{r['cycles_skip']:,}",
+                  f"{r['cycles_all'] / r['cycles_skip']:.2f}×")
+    return [t, u]
