@@ -113,6 +113,9 @@ def _check_core(where: str, l: DenseLayer) -> None:
         raise LayerConfigError(f"{where}: unknown core {l.core!r} (accepted: {', '.join(CORES)})")
     if l.pack < 1 or (l.pack > 1 and l.core != "dsp"):
         raise LayerConfigError(f"{where}: pack={l.pack} must be at least 1, and above 1 only on the dsp core")
+    if l.core == "const" and (l.pe, l.simd) != (l.n, l.k):
+        raise LayerConfigError(f"{where}: the const core computes a whole vector per cycle; it needs "
+                               f"pe=N={l.n} and simd=K={l.k}, not pe={l.pe}, simd={l.simd}")
 
 
 def _check_layer(i: int, l: DenseLayer) -> None:

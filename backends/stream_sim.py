@@ -34,7 +34,8 @@ from __future__ import annotations
 from nnfpga.backends import stream_model
 from nnfpga.backends.stream_graph import Instance, StreamDesign, data_order
 from nnfpga.errors import NnfpgaError
-from nnfpga.hardware import (add_pipeline_stages, dense_pipeline_stages, mult_bits, output_fifo_depth,
+from nnfpga.backends.const_graph import layer_pipeline_stages
+from nnfpga.hardware import (add_pipeline_stages, mult_bits, output_fifo_depth,
                              pool_pipeline_stages)
 
 TIMING_FRAMES = 8
@@ -113,7 +114,7 @@ class _Dense:
         self.beats, self.folds, self.sf = l.k // int(inst.params["IN_PAR"]), (l.n // l.pe) * (l.k // l.simd), l.k // l.simd
         self.full = [False, False]
         self.fill_sel = self.fill_beat = self.comp_sel = self.fold = 0
-        self.out = _CreditedOutput(dense_pipeline_stages(l.simd, l.acc_bits, l.mult_bits))
+        self.out = _CreditedOutput(layer_pipeline_stages(l))
 
     def valid(self, k):
         return self.out.valid()

@@ -108,7 +108,7 @@ def set_window_taps(node, taps: int) -> bool:
           simd=Option(int, 8, "inputs consumed per cycle (capped to a divisor of K)"),
           window=Option(str, "1", "a convolution's window taps per beat (capped to what its window can emit): "
                                   "T for every convolution, or layer:T+layer:T"),
-          core=Option(str, "", "core building the products, dsp|lut, or layer:core+layer:core "
+          core=Option(str, "", "core building the products, dsp|lut|const (const: pe=N, simd=K), or layer:core+layer:core "
                                "(default: unchanged)"),
           pack=Option(str, "", "products per DSP multiplier, or layer:P+layer:P (default: unchanged)"))
 def fold(g: Graph, ctx: PassContext, pe: int, simd: int, window: str, core: str, pack: str) -> bool:
@@ -128,6 +128,8 @@ def fold(g: Graph, ctx: PassContext, pe: int, simd: int, window: str, core: str,
         want = {"pe": largest_divisor_at_most(n, pe), "simd": largest_divisor_at_most(k, simd)}
         if id(node) in cores:
             want["core"] = cores[id(node)]
+        if want.get("core", node.attrs.get("core")) == "const":  # hard-wired weights: one vector per cycle
+            want.update(pe=n, simd=k)
         if id(node) in packs:
             want["pack"] = packs[id(node)]
         if any(node.attrs.get(key) != value for key, value in want.items()):
