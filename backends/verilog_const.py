@@ -49,8 +49,9 @@ def _graph_view(g: AdderGraph, layer: DenseLayer) -> dict:
     def at(node: int, stage: int) -> str:
         return f"n{node}_s{stage}"
 
+    used = {a.a for a in g.adders} | {a.b for a in g.adders} | {o.node for o in g.outputs}
     inputs = []
-    for k in range(g.inputs):
+    for k in (k for k in range(g.inputs) if k in used):
         bits = layer.in_bits
         element = f"x[{k * bits} +: {bits}]"
         expr = f"$signed({element})" if layer.in_signed else f"$signed({{1'b0, {element}}})"
@@ -65,7 +66,7 @@ def _graph_view(g: AdderGraph, layer: DenseLayer) -> dict:
                        "a": at(a.a, st), "b": at(a.b, st), "sign_a": "" if a.sign_a > 0 else "-",
                        "op_b": "+" if a.sign_b > 0 else "-"})
     registers = [{"name": at(i, s), "source": at(i, s - 1), "width": g.width(i)}
-                 for i in range(nodes) for s in range(g.stage(i) + 1, needed[i] + 1)]
+                 for i in range(nodes) if i in used or i >= g.inputs for s in range(g.stage(i) + 1, needed[i] + 1)]
     outputs = [{"lane": lane, "bias": _signed_literal(int(layer.bias[lane]), layer.acc_bits),
                 "node": at(o.node, last_stage) if o.node is not None else "",
                 "op": "+" if o.sign > 0 else "-", "shift": o.shift}
