@@ -119,6 +119,7 @@ from typing import Iterable, Sequence
 
 from nnfpga.devices import DEFAULT_DEVICE, DEVICES, Device, device as lookup_device
 from nnfpga.errors import NnfpgaError
+from nnfpga.backends.const_graph import const_graph
 from nnfpga.calibration import CALIBRATION
 from nnfpga.cost_stream import module_cost
 from nnfpga.hardware import (DSP_MULT_BITS, DSP_SIGNED_BITS, MULT_STAGES, PRODUCT_STAGES, adder_tree_stages,
@@ -174,6 +175,9 @@ class LayerShape:
     """A convolution's window (kh, kw)."""
     window: int = 1
     """Window taps per beat (the qconv's `window`): its input beats carry window·in_par elements."""
+    const_adder_bits: int = 0
+    """Const core: adder bits of the layer's shift-add graph (backends/const_graph.py), known
+    from its weights; 0 when they are not (then estimated from the product count)."""
 
     @staticmethod
     def of(layer) -> "LayerShape":
@@ -182,9 +186,11 @@ class LayerShape:
             return layer
         rom_widths = (varying_bits(weight_fields(layer), layer.wbits),
                       varying_bits(param_fields(layer), layer.mult_bits + layer.acc_bits))
+        adder_bits = const_graph(layer).adder_bits if layer.core == "const" else 0
         return LayerShape(layer.name, int(layer.k), int(layer.n), int(layer.pe), int(layer.simd),
                           int(layer.in_bits), int(layer.wbits), int(layer.acc_bits), int(layer.out_bits),
-                          int(layer.shift), layer.mult_bits, rom_widths, core=layer.core, pack=int(layer.pack))
+                          int(layer.shift), layer.mult_bits, rom_widths, core=layer.core, pack=int(layer.pack),
+                          const_adder_bits=adder_bits)
 
 
 def layer_shapes(g) -> list[LayerShape]:
@@ -261,6 +267,11 @@ def _product_cost(l: "LayerShape", dev: Device, cal: dict) -> tuple[int, float, 
     products = l.pe * l.simd
     prod_bits = l.in_bits + 1 + l.wbits
     absorbed = cal["dsp_absorbs_registers"]
+    if l.core == "const":
+        # One LUT per adder bit of the shared shift-add graph; without the weights, 12.5 adder
+        # bits per int8 product (a 16x64 layer of random normal int8 weights), scaled by width.
+        luts = l.const_adder_bits or round(products * 12.5 * (l.in_bits + l.wbits) / 16)
+        return 0, luts, 0
     if l.core == "lut":
         luts = products * lut_product_luts(dev, l.in_bits, l.wbits)
         operands = l.simd * l.in_bits + products * l.wbits  # the S2 registers the dsp core's multiplier holds
