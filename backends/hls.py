@@ -240,7 +240,7 @@ def _layer_context(layer, name: str, impl: str, vectors: int = 1) -> dict:
         "out_bits": int(layer.out_bits),
         "out_wrap": "nn_wrap" if layer.out_signed else "nn_uwrap",
         "shift": shift, "out_zp": _literal(layer.out_zp), "lo": _literal(layer.lo),
-        "hi": _literal(layer.hi), "impl": impl, "vectors": int(vectors),
+        "hi": _literal(layer.hi), "impl": impl, "vectors": int(vectors), "core": getattr(layer, "core", "dsp"),
         "w_init": _c_array(rom),
         "bias_init": _c_array(np.asarray(layer.bias, dtype=np.int64).reshape(nf, pe)),
         "mult_init": _c_array(mult.reshape(nf, pe)),
