@@ -12,8 +12,9 @@ the `window` cap, so any cap is accepted and the folding stays legal for every l
 window of T taps feeds its dense unit T times the input channels of a beat, so a
 one-channel 5×5 layer needs 25/T beats per pixel instead of 25.
 
-`core=dsp|lut` and `pack=1|2|...` set the `core` and `pack` annotations (nnfpga.hardware,
-"cores"); left out, a layer keeps what it has. Whether the packed products fit the target's
+`core=dsp|lut|const` and `pack=1|2|...` set the `core` and `pack` annotations (nnfpga.hardware,
+"cores"); left out, a layer keeps what it has. A const layer (weights hard-wired as a
+shift-add graph, backends/const_graph.py) computes a whole vector per cycle: pe = N, simd = K. Whether the packed products fit the target's
 multiplier is the verifier's check.
 
 `window`, `core` and `pack` each take one value for every layer, or `layer:V+layer:V` for the
