@@ -9,8 +9,8 @@ Common subexpressions are shared across the outputs of the layer with a greedy p
 search in the style of RAG-n/Hcub and da4ml: the pair of terms `a + ±(b << d)` found in
 the most outputs becomes one adder, and each output holding it uses the new value
 instead of the two terms; repeated while some pair occurs twice. What remains of each
-output is summed by a tree that adds the two shallowest values first, so the depth stays
-near log2 of the term count.
+output is summed by a tree that adds the two values of smallest magnitude first (on the
+jet MLP's first layer 8% fewer adder bits than a tree by depth, at 11 levels instead of 6).
 
 Each adder knows the exact interval of its value (interval arithmetic over the input
 range), so its width is the fewest bits that hold it; a positive base operand passes its
@@ -230,20 +230,26 @@ def _share(b: _Builder, outs: list[list[Term]]) -> None:
 
 
 def _sum_tree(b: _Builder, terms: list[Term]) -> Output:
-    """Sum the terms, the two shallowest first; the result as one signed, shifted term."""
+    """Sum the terms, the two of smallest magnitude first (Huffman's order: the narrow values
+    meet in narrow adders, and only the last adders are as wide as the output); the result
+    as one signed, shifted term."""
     if not terms:
         return Output(None, 0, 1)
-    terms = sorted(terms, key=lambda t: (b.depth[t[0]], t))
-    while len(terms) > 1:
-        t1, t2 = terms[0], terms[1]
+
+    def magnitude(t: Term) -> tuple:
+        return ((b.hi[t[0]] - b.lo[t[0]]) << t[1], t)
+
+    heap = [(magnitude(t), t) for t in terms]
+    heapq.heapify(heap)
+    while len(heap) > 1:
+        t1, t2 = heapq.heappop(heap)[1], heapq.heappop(heap)[1]
         if (t1[1], t1[0]) > (t2[1], t2[0]):
             t1, t2 = t2, t1
         sign = t1[2] if t1[2] == t2[2] or t1[2] > 0 else t2[2]  # a positive operand leads when there is one
-        s1, s2 = t1[2] * sign, t2[2] * sign
-        node = b.add(t1[0], s1, t2[0], s2, t2[1] - t1[1])
+        node = b.add(t1[0], t1[2] * sign, t2[0], t2[2] * sign, t2[1] - t1[1])
         new = (node, t1[1], sign)
-        terms = sorted(terms[2:] + [new], key=lambda t: (b.depth[t[0]], t))
-    return Output(*terms[0])
+        heapq.heappush(heap, (magnitude(new), new))
+    return Output(*heap[0][1])
 
 
 @lru_cache(maxsize=64)

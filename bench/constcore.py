@@ -83,11 +83,6 @@ def layer_row(layer, work: Path, seed: int = 0) -> list[dict]:
     ours = {"tool": "nnfpga const", "k": layer.k, "n": layer.n, "wbits": layer.wbits,
             "adders": len(graph.adders), "adder_bits": graph.adder_bits, "graph_register_stages": graph.stages + 1,
             "exact_graph": bool(np.array_equal(evaluate(graph, xs).astype(np.int64), xs @ layer.weights))}
-    rtl = work / "const_layer_rtl"
-    emit_stream_verilog(chain_design([layer]), rtl)
-    sim = simulate(rtl, xs[:64], reference_forward([layer], xs[:64])[-1], work_dir=work / "const_layer_sim", seed=seed)
-    ours.update(exact_rtl=sim.mismatches == 0, latency_cycles=sim.latency_cycles,
-                interval_cycles=sim.cycles_per_inference)
     # The multiply-accumulate alone (x·W, as da4ml's module computes it): the _mvm module of
     # the same layer with a zero bias.
     bare = dataclasses.replace(layer, bias=np.zeros_like(layer.bias))
@@ -109,6 +104,12 @@ def layer_row(layer, work: Path, seed: int = 0) -> list[dict]:
         theirs["exact"] = r["exact_in_interpreter"]
         rtl = _foreign_rtl(work / "da4ml_rtl", [Path(s) for s in r["sources"]], r["top"])
         theirs["synth"] = _synth(rtl, work / "da4ml_yosys")
+    # Last, the slow part: the whole layer (graph, bias, requant, stream control) in Verilator.
+    rtl = work / "const_layer_rtl"
+    emit_stream_verilog(chain_design([layer]), rtl)
+    sim = simulate(rtl, xs[:64], reference_forward([layer], xs[:64])[-1], work_dir=work / "const_layer_sim", seed=seed)
+    ours.update(exact_rtl=sim.mismatches == 0, latency_cycles=sim.latency_cycles,
+                interval_cycles=sim.cycles_per_inference)
     return [ours, theirs]
 
 
@@ -117,10 +118,11 @@ def mlp_row(build: Path, work: Path) -> dict:
     row = {"model": "jet MLP 16-64-32-32-5", "pipeline": CONST_PIPELINE, "target": TARGET,
            "predicted_latency_cycles": design["predicted_latency_cycles"],
            "predicted_cycles_per_inference": design["predicted_cycles_per_inference"]}
+    row["synth"] = _synth(build / "rtl", work / "mlp_yosys")
+    print(f"jet MLP synthesized: {row['synth']}", flush=True)
     result = verify_build(build, samples=64)
     row.update(bit_exact=result["bit_exact"], latency_cycles=result["latency_cycles"],
                cycles_per_inference=result["cycles_per_inference"])
-    row["synth"] = _synth(build / "rtl", work / "mlp_yosys")
     return row
 
 
@@ -136,7 +138,7 @@ def main() -> None:
     build = jet_build(work)
     rows = {"layer": layer_row(first_layer(build), work)}
     ours, theirs = rows["layer"]
-    print("jet layer 0 (16→64, int8), fully parallel, yosys synth_xilinx xc7:")
+    print("jet layer 0 (16→64, int8), fully parallel, yosys synth_xilinx xc7:", flush=True)
     for r in rows["layer"]:
         s = r.get("synth", {})
         print(f"  {r['tool']:14s} LUT {s.get('luts')}  FF {s.get('ffs')}  DSP {s.get('dsps')}  "
