@@ -51,8 +51,10 @@ from nnfpga.hardware import weight_fields
 DEFAULT_TOP = "nnfpga_top"
 DEFAULT_PART = "xczu3eg-sbva484-1-e"
 DEFAULT_CLOCK_NS = 5.0
-CORES = {"dsp": "dsp", "lut": "fabric", "bitserial": "fabric"}
-"""Layer core -> Vitis BIND_OP implementation of its multipliers. A packed dsp layer
+CORES = {"dsp": "dsp", "lut": "fabric", "bitserial": "fabric", "const": "fabric"}
+"""Layer core -> Vitis BIND_OP implementation of its multipliers. A const layer's products
+are plain products by its weights here (Vitis folds the constants into shift-adds in
+fabric); the shared adder graph is the RTL's (backends/const_graph.py). A packed dsp layer
 (`pack` > 1) stays a plain product per weight here: the integers are the same, and the
 packing of several products into one multiplier is the RTL's (nnfpga_mul_pack). So does a
 bitserial layer: the sum of its slice products, each shifted, is the plain product sum, and

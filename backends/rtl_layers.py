@@ -124,6 +124,9 @@ def _check_core(where: str, l: DenseLayer) -> None:
                                f"{', '.join(map(str, SLICE_WIDTHS))} bits, got {l.slice_bits}")
     if l.core != "bitserial" and l.slice_bits:
         raise LayerConfigError(f"{where}: slice={l.slice_bits} slices weights for the bitserial core only")
+    if l.core == "const" and (l.pe, l.simd) != (l.n, l.k):
+        raise LayerConfigError(f"{where}: the const core computes a whole vector per cycle; it needs "
+                               f"pe=N={l.n} and simd=K={l.k}, not pe={l.pe}, simd={l.simd}")
 
 
 def _check_layer(i: int, l: DenseLayer) -> None:

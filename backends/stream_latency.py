@@ -10,7 +10,7 @@ each output beat leaves, in data order, one numpy array per stream:
                        rule, as in backends/fifo_depth.py); D its register stages
     nnfpga_dense       vector v starts when its last input beat is in and vector v−1's folds
                        are done: start_v = max(in_last_v, start_{v−1} + NF·SF); output beat i
-                       of v leaves at start_v + (i+1)·SF + dense_pipeline_stages
+                       of v leaves at start_v + (i+1)·SF + layer_pipeline_stages
     nnfpga_add         step j takes beat j of both inputs: out[j] = max(out[j−1] + 1, max(a[j], b[j]) + D)
     nnfpga_concat      each pixel's a beats, then its b beats, through the same recurrence
 
@@ -37,7 +37,8 @@ import numpy as np
 
 from nnfpga.backends import stream_model
 from nnfpga.backends.stream_graph import Instance, StreamDesign, data_order
-from nnfpga.hardware import add_pipeline_stages, bitserial_fold_tiles, dense_pipeline_stages
+from nnfpga.backends.const_graph import layer_pipeline_stages
+from nnfpga.hardware import add_pipeline_stages, bitserial_fold_tiles
 
 STAGES = {"nnfpga_window": 3, "nnfpga_add": add_pipeline_stages(), "nnfpga_fork": 1,
           "nnfpga_fifo": 1, "nnfpga_concat": 1, "nnfpga_repack": 1}
@@ -86,7 +87,7 @@ def _dense(inst: Instance, arrive: np.ndarray) -> np.ndarray:
     last_in = arrive.reshape(inst.vectors, -1)[:, -1]
     v = np.arange(inst.vectors, dtype=np.int64) * int(ends[-1])
     start = v + np.maximum.accumulate(last_in - v)
-    stages = dense_pipeline_stages(l.simd, l.acc_bits, l.mult_bits)
+    stages = layer_pipeline_stages(l)
     return (start[:, None] + ends + stages).reshape(-1)
 
 

@@ -36,7 +36,8 @@ from itertools import accumulate
 from nnfpga.backends import stream_model
 from nnfpga.backends.stream_graph import Instance, StreamDesign, data_order
 from nnfpga.errors import NnfpgaError
-from nnfpga.hardware import (add_pipeline_stages, bitserial_fold_tiles, dense_pipeline_stages, mult_bits, output_fifo_depth,
+from nnfpga.backends.const_graph import layer_pipeline_stages
+from nnfpga.hardware import (add_pipeline_stages, bitserial_fold_tiles, mult_bits, output_fifo_depth,
                              pool_pipeline_stages)
 
 TIMING_FRAMES = 8
@@ -119,7 +120,7 @@ class _Dense:
         self.last_of_fold = set(accumulate(int(t) for t in fold_tiles))
         self.full = [False, False]
         self.fill_sel = self.fill_beat = self.comp_sel = self.fold = 0
-        self.out = _CreditedOutput(dense_pipeline_stages(l.simd, l.acc_bits, l.mult_bits))
+        self.out = _CreditedOutput(layer_pipeline_stages(l))
 
     def valid(self, k):
         return self.out.valid()

@@ -23,11 +23,13 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
+from nnfpga.backends.const_graph import layer_pipeline_stages
 from nnfpga.backends.rtl_layers import check as check_layer_chain
 from nnfpga.backends.stream_graph import StreamDesign, is_image
 from nnfpga.backends.stream_latency import frame_latency
 from nnfpga.backends.stream_sim import simulate
-from nnfpga.hardware import (dense_pipeline_stages, folding_cycles, param_fields, schedule_field_bits,
+from nnfpga.backends.verilog_const import const_module_name, const_params, render_const_dense
+from nnfpga.hardware import (SUBMODULES, folding_cycles, param_fields, schedule_field_bits,
                              schedule_fields, slice_weight_fields, weight_fields, with_submodules)
 
 DEFAULT_TOP = "nnfpga_top"
@@ -122,7 +124,7 @@ def _dense_params(inst, name: str) -> tuple[list[tuple[str, object]], dict[str, 
               ("IN_BITS", l.in_bits), ("IN_SIGNED", f"1'b{int(l.in_signed)}"), ("W_BITS", l.wbits),
               ("PROD_BITS", v["prod_bits"]), ("ACC_BITS", l.acc_bits), ("MULT_BITS", l.mult_bits),
               ("SHIFT", l.shift), ("OUT_BITS", l.out_bits), ("OUT_ZP", l.out_zp), ("LO", l.lo), ("HI", l.hi),
-              ("PIPE_STAGES", dense_pipeline_stages(l.simd, l.acc_bits, l.mult_bits)),
+              ("PIPE_STAGES", layer_pipeline_stages(l)),
               ("CORE", f'"{l.core}"'), ("PACK", l.pack),
               ("W_FILE", f'"{v["w_file"]}"'), ("P_FILE", f'"{v["p_file"]}"')]
     mems = {v["w_file"]: mem_text(weight_fields(l), l.wbits),
@@ -176,17 +178,23 @@ def emit_stream_verilog(design: StreamDesign, out_dir: Path, *, top: str = DEFAU
     files: dict[str, str] = {}
     modules: list[str] = []
     views = []
+    generated: dict[str, str] = {}   # per-layer modules (the const core): name -> text
     for inst in design.instances:
-        if inst.module not in modules:
-            modules.append(inst.module)
         name = hw_identifier(inst.name)
-        if inst.layer is not None:
+        module = inst.module
+        if inst.layer is not None and inst.layer.core == "const":
+            module = const_module_name(name)
+            generated[module] = render_const_dense(env, inst.layer, module, _comment(inst.note))
+            params = const_params(inst.layer, inst.params["IN_PAR"])
+        elif inst.layer is not None:
             params, mems = _dense_params(inst, name)
             files.update(mems)
         else:
             params = [(k, _sv_value(k, v)) for k, v in inst.params.items()]
+        if inst.module not in modules and module == inst.module:
+            modules.append(inst.module)
         views.append({
-            "module": inst.module, "name": name, "params": params, "note": _comment(inst.note), "cycles": inst.cycles,
+            "module": module, "name": name, "params": params, "note": _comment(inst.note), "cycles": inst.cycles,
             "inputs": [(port, s.name, inst.module in INPUT_TLAST) for port, s in inst.inputs.items()],
             "outputs": [(port, s.name, LAST_MODULE_TLAST if s.name == "m_axis" else f"{s.name}_tlast")
                         for port, s in inst.outputs.items()],
@@ -201,16 +209,18 @@ def emit_stream_verilog(design: StreamDesign, out_dir: Path, *, top: str = DEFAU
                    "signed": design.output.signed, "par": design.output.par, "beats": design.output.beats,
                    "width": design.output.width, "image": is_image(design.output_value)},
     }
-    modules = with_submodules(modules)
+    modules = with_submodules(modules + [sub for sub in SUBMODULES["nnfpga_const_dense"] if generated])
     for m in modules:
         files[f"{m}.sv"] = env.get_template(f"{m}.sv.j2").render()
+    for m, text in generated.items():
+        files[f"{m}.sv"] = text
     files[f"{top}.sv"] = env.get_template("nnfpga_graph_top.sv.j2").render(
         top=top, instances=views, wires=wires, fifos=design.fifos, output_tlast=LAST_MODULE_TLAST, **ports)
     layers = [(inst, v) for inst, v in zip(design.instances, views) if inst.layer is not None]
     latency, interval = predicted_timing(design)
     info = {
         "top": top,
-        "sources": [f"{m}.sv" for m in modules] + [f"{top}.sv"],
+        "sources": [f"{m}.sv" for m in modules] + [f"{m}.sv" for m in generated] + [f"{top}.sv"],
         "mem_files": sorted(n for n in files if n.endswith(".mem")),
         "input": {k: ports["input"][k] for k in ("elements", "bits", "signed", "par", "beats")},
         "output": {k: ports["output"][k] for k in ("elements", "bits", "signed", "par", "beats")},
@@ -226,7 +236,7 @@ def emit_stream_verilog(design: StreamDesign, out_dir: Path, *, top: str = DEFAU
         "fifos": design.fifos,
         "predicted_cycles_per_inference": interval,
         "predicted_latency_cycles": latency,
-        "pipeline_stages_per_layer": [dense_pipeline_stages(i.layer.simd, i.layer.acc_bits, i.layer.mult_bits) for i, _ in layers],
+        "pipeline_stages_per_layer": [layer_pipeline_stages(i.layer) for i, _ in layers],
     }
     files["design.json"] = json.dumps(info, indent=2, sort_keys=True) + "\n"
     out_dir = Path(out_dir)

@@ -127,6 +127,7 @@ from typing import Iterable, Sequence
 
 from nnfpga.devices import DEFAULT_DEVICE, DEVICES, Device, device as lookup_device
 from nnfpga.errors import NnfpgaError
+from nnfpga.backends.const_graph import const_graph
 from nnfpga.calibration import CALIBRATION
 from nnfpga.bitslices import slice_count
 from nnfpga.cost_stream import module_cost
@@ -188,6 +189,9 @@ class LayerShape:
     tiles: int = 0
     """Bitserial core: tiles its schedule lists per vector (nnfpga.hardware.bitserial_schedule),
     the cycles per vector; 0 when not known (then every tile: NF·SF·slices)."""
+    const_adder_bits: int = 0
+    """Const core: adder bits of the layer's shift-add graph (backends/const_graph.py), known
+    from its weights; 0 when they are not (then estimated from the product count)."""
 
     @staticmethod
     def of(layer) -> "LayerShape":
@@ -198,10 +202,12 @@ class LayerShape:
         wrom = (varying_bits(slice_weight_fields(layer), layer.slice_bits + 1) if serial
                 else varying_bits(weight_fields(layer), layer.wbits))
         rom_widths = (wrom, varying_bits(param_fields(layer), layer.mult_bits + layer.acc_bits))
+        adder_bits = const_graph(layer).adder_bits if layer.core == "const" else 0
         return LayerShape(layer.name, int(layer.k), int(layer.n), int(layer.pe), int(layer.simd),
                           int(layer.in_bits), int(layer.wbits), int(layer.acc_bits), int(layer.out_bits),
                           int(layer.shift), layer.mult_bits, rom_widths, core=layer.core, pack=int(layer.pack),
-                          slice_bits=int(layer.slice_bits), tiles=folding_cycles(layer) if serial else 0)
+                          slice_bits=int(layer.slice_bits), tiles=folding_cycles(layer) if serial else 0,
+                          const_adder_bits=adder_bits)
 
 
 def layer_shapes(g) -> list[LayerShape]:
@@ -302,6 +308,11 @@ def _product_cost(l: "LayerShape", dev: Device, cal: dict) -> tuple[int, float, 
     products = l.pe * l.simd
     prod_bits = l.in_bits + 1 + l.wbits
     absorbed = cal["dsp_absorbs_registers"]
+    if l.core == "const":
+        # One LUT per adder bit of the shared shift-add graph; without the weights, 12.5 adder
+        # bits per int8 product (a 16x64 layer of random normal int8 weights), scaled by width.
+        luts = l.const_adder_bits or round(products * 12.5 * (l.in_bits + l.wbits) / 16)
+        return 0, luts, 0
     if l.core == "lut":
         luts = products * lut_product_luts(dev, l.in_bits, l.wbits)
         operands = l.simd * l.in_bits + products * l.wbits  # the S2 registers the dsp core's multiplier holds

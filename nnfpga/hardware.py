@@ -119,6 +119,7 @@ SUBMODULES = {
     "nnfpga_dense": (REQUANT_MODULE, FIFO_MODULE, MULT_MODULE, LUT_PRODUCT_MODULE, PACKED_PRODUCT_MODULE),
     "nnfpga_pool": (REQUANT_MODULE, FIFO_MODULE),
     "nnfpga_add": (REQUANT_MODULE, FIFO_MODULE),
+    "nnfpga_const_dense": (REQUANT_MODULE, FIFO_MODULE),
     REQUANT_MODULE: (MULT_MODULE,),
 }
 """Template modules a module instantiates: they must be among the sources wherever it is."""
@@ -219,7 +220,7 @@ def dsp_tiles(a_bits: int, b_bits: int, shape: tuple[int, int]) -> int:
 # of the fields below it, and subtracts x*2^wb where w_i is negative (its raw bits read
 # as w_i + 2^wb).
 
-CORES = ("dsp", "lut", "bitserial")
+CORES = ("dsp", "lut", "bitserial", "const")
 """Values of the `core` annotation."""
 
 
@@ -250,9 +251,9 @@ def max_pack(in_bits: int, in_signed: bool, wbits: int, dsp_shape: tuple[int, in
 
 
 def product_multipliers(core: str, pack: int, pe: int, simd: int) -> int:
-    """Multipliers the pe x simd products take: none on the lut core, else ceil(pe/pack) per
+    """Multipliers the pe x simd products take: none on the fabric cores, else ceil(pe/pack) per
     SIMD lane (groups of `pack` output channels; the last group may hold fewer)."""
-    if core in ("lut", "bitserial"):
+    if core in ("lut", "bitserial", "const"):
         return 0
     return -(-pe // max(1, pack)) * simd
 

@@ -12,11 +12,13 @@ the `window` cap, so any cap is accepted and the folding stays legal for every l
 window of T taps feeds its dense unit T times the input channels of a beat, so a
 one-channel 5×5 layer needs 25/T beats per pixel instead of 25.
 
-`core=dsp|lut|bitserial` and `pack=1|2|...` set the `core` and `pack` annotations
+`core=dsp|lut|bitserial|const` and `pack=1|2|...` set the `core` and `pack` annotations
 (nnfpga.hardware, "cores"); left out, a layer keeps what it has. Whether the packed products
 fit the target's multiplier is the verifier's check. A bitserial layer takes `slice=1|2|4`,
 its weight slice width (default 1, or what it has), and `skip=0|1`, whether its schedule
-leaves out all-zero tiles (default 1); a layer leaving the bitserial core drops both.
+leaves out all-zero tiles (default 1); a layer leaving the bitserial core drops both. A const
+layer (weights hard-wired as a shift-add graph, backends/const_graph.py) computes a whole
+vector per cycle: pe = N, simd = K.
 
 `window`, `core`, `pack` and `slice` each take one value for every layer, or `layer:V+layer:V` for the
 named layers only (a layer is named by its float name, as `nnfpga ir --after canonicalize`
@@ -128,7 +130,7 @@ def set_window_taps(node, taps: int) -> bool:
           simd=Option(int, 8, "inputs consumed per cycle (capped to a divisor of K)"),
           window=Option(str, "1", "a convolution's window taps per beat (capped to what its window can emit): "
                                   "T for every convolution, or layer:T+layer:T"),
-          core=Option(str, "", "core building the products, dsp|lut|bitserial, or layer:core+layer:core "
+          core=Option(str, "", "core building the products, dsp|lut|bitserial|const (const: pe=N, simd=K), or layer:core+layer:core "
                                "(default: unchanged)"),
           pack=Option(str, "", "products per DSP multiplier, or layer:P+layer:P (default: unchanged)"),
           slice=Option(str, "", "bitserial core: weight slice width 1|2|4, or layer:S+layer:S "
@@ -156,6 +158,8 @@ def fold(g: Graph, ctx: PassContext, pe: int, simd: int, window: str, core: str,
         want = {"pe": largest_divisor_at_most(n, pe), "simd": largest_divisor_at_most(k, simd)}
         if id(node) in cores:
             want["core"] = cores[id(node)]
+        if want.get("core", node.attrs.get("core")) == "const":  # hard-wired weights: one vector per cycle
+            want.update(pe=n, simd=k)
         if id(node) in packs:
             want["pack"] = packs[id(node)]
         if any(node.attrs.get(key) != value for key, value in want.items()):

@@ -180,6 +180,19 @@ def test_layer_cores_bind_their_multipliers_and_csim_exactly(tmp_path, work):
     assert np.array_equal(csim(tmp_path / "hls", x, expected, work, strict=True), expected)
 
 
+def test_const_layers_csim_exactly(tmp_path, work):
+    """The const core in C: plain products by the weights, bound to fabric, named in a comment."""
+    from dataclasses import replace
+    layers = [replace(l, core="const", pe=l.n, simd=l.k) for l in mlp(9, PARALLEL_A, [8, 4, 8, 4])]
+    x = vectors(4)
+    expected = oracle(layers, x)
+    emit_chain_hls(layers, tmp_path)
+    cpp = (tmp_path / "hls" / "nnfpga_design.cpp").read_text()
+    assert re.findall(r"BIND_OP variable=prod op=mul impl=(\w+)", cpp) == ["fabric"] * 4
+    assert cpp.count("const core: products by hard-wired weights") == 4
+    assert np.array_equal(csim(tmp_path / "hls", x, expected, work, strict=True), expected)
+
+
 def test_hostile_and_clashing_names_compile(tmp_path, work):
     layers = mlp(5, PARALLEL_A, [8, 4, 8, 4], names=[HOSTILE, "int", "fc", "fc"])
     files = emit_chain_hls(layers, tmp_path, top="nnfpga top();")

@@ -20,7 +20,7 @@ LAYERS = [
                      "nnfpga.calibration", "nnfpga.templates", "nnfpga.limits"]),
     ("ir", ["nnfpga.ir"]),
     ("on the IR", ["nnfpga.frontend", "nnfpga.builddir", "nnfpga.sample_data"]),
-    ("lowering", ["nnfpga.backends.rtl_layers", "nnfpga.backends.stream_model", "nnfpga.backends.fifo_depth",
+    ("lowering", ["nnfpga.backends.rtl_layers", "nnfpga.backends.const_graph", "nnfpga.backends.stream_model", "nnfpga.backends.fifo_depth",
                   "nnfpga.backends.lower", "nnfpga.backends.stream_graph", "nnfpga.backends.stream_latency",
                   "nnfpga.backends.stream_sim"]),
     ("cost", ["nnfpga.cost_stream", "nnfpga.cost"]),

@@ -77,8 +77,8 @@ def test_the_dense_pipeline_depth_comes_from_nnfpga_hardware(tmp_path, monkeypat
     design = design_of("residual_block", tmp_path)
     denses = sum(i.module == "nnfpga_dense" for i in design.instances)
     latency, interval = simulate(design)
-    monkeypatch.setattr(stream_sim, "dense_pipeline_stages", lambda simd, acc_bits, m_bits:
-                        hardware.dense_pipeline_stages(simd, acc_bits, m_bits) + 1)
+    monkeypatch.setattr(stream_sim, "layer_pipeline_stages", lambda layer:
+                        hardware.dense_pipeline_stages(layer.simd, layer.acc_bits, layer.mult_bits) + 1)
     assert simulate(design) == (latency + denses, interval)
 
 
