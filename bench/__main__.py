@@ -20,6 +20,9 @@ repository root. Sections:
              600): ok, clear errors, crashes, hangs (only when named in --only)
   split      accuracy of the MNIST and digits MLPs split between 4-bit LUT and 8-bit DSP
              parts at several ratios, against int8 (only when named in --only)
+  cores_table  DSP-only, packed, LUT-only, DSP+LUT and split 8/4 designs of every example on
+             ecp5-85k, ecp5-25k and xc7z020: cycles, resources, Fmax, accuracy (only when
+             named in --only; --quick: the MNIST MLP on ecp5-85k)
 """
 from __future__ import annotations
 
@@ -37,10 +40,11 @@ from rich.console import Console
 
 from bench import common
 
-SECTIONS = ("compiler", "verify", "hardware", "peers", "cost", "quantized", "lowrank", "fuzz", "split")
-ON_REQUEST = ("lowrank", "fuzz", "split")
+SECTIONS = ("compiler", "verify", "hardware", "peers", "cost", "quantized", "lowrank", "fuzz", "split", "cores_table")
+ON_REQUEST = ("lowrank", "fuzz", "split", "cores_table")
 """Sections run only when --only names them: lowrank trains models (14+ minutes), fuzz runs
-10,000 compiles (about 15 minutes), split runs 10,000 MNIST images per row."""
+10,000 compiles (about 15 minutes), split runs 10,000 MNIST images per row, cores_table
+compiles and simulates 75 designs."""
 MODULE_OF = {"verify": "verification", "cost": "cost_model"}
 """A section's module in bench/, where its name differs."""
 ALIASES = {"compile": "compiler", "verification": "verify", "hw": "hardware", "peer": "peers", "cost_model": "cost"}
