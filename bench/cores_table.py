@@ -114,7 +114,25 @@ def _predicted(g, device: str) -> dict:
             "fits": est["fits"]}
 
 
-def _row(ctx, model: str, config: str, device: str, seen: dict, accuracies: dict, tests: dict) -> dict:
+def _synthesize(ctx, rtl: Path, out: Path, device: str, label: str) -> dict:
+    """yosys's LUT/FF/DSP/BRAM, and with --pnr on ECP5 nextpnr's Fmax; {'error'} if either fails."""
+    from nnfpga.devices import device as lookup
+
+    ctx.say(f"yosys {label} on {device}")
+    try:
+        r = ctx.synth_module.synthesize(rtl, out.parent / f"{out.name}-yosys", lookup(device))
+        result = {"luts": r.luts, "ffs": r.ffs, "dsps": r.dsps, "brams": r.brams, "seconds": r.seconds}
+        if ctx.pnr and device.startswith("ecp5"):
+            ctx.say(f"nextpnr {label} on {device} (slow)")
+            result["fmax_mhz"] = ctx.synth_module.place_and_route(rtl, out.parent / f"{out.name}-pnr",
+                                                                  lookup(device)).fmax_mhz
+        return result
+    except Exception as e:  # one failed synthesis must not stop the table
+        return {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]}
+
+
+def _row(ctx, model: str, config: str, device: str, seen: dict, accuracies: dict, tests: dict,
+         synthesized: dict) -> dict:
     from bench.verification import quantized_inputs_and_golden
     from nnfpga.build import CompileOptions, compile_model
     from nnfpga.errors import NnfpgaError
@@ -154,18 +172,9 @@ def _row(ctx, model: str, config: str, device: str, seen: dict, accuracies: dict
         seen[digest] = row
     synth_rows = ctx.synth_mode == "all" or (ctx.synth_mode == "some" and model == "MNIST MLP")
     if ctx.synth_module is not None and synth_rows:
-        from nnfpga.devices import device as lookup
-
-        ctx.say(f"yosys {model} {config} on {device}")
-        try:
-            r = ctx.synth_module.synthesize(rtl, out.parent / f"{out.name}-yosys", lookup(device))
-            row["synth"] = {"luts": r.luts, "ffs": r.ffs, "dsps": r.dsps, "brams": r.brams, "seconds": r.seconds}
-            if ctx.pnr and device.startswith("ecp5"):
-                ctx.say(f"nextpnr {model} {config} on {device} (slow)")
-                p = ctx.synth_module.place_and_route(rtl, out.parent / f"{out.name}-pnr", lookup(device))
-                row["synth"]["fmax_mhz"] = p.fmax_mhz
-        except Exception as e:  # one failed synthesis must not stop the table
-            row["synth"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]}
+        if (digest, device) not in synthesized:  # the same RTL on the same device: the same netlist
+            synthesized[digest, device] = _synthesize(ctx, rtl, out, device, f"{model} {config}")
+        row["synth"] = synthesized[digest, device]
     fmax = (row.get("synth") or {}).get("fmax_mhz")
     if fmax and row.get("cycles"):
         row["inferences_per_second"] = fmax * 1e6 / row["cycles"]
@@ -176,11 +185,11 @@ def run(ctx) -> dict:
     models = ["MNIST MLP"] if ctx.quick else list(MODELS)
     devices = ["ecp5-85k"] if ctx.quick else list(DEVICES)
     tests = {m: _labelled_test(MODELS[m], ctx.quick) for m in models}
-    seen, accuracies, rows = {}, {}, []
+    seen, accuracies, synthesized, rows = {}, {}, {}, []
     for model in models:
         for device in devices:
             for config in CONFIGS:
-                rows.append(_row(ctx, model, config, device, seen, accuracies, tests))
+                rows.append(_row(ctx, model, config, device, seen, accuracies, tests, synthesized))
     return {"rows": rows, "tests": {m: (t[2] if t else None) for m, t in tests.items()},
             "command": "python -m bench --only cores_table" + (" --quick" if ctx.quick else "")
                        + (f" --synth {ctx.synth_mode}" if ctx.synth_mode != "off" else "") + (" --pnr" if ctx.pnr else "")}
