@@ -221,7 +221,7 @@ def tables(result: dict) -> list:
         exact = "—" if "mismatches" not in r else ("yes" if r["mismatches"] == 0 else f"{r['mismatches']} rows differ")
         p = r["predicted"]
         synth = ([f"[red]{s['error'][:40]}[/red]", "—", "—", "—"] if "error" in s
-                 else [f"{_cell(s.get(k))} / {_cell(round(p[k]))}" for k in ("luts", "ffs", "dsps", "brams")])
+                 else [f"{_cell(s.get(k), '{:,g}')} / {_cell(p[k], '{:,g}')}" for k in ("luts", "ffs", "dsps", "brams")])
         t.add_row(r["model"], r["device"], r["config"], r["layers"], _cell(r.get("cycles")),
                   _cell(r["predicted_cycles"]), exact, *synth, _cell(p["product_multipliers"]),
                   _cell(s.get("fmax_mhz"), "{:.1f}"),
