@@ -21,6 +21,30 @@ the device's LUTs, FFs, DSPs and block RAMs; a design fits when every total is w
 the budget. When nothing fits, the error names the largest rate that does, or the
 smallest device in the table that would.
 
+Cores (`cores=dsp|lut|dsp+lut`, `pack=1|N|auto`): each layer's products may also be built
+by either core, and on the dsp core `pack` products may share one multiplier (up to
+nnfpga.hardware.max_pack for the layer's widths on the device's multiplier). A layer that
+already names its core or pack (split's parts, fold{core=,pack=}) keeps them. A (core,
+pack) is one more dimension of a layer's foldings, and resources are priced so that DSPs
+and LUTs both fill:
+
+    cost of a folding = λ·dsps/DSP budget + luts/LUT budget + ffs/FF budget + brams/BRAM budget
+    at each interval T: first every layer that may be on the dsp core (packed where that is
+    cheaper), at λ = 1; if that is over, every core at λ = 1; then, while the design does not
+    fit, bisect log2 λ in [-16, 16]:
+        DSPs over, fabric (LUTs, FFs) within    λ up:   products move to LUTs (or pack)
+        fabric over, DSPs within                λ down: products move to DSPs
+        both over, or block RAM                 no mix fits at T: try a slower T
+
+    layer's option        DSPs                  LUTs (nnfpga.cost)
+    dsp, pack 1           P·S (+ requant)       adder tree, control
+    dsp, pack p           ⌈P/p⌉·S (+ requant)   + the lanes' corrections
+    lut                   requant only          + P·S shift-add products (~170 LUT4 at 8x8, ECP5)
+
+so layers stay on DSPs while the DSPs last, the fastest designs move to the lut core the
+layers that save the most DSPs per LUT spent, and with one (core, pack) per layer
+(cores=dsp, pack=1: no choice) the design is the one from before cores existed.
+
 The whole design also has its ROMs' contents (synthesis drops constant bit columns) and, in
 a convolutional graph, windows, pools, skip FIFOs and joins (nnfpga.cost_stream), sized by
 the folding around them. Each interval's layers are chosen and screened on the
@@ -42,6 +66,7 @@ from nnfpga.cost import (RESOURCES, LayerShape, device_budget, devices_by_size, 
                          layer_cost, layer_shapes, simd_taps, stream_inputs)
 from nnfpga.devices import DEFAULT_DEVICE, DEVICES, Device
 from nnfpga.errors import PipelineError
+from nnfpga.hardware import max_pack
 from nnfpga.ir import Graph
 from nnfpga.passes.fold import set_window_taps
 from nnfpga.passes.pipeline import Step
@@ -52,39 +77,68 @@ def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
+CORE_SETS = {"dsp": ("dsp",), "lut": ("lut",), "dsp+lut": ("dsp", "lut")}
+"""autofold's `cores` option: the cores a layer without a core of its own may take."""
+PRICE_RANGE = 16.0
+"""log2 of the largest DSP price factor λ the core mix search tries (and of the smallest, negated)."""
+PRICE_STEPS = 12
+"""Bisection steps of the core mix search at one interval (λ to within 2^(32/2^11))."""
+
+Choice = tuple[str, int]
+"""(core, pack) of one layer's products."""
+Choices = Callable[[Device], list[list[Choice]]]
+"""Each layer's allowed (core, pack) on a device (packing depends on its multiplier)."""
+
+
 WholeDesign = Callable[[list[LayerShape], Device], dict]
 """The estimate of the whole stream design built with these layers' foldings (its
 total interval_cycles the module graph's), for a graph with more than matrix-vector units."""
 
 
 class _Planner:
-    """Designs for one chain of layers on one device, with the per-layer costs cached."""
+    """Designs for one chain of layers on one device, with the per-layer costs cached.
 
-    def __init__(self, shapes: list[LayerShape], dev: Device, whole: WholeDesign | None = None):
+    `choices`: each layer's allowed (core, pack); default its own."""
+
+    def __init__(self, shapes: list[LayerShape], dev: Device, whole: WholeDesign | None = None,
+                 choices: list[list[Choice]] | None = None):
         self.shapes, self.dev, self.whole = shapes, dev, whole
+        choices = choices or [[(l.core, l.pack)] for l in shapes]
+        self.has_choice = any(len(c) > 1 for c in choices)
         budget = device_budget(dev)
-        self.options: list[list[tuple[int, float, int, int]]] = []  # (folds, cost, pe, simd)
-        for l in shapes:
+        # per layer: (folds, share of each resource (RESOURCES order), pe, simd, core, pack)
+        self.options: list[list[tuple]] = []
+        for l, allowed in zip(shapes, choices):
             opts = []
-            for pe in _divisors(l.n):
-                for simd in _divisors(l.k):
-                    trial = replace(l, pe=pe, simd=simd, rom_widths=None)
-                    trial = replace(trial, window=simd_taps(trial))
-                    c = layer_cost(trial, first_in_par(trial) * trial.window if l.channels else simd, dev)
-                    share = sum(c[r] / budget[r] if budget[r] else math.inf for r in RESOURCES)
-                    opts.append((c["stage_cycles"] if l.channels else c["folds"], share, pe, simd))
-            self.options.append(sorted(opts, key=lambda o: (o[1], o[2] * o[3], o[2])))
+            for core, pack in allowed:
+                for pe in _divisors(l.n):
+                    for simd in _divisors(l.k):
+                        trial = replace(l, pe=pe, simd=simd, rom_widths=None, core=core, pack=pack)
+                        trial = replace(trial, window=simd_taps(trial))
+                        c = layer_cost(trial, first_in_par(trial) * trial.window if l.channels else simd, dev)
+                        shares = tuple(c[r] / budget[r] if budget[r] else math.inf for r in RESOURCES)
+                        opts.append((c["stage_cycles"] if l.channels else c["folds"], shares, pe, simd, core, pack))
+            self.options.append(sorted(opts, key=lambda o: (sum(o[1]), o[2] * o[3], o[2])))
 
     def intervals(self) -> list[int]:
         """Every interval some layer can hit exactly, from fastest to slowest."""
         floor = max(min(o[0] for o in opts) for opts in self.options)  # a convolution needs a cycle per pixel
         return sorted({o[0] for opts in self.options for o in opts if o[0] >= floor})
 
-    def design(self, interval: int) -> list[LayerShape]:
-        """Each layer at its cheapest folding within `interval` cycles."""
+    def design(self, interval: int, dsp_price: float = 1.0, dsp_first: bool = False) -> list[LayerShape]:
+        """Each layer at its cheapest folding within `interval` cycles, DSPs priced `dsp_price`
+        times their share of the budget; `dsp_first`: on the dsp core where the layer may be."""
+        dsp = RESOURCES.index("dsps")
+
+        def price(o):
+            return sum(share * (dsp_price if i == dsp else 1.0) for i, share in enumerate(o[1]))
         chosen = []
         for l, opts in zip(self.shapes, self.options):
-            _, _, pe, simd = next(o for o in opts if o[0] <= interval)  # pe=N, simd=K has 1 fold
+            fast = [o for o in opts if o[0] <= interval]  # pe=N, simd=K has 1 fold
+            if dsp_first:
+                fast = [o for o in fast if o[4] == "dsp"] or fast
+            best = fast[0] if dsp_price == 1.0 else min(fast, key=lambda o: (price(o), o[2] * o[3], o[2]))
+            _, _, pe, simd, core, pack = best
             if chosen and l.channels:
                 # A convolution's window streams at the previous layer's pe: vectors·K/pe beats must fit too.
                 prev = chosen[-1]
@@ -93,17 +147,45 @@ class _Planner:
                         and l.vectors * l.k // (d * taps) <= interval]
                 if wide:
                     chosen[-1] = replace(prev, pe=wide[0])
-            trial = replace(l, pe=pe, simd=simd, rom_widths=None)
+            trial = replace(l, pe=pe, simd=simd, rom_widths=None, core=core, pack=pack)
             chosen.append(replace(trial, window=simd_taps(trial)))
         return chosen
+
+    def mixed_design(self, interval: int) -> tuple[list[LayerShape], dict]:
+        """The design at `interval` whose core mix fits, if one does (the price search of the
+        module docstring); else the one at λ = 1 (its estimate says it does not fit)."""
+        layers = self.design(interval, dsp_first=True)
+        est = estimate(layers, None, self.dev)
+        if est["fits"] or not self.has_choice:
+            return layers, est
+        layers = self.design(interval)
+        est = estimate(layers, None, self.dev)
+        if est["fits"]:
+            return layers, est
+        first, lo, hi = (layers, est), -PRICE_RANGE, PRICE_RANGE
+        log_price = 0.0
+        for _ in range(PRICE_STEPS):
+            over = set(est["over"])
+            fabric_over = bool(over & {"luts", "ffs"})
+            if "brams" in over or ("dsps" in over) == fabric_over:
+                break  # both kinds short (or block RAM): no price moves products to a free resource
+            if "dsps" in over:
+                lo = log_price
+            else:
+                hi = log_price
+            log_price = (lo + hi) / 2
+            layers = self.design(interval, 2.0 ** log_price)
+            est = estimate(layers, None, self.dev)
+            if est["fits"]:
+                return layers, est
+        return first
 
     def fitting(self, max_interval: int | None):
         """Designs whose matrix-vector units fit, fastest first: (interval, layers, estimate)."""
         for t in self.intervals():
             if max_interval is not None and t > max_interval:
                 return
-            layers = self.design(t)
-            est = estimate(layers, None, self.dev)
+            layers, est = self.mixed_design(t)
             if est["fits"]:
                 yield t, layers, est
 
@@ -141,9 +223,10 @@ class _Planner:
         return best
 
 
-def _smallest_device(shapes: list[LayerShape], max_interval: int | None, whole: WholeDesign | None) -> str | None:
+def _smallest_device(shapes: list[LayerShape], max_interval: int | None, whole: WholeDesign | None,
+                     choices: Choices | None) -> str | None:
     for dev in devices_by_size():
-        if _Planner(shapes, dev, whole).best(max_interval) is not None:
+        if _Planner(shapes, dev, whole, choices and choices(dev)).best(max_interval) is not None:
             return dev.name
     return None
 
@@ -153,10 +236,12 @@ def _describe_over(est: dict) -> str:
 
 
 def plan(shapes: list[LayerShape], dev: Device, target_fps: float = 0.0,
-         clock_mhz: float = 100.0, whole: WholeDesign | None = None) -> tuple[list[LayerShape], dict]:
+         clock_mhz: float = 100.0, whole: WholeDesign | None = None,
+         choices: Choices | None = None) -> tuple[list[LayerShape], dict]:
     """The folding autofold applies, with its cost estimate; PipelineError if none fits.
 
-    `whole`: for a graph with windows, pools or joins, the estimate of the whole design."""
+    `whole`: for a graph with windows, pools or joins, the estimate of the whole design.
+    `choices`: each layer's allowed (core, pack) on a device; default each layer's own."""
     if target_fps < 0 or clock_mhz <= 0:
         raise PipelineError(f"autofold: target_fps={target_fps} must be >= 0 and clock_mhz={clock_mhz} > 0")
     max_interval = None
@@ -166,7 +251,7 @@ def plan(shapes: list[LayerShape], dev: Device, target_fps: float = 0.0,
             raise PipelineError(f"autofold: {target_fps:g} inferences/s at {clock_mhz:g} MHz needs less than one "
                                 f"cycle per inference; this architecture does at most {clock_mhz * 1e6:g}/s "
                                 f"at that clock (one inference per cycle)")
-    planner = _Planner(shapes, dev, whole)
+    planner = _Planner(shapes, dev, whole, choices and choices(dev))
     result = planner.best(max_interval)
     if result is not None:
         return result
@@ -176,7 +261,7 @@ def plan(shapes: list[LayerShape], dev: Device, target_fps: float = 0.0,
         est = estimate(slowest, None, dev)
         if est["fits"] and whole is not None:  # over only with its windows, pools and FIFOs
             est = whole(slowest, dev)
-        where = _smallest_device(shapes, None, whole)
+        where = _smallest_device(shapes, None, whole, choices)
         raise PipelineError(
             f"autofold: no folding fits {dev.name}: even the smallest design (interval "
             f"{est['total']['interval_cycles']} cycles) needs {_describe_over(est)}; "
@@ -185,7 +270,7 @@ def plan(shapes: list[LayerShape], dev: Device, target_fps: float = 0.0,
                else f"no device in the table fits it ({', '.join(DEVICES)})"))
     _, est = fastest
     t_best = est["total"]["interval_cycles"]
-    where = _smallest_device(shapes, max_interval, whole)
+    where = _smallest_device(shapes, max_interval, whole, choices)
     raise PipelineError(
         f"autofold: {target_fps:g} inferences/s at {clock_mhz:g} MHz needs an interval of at most "
         f"{max_interval} cycles; the fastest design that fits {dev.name} has an interval of {t_best} cycles "
@@ -199,38 +284,86 @@ def plan(shapes: list[LayerShape], dev: Device, target_fps: float = 0.0,
           target_fps=Option(float, 0.0, "inferences per second to reach (0 = as fast as the device allows)"),
           clock_mhz=Option(float, 100.0, "clock frequency the rate is computed at"),
           device=Option(str, "", f"device whose budget the design must fit (default: the build's --target, "
-                                 f"else {DEFAULT_DEVICE})"))
-def autofold(g: Graph, ctx: PassContext, target_fps: float, clock_mhz: float, device: str) -> bool:
-    """Set pe/simd (and a qconv's window taps) on every qmatmul and qconv: the fastest
-    balanced pipeline that fits, or the smallest meeting target_fps."""
+                                 f"else {DEFAULT_DEVICE})"),
+          cores=Option(str, "dsp", f"cores a layer's products may use: {', '.join(CORE_SETS)} (a layer that "
+                                   "names its core keeps it)"),
+          pack=Option(str, "1", "products per DSP multiplier: 1, N (at most N, as many as fit), or auto "
+                                "(any that fits, priced like the cores)"))
+def autofold(g: Graph, ctx: PassContext, target_fps: float, clock_mhz: float, device: str, cores: str,
+             pack: str) -> bool:
+    """Set pe/simd (and a qconv's window taps, and a layer's core and pack) on every qmatmul
+    and qconv: the fastest balanced pipeline that fits, or the smallest meeting target_fps."""
     name = device or ctx.device or DEFAULT_DEVICE
     if name not in DEVICES:
         raise PipelineError(f"autofold: unknown device '{name}'; known devices: {', '.join(DEVICES)}")
+    if cores not in CORE_SETS:
+        raise PipelineError(f"autofold: cores={cores} is not one of {', '.join(CORE_SETS)}")
+    pack_cap = _pack_cap(pack)
     shapes = layer_shapes(g)
     if not shapes:
         raise PipelineError("autofold: the graph has no qmatmul layer; run quantize before autofold")
-    before = [(n.attrs.get("pe"), n.attrs.get("simd"), n.attrs.get("window", 1))
-              for n in g.nodes if n.op in ("qmatmul", "qconv")]
-    chosen, _ = plan(shapes, DEVICES[name], target_fps, clock_mhz, _whole_design(g))
-    _apply(g, chosen)
-    return [(l.pe, l.simd, l.window) for l in chosen] != before
+    nodes = [n for n in g.nodes if n.op in ("qmatmul", "qconv")]
+    free = {id(n) for n in nodes if "core" not in n.attrs and "pack" not in n.attrs}
+    before = [(n.attrs.get("pe"), n.attrs.get("simd"), n.attrs.get("window", 1), n.attrs.get("core", "dsp"),
+               n.attrs.get("pack", 1)) for n in nodes]
+
+    def choices(dev: Device) -> list[list[Choice]]:
+        return [_layer_choices(n, CORE_SETS[cores], pack_cap, dev) if id(n) in free
+                else [(n.attrs.get("core", "dsp"), n.attrs.get("pack", 1))] for n in nodes]
+    chosen, _ = plan(shapes, DEVICES[name], target_fps, clock_mhz, _whole_design(g, free), choices)
+    _apply(g, chosen, free)
+    return [(l.pe, l.simd, l.window, l.core, l.pack) for l in chosen] != before
 
 
-def _apply(g: Graph, layers: list[LayerShape]) -> None:
-    """Set each qmatmul's and qconv's pe/simd (and a qconv's window) from `layers` (graph order)."""
+def _pack_cap(text: str) -> int | None:
+    """autofold's `pack`: the most products per multiplier (None: auto, as many as fit)."""
+    if text == "auto":
+        return None
+    try:
+        cap = int(text)
+    except ValueError:
+        raise PipelineError(f"autofold: pack={text} must be a whole number or auto") from None
+    if cap < 1:
+        raise PipelineError(f"autofold: pack={cap} must be at least 1 (products per multiplier)")
+    return cap
+
+
+def _layer_choices(node, cores: tuple[str, ...], pack_cap: int | None, dev: Device) -> list[Choice]:
+    """A free layer's (core, pack) options: the lut core, and the dsp core at pack 1 up to what
+    fits the multiplier (auto) or at the largest fitting pack within the cap."""
+    x, w = node.inputs[0].type.element, node.inputs[1].type.element
+    fits = max_pack(x.bits, x.signed, w.bits, dev.dsp_shape)
+    out: list[Choice] = []
+    if "dsp" in cores:
+        packs = range(1, fits + 1) if pack_cap is None else [min(pack_cap, fits)]
+        out += [("dsp", p) for p in packs]
+    if "lut" in cores:
+        out.append(("lut", 1))
+    return out
+
+
+def _apply(g: Graph, layers: list[LayerShape], free: set[int] = frozenset()) -> None:
+    """Set each qmatmul's and qconv's pe/simd (and a qconv's window) from `layers` (graph order),
+    and the core and pack of the `free` ones (node ids; dsp and 1 are left unsaid)."""
     for node, l in zip((n for n in g.nodes if n.op in ("qmatmul", "qconv")), layers, strict=True):
         node.attrs.update(pe=l.pe, simd=l.simd)
         if node.op == "qconv":
             set_window_taps(node, l.window)
+        if id(node) in free:
+            for key, value, default in (("core", l.core, "dsp"), ("pack", l.pack, 1)):
+                if value == default:
+                    node.attrs.pop(key, None)
+                else:
+                    node.attrs[key] = value
 
 
-def _whole_design(g: Graph) -> WholeDesign:
+def _whole_design(g: Graph, free: set[int] = frozenset()) -> WholeDesign:
     """The estimate of the whole design the graph lowers to with a folding (for an MLP its
     matrix-vector units with their ROMs known; a CNN's windows, pools and joins besides)."""
     x = region_input(g)
 
     def whole(layers: list[LayerShape], dev: Device) -> dict:
-        _apply(g, layers)  # the pass sets the chosen ones last
+        _apply(g, layers, free)  # the pass sets the chosen ones last
         design = lower_stream(g, x)
         est = estimate(device=dev, **stream_inputs(design))
         est["total"]["interval_cycles"] = design.interval  # windows and joins run at their own rates

@@ -1,0 +1,121 @@
+"""autofold's choice of core and pack per layer (cores=dsp|lut|dsp+lut, pack=1|N|auto).
+
+Every figure here is the cost model's (nnfpga.cost); bench/cores_table.py holds the designs
+to Verilator's cycles and yosys's resources."""
+from pathlib import Path
+
+import pytest
+
+from nnfpga.builddir import load_npz, match_inputs
+from nnfpga.cost import estimate, layer_shapes
+from nnfpga.devices import DEVICES
+from nnfpga.errors import PipelineError
+from nnfpga.frontend import load_onnx
+from nnfpga.passes import PassContext, run_pipeline
+from nnfpga.passes.autofold import _whole_design, plan
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.fixture(scope="module")
+def quantized():
+    """model folder -> its quantized, channels-last IR (before any folding)."""
+    cache = {}
+
+    def get(model: str):
+        if model not in cache:
+            g = load_onnx(EXAMPLES / model / "model.onnx")
+            calib = match_inputs(g, load_npz(EXAMPLES / model / "calib.npz", "calibration"), "calibration data")
+            cache[model] = run_pipeline(g, "canonicalize,quantize,channels_last", PassContext(calib=calib))
+        return cache[model]
+    return get
+
+
+def autofolded(graph, options: str):
+    return run_pipeline(graph, f"autofold{{{options}}}", PassContext())
+
+
+def whole(g, device: str) -> dict:
+    """The estimate of the whole design the folded graph lowers to."""
+    return _whole_design(g)(layer_shapes(g), DEVICES[device])
+
+
+def folding(g) -> list[tuple]:
+    return [(l.pe, l.simd, l.window, l.core, l.pack) for l in layer_shapes(g)]
+
+
+def test_cores_dsp_is_the_folding_without_cores(quantized):
+    g = quantized("digits_mlp")
+    default = autofolded(g, "device=ecp5-85k")
+    explicit = autofolded(g, "device=ecp5-85k,cores=dsp,pack=1")
+    assert folding(default) == folding(explicit) == [(1, 64, 1, "dsp", 1), (1, 32, 1, "dsp", 1), (1, 8, 1, "dsp", 1)]
+    # plan without choices (each layer's own core) is the same search
+    g = g.clone()
+    chosen, _ = plan(layer_shapes(g), DEVICES["ecp5-85k"], whole=_whole_design(g))
+    assert [(l.pe, l.simd) for l in chosen] == [(1, 64), (1, 32), (1, 8)]
+
+
+def test_mnist_mlp_dsp_only_keeps_its_interval(quantized):
+    g = autofolded(quantized("mnist_mlp"), "device=ecp5-85k,cores=dsp")
+    assert whole(g, "ecp5-85k")["total"]["interval_cycles"] == 2048
+    assert {l.core for l in layer_shapes(g)} == {"dsp"}
+
+
+@pytest.mark.parametrize("model,device", [("digits_mlp", "ecp5-25k"), ("mnist_mlp", "ecp5-85k"),
+                                          ("mnist_mlp", "xc7z020")])
+def test_dsp_plus_lut_is_faster_where_dsps_bind(quantized, model, device):
+    g = quantized(model)
+    dsp = whole(autofolded(g, f"device={device},cores=dsp"), device)
+    mixed_graph = autofolded(g, f"device={device},cores=dsp+lut")
+    mixed = whole(mixed_graph, device)
+    assert dsp["utilization"]["dsps"] > 0.5  # the DSP-only design is held back by its DSPs ...
+    assert mixed["total"]["interval_cycles"] < dsp["total"]["interval_cycles"]  # ... and LUT products go faster
+    assert mixed["fits"], mixed["over"]
+    assert "lut" in {l.core for l in layer_shapes(mixed_graph)}
+
+
+@pytest.mark.parametrize("options", ["cores=lut", "cores=dsp+lut", "cores=dsp+lut,pack=auto", "cores=dsp,pack=auto",
+                                     "cores=dsp,pack=2"])
+@pytest.mark.parametrize("device", ["ecp5-85k", "xc7z020"])
+def test_the_chosen_design_fits(quantized, options, device):
+    est = whole(autofolded(quantized("digits_mlp"), f"device={device},{options}"), device)
+    assert est["fits"], est["over"]
+    assert all(est["total"][r] <= est["budget"][r] for r in ("luts", "ffs", "dsps", "brams"))
+
+
+def test_lut_only_uses_no_product_multipliers(quantized):
+    g = autofolded(quantized("digits_mlp"), "device=ecp5-85k,cores=lut")
+    est = estimate(layer_shapes(g), device="ecp5-85k")
+    assert {l.core for l in layer_shapes(g)} == {"lut"}
+    assert sum(l["dsps_breakdown"]["products"] for l in est["layers"]) == 0
+
+
+def test_pack_auto_packs_where_the_multiplier_is_wide_enough(quantized):
+    g = quantized("mnist_mlp")
+    # xc7's 25x18 DSP48E1 holds two 8-bit products; ECP5's 18x18 holds one
+    xc7 = autofolded(g, "device=xc7z020,cores=dsp,pack=auto")
+    assert max(l.pack for l in layer_shapes(xc7)) == 2
+    unpacked = whole(autofolded(g, "device=xc7z020,cores=dsp"), "xc7z020")
+    assert whole(xc7, "xc7z020")["total"]["interval_cycles"] < unpacked["total"]["interval_cycles"]
+    ecp5 = autofolded(quantized("digits_mlp"), "device=ecp5-85k,cores=dsp,pack=auto")
+    assert {l.pack for l in layer_shapes(ecp5)} == {1}
+
+
+def test_a_layer_with_its_own_core_keeps_it(quantized):
+    g = run_pipeline(quantized("digits_mlp"), "fold{core=relu0:lut},autofold{device=ecp5-85k,cores=dsp}",
+                     PassContext())
+    assert [l.core for l in layer_shapes(g)] == ["lut", "dsp", "dsp"]
+
+
+def test_core_and_pack_are_left_unsaid_at_their_defaults(quantized):
+    g = autofolded(quantized("digits_mlp"), "device=ecp5-85k,cores=dsp+lut")
+    for node in g.nodes:
+        if node.op == "qmatmul":
+            assert node.attrs.get("core", "lut") == "lut" and "pack" not in node.attrs
+
+
+@pytest.mark.parametrize("options,message", [("cores=fpga", "cores=fpga is not one of"),
+                                             ("pack=0", "must be at least 1"), ("pack=two", "whole number or auto")])
+def test_bad_core_options(quantized, options, message):
+    with pytest.raises(PipelineError, match=message):
+        autofolded(quantized("digits_mlp"), options)
