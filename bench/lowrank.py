@@ -72,13 +72,13 @@ def _measure(model_path, pipeline: str, calib: dict, tests: dict) -> dict:
     """MACs (from lowrank's report, or every layer's when unfactored) and accuracies."""
     from nnfpga.frontend import load_onnx
     from nnfpga.passes import PassContext, run_pipeline
-    from nnfpga.passes.lowrank import _layers
+    from nnfpga.passes.lowrank_ranks import factorable_layers
 
     g = load_onnx(model_path)
     ctx = PassContext(calib={g.inputs[0].name: calib})
     float_ir = run_pipeline(g, pipeline, ctx)
     int_ir = run_pipeline(float_ir, "quantize{wbits=8,abits=8}", ctx)
-    layers = _layers(float_ir)
+    layers = factorable_layers(float_ir)
     row = {"macs": sum(l.macs(None) for l in layers), "layers": len(layers),
            "ranks": [r["rank"] if r["factored"] else None for r in ctx.report]}  # layer order; None: whole
     for name, (x, y) in tests.items():

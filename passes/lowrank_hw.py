@@ -27,10 +27,10 @@ import math
 from functools import lru_cache
 
 from nnfpga.cost import LayerShape
-from nnfpga.devices import Device
+from nnfpga.devices import DEVICES, Device
 from nnfpga.errors import PipelineError
 from nnfpga.passes.autofold import _Planner, plan
-from nnfpga.passes.lowrank import Layer, _cost, _first_rank, pareto_front
+from nnfpga.passes.lowrank_ranks import Layer, first_rank, log_cost, pareto_front
 
 MAX_SPEEDUP = 16
 """Largest s in T0 / s tried: beyond it every layer's rank sinks to a few singular values."""
@@ -71,10 +71,8 @@ def _full_cycles(shape: LayerShape, dev: Device) -> frozenset[int]:
 
 @lru_cache(maxsize=4096)
 def _full_cycles_cached(shape: LayerShape, device: str) -> frozenset[int]:
-    from nnfpga.devices import DEVICES
-
     (opts,) = _Planner([shape], DEVICES[device]).options
-    return frozenset(c for c, _, pe, simd in opts
+    return frozenset(c for c, _, pe, simd, *_core in opts
                      if c == shape.vectors * (shape.n // pe) * (shape.k // simd))
 
 
@@ -96,7 +94,7 @@ def hw_ranks(layers: list[Layer], dev: Device, macs: float = 0.0, cycles: float 
         for layer in layers:
             choices = [(layer.macs(None), 0.0, None)]
             if not layer.skip_reason and layer.sigma.size:
-                choices += [(layer.macs(r), _cost(layer, r), r) for r in range(1, _first_rank(layer) + 1)
+                choices += [(layer.macs(r), log_cost(layer, r), r) for r in range(1, first_rank(layer) + 1)
                             if full_at(layer, r, interval, dev)]
             options.append(choices)
         front = pareto_front(options, (macs or 1.0) * total)
@@ -125,7 +123,7 @@ def hw_ranks(layers: list[Layer], dev: Device, macs: float = 0.0, cycles: float 
 
 def _tried(layers: list[Layer], choices: tuple, interval: int, dev: Device) -> dict:
     ranks = {l.name: r for l, r in zip(layers, choices) if r is not None}
-    return {"interval": interval, "ranks": ranks, "cost": sum(_cost(l, ranks.get(l.name)) for l in layers),
+    return {"interval": interval, "ranks": ranks, "cost": sum(log_cost(l, ranks.get(l.name)) for l in layers),
             "macs": sum(l.macs(ranks.get(l.name)) for l in layers), "cycles": predicted_cycles(layers, ranks, dev)}
 
 

@@ -237,11 +237,11 @@ def test_hw_ranks_use_every_lane_and_beat_macs_in_predicted_cycles():
     # fold into the chosen interval exactly, in no more MACs, and the design is predicted faster.
     from nnfpga.devices import DEVICES
     from nnfpga.frontend import load_onnx
-    from nnfpga.passes.lowrank import _layers
+    from nnfpga.passes.lowrank_ranks import factorable_layers
     from nnfpga.passes.lowrank_hw import predicted_cycles
 
     g = run_pipeline(load_onnx(MNIST_MLP), "canonicalize")
-    layers, dev = _layers(g), DEVICES["ecp5-85k"]
+    layers, dev = factorable_layers(g), DEVICES["ecp5-85k"]
     _, plain = _lowrank(g, "macs=0.75")
     ctx = PassContext(device="ecp5-85k")
     run_pipeline(g, "lowrank{hw=1,macs=0.75}", ctx)
