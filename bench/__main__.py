@@ -26,6 +26,8 @@ repository root. Sections:
              zero-slice skipping on the same weights, zero slices, accuracy (only when named)
   precision  accuracy vs interval of the MNIST MLP at uniform 8/6/4 bits and at per-layer bits
              chosen by the precision pass for several rates (only when named in --only)
+  const      the const core against da4ml on the jet MLP's first layer (yosys synth_xilinx), and the
+             whole jet MLP on it for xc7z020 (only when named in --only; --quick: the layer only)
   cores_table  DSP-only, packed, LUT-only, DSP+LUT and split 8/4 designs of every example on
              ecp5-85k, ecp5-25k and xc7z020: cycles, resources, Fmax, accuracy (only when
              named in --only; --quick: the MNIST MLP on ecp5-85k)
@@ -47,13 +49,13 @@ from rich.console import Console
 from bench import common
 
 SECTIONS = ("compiler", "verify", "hardware", "peers", "cost", "quantized", "lowrank", "fuzz", "split", "bits",
-            "bitserial", "precision", "cores_table")
-ON_REQUEST = ("lowrank", "fuzz", "split", "bits", "bitserial", "precision", "cores_table")
+            "bitserial", "precision", "cores_table", "const")
+ON_REQUEST = ("lowrank", "fuzz", "split", "bits", "bitserial", "precision", "cores_table", "const")
 """Sections run only when --only names them: lowrank trains models (14+ minutes), fuzz runs
 10,000 compiles (about 15 minutes), split and bits run 10,000 MNIST images per row, precision
 searches bits for several targets and runs two MNIST MLP designs in Verilator, cores_table
 compiles and simulates 75 designs."""
-MODULE_OF = {"verify": "verification", "cost": "cost_model"}
+MODULE_OF = {"verify": "verification", "cost": "cost_model", "const": "constcore"}
 """A section's module in bench/, where its name differs."""
 ALIASES = {"compile": "compiler", "verification": "verify", "hw": "hardware", "peer": "peers", "cost_model": "cost"}
 

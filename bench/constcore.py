@@ -1,5 +1,5 @@
-"""`python -m bench.constcore [--skip-mlp] [--out FILE]`: section `const`, the const core
-against da4ml.
+"""Section `const` (`python -m bench --only const`; `--quick`: the first layer only), or alone
+`python -m bench.constcore [--skip-mlp] [--out FILE]`: the const core against da4ml.
 
 1. The jet MLP's first layer (16→64, int8 weights as our `quantize` makes them, int8
    inputs), fully parallel: the const core's shift-add graph (the layer module's `_mvm`,
@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from rich.table import Table
 
 from bench.common import EXAMPLES, ChildError, run_child
 from bench.peers import DA4ML_LATENCY_CUTOFF
@@ -124,6 +125,41 @@ def mlp_row(build: Path, work: Path) -> dict:
     row.update(bit_exact=result["bit_exact"], latency_cycles=result["latency_cycles"],
                cycles_per_inference=result["cycles_per_inference"])
     return row
+
+
+def run(ctx) -> dict:
+    """The section: the layer against da4ml, then (not with --quick) the whole MLP."""
+    work = ctx.work / "const"
+    work.mkdir(parents=True, exist_ok=True)
+    ctx.say("const: the jet MLP's first layer, nnfpga const core and da4ml, yosys synth_xilinx")
+    build = jet_build(work)
+    result = {"layer": layer_row(first_layer(build), work)}
+    ours, theirs = result["layer"]
+    if "luts" in ours.get("synth", {}) and "luts" in theirs.get("synth", {}):
+        result["lut_ratio"] = ours["synth"]["luts"] / theirs["synth"]["luts"]
+    if not ctx.quick:
+        ctx.say(f"const: the whole jet MLP on the const core for {TARGET}")
+        result["mlp"] = mlp_row(build, work)
+    result["command"] = "python -m bench --only const" + (" --quick" if ctx.quick else "")
+    return result
+
+
+def table(result: dict) -> Table:
+    t = Table(title="const — jet MLP 16→64 layer (int8, fully parallel) and the whole MLP at one vector per "
+                    f"cycle, yosys synth_xilinx ({TARGET})")
+    for col in ("design", "LUT", "FF", "DSP", "latency (cycles)", "exact"):
+        t.add_column(col, justify="left" if col == "design" else "right")
+    for r in result["layer"]:
+        s = r.get("synth", {})
+        t.add_row(f"layer 0: {r['tool']}", str(s.get("luts", "—")), str(s.get("ffs", "—")), str(s.get("dsps", "—")),
+                  "—", str(r.get("exact_rtl", r.get("exact"))))
+    if "lut_ratio" in result:
+        t.add_row("layer 0: const / da4ml LUTs", f"{result['lut_ratio']:.3f}", "", "", "", "")
+    if "mlp" in result:
+        m, s = result["mlp"], result["mlp"]["synth"]
+        t.add_row("jet MLP, fold{core=const}", str(s.get("luts")), str(s.get("ffs")), str(s.get("dsps")),
+                  f"{m['latency_cycles']} (predicted {m['predicted_latency_cycles']})", str(m["bit_exact"]))
+    return t
 
 
 def main() -> None:
