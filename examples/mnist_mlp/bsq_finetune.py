@@ -31,6 +31,9 @@ def main(argv=None) -> dict:
     p.add_argument("--strength", type=float, default=0.2, help="weight of the group-Lasso penalty")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--samples", type=int, default=12000, help="training images used (the first ones)")
+    p.add_argument("--slice", type=int, default=2, help="slice width the penalty groups (1, 2 or 4)")
+    p.add_argument("--pe", type=int, default=4, help="tile the penalty groups: fold{pe=..}")
+    p.add_argument("--simd", type=int, default=8, help="tile the penalty groups: fold{simd=..}")
     p.add_argument("--out", type=Path, default=HERE / "bsq.onnx", help="relative: inside examples/mnist_mlp")
     args = p.parse_args(argv)
     args.out = HERE / args.out if not args.out.is_absolute() else args.out
@@ -40,7 +43,8 @@ def main(argv=None) -> dict:
     x_train, y_train, _, _ = load_mnist()
     x_train, y_train = x_train[:args.samples], y_train[:args.samples]
     start = time.monotonic()
-    result = finetune_bitslices(HERE / "model.onnx", args.out, x_train, y_train, wbits=8, s=2, pe=4, simd=8,
+    result = finetune_bitslices(HERE / "model.onnx", args.out, x_train, y_train, wbits=8, s=args.slice,
+                                pe=args.pe, simd=args.simd,
                                 strength=args.strength, epochs=args.epochs, seed=0, force=True)
     print(f"training accuracy: original {result['teacher_accuracy']:.4f}, on the 8-bit grid "
           f"{result['grid_accuracy']:.4f}, after {args.epochs} epochs {result['finetuned_accuracy']:.4f}; "
