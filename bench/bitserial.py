@@ -35,14 +35,15 @@ WEIGHTS = {
     "int8 PTQ": ("model.onnx", PTQ8),
     "int6 PTQ": ("model.onnx", "canonicalize,quantize{wbits=6,abits=8}"),
     "int4 PTQ": ("model.onnx", "canonicalize,quantize{wbits=4,abits=8}"),
-    "int8 bitslice keep=1": ("model.onnx", PTQ8 + ",bitslice{s=2,keep=1}"),
+    "int8 bitslice, keep 1": ("model.onnx", PTQ8 + ",bitslice{s=2,keep=1}"),
     "BSQ": ("bsq.onnx", PTQ8),
-    "BSQ + bitslice keep=2": ("bsq.onnx", PTQ8 + ",bitslice{s=2,keep=2}"),
-    "BSQ + bitslice keep=1": ("bsq.onnx", PTQ8 + ",bitslice{s=2,keep=1}"),
+    "BSQ + bitslice, keep 2": ("bsq.onnx", PTQ8 + ",bitslice{s=2,keep=2}"),
+    "BSQ + bitslice, keep 1": ("bsq.onnx", PTQ8 + ",bitslice{s=2,keep=1}"),
 }
 """Rows: a label, the model (in examples/mnist_mlp) and the pipeline that makes the integer
 weights (the fold is appended). A pipeline naming a pass that is not registered is reported
-as not run. The environment variable NNFPGA_BENCH_BITSERIAL_WEIGHTS replaces them:
+as not run. The environment variable NNFPGA_BENCH_BITSERIAL_WEIGHTS replaces them (a label holds
+no "=" or ";"):
 `label=pipeline;label=model.onnx:pipeline` (without a model: model.onnx)."""
 VERILATOR_ROW = ("BSQ", 2)
 """(label, slice) of the row measured in Verilator; the first row when that label is not run."""
