@@ -1,12 +1,14 @@
 """Section bitserial — cycles of the MNIST MLP on the bit-serial core with and without
 zero-slice skipping, on the same weights, with the share of zero slices and the accuracy.
 
-Per row: a weight pipeline (WEIGHTS: post-training quantization at 8 and fewer bits; a
-`bitslice` row rounds the weights to fewer non-zero slices when that pass is registered)
-followed by `fold{pe=PE,simd=SIMD,core=bitserial,slice=S}`. The cycles per inference come
+Per row: a model and a weight pipeline (WEIGHTS: post-training quantization of model.onnx at
+8 and fewer bits; a `bitslice` row rounds the weights to fewer non-zero slices; the BSQ rows
+quantize bsq.onnx, whose bits examples/mnist_mlp/bsq_finetune.py trained under a group Lasso
+over the pe=4 x simd=8 tiles of 2-bit slices, the tile and slice the fold here uses) followed
+by `fold{pe=PE,simd=SIMD,core=bitserial,slice=S}`. The cycles per inference come
 from the cycle model (backends/stream_sim.py, the prediction every hardware test holds
 Verilator to with ==), with the schedule skipping all-zero tiles and with every tile listed
-(skip=0); the Verilator column is measured on the first row's design (`nnfpga verify`'s path,
+(skip=0); the Verilator column is measured on the VERILATOR_ROW design (`nnfpga verify`'s path,
 random gaps and backpressure, then back-to-back inferences). Zero slices: the share of
 (weight, slice) pairs that are zero; zero tiles: the share of PE x SIMD tiles of one slice
 that the skipping schedule leaves out. Accuracy: top-1 of the integer IR (which the hardware
@@ -23,19 +25,28 @@ from rich.table import Table
 from bench.common import EXAMPLES, REPO
 from nnfpga.bitslices import nonzero_tiles, sign_magnitude_slices
 
-FOLD = {"pe": 8, "simd": 16}
-"""Array width of every layer (784-256-128-64-10: 1,568 + 256 + 64 + 5 folds of PE x SIMD)."""
+FOLD = {"pe": 4, "simd": 8}
+"""Array width of every layer, the tile bsq.onnx was trained on (784-256-128-64-10: 6,272 +
+1,024 + 256 + 40 tiles of PE x SIMD; the last layer, N = 10, folds to pe=2)."""
 SLICE_BITS = (1, 2)
 """Slice widths measured per weight pipeline."""
+PTQ8 = "canonicalize,quantize{wbits=8,abits=8}"
 WEIGHTS = {
-    "int8 PTQ": "canonicalize,quantize{wbits=8,abits=8}",
-    "int6 PTQ": "canonicalize,quantize{wbits=6,abits=8}",
-    "int4 PTQ": "canonicalize,quantize{wbits=4,abits=8}",
-    "int8 bitslice": "canonicalize,quantize{wbits=8,abits=8},bitslice",
+    "int8 PTQ": ("model.onnx", PTQ8),
+    "int6 PTQ": ("model.onnx", "canonicalize,quantize{wbits=6,abits=8}"),
+    "int4 PTQ": ("model.onnx", "canonicalize,quantize{wbits=4,abits=8}"),
+    "int8 bitslice, keep 1": ("model.onnx", PTQ8 + ",bitslice{s=2,keep=1}"),
+    "BSQ": ("bsq.onnx", PTQ8),
+    "BSQ + bitslice, keep 2": ("bsq.onnx", PTQ8 + ",bitslice{s=2,keep=2}"),
+    "BSQ + bitslice, keep 1": ("bsq.onnx", PTQ8 + ",bitslice{s=2,keep=1}"),
 }
-"""Rows: a label and the pipeline that makes the integer weights (the fold is appended). A
-pipeline naming a pass that is not registered is reported as not run. The environment
-variable NNFPGA_BENCH_BITSERIAL_WEIGHTS replaces them: `label=pipeline;label=pipeline`."""
+"""Rows: a label, the model (in examples/mnist_mlp) and the pipeline that makes the integer
+weights (the fold is appended). A pipeline naming a pass that is not registered is reported
+as not run. The environment variable NNFPGA_BENCH_BITSERIAL_WEIGHTS replaces them (a label holds
+no "=" or ";"):
+`label=pipeline;label=model.onnx:pipeline` (without a model: model.onnx)."""
+VERILATOR_ROW = ("BSQ", 2)
+"""(label, slice) of the row measured in Verilator; the first row when that label is not run."""
 TILE_SWEEP = ((1, 1), (2, 2), (4, 4), (8, 16))
 """(pe, simd) tiles for the first row's weights: a smaller tile is all zero in a slice more
 often, so skipping gains more, at more cycles per inference overall."""
@@ -102,13 +113,13 @@ def _slice_stats(g, slice_bits: int) -> tuple[float, float]:
     return zero / total, zero_tiles / tiles
 
 
-def _verilator_cycles(ctx, pipeline: str) -> dict:
+def _verilator_cycles(ctx, model: str, pipeline: str) -> dict:
     """Compile the design and measure it in Verilator (a few images, bit-exact check included)."""
     from nnfpga.build import CompileOptions, compile_model
     from nnfpga.verify import verify_build
 
     out = ctx.work / "builds" / "bitserial"
-    compile_model(EXAMPLES / MODEL / "model.onnx", out,
+    compile_model(EXAMPLES / MODEL / model, out,
                   CompileOptions(pipeline=pipeline, calib_path=EXAMPLES / MODEL / "calib.npz", force=True,
                                  target=ctx.target, seed=ctx.seed))
     r = verify_build(out, inputs_path=EXAMPLES / MODEL / "test.npz", samples=VERILATOR_SAMPLES, seed=ctx.seed)
@@ -116,17 +127,17 @@ def _verilator_cycles(ctx, pipeline: str) -> dict:
             "bit_exact": bool(r["bit_exact"]), "samples": r["samples"]}
 
 
-def _row(label: str, weights: str, slice_bits: int, tests: dict, calib) -> dict:
+def _row(label: str, model: str, weights: str, slice_bits: int, tests: dict, calib) -> dict:
     from nnfpga.frontend import load_onnx
     from nnfpga.passes import PassContext, run_pipeline
 
     pipeline = f"{weights},{_fold(slice_bits)}"
-    row = {"weights": label, "slice": slice_bits, "pipeline": pipeline}
+    row = {"weights": label, "model": model, "slice": slice_bits, "pipeline": pipeline}
     missing = _missing_pass(pipeline)
     if missing is not None:
         row["not_run"] = missing
         return row
-    g = load_onnx(EXAMPLES / MODEL / "model.onnx")
+    g = load_onnx(EXAMPLES / MODEL / model)
     q = run_pipeline(g, pipeline, PassContext(calib={g.inputs[0].name: calib}))
     every = run_pipeline(q, f"fold{{pe={FOLD['pe']},simd={FOLD['simd']},skip=0}}")  # same weights, every tile
     row["cycles_skip"], row["tiles_skip"] = _design_cycles(q)
@@ -137,12 +148,12 @@ def _row(label: str, weights: str, slice_bits: int, tests: dict, calib) -> dict:
     return row
 
 
-def _tile_sweep(weights: str, calib) -> list[dict]:
+def _tile_sweep(model: str, weights: str, calib) -> list[dict]:
     """Cycle-model rows of the first weight pipeline at every TILE_SWEEP tile and slice width."""
     from nnfpga.frontend import load_onnx
     from nnfpga.passes import PassContext, run_pipeline
 
-    g = load_onnx(EXAMPLES / MODEL / "model.onnx")
+    g = load_onnx(EXAMPLES / MODEL / model)
     q = run_pipeline(g, weights, PassContext(calib={g.inputs[0].name: calib}))
     rows = []
     for pe, simd in TILE_SWEEP:
@@ -154,17 +165,27 @@ def _tile_sweep(weights: str, calib) -> list[dict]:
     return rows
 
 
-def _weights() -> dict[str, str]:
+def _weights() -> dict[str, tuple[str, str]]:
     text = os.environ.get("NNFPGA_BENCH_BITSERIAL_WEIGHTS", "").strip()
     if not text:
         return WEIGHTS
     rows = {}
     for item in text.split(";"):
-        label, eq, pipeline = item.partition("=")
-        if not eq or not label.strip() or not pipeline.strip():
-            raise ValueError(f"NNFPGA_BENCH_BITSERIAL_WEIGHTS entry '{item}' must look like label=pipeline")
-        rows[label.strip()] = pipeline.strip()
+        label, eq, spec = item.partition("=")
+        if not eq or not label.strip() or not spec.strip():
+            raise ValueError(f"NNFPGA_BENCH_BITSERIAL_WEIGHTS entry '{item}' must look like "
+                             "label=pipeline or label=model.onnx:pipeline")
+        model, colon, pipeline = spec.strip().partition(":")
+        if not colon or not model.endswith(".onnx"):  # a pipeline may hold ':' (fold{core=fc1:lut})
+            model, pipeline = "model.onnx", spec.strip()
+        rows[label.strip()] = (model, pipeline.strip())
     return rows
+
+
+def _verilator_row(rows: list[dict]) -> dict:
+    label, slice_bits = VERILATOR_ROW
+    chosen = [r for r in rows if r["weights"] == label and r["slice"] == slice_bits and "not_run" not in r]
+    return chosen[0] if chosen else rows[0]
 
 
 def run(ctx) -> dict:
@@ -179,17 +200,20 @@ def run(ctx) -> dict:
     elif not ctx.quick:
         tests["10k"] = mnist
     weight_rows = _weights()
-    for label, weights in weight_rows.items():
+    for label, (model, weights) in weight_rows.items():
         for s in SLICE_BITS:
             ctx.say(f"{label}: slice={s}")
-            result["rows"].append(_row(label, weights, s, tests, calib))
+            result["rows"].append(_row(label, model, weights, s, tests, calib))
             if "not_run" in result["rows"][-1] and s == SLICE_BITS[0]:
                 result["notes"].append(f"{label} not run: {result['rows'][-1]['not_run']}")
     first = result["rows"][0]
     ctx.say(f"tile sizes: {first['weights']}")
-    result["tile_sweep"] = {"weights": first["weights"], "rows": _tile_sweep(weight_rows[first["weights"]], calib)}
-    ctx.say(f"Verilator: {first['pipeline']}")
-    result["verilator"] = {"pipeline": first["pipeline"], **_verilator_cycles(ctx, first["pipeline"])}
+    result["tile_sweep"] = {"weights": first["weights"], "rows": _tile_sweep(*weight_rows[first["weights"]], calib)}
+    measured = _verilator_row(result["rows"])
+    ctx.say(f"Verilator: {measured['model']}, {measured['pipeline']}")
+    result["verilator"] = {"weights": measured["weights"], "model": measured["model"],
+                           "pipeline": measured["pipeline"],
+                           **_verilator_cycles(ctx, measured["model"], measured["pipeline"])}
     result["command"] = "python -m bench --only bitserial" + (" --quick" if ctx.quick else "")
     result["repo"] = str(REPO)
     return result
@@ -203,18 +227,19 @@ def tables(result: dict) -> list[Table]:
     v = result["verilator"]
     t = Table(title=f"bitserial — {result['model']}, pe={result['fold']['pe']} simd={result['fold']['simd']}: "
                     f"cycles per inference with and without zero-slice skipping (cycle model; Verilator on "
-                    f"the first row: measured {v['measured']}, predicted {v['predicted']}, "
+                    f"{v['weights']}, slice {v['pipeline'].rsplit('slice=', 1)[-1].rstrip('}')}: measured "
+                    f"{v['measured']}, predicted {v['predicted']}, "
                     f"bit-exact {v['bit_exact']} on {v['samples']} images)")
-    for col in ("weights", "slice", "cycles, every tile", "cycles, skipping", "speed-up", "zero slices",
+    for col in ("weights", "model", "slice", "cycles, every tile", "cycles, skipping", "speed-up", "zero slices",
                 "zero tiles", "test", "10k"):
         t.add_column(col, justify="left" if col == "weights" else "right")
     if result["notes"]:
         t.caption = "; ".join(result["notes"])
     for r in result["rows"]:
         if "not_run" in r:
-            t.add_row(r["weights"], str(r["slice"]), "not run", "", "", "", "", "", "")
+            t.add_row(r["weights"], r["model"], str(r["slice"]), "not run", "", "", "", "", "", "")
             continue
-        t.add_row(r["weights"], str(r["slice"]), f"{r['cycles_all']:,}", f"{r['cycles_skip']:,}",
+        t.add_row(r["weights"], r["model"], str(r["slice"]), f"{r['cycles_all']:,}", f"{r['cycles_skip']:,}",
                   f"{r['cycles_all'] / r['cycles_skip']:.2f}×", _pct(r["zero_slices"]), _pct(r["zero_tiles"]),
                   _pct(r.get("acc_test")), _pct(r.get("acc_10k")))
     sweep = result.get("tile_sweep")
