@@ -182,7 +182,10 @@ module nnfpga_dense #(
     logic [SFW-1:0]  tile_sf;     // input fold of the tile issued
     /* verilator lint_on UNUSEDSIGNAL */
     logic [S_K_BITS-1:0] tile_k;  // weight slice of the tile issued (bitserial core)
+    /* verilator lint_off UNUSEDSIGNAL */
+    // Read by the RAM buffer only (the flip-flop buffer reads by tile_sf).
     logic [XAW-1:0]  x_raddr;     // input buffer read address and bank of the tile issued
+    /* verilator lint_on UNUSEDSIGNAL */
     logic [BKW-1:0]  x_rbank;
     logic [CRW-1:0]  reserved;    // beats issued and not yet taken from the FIFO
     logic            credit;
