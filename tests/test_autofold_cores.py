@@ -12,6 +12,7 @@ from nnfpga.backends.stream_graph import lower_stream
 from nnfpga.backends.verilog import predicted_timing
 from nnfpga.bitslices import nonzero_tiles
 from nnfpga.ir import verify
+from onnx_models import mlp
 
 from nnfpga.builddir import load_npz, match_inputs
 from nnfpga.cost import estimate, layer_shapes
@@ -167,19 +168,23 @@ def test_autofold_slice_option_sets_the_slice(quantized):
     assert [n.attrs.get("slice") for n in folded.nodes if n.op == "qmatmul"][0] == 4
 
 
-def test_const_core_on_a_small_layer(quantized):
-    g = autofolded(quantized("jet_mlp"), "device=ecp5-85k,cores=dsp+lut+const")
-    verify(g)
-    nodes = [n for n in g.nodes if n.op == "qmatmul"]
-    const = [n for n in nodes if n.attrs.get("core") == "const"]
-    assert const, [n.attrs for n in nodes]
-    for n in const:
-        k, n_out = n.inputs[1].type.shape
-        assert (n.attrs["pe"], n.attrs["simd"]) == (n_out, k)
-    design = lower_stream(g, region_input(g))
-    est = whole(g, "ecp5-85k")
+def test_const_core_on_small_layers():
+    """A tiny MLP fits at one inference per cycle, where a hard-wired shift-add graph costs
+    fewer LUTs than the lut core's products: off the DSPs (which autofold fills first while
+    they last), autofold puts its layers on the const core."""
+    g = load_onnx(mlp((6, 4, 3), seed=1))
+    calib = np.random.default_rng(0).standard_normal((32, 6)).astype(np.float32)
+    q = run_pipeline(g, "canonicalize,quantize", PassContext(calib={g.inputs[0].name: calib}))
+    folded = autofolded(q, "device=ecp5-85k,cores=lut+const")
+    verify(folded)
+    layers = [(n.attrs.get("core"), n.attrs["pe"], n.attrs["simd"]) for n in folded.nodes if n.op == "qmatmul"]
+    assert layers == [("const", 4, 6), ("const", 3, 4)]
+    design = lower_stream(folded, region_input(folded))
+    _, interval = predicted_timing(design)
+    est = whole(folded, "ecp5-85k")
     assert est["fits"], est["over"]
-    assert est["total"]["interval_cycles"] == design.interval
+    assert est["total"]["interval_cycles"] == design.interval == interval
+    assert sum(l["dsps_breakdown"]["products"] for l in est["layers"]) == 0
 
 
 @pytest.mark.parametrize("options", ["cores=dsp+lut+bitserial+const", "cores=bitserial", "cores=const+lut"])
