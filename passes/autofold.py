@@ -21,8 +21,8 @@ the device's LUTs, FFs, DSPs and block RAMs; a design fits when every total is w
 the budget. When nothing fits, the error names the largest rate that does, or the
 smallest device in the table that would.
 
-Cores (`cores=dsp|lut|dsp+lut`, `pack=1|N|auto`): each layer's products may also be built
-by either core, and on the dsp core `pack` products may share one multiplier (up to
+Cores (`cores=` any `+` of dsp, lut, bitserial, const; `pack=1|N|auto`; `slice=1|2|4`):
+each layer's products may also be built by any core named, and on the dsp core `pack` products may share one multiplier (up to
 nnfpga.hardware.max_pack for the layer's widths on the device's multiplier). A layer that
 already names its core or pack (split's parts, fold{core=,pack=}) keeps them. A (core,
 pack) is one more dimension of a layer's foldings, and resources are priced so that DSPs
@@ -40,6 +40,12 @@ and LUTs both fill:
     dsp, pack 1           P·S (+ requant)       adder tree, control
     dsp, pack p           ⌈P/p⌉·S (+ requant)   + the lanes' corrections
     lut                   requant only          + P·S shift-add products (~170 LUT4 at 8x8, ECP5)
+    bitserial, slice s    requant only          + P·S shift-adds of (s+1)-bit slices; folds = the
+                                                listed tiles of its weights at this P, S (exact)
+    const                 requant only          + the weights' shift-add graph; only P = N, S = K
+
+The bitserial and const cores are offered to dense layers (qmatmul) only: a convolution's
+matrix rows follow its window's stream order, which the tile count here does not model.
 
 so layers stay on DSPs while the DSPs last, the fastest designs move to the lut core the
 layers that save the most DSPs per LUT spent, and with one (core, pack) per layer
@@ -58,6 +64,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from types import SimpleNamespace
 from typing import Callable
 
 from nnfpga.backends.lower import region_input
@@ -66,7 +73,8 @@ from nnfpga.cost import (RESOURCES, LayerShape, device_budget, devices_by_size, 
                          layer_cost, layer_shapes, simd_taps, stream_inputs)
 from nnfpga.devices import DEFAULT_DEVICE, DEVICES, Device
 from nnfpga.errors import PipelineError
-from nnfpga.hardware import max_pack
+from nnfpga.bitslices import SLICE_WIDTHS
+from nnfpga.hardware import CORES, bitserial_schedule, max_pack
 from nnfpga.ir import Graph
 from nnfpga.passes.fold import set_window_taps
 from nnfpga.passes.pipeline import Step
@@ -77,8 +85,18 @@ def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-CORE_SETS = {"dsp": ("dsp",), "lut": ("lut",), "dsp+lut": ("dsp", "lut")}
-"""autofold's `cores` option: the cores a layer without a core of its own may take."""
+def _foldings(l: LayerShape, core: str) -> list[tuple[int, int]]:
+    """The (pe, simd) a layer may take on `core`: every divisor pair, the const core's only
+    pe = N, simd = K (its weights are wired into one graph computing a vector per cycle)."""
+    if core == "const":
+        return [(l.n, l.k)]
+    return [(pe, simd) for pe in _divisors(l.n) for simd in _divisors(l.k)]
+
+
+CORE_NAMES = CORES
+"""Names autofold's `cores` option joins with `+`: the cores a layer without a core of its own may take."""
+DEFAULT_SLICE = 2
+"""Slice width autofold gives a layer it puts on the bitserial core (its `slice` option)."""
 PRICE_RANGE = 16.0
 """log2 of the largest DSP price factor λ the core mix search tries (and of the smallest, negated)."""
 PRICE_STEPS = 12
@@ -88,6 +106,8 @@ Choice = tuple[str, int]
 """(core, pack) of one layer's products."""
 Choices = Callable[[Device], list[list[Choice]]]
 """Each layer's allowed (core, pack) on a device (packing depends on its multiplier)."""
+TileCount = Callable[[int, int], int]
+"""A dense layer's bitserial tiles per vector at (pe, simd): its schedule's length."""
 
 
 WholeDesign = Callable[[list[LayerShape], Device], dict]
@@ -98,26 +118,32 @@ total interval_cycles the module graph's), for a graph with more than matrix-vec
 class _Planner:
     """Designs for one chain of layers on one device, with the per-layer costs cached.
 
-    `choices`: each layer's allowed (core, pack); default its own."""
+    `choices`: each layer's allowed (core, pack); default its own. `serial`: per layer, its
+    slice width and tile count on the bitserial core (None where it has no weights known)."""
 
     def __init__(self, shapes: list[LayerShape], dev: Device, whole: WholeDesign | None = None,
-                 choices: list[list[Choice]] | None = None):
+                 choices: list[list[Choice]] | None = None,
+                 serial: list[tuple[int, TileCount] | None] | None = None):
         self.shapes, self.dev, self.whole = shapes, dev, whole
+        self.serial = serial or [None] * len(shapes)
         choices = choices or [[(l.core, l.pack)] for l in shapes]
         self.has_choice = any(len(c) > 1 for c in choices)
         budget = device_budget(dev)
         # per layer: (folds, share of each resource (RESOURCES order), pe, simd, core, pack)
         self.options: list[list[tuple]] = []
-        for l, allowed in zip(shapes, choices):
+        for i, (l, allowed) in enumerate(zip(shapes, choices)):
             opts = []
             for core, pack in allowed:
-                for pe in _divisors(l.n):
-                    for simd in _divisors(l.k):
-                        trial = replace(l, pe=pe, simd=simd, rom_widths=None, core=core, pack=pack)
-                        trial = replace(trial, window=simd_taps(trial))
-                        c = layer_cost(trial, first_in_par(trial) * trial.window if l.channels else simd, dev)
-                        shares = tuple(c[r] / budget[r] if budget[r] else math.inf for r in RESOURCES)
-                        opts.append((c["stage_cycles"] if l.channels else c["folds"], shares, pe, simd, core, pack))
+                for pe, simd in _foldings(l, core):
+                    trial = self.shape(i, pe, simd, core, pack)
+                    c = layer_cost(trial, first_in_par(trial) * trial.window if l.channels else simd, dev)
+                    shares = tuple(c[r] / budget[r] if budget[r] else math.inf for r in RESOURCES)
+                    cycles = c["stage_cycles"] if l.channels else c["folds"]
+                    if core == "bitserial":
+                        # Fewer tiles than N/pe output beats or (first layer) K/simd input beats:
+                        # the stream, not the tiles, sets the pace (other cores' folds cover both).
+                        cycles = max(cycles, l.n // pe, c["stage_cycles"] if i == 0 else 0)
+                    opts.append((cycles, shares, pe, simd, core, pack))
             self.options.append(sorted(opts, key=lambda o: (sum(o[1]), o[2] * o[3], o[2])))
 
     def intervals(self) -> list[int]:
@@ -146,10 +172,23 @@ class _Planner:
                 wide = [d for d in _divisors(prev.n) if d >= prev.pe and l.channels % d == 0
                         and l.vectors * l.k // (d * taps) <= interval]
                 if wide:
-                    chosen[-1] = replace(prev, pe=wide[0])
-            trial = replace(l, pe=pe, simd=simd, rom_widths=None, core=core, pack=pack)
-            chosen.append(replace(trial, window=simd_taps(trial)))
+                    chosen[-1] = self.shape(len(chosen) - 1, wide[0], prev.simd, prev.core, prev.pack)
+            chosen.append(self.shape(len(chosen), pe, simd, core, pack))
         return chosen
+
+    def shape(self, i: int, pe: int, simd: int, core: str, pack: int) -> LayerShape:
+        """Layer i at one folding and (core, pack); on the bitserial core with its slice width
+        and the exact tile count of its weights at this folding (when known)."""
+        l = self.shapes[i]
+        slice_bits, tiles = 0, 0
+        if core == "bitserial":
+            slice_bits = l.slice_bits
+            if self.serial[i] is not None:
+                slice_bits, count = self.serial[i]
+                tiles = count(pe, simd)
+        trial = replace(l, pe=pe, simd=simd, rom_widths=None, core=core, pack=pack, slice_bits=slice_bits,
+                        tiles=tiles, const_adder_bits=0)
+        return replace(trial, window=simd_taps(trial))
 
     def mixed_design(self, interval: int) -> tuple[list[LayerShape], dict]:
         """The design at `interval` whose core mix fits, if one does (the price search of the
@@ -224,9 +263,9 @@ class _Planner:
 
 
 def _smallest_device(shapes: list[LayerShape], max_interval: int | None, whole: WholeDesign | None,
-                     choices: Choices | None) -> str | None:
+                     choices: Choices | None, serial=None) -> str | None:
     for dev in devices_by_size():
-        if _Planner(shapes, dev, whole, choices and choices(dev)).best(max_interval) is not None:
+        if _Planner(shapes, dev, whole, choices and choices(dev), serial).best(max_interval) is not None:
             return dev.name
     return None
 
@@ -237,11 +276,13 @@ def _describe_over(est: dict) -> str:
 
 def plan(shapes: list[LayerShape], dev: Device, target_fps: float = 0.0,
          clock_mhz: float = 100.0, whole: WholeDesign | None = None,
-         choices: Choices | None = None) -> tuple[list[LayerShape], dict]:
+         choices: Choices | None = None,
+         serial: list[tuple[int, TileCount] | None] | None = None) -> tuple[list[LayerShape], dict]:
     """The folding autofold applies, with its cost estimate; PipelineError if none fits.
 
     `whole`: for a graph with windows, pools or joins, the estimate of the whole design.
-    `choices`: each layer's allowed (core, pack) on a device; default each layer's own."""
+    `choices`: each layer's allowed (core, pack) on a device; default each layer's own.
+    `serial`: each layer's slice width and tile count on the bitserial core (None: unknown)."""
     if target_fps < 0 or clock_mhz <= 0:
         raise PipelineError(f"autofold: target_fps={target_fps} must be >= 0 and clock_mhz={clock_mhz} > 0")
     max_interval = None
@@ -251,7 +292,7 @@ def plan(shapes: list[LayerShape], dev: Device, target_fps: float = 0.0,
             raise PipelineError(f"autofold: {target_fps:g} inferences/s at {clock_mhz:g} MHz needs less than one "
                                 f"cycle per inference; this architecture does at most {clock_mhz * 1e6:g}/s "
                                 f"at that clock (one inference per cycle)")
-    planner = _Planner(shapes, dev, whole, choices and choices(dev))
+    planner = _Planner(shapes, dev, whole, choices and choices(dev), serial)
     result = planner.best(max_interval)
     if result is not None:
         return result
@@ -261,7 +302,7 @@ def plan(shapes: list[LayerShape], dev: Device, target_fps: float = 0.0,
         est = estimate(slowest, None, dev)
         if est["fits"] and whole is not None:  # over only with its windows, pools and FIFOs
             est = whole(slowest, dev)
-        where = _smallest_device(shapes, None, whole, choices)
+        where = _smallest_device(shapes, None, whole, choices, serial)
         raise PipelineError(
             f"autofold: no folding fits {dev.name}: even the smallest design (interval "
             f"{est['total']['interval_cycles']} cycles) needs {_describe_over(est)}; "
@@ -270,7 +311,7 @@ def plan(shapes: list[LayerShape], dev: Device, target_fps: float = 0.0,
                else f"no device in the table fits it ({', '.join(DEVICES)})"))
     _, est = fastest
     t_best = est["total"]["interval_cycles"]
-    where = _smallest_device(shapes, max_interval, whole, choices)
+    where = _smallest_device(shapes, max_interval, whole, choices, serial)
     raise PipelineError(
         f"autofold: {target_fps:g} inferences/s at {clock_mhz:g} MHz needs an interval of at most "
         f"{max_interval} cycles; the fastest design that fits {dev.name} has an interval of {t_best} cycles "
@@ -285,19 +326,23 @@ def plan(shapes: list[LayerShape], dev: Device, target_fps: float = 0.0,
           clock_mhz=Option(float, 100.0, "clock frequency the rate is computed at"),
           device=Option(str, "", f"device whose budget the design must fit (default: the build's --target, "
                                  f"else {DEFAULT_DEVICE})"),
-          cores=Option(str, "dsp", f"cores a layer's products may use: {', '.join(CORE_SETS)} (a layer that "
-                                   "names its core keeps it)"),
+          cores=Option(str, "dsp", f"cores a layer's products may use: any of {', '.join(CORE_NAMES)} joined "
+                                   "with + (a layer that names its core keeps it; bitserial and const: dense "
+                                   "layers only)"),
+          slice=Option(int, DEFAULT_SLICE, "weight slice width 1|2|4 of a layer autofold puts on the bitserial core"),
           pack=Option(str, "1", "products per DSP multiplier: 1, N (at most N, as many as fit), or auto "
                                 "(any that fits, priced like the cores)"))
 def autofold(g: Graph, ctx: PassContext, target_fps: float, clock_mhz: float, device: str, cores: str,
-             pack: str) -> bool:
+             pack: str, slice: int) -> bool:
     """Set pe/simd (and a qconv's window taps, and a layer's core and pack) on every qmatmul
     and qconv: the fastest balanced pipeline that fits, or the smallest meeting target_fps."""
     name = device or ctx.device or DEFAULT_DEVICE
     if name not in DEVICES:
         raise PipelineError(f"autofold: unknown device '{name}'; known devices: {', '.join(DEVICES)}")
-    if cores not in CORE_SETS:
-        raise PipelineError(f"autofold: cores={cores} is not one of {', '.join(CORE_SETS)}")
+    allowed = _core_set(cores)
+    if slice not in SLICE_WIDTHS:
+        raise PipelineError(f"autofold: slice={slice} must be one of {', '.join(map(str, SLICE_WIDTHS))} "
+                            "(magnitude bits per weight slice on the bitserial core)")
     pack_cap = _pack_cap(pack)
     shapes = layer_shapes(g)
     if not shapes:
@@ -305,14 +350,48 @@ def autofold(g: Graph, ctx: PassContext, target_fps: float, clock_mhz: float, de
     nodes = [n for n in g.nodes if n.op in ("qmatmul", "qconv")]
     free = {id(n) for n in nodes if "core" not in n.attrs and "pack" not in n.attrs}
     before = [(n.attrs.get("pe"), n.attrs.get("simd"), n.attrs.get("window", 1), n.attrs.get("core", "dsp"),
-               n.attrs.get("pack", 1)) for n in nodes]
+               n.attrs.get("pack", 1), n.attrs.get("slice", 0)) for n in nodes]
 
     def choices(dev: Device) -> list[list[Choice]]:
-        return [_layer_choices(n, CORE_SETS[cores], pack_cap, dev) if id(n) in free
+        return [_layer_choices(n, allowed, pack_cap, dev) if id(n) in free
                 else [(n.attrs.get("core", "dsp"), n.attrs.get("pack", 1))] for n in nodes]
-    chosen, _ = plan(shapes, DEVICES[name], target_fps, clock_mhz, _whole_design(g, free), choices)
+    serial = [_serial_tiles(g, n, slice) if id(n) in free and "bitserial" in allowed
+              else _serial_tiles(g, n, n.attrs["slice"]) if n.attrs.get("core") == "bitserial" else None
+              for n in nodes]
+    chosen, _ = plan(shapes, DEVICES[name], target_fps, clock_mhz, _whole_design(g, free), choices, serial)
     _apply(g, chosen, free)
-    return [(l.pe, l.simd, l.window, l.core, l.pack) for l in chosen] != before
+    return [(l.pe, l.simd, l.window, l.core, l.pack, l.slice_bits) for l in chosen] != before
+
+
+def _core_set(text: str) -> tuple[str, ...]:
+    """autofold's `cores`: names from CORE_NAMES joined with `+`, each at most once."""
+    names = text.split("+")
+    unknown = [c for c in names if c not in CORE_NAMES]
+    if unknown or len(set(names)) != len(names):
+        raise PipelineError(f"autofold: cores={text} must name each of {', '.join(CORE_NAMES)} at most once, "
+                            f"joined with + (e.g. dsp+lut+bitserial)"
+                            + (f"; unknown: {', '.join(repr(c) for c in unknown)}" if unknown else ""))
+    return tuple(names)
+
+
+def _serial_tiles(g: Graph, node, slice_bits: int) -> tuple[int, TileCount] | None:
+    """A dense layer's slice width and its bitserial tile count per (pe, simd), computed from
+    its weights once per folding (the schedule with all-zero tiles skipped, skip's default);
+    None for a convolution (its matrix rows follow the window's stream order)."""
+    if node.op != "qmatmul":
+        return None
+    weights, w = g.const_data(node.inputs[1]), node.inputs[1].type
+    k, n = (int(d) for d in w.shape)
+    skip = bool(node.attrs.get("skip", 1))
+    counts: dict[tuple[int, int], int] = {}
+
+    def count(pe: int, simd: int) -> int:
+        if (pe, simd) not in counts:
+            counts[pe, simd] = len(bitserial_schedule(SimpleNamespace(
+                weights=weights, wbits=w.element.bits, k=k, n=n, slice_bits=slice_bits, skip_zero=skip,
+                pe=pe, simd=simd)))
+        return counts[pe, simd]
+    return slice_bits, count
 
 
 def _pack_cap(text: str) -> int | None:
@@ -329,8 +408,9 @@ def _pack_cap(text: str) -> int | None:
 
 
 def _layer_choices(node, cores: tuple[str, ...], pack_cap: int | None, dev: Device) -> list[Choice]:
-    """A free layer's (core, pack) options: the lut core, and the dsp core at pack 1 up to what
-    fits the multiplier (auto) or at the largest fitting pack within the cap."""
+    """A free layer's (core, pack) options among `cores`: the dsp core at pack 1 up to what
+    fits the multiplier (auto) or at the largest fitting pack within the cap, the lut core, and
+    on a dense layer the bitserial and const cores."""
     x, w = node.inputs[0].type.element, node.inputs[1].type.element
     fits = max_pack(x.bits, x.signed, w.bits, dev.dsp_shape)
     out: list[Choice] = []
@@ -339,18 +419,21 @@ def _layer_choices(node, cores: tuple[str, ...], pack_cap: int | None, dev: Devi
         out += [("dsp", p) for p in packs]
     if "lut" in cores:
         out.append(("lut", 1))
+    out += [(core, 1) for core in ("bitserial", "const") if core in cores and node.op == "qmatmul"]
     return out
 
 
 def _apply(g: Graph, layers: list[LayerShape], free: set[int] = frozenset()) -> None:
     """Set each qmatmul's and qconv's pe/simd (and a qconv's window) from `layers` (graph order),
-    and the core and pack of the `free` ones (node ids; dsp and 1 are left unsaid)."""
+    and the core and pack of the `free` ones (node ids; dsp and 1 are left unsaid), with the
+    slice width of one put on the bitserial core (skip left at its default, 1)."""
     for node, l in zip((n for n in g.nodes if n.op in ("qmatmul", "qconv")), layers, strict=True):
         node.attrs.update(pe=l.pe, simd=l.simd)
         if node.op == "qconv":
             set_window_taps(node, l.window)
         if id(node) in free:
-            for key, value, default in (("core", l.core, "dsp"), ("pack", l.pack, 1)):
+            slice_bits = l.slice_bits if l.core == "bitserial" else None
+            for key, value, default in (("core", l.core, "dsp"), ("pack", l.pack, 1), ("slice", slice_bits, None)):
                 if value == default:
                     node.attrs.pop(key, None)
                 else:
