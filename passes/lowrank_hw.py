@@ -29,7 +29,7 @@ from functools import lru_cache
 from nnfpga.cost import LayerShape
 from nnfpga.devices import DEVICES, Device
 from nnfpga.errors import PipelineError
-from nnfpga.passes.autofold import _Planner, plan
+from nnfpga.passes.autofold_plan import Planner, plan
 from nnfpga.passes.lowrank_ranks import Layer, first_rank, log_cost, pareto_front
 
 MAX_SPEEDUP = 16
@@ -71,7 +71,7 @@ def _full_cycles(shape: LayerShape, dev: Device) -> frozenset[int]:
 
 @lru_cache(maxsize=4096)
 def _full_cycles_cached(shape: LayerShape, device: str) -> frozenset[int]:
-    (opts,) = _Planner([shape], DEVICES[device]).options
+    (opts,) = Planner([shape], DEVICES[device]).options
     return frozenset(c for c, _, pe, simd, *_core in opts
                      if c == shape.vectors * (shape.n // pe) * (shape.k // simd))
 

@@ -21,7 +21,7 @@ from nnfpga.devices import Device
 from nnfpga.errors import PipelineError
 from nnfpga.hardware import largest_divisor_at_most, max_pack
 from nnfpga.ir import Node
-from nnfpga.passes.autofold import plan
+from nnfpga.passes.autofold_plan import plan
 
 MAX_COMBINED_LAYERS = 4
 """Up to this many layers every dsp/lut core combination is planned; beyond, three (each layer's

@@ -20,7 +20,8 @@ from nnfpga.devices import DEVICES
 from nnfpga.errors import PipelineError
 from nnfpga.frontend import load_onnx
 from nnfpga.passes import PassContext, run_pipeline
-from nnfpga.passes.autofold import _whole_design, plan
+from nnfpga.passes.autofold import _whole_design
+from nnfpga.passes.autofold_plan import plan
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

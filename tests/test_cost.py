@@ -19,7 +19,7 @@ from nnfpga.frontend import load_onnx
 from nnfpga.hardware import dsp_tiles
 from nnfpga.ir import parse
 from nnfpga.passes import PassContext, run_pipeline
-from nnfpga.passes.autofold import plan
+from nnfpga.passes.autofold_plan import plan
 
 DIGITS = Path(__file__).resolve().parents[1] / "examples" / "digits_mlp"
 

@@ -13,7 +13,7 @@ from nnfpga.devices import DEVICES
 from nnfpga.errors import PipelineError
 from nnfpga.ir import parse, verify
 from nnfpga.passes import PassContext, run_pipeline
-from nnfpga.passes.autofold import plan
+from nnfpga.passes.autofold_plan import plan
 from nnfpga.passes.precision import greedy_step, measure
 from nnfpga.passes.precision_cost import Assignment
 from onnx_models import mlp, save
