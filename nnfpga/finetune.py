@@ -116,10 +116,7 @@ def finetune_lowrank(model_path: Path, out_path: Path, train_npz: Path, *,
         for step, idx in enumerate(torch.randperm(len(x), generator=order).split(batch_size)):
             opt.zero_grad()
             logits = student(xs[idx])
-            kl = torch.nn.functional.kl_div(torch.log_softmax(logits / temperature, dim=1),
-                                            torch.log_softmax(soft[idx] / temperature, dim=1),
-                                            reduction="batchmean", log_target=True)
-            loss = alpha * temperature ** 2 * kl + (1 - alpha) * torch.nn.functional.cross_entropy(logits, ys[idx])
+            loss = distillation_loss(torch, logits, soft[idx], ys[idx], temperature, alpha)
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(idx)
@@ -129,6 +126,15 @@ def finetune_lowrank(model_path: Path, out_path: Path, train_npz: Path, *,
     result["finetuned_accuracy"] = _accuracy(_outputs(torch, student, xs, batch_size), ys)
     write_atomically(out_path, _to_onnx(torch, student, student_ir, model_path.stem))
     return result
+
+
+def distillation_loss(torch, logits, teacher_logits, labels, temperature: float, alpha: float):
+    """Hinton's distillation: alpha·T²·KL(teacher ‖ student) at temperature T, plus (1 − alpha)
+    of the cross entropy with the labels."""
+    kl = torch.nn.functional.kl_div(torch.log_softmax(logits / temperature, dim=1),
+                                    torch.log_softmax(teacher_logits / temperature, dim=1),
+                                    reduction="batchmean", log_target=True)
+    return alpha * temperature ** 2 * kl + (1 - alpha) * torch.nn.functional.cross_entropy(logits, labels)
 
 
 def _outputs(torch, module, xs, batch_size: int):

@@ -27,7 +27,7 @@ import numpy as np
 from nnfpga.errors import BuildError, ModelError, NnfpgaError
 from nnfpga.bitslices import check_slice_width, magnitude_bits
 from nnfpga.builddir import write_atomically
-from nnfpga.finetune import _accuracy, _import_torch, _outputs, _to_onnx
+from nnfpga.finetune import _accuracy, _import_torch, _outputs, _to_onnx, distillation_loss
 from nnfpga.frontend import load_onnx
 from nnfpga.hardware import largest_divisor_at_most
 from nnfpga.passes import PassContext, run_pipeline
@@ -126,10 +126,7 @@ def finetune_bitslices(model_path: Path, out_path: Path, x: np.ndarray, labels: 
         for step, idx in enumerate(torch.randperm(len(x), generator=order).split(batch_size)):
             opt.zero_grad()
             logits = run(xs[idx])
-            kl = torch.nn.functional.kl_div(torch.log_softmax(logits / temperature, dim=1),
-                                            torch.log_softmax(soft[idx] / temperature, dim=1),
-                                            reduction="batchmean", log_target=True)
-            loss = alpha * temperature ** 2 * kl + (1 - alpha) * torch.nn.functional.cross_entropy(logits, ys[idx])
+            loss = distillation_loss(torch, logits, soft[idx], ys[idx], temperature, alpha)
             penalty = sum(_tile_groups(torch, t[3], s, *t[5]) for t in trained)
             (loss + strength * penalty).backward()
             for _, _, _, beta, frozen, _ in trained:
