@@ -1,13 +1,14 @@
 """Per-layer bit requests: `wbits`/`abits` annotations (left by bits, split or precision)
 override quantize's pass-wide bits for that layer only, for dense and conv alike."""
-import re
 
 import numpy as np
 import pytest
 
 from nnfpga.errors import IRError, PipelineError
-from nnfpga.ir import parse, print_graph, run_batch, verify
+from nnfpga.ir import print_graph, run_batch
 from nnfpga.passes import PassContext, run_pipeline
+
+from ir_graphs import seeded_calib, seeded_graph
 
 MLP = """graph @mlp(%x: tensor<1x12xf32>) {
   const %w0 : tensor<12x10xf32> = @w0
@@ -33,19 +34,9 @@ CNN = """graph @cnn(%x: tensor<1x2x6x6xf32>) {
 """
 
 
-def _graph(text, seed=0):
-    rng = np.random.default_rng(seed)
-    arrays = {m.group(2): rng.standard_normal([int(d) for d in m.group(1).split("x")]).astype(np.float32)
-              for m in re.finditer(r"const %\S+ : tensor<([0-9x]+)xf32> = @(\S+)", text)}
-    g = parse(text, arrays)
-    verify(g)
-    return g
-
-
 def _quantized(text, pipeline):
-    g = _graph(text)
-    calib = {g.inputs[0].name: np.random.default_rng(1).standard_normal((64,) + g.inputs[0].type.shape[1:])
-             .astype(np.float32)}
+    g = seeded_graph(text)
+    calib = seeded_calib(g)
     return run_pipeline(g, pipeline, PassContext(calib=calib)), calib
 
 
@@ -80,7 +71,7 @@ def test_a_request_equal_to_the_pass_wide_bits_changes_nothing():
 def test_lower_requested_bits_cost_accuracy_on_that_layer_only():
     q8, calib = _quantized(MLP, "quantize")
     q3, _ = _quantized(MLP, "bits{wbits=h:3},quantize")
-    ref = next(iter(run_batch(_graph(MLP), calib).values()))
+    ref = next(iter(run_batch(seeded_graph(MLP), calib).values()))
     err8 = np.abs(next(iter(run_batch(q8, calib).values())) - ref).mean()
     err3 = np.abs(next(iter(run_batch(q3, calib).values())) - ref).mean()
     assert err3 > err8
@@ -95,7 +86,7 @@ def test_lower_requested_bits_cost_accuracy_on_that_layer_only():
 ])
 def test_bad_requests_name_the_problem(options, words):
     with pytest.raises(PipelineError) as e:
-        run_pipeline(_graph(MLP), f"bits{{{options}}}", PassContext())
+        run_pipeline(seeded_graph(MLP), f"bits{{{options}}}", PassContext())
     for word in words:
         assert word in str(e.value)
 
@@ -103,9 +94,9 @@ def test_bad_requests_name_the_problem(options, words):
 def test_quantize_refuses_an_annotation_outside_2_to_8():
     text = MLP.replace("{relu = true}", "{relu = true, wbits = 12}")
     with pytest.raises(PipelineError, match=r"%h requests wbits=12, outside 2\.\.8"):
-        run_pipeline(_graph(text), "quantize", PassContext())
+        run_pipeline(seeded_graph(text), "quantize", PassContext())
 
 
 def test_the_verifier_checks_the_part_of_annotation_type():
     with pytest.raises(IRError, match="part_of"):
-        _graph(MLP.replace("{relu = true}", "{part_of = 3, relu = true}"))
+        seeded_graph(MLP.replace("{relu = true}", "{part_of = 3, relu = true}"))

@@ -1,15 +1,16 @@
 """lowrank: SVD factors, the energy bound on the reconstruction error, the rewrite against the
 interpreter, MACs accounting, rank choice by budget, and bad options."""
-import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from nnfpga.errors import PipelineError
-from nnfpga.ir import parse, run_batch, verify
+from nnfpga.ir import run_batch, verify
 from nnfpga.passes import PassContext, run_pipeline
 from nnfpga.passes.lowrank import factor_layer, factors
+
+from ir_graphs import seeded_graph
 
 MLP = """graph @mlp(%x: tensor<1x24xf32>) {
   const %w0 : tensor<24x16xf32> = @w0
@@ -33,17 +34,6 @@ CNN = """graph @cnn(%x: tensor<1x3x8x8xf32>) {
   return %c1
 }
 """
-
-
-def _graph(text, seed=0):
-    """The graph with seeded standard-normal data for every constant (all float here)."""
-    rng = np.random.default_rng(seed)
-    arrays = {}
-    for m in re.finditer(r"const %\S+ : tensor<([0-9x]+)xf32> = @(\S+)", text):
-        arrays[m.group(2)] = rng.standard_normal([int(d) for d in m.group(1).split("x")]).astype(np.float32)
-    g = parse(text, arrays)
-    verify(g)
-    return g
 
 
 def _feeds(g, count=32, seed=1):
@@ -71,7 +61,7 @@ def test_error_is_bounded_by_energy(shape, energy):
   return %y
 }}
 """
-    g = _graph(text, seed=shape[0] + int(energy * 100))
+    g = seeded_graph(text, seed=shape[0] + int(energy * 100))
     after, report = _lowrank(g, f"energy={energy}")
     r = report["y"]
     w = g.const_data(g.constants[0]).astype(np.float64)
@@ -97,7 +87,7 @@ def test_factors_split_sigma_evenly():
 
 @pytest.mark.parametrize("text", [MLP, CNN], ids=["dense", "conv"])
 def test_full_rank_factorization_is_exact(text):
-    g = _graph(text)
+    g = seeded_graph(text)
     feeds = _feeds(g)
     before = _out(g, feeds)
     after = g.clone()
@@ -112,7 +102,7 @@ def test_full_rank_factorization_is_exact(text):
 
 @pytest.mark.parametrize("text", [MLP, CNN], ids=["dense", "conv"])
 def test_error_shrinks_as_energy_grows(text):
-    g = _graph(text)
+    g = seeded_graph(text)
     feeds = _feeds(g)
     before = _out(g, feeds)
     errors = []
@@ -124,7 +114,7 @@ def test_error_shrinks_as_energy_grows(text):
 
 
 def test_macs_and_weights_accounting():
-    g = _graph(CNN)
+    g = seeded_graph(CNN)
     after, report = _lowrank(g, "rank=c0:2+c1:5")
     c0, c1 = report["c0"], report["c1"]
     # c0: K = 3·3·3 = 27, N = 12, 64 output pixels; c1: K = 12·3·3 = 108, N = 10, 3·6 pixels
@@ -141,7 +131,7 @@ def test_macs_and_weights_accounting():
 
 
 def test_layers_that_save_no_macs_are_kept():
-    g = _graph(MLP)
+    g = seeded_graph(MLP)
     # y is 16x6: factoring saves MACs only for r < 96/22 = 4.36
     after, report = _lowrank(g, "rank=5")
     assert not report["y"]["factored"] and "saves no MACs" in report["y"]["note"]
@@ -151,7 +141,7 @@ def test_layers_that_save_no_macs_are_kept():
 
 def test_grouped_conv_is_left_alone():
     text = CNN.replace("tensor<10x12x3x3xf32>", "tensor<10x6x3x3xf32>").replace("group = 1, pads = [1, 2", "group = 2, pads = [1, 2")
-    g = _graph(text)
+    g = seeded_graph(text)
     after, report = _lowrank(g, "energy=0.5")
     assert not report["c1"]["factored"] and "group = 2" in report["c1"]["note"]
     assert report["c0"]["factored"]
@@ -159,7 +149,7 @@ def test_grouped_conv_is_left_alone():
 
 @pytest.mark.parametrize("fraction", [0.75, 0.5, 0.25])
 def test_macs_budget_is_met(fraction):
-    g = _graph(CNN)
+    g = seeded_graph(CNN)
     after, report = _lowrank(g, f"macs={fraction}")
     before = sum(r["macs_before"] for r in report.values())
     kept = sum(r["macs_after"] for r in report.values())
@@ -181,7 +171,7 @@ def test_macs_budget_drops_the_cheapest_singular_values_first():
   return %b
 }
 """
-    g = _graph(text)
+    g = seeded_graph(text)
     rng = np.random.default_rng(5)
     low = rng.standard_normal((32, 2)) @ rng.standard_normal((2, 32)) + 1e-3 * rng.standard_normal((32, 32))
     g.arrays["wa"] = low.astype(np.float32)
@@ -212,7 +202,7 @@ def test_macs_budget_drops_the_cheapest_singular_values_first():
     ("macs=0.01", ["macs=0.01", "out of reach", "allowed"]),
 ])
 def test_bad_options_name_the_problem(options, words):
-    g = _graph(MLP)
+    g = seeded_graph(MLP)
     with pytest.raises(PipelineError) as e:
         _lowrank(g, options)
     for word in words:

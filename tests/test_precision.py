@@ -4,18 +4,18 @@ feasible one), max_err bounds the error, and bad options are refused with a clea
 import math
 import re
 
-import numpy as np
 import pytest
 
 from nnfpga.cli import main
 from nnfpga.cost import layer_shapes
 from nnfpga.devices import DEVICES
 from nnfpga.errors import PipelineError
-from nnfpga.ir import parse, verify
 from nnfpga.passes import PassContext, run_pipeline
 from nnfpga.passes.autofold_plan import plan
 from nnfpga.passes.precision import greedy_step, measure
 from nnfpga.passes.precision_cost import Assignment
+
+from ir_graphs import seeded_calib, seeded_graph
 from onnx_models import mlp, save
 
 MLP = """graph @mlp(%x: tensor<1x32xf32>) {
@@ -34,23 +34,12 @@ MLP = """graph @mlp(%x: tensor<1x32xf32>) {
 DEVICE = "ecp5-25k"
 
 
-def _graph(text=MLP, seed=0):
-    rng = np.random.default_rng(seed)
-    arrays = {m.group(2): rng.standard_normal([int(d) for d in m.group(1).split("x")]).astype(np.float32)
-              for m in re.finditer(r"const %\S+ : tensor<([0-9x]+)xf32> = @(\S+)", text)}
-    g = parse(text, arrays)
-    verify(g)
-    return g
-
-
 def _ctx(g, count=64, seed=1):
-    x = g.inputs[0]
-    calib = {x.name: np.random.default_rng(seed).standard_normal((count,) + x.type.shape[1:]).astype(np.float32)}
-    return PassContext(calib=calib, device=DEVICE)
+    return PassContext(calib=seeded_calib(g, count, seed), device=DEVICE)
 
 
 def _run(pipeline):
-    g = _graph()
+    g = seeded_graph(MLP)
     ctx = _ctx(g)
     return run_pipeline(g, pipeline, ctx), {r["layer"]: r for r in ctx.report if r["pass"] == "precision"}
 
@@ -66,7 +55,7 @@ class _TableCost:
 
 
 def test_greedy_lowers_the_layer_with_least_error_per_cost_saved():
-    g = _graph()
+    g = seeded_graph(MLP)
     layers = measure(g, _ctx(g), range(7, 9))
     for l in layers:  # activations: lowering them would cost much error and save nothing
         l.act_error = {7: 100.0, 8: 0.0}
@@ -162,7 +151,7 @@ CNN = """graph @cnn(%x: tensor<1x2x8x8xf32>) {
 
 
 def test_a_convolution_reads_its_relu_output_bits_through_pool_and_flatten():
-    g = _graph(CNN)
+    g = seeded_graph(CNN)
     ctx = _ctx(g, count=16)
     q = run_pipeline(g, "precision{max_err=1},quantize,channels_last,autofold", ctx)
     report = {r["layer"]: r for r in ctx.report}

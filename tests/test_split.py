@@ -1,16 +1,17 @@
 """split: the float rewrite keeps the model's meaning, the LUT part takes the channels that lose
 least, lut_bits=8 gives the unsplit model's integers, the permutation folds through channel-wise
 ops into the next layer, and bad options or layers are refused with a clear message."""
-import re
 
 import numpy as np
 import pytest
 
 from nnfpga.cli import main
 from nnfpga.errors import PipelineError
-from nnfpga.ir import parse, run_batch, verify
+from nnfpga.ir import run_batch
 from nnfpga.passes import PassContext, run_pipeline
 from nnfpga.passes.split import auto_ratio, channel_errors
+
+from ir_graphs import seeded_calib, seeded_graph
 from onnx_models import mlp, save
 
 MLP = """graph @mlp(%x: tensor<1x12xf32>) {
@@ -58,20 +59,6 @@ RESIDUAL = """graph @res(%x: tensor<1x3x6x6xf32>) {
 """
 
 
-def _graph(text, seed=0):
-    rng = np.random.default_rng(seed)
-    arrays = {m.group(2): rng.standard_normal([int(d) for d in m.group(1).split("x")]).astype(np.float32)
-              for m in re.finditer(r"const %\S+ : tensor<([0-9x]+)xf32> = @(\S+)", text)}
-    g = parse(text, arrays)
-    verify(g)
-    return g
-
-
-def _calib(g, count=64, seed=1):
-    x = g.inputs[0]
-    return {x.name: np.random.default_rng(seed).standard_normal((count,) + x.type.shape[1:]).astype(np.float32)}
-
-
 def _run(g, pipeline, calib):
     ctx = PassContext(calib=calib)
     return run_pipeline(g, pipeline, ctx), {r["layer"]: r for r in ctx.report if r["pass"] == "split"}
@@ -84,8 +71,8 @@ def _out(g, feeds):
 @pytest.mark.parametrize("text", [MLP, CNN], ids=["mlp", "cnn"])
 @pytest.mark.parametrize("ratio", ["0.3", "0.5", "auto"])
 def test_the_float_split_computes_the_same_function(text, ratio):
-    g = _graph(text)
-    calib = _calib(g)
+    g = seeded_graph(text)
+    calib = seeded_calib(g)
     s, report = _run(g, f"split{{ratio={ratio}}}", calib)
     assert sum(n.op == "concat" for n in s.nodes) == sum(r["split"] for r in report.values()) >= 1
     np.testing.assert_allclose(_out(s, calib), _out(g, calib), rtol=1e-5, atol=1e-5)
@@ -94,8 +81,8 @@ def test_the_float_split_computes_the_same_function(text, ratio):
 @pytest.mark.parametrize("text", [MLP, CNN], ids=["mlp", "cnn"])
 @pytest.mark.parametrize("ratio", ["0.25", "0.5", "0.75"])
 def test_lut_bits_8_gives_the_unsplit_models_integers(text, ratio):
-    g = _graph(text)
-    calib = _calib(g)
+    g = seeded_graph(text)
+    calib = seeded_calib(g)
     plain, _ = _run(g, "canonicalize,quantize", calib)  # canonicalize folds the pad into the conv
     split, report = _run(g, f"canonicalize,split{{ratio={ratio},lut_bits=8}},quantize", calib)
     assert any(r["split"] for r in report.values())
@@ -106,8 +93,8 @@ def test_lut_bits_8_gives_the_unsplit_models_integers(text, ratio):
 
 
 def test_the_lut_part_takes_the_channels_that_lose_least_at_lut_bits():
-    g = _graph(MLP)
-    calib = _calib(g)
+    g = seeded_graph(MLP)
+    calib = seeded_calib(g)
     node = next(n for n in g.nodes if n.output.name == "h0")
     error = channel_errors(g, node, calib["x"], 3)
     s, report = _run(g, "split{ratio=0.4,lut_bits=3,layers=h0}", calib)
@@ -124,8 +111,8 @@ def test_the_lut_part_takes_the_channels_that_lose_least_at_lut_bits():
 
 
 def test_quantize_makes_the_parts_at_their_bits_and_keeps_their_cores():
-    g = _graph(MLP)
-    calib = _calib(g)
+    g = seeded_graph(MLP)
+    calib = seeded_calib(g)
     q, _ = _run(g, "split{ratio=0.5,lut_bits=4,layers=h0},quantize", calib)
     parts = {n.outputs[0].name: n for n in q.nodes if n.op == "qmatmul"}
     lut, dsp = parts["h0_lut_acc"], parts["h0_dsp_acc"]
@@ -138,8 +125,8 @@ def test_quantize_makes_the_parts_at_their_bits_and_keeps_their_cores():
 
 @pytest.mark.parametrize("ratio, core, bits", [("0", "dsp", 8), ("1", "lut", 4), ("0.01", "dsp", 8)])
 def test_a_ratio_that_leaves_one_core_empty_annotates_the_whole_layer(ratio, core, bits):
-    g = _graph(MLP)
-    s, report = _run(g, f"split{{ratio={ratio},layers=h0+h1}}", _calib(g))
+    g = seeded_graph(MLP)
+    s, report = _run(g, f"split{{ratio={ratio},layers=h0+h1}}", seeded_calib(g))
     assert not any(n.op == "concat" for n in s.nodes)
     for name in ("h0", "h1"):
         node = next(n for n in s.nodes if n.output.name == name)
@@ -148,14 +135,14 @@ def test_a_ratio_that_leaves_one_core_empty_annotates_the_whole_layer(ratio, cor
 
 
 def test_ratio_1_puts_every_layer_on_the_lut_core_even_the_output_layer():
-    g = _graph(MLP)
-    s, report = _run(g, "split{ratio=1,lut_bits=4}", _calib(g))
+    g = seeded_graph(MLP)
+    s, report = _run(g, "split{ratio=1,lut_bits=4}", seeded_calib(g))
     assert [(n.attrs["core"], n.attrs["wbits"]) for n in s.nodes if n.op == "dense"] == [("lut", 4)] * 3
     assert all(not r["split"] for r in report.values())
 
 
 def test_auto_ratio_gives_cheaper_lut_products_a_larger_share():
-    g = _graph(MLP)
+    g = seeded_graph(MLP)
     ratios = [auto_ratio(g, bits, "ecp5-85k") for bits in (2, 4, 8)]
     assert 0 < ratios[2] < ratios[1] < ratios[0] < 1
     # the small part has 28 DSPs for 24k LUTs: its LUTs carry a larger share than the 85k's
@@ -163,8 +150,8 @@ def test_auto_ratio_gives_cheaper_lut_products_a_larger_share():
 
 
 def test_the_default_leaves_a_layer_whose_order_cannot_be_restored_whole():
-    g = _graph(MLP)
-    _, report = _run(g, "split{ratio=0.5}", _calib(g))
+    g = seeded_graph(MLP)
+    _, report = _run(g, "split{ratio=0.5}", seeded_calib(g))
     assert report["h0"]["split"] and report["h1"]["split"]
     assert not report["y"]["split"] and "model output" in report["y"]["note"]
 
@@ -181,17 +168,17 @@ def test_the_default_leaves_a_layer_whose_order_cannot_be_restored_whole():
     (MLP.replace("10", "1").replace("12x1x", "12x1x"), "layers=h0", ["layer h0", "1 output channel"]),
 ])
 def test_bad_options_and_layers_name_the_problem(text, options, words):
-    g = _graph(text)
+    g = seeded_graph(text)
     with pytest.raises(PipelineError) as e:
-        run_pipeline(g, f"split{{{options}}}", PassContext(calib=_calib(g)))
+        run_pipeline(g, f"split{{{options}}}", PassContext(calib=seeded_calib(g)))
     for word in words:
         assert word in str(e.value)
 
 
 def test_split_after_quantize_is_refused():
-    g = _graph(MLP)
+    g = seeded_graph(MLP)
     with pytest.raises(PipelineError, match="before quantize"):
-        run_pipeline(g, "quantize,split", PassContext(calib=_calib(g)))
+        run_pipeline(g, "quantize,split", PassContext(calib=seeded_calib(g)))
 
 
 @pytest.mark.parametrize("shape, pipeline, message", [
