@@ -32,8 +32,8 @@ import numpy as np
 from nnfpga import processes
 from nnfpga.errors import BuildError
 from nnfpga.hw_tests.beats import pack_beats, unpack_beats
-from nnfpga.hw_tests.sim import (TIMESCALE, SimResult, _tool_lines, check_request, check_sim_log, load_design,
-                                 verilator_bin, verilator_env)
+from nnfpga.hw_tests.sim import (TIMESCALE, SimResult, _tool_lines, check_request, check_sim_log, fresh_run_dir,
+                                 load_design, verilator_bin, verilator_env)
 
 TB_MODULE = "nnfpga_stream_check"
 TB_TEMPLATE = "nnfpga_stream_check.sv.j2"
@@ -180,11 +180,7 @@ def simulate_fast(rtl_dir: Path, inputs, expected=None, *, work_dir: Path, gap_p
     binary, cached, build_seconds = build(rtl_dir, design, work_dir)
     report("verilator build", 1, 1)
 
-    run_dir = work_dir / "fast-run"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir(parents=True)
-    for name in design["mem_files"]:  # $readmemh opens bare names in the working directory
-        shutil.copyfile(rtl_dir / name, run_dir / name)
+    run_dir = fresh_run_dir(work_dir / "fast-run", rtl_dir, design)
     picks = [i % len(x) for i in range(timing_samples)]  # the timing run replays the first rows
     _write_beats(run_dir / "inputs.hex", np.concatenate([x, x[picks]]), design["input"])
     if y is not None:

@@ -397,6 +397,16 @@ def check_sim_log(rtl_dir: Path, text: str, log: Path) -> None:
                          + f"\nfull log: {log}")
 
 
+def fresh_run_dir(run_dir: Path, rtl_dir: Path, design: dict) -> Path:
+    """`run_dir` emptied and holding the design's ROM files: $readmemh opens bare names in the
+    simulator's working directory."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    for name in design["mem_files"]:
+        shutil.copyfile(rtl_dir / name, run_dir / name)
+    return run_dir
+
+
 def simulate(rtl_dir: Path, inputs, expected=None, *, work_dir: Path, gap_prob: float = 0.3,
              backpressure_prob: float = 0.3, seed: int = 0, progress: Callable | None = None,
              timing_samples: int = 8) -> SimResult:
@@ -420,11 +430,7 @@ def simulate(rtl_dir: Path, inputs, expected=None, *, work_dir: Path, gap_prob: 
     build_dir, cached, build_seconds = _build(rtl_dir, design, key, work_dir)
     report("verilator build", 1, 1)
 
-    run_dir = work_dir / "run"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir(parents=True)
-    for name in design["mem_files"]:  # $readmemh opens bare names in the working directory
-        shutil.copyfile(rtl_dir / name, run_dir / name)
+    run_dir = fresh_run_dir(work_dir / "run", rtl_dir, design)
     np.save(run_dir / "inputs.npy", x)
     if y is not None:
         np.save(run_dir / "expected.npy", y)
