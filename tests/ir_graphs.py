@@ -1,5 +1,5 @@
 """Small IR graphs for the pass tests: text with seeded standard-normal data for every float
-constant, and seeded calibration inputs."""
+constant, seeded calibration inputs, and one quantized layer."""
 from __future__ import annotations
 
 import re
@@ -7,6 +7,19 @@ import re
 import numpy as np
 
 from nnfpga.ir import parse, verify
+
+QUANTIZED_LAYER = """graph @g(%x: tensor<1x8xf32>) {
+  const %w : tensor<8x6x!q<i8, @w.scale, axis=1>> = @w
+  const %b : tensor<6xi32> = @b
+  %x_q = quantize(%x) : tensor<1x8x!q<i8, 0.05, 3>>
+  %acc = qmatmul(%x_q, %w, %b) : tensor<1x6xi20>
+  %y = requant(%acc) {hi = 127, lo = -128, mult = @m, shift = 20} : tensor<1x6x!q<i8, 0.1, 0>>
+  %y_dq = dequantize(%y) : tensor<1x6xf32>
+  return %y_dq
+}
+"""
+"""One quantized dense layer 8 -> 6 after `quantize`; its weights, bias and requant multipliers
+(@w, @w.scale, @b, @m) are the test's to give."""
 
 
 def seeded_graph(text: str, seed: int = 0):

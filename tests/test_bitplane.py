@@ -10,22 +10,14 @@ from nnfpga.frontend import load_onnx
 from nnfpga.ir import parse, run_batch, verify
 from nnfpga.passes import PassContext, run_pipeline
 
+from ir_graphs import QUANTIZED_LAYER
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
-LAYER = """graph @g(%x: tensor<1x8xf32>) {
-  const %w : tensor<8x6x!q<i8, @w.scale, axis=1>> = @w
-  const %b : tensor<6xi32> = @b
-  %x_q = quantize(%x) : tensor<1x8x!q<i8, 0.05, 3>>
-  %acc = qmatmul(%x_q, %w, %b) : tensor<1x6xi20>
-  %y = requant(%acc) {hi = 127, lo = -128, mult = @m, shift = 20} : tensor<1x6x!q<i8, 0.1, 0>>
-  %y_dq = dequantize(%y) : tensor<1x6xf32>
-  return %y_dq
-}
-"""
 
 
 def _layer(planes, mult, seed=0):
-    """The LAYER graph whose channel n has weights and bias multiples of 2^planes[n], |w| <= 31."""
+    """The QUANTIZED_LAYER graph whose channel n has weights and bias multiples of 2^planes[n], |w| <= 31."""
     rng = np.random.default_rng(seed)
     step = np.array([1 << p for p in planes])
     top = np.minimum(31, 127 // step)  # |w| <= 127
@@ -33,7 +25,7 @@ def _layer(planes, mult, seed=0):
     b = rng.integers(-200, 200, 6) * step
     arrays = {"w": w.astype(np.int8), "b": b.astype(np.int32), "m": np.array(mult, np.int64),
               "w.scale": np.full(6, 0.01)}
-    g = parse(LAYER, arrays)
+    g = parse(QUANTIZED_LAYER, arrays)
     verify(g)
     return g
 

@@ -13,25 +13,17 @@ from nnfpga.ir import parse, run_batch, verify
 from nnfpga.passes import PassContext, run_pipeline
 from nnfpga.passes.bitslice import representable_magnitudes, round_to_slices
 
+from ir_graphs import QUANTIZED_LAYER
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
-LAYER = """graph @g(%x: tensor<1x8xf32>) {
-  const %w : tensor<8x6x!q<i8, @w.scale, axis=1>> = @w
-  const %b : tensor<6xi32> = @b
-  %x_q = quantize(%x) : tensor<1x8x!q<i8, 0.05, 3>>
-  %acc = qmatmul(%x_q, %w, %b) : tensor<1x6xi20>
-  %y = requant(%acc) {hi = 127, lo = -128, mult = @m, shift = 20} : tensor<1x6x!q<i8, 0.1, 0>>
-  %y_dq = dequantize(%y) : tensor<1x6xf32>
-  return %y_dq
-}
-"""
 
 
 def _layer(seed=0):
     rng = np.random.default_rng(seed)
     arrays = {"w": rng.integers(-127, 128, (8, 6)).astype(np.int8), "b": rng.integers(-999, 999, 6).astype(np.int32),
               "m": np.full(6, 9000, np.int64), "w.scale": np.full(6, 0.01)}
-    g = parse(LAYER, arrays)
+    g = parse(QUANTIZED_LAYER, arrays)
     verify(g)
     return g
 
