@@ -15,7 +15,6 @@ from ir_graphs import QUANTIZED_LAYER
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-
 def _layer(planes, mult, seed=0):
     """The QUANTIZED_LAYER graph whose channel n has weights and bias multiples of 2^planes[n], |w| <= 31."""
     rng = np.random.default_rng(seed)

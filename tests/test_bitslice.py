@@ -18,7 +18,6 @@ from ir_graphs import QUANTIZED_LAYER
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-
 def _layer(seed=0):
     rng = np.random.default_rng(seed)
     arrays = {"w": rng.integers(-127, 128, (8, 6)).astype(np.int8), "b": rng.integers(-999, 999, 6).astype(np.int32),
