@@ -5,9 +5,9 @@ and 4-input for ECP5; BRAM in bits: RAMB36 = 36 Kib, DP16KD = 18 Kib).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from nnfpga.errors import NnfpgaError
+from nnfpga.errors import NnfpgaError, PipelineError
 
 
 @dataclass(frozen=True)
@@ -53,3 +53,18 @@ def device(name: str) -> Device:
     if name not in DEVICES:
         raise NnfpgaError(f"unknown target '{name}'; known devices: {', '.join(DEVICES)}")
     return DEVICES[name]
+
+
+def pass_device(who: str, name: str, budget: float = 1.0) -> Device:
+    """The device a pass designs for, with `budget` (0, 1] of each of its LUTs, FFs, DSPs and
+    block RAM: a pass's `device=` (else the build's target) and `budget=` options."""
+    if name not in DEVICES:
+        raise PipelineError(f"{who}: unknown device '{name}'; known devices: {', '.join(DEVICES)}")
+    if not 0 < budget <= 1:
+        raise PipelineError(f"{who}: budget={budget:g} must be in (0, 1]: the share of {name}'s LUTs, FFs, "
+                            "DSPs and block RAM the design may take")
+    dev = DEVICES[name]
+    if budget == 1:
+        return dev
+    return replace(dev, luts=int(dev.luts * budget), ffs=int(dev.ffs * budget), dsps=int(dev.dsps * budget),
+                   bram_bits=int(dev.bram_bits * budget))

@@ -18,7 +18,7 @@ from nnfpga.backends.lower import region_input
 from nnfpga.backends.stream_graph import lower_stream
 from nnfpga.bitslices import SLICE_WIDTHS
 from nnfpga.cost import LayerShape, estimate, layer_shapes, stream_inputs
-from nnfpga.devices import DEFAULT_DEVICE, DEVICES, Device
+from nnfpga.devices import DEFAULT_DEVICE, Device, pass_device
 from nnfpga.errors import PipelineError
 from nnfpga.hardware import CORES, bitserial_schedule, max_pack
 from nnfpga.ir import Graph
@@ -39,19 +39,19 @@ DEFAULT_SLICE = 2
           clock_mhz=Option(float, 100.0, "clock frequency the rate is computed at"),
           device=Option(str, "", f"device whose budget the design must fit (default: the build's --target, "
                                  f"else {DEFAULT_DEVICE})"),
+          budget=Option(float, 1.0, "share (0, 1] of the device's LUTs, FFs, DSPs and block RAM the design "
+                                    "may take"),
           cores=Option(str, "dsp", f"cores a layer's products may use: any of {', '.join(CORE_NAMES)} joined "
                                    "with + (a layer that names its core keeps it; bitserial and const: dense "
                                    "layers only)"),
           slice=Option(int, DEFAULT_SLICE, "weight slice width 1|2|4 of a layer autofold puts on the bitserial core"),
           pack=Option(str, "1", "products per DSP multiplier: 1, N (at most N, as many as fit), or auto "
                                 "(any that fits, priced like the cores)"))
-def autofold(g: Graph, ctx: PassContext, target_fps: float, clock_mhz: float, device: str, cores: str,
-             pack: str, slice: int) -> bool:
+def autofold(g: Graph, ctx: PassContext, target_fps: float, clock_mhz: float, device: str, budget: float,
+             cores: str, pack: str, slice: int) -> bool:
     """Set pe/simd (and a qconv's window taps, and a layer's core and pack) on every qmatmul
     and qconv: the fastest balanced pipeline that fits, or the smallest meeting target_fps."""
-    name = device or ctx.device or DEFAULT_DEVICE
-    if name not in DEVICES:
-        raise PipelineError(f"autofold: unknown device '{name}'; known devices: {', '.join(DEVICES)}")
+    dev = pass_device("autofold", device or ctx.device or DEFAULT_DEVICE, budget)
     allowed = _core_set(cores)
     if slice not in SLICE_WIDTHS:
         raise PipelineError(f"autofold: slice={slice} must be one of {', '.join(map(str, SLICE_WIDTHS))} "
@@ -71,7 +71,7 @@ def autofold(g: Graph, ctx: PassContext, target_fps: float, clock_mhz: float, de
     serial = [_serial_tiles(g, n, slice) if id(n) in free and "bitserial" in allowed
               else _serial_tiles(g, n, n.attrs["slice"]) if n.attrs.get("core") == "bitserial" else None
               for n in nodes]
-    chosen, _ = plan(shapes, DEVICES[name], target_fps, clock_mhz, _whole_design(g, free), choices, serial)
+    chosen, _ = plan(shapes, dev, target_fps, clock_mhz, _whole_design(g, free), choices, serial)
     _apply(g, chosen, free)
     return [(l.pe, l.simd, l.window, l.core, l.pack, l.slice_bits) for l in chosen] != before
 

@@ -19,6 +19,8 @@ weights or output activation to a lower width) that adds the least error per cos
                  finds on the device for the layers at those bits over the core choices
                  (precision_cost.Pricer.design)
     max_err      while the error stays within max_err (the cheapest assignment found under it)
+`budget=F` plans on F of the device's LUTs, FFs, DSPs and block RAM (nnfpga.devices.pass_device):
+the rate must then be reached within that share, so lower bits are taken sooner.
 The last layer's output bits lower no cost (no layer reads them), so they stay at max_bits.
 """
 from __future__ import annotations
@@ -28,7 +30,7 @@ import math
 import numpy as np
 
 from nnfpga.cost import LayerShape, fps
-from nnfpga.devices import DEFAULT_DEVICE, DEVICES
+from nnfpga.devices import DEFAULT_DEVICE, pass_device
 from nnfpga.errors import PipelineError
 from nnfpga.ir import Graph, Node, run_batch
 from nnfpga.passes.precision_cost import Assignment, Layer, Pricer
@@ -151,29 +153,30 @@ def _check_options(min_bits: int, max_bits: int, target_fps: float, max_err: flo
                                      "within it"),
           clock_mhz=Option(float, 100.0, "clock frequency the rate is computed at"),
           device=Option(str, "", f"device the design must fit (default: the build's --target, else {DEFAULT_DEVICE})"),
+          budget=Option(float, 1.0, "share (0, 1] of the device's LUTs, FFs, DSPs and block RAM the design at "
+                                    "target_fps may take"),
           min_bits=Option(int, 2, "lowest weight/activation bits a layer may get (2..8)"),
           max_bits=Option(int, 8, "highest bits, where the search starts (2..8)"))
 def precision(g: Graph, ctx: PassContext, target_fps: float, max_err: float, clock_mhz: float, device: str,
-              min_bits: int, max_bits: int) -> bool:
+              budget: float, min_bits: int, max_bits: int) -> bool:
     """Choose per-layer wbits/abits (and core/pack) requests for target_fps or max_err, greedily."""
     _check_options(min_bits, max_bits, target_fps, max_err, clock_mhz)
     name = device or ctx.device or DEFAULT_DEVICE
-    if name not in DEVICES:
-        raise PipelineError(f"precision: unknown device '{name}'; known devices: {', '.join(DEVICES)}")
+    dev = pass_device("precision", name, budget)
     if any(n.op in ("qmatmul", "qconv") for n in g.nodes):
         raise PipelineError("precision runs on the float IR, before quantize (it needs the float weights)")
     widths = range(min_bits, max_bits + 1)
     layers = measure(g, ctx, widths)
     if not layers:
         return False
-    pricer = Pricer(layers, DEVICES[name], clock_mhz)
+    pricer = Pricer(layers, dev, clock_mhz)
     a = Assignment([max_bits] * len(layers), [max_bits] * len(layers))
     if target_fps > 0:
         a, design = _search_rate(a, layers, pricer, widths, target_fps)
     else:
         a, design = _search_error(a, layers, pricer, widths, max_err)
     interval, cores, _ = design
-    summary = {"interval_cycles": interval, "total_error": a.error(layers), "device": name}
+    summary = {"interval_cycles": interval, "total_error": a.error(layers), "device": name, "budget": budget}
     for i, (l, core) in enumerate(zip(layers, cores)):
         l.node.attrs.update(wbits=a.wbits[i], abits=a.abits[i], core=core[0])
         if core[1] > 1:

@@ -2,6 +2,7 @@
 
 The measured figures asserted here come from Verilator (latency, interval) and yosys 0.70
 synth_ecp5 (DSP and block RAM counts) on the designs named; see nnfpga/cost.py."""
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from nnfpga.backends.rtl_layers import DenseLayer
 from nnfpga.backends.stream_graph import chain_design, lower_stream
 from nnfpga.builddir import load_npz, match_inputs
 from nnfpga.calibration import CALIBRATION
-from nnfpga.cost import LayerShape, estimate, layer_cost, layer_shapes, rom_placement, stream_inputs
+from nnfpga.cost import RESOURCES, LayerShape, device_budget, estimate, layer_cost, layer_shapes, rom_placement, stream_inputs
 from nnfpga.devices import DEVICES
 from nnfpga.errors import PipelineError
 from nnfpga.frontend import load_onnx
@@ -202,6 +203,16 @@ def test_impossible_rate_names_the_feasible_rate_and_a_device(digits_graph):
         autofolded(digits_graph, "device=ecp5-25k,target_fps=10000000")
     with pytest.raises(PipelineError, match="less than one cycle per inference"):
         autofolded(digits_graph, "device=ecp5-85k,target_fps=200000000")
+
+
+def test_a_budget_keeps_the_design_within_that_share_of_the_device(digits_graph):
+    whole = estimate(layer_shapes(autofolded(digits_graph, "device=ecp5-85k")), device="ecp5-85k")["total"]
+    quarter = estimate(layer_shapes(autofolded(digits_graph, "device=ecp5-85k,budget=0.25")), device="ecp5-85k")["total"]
+    limits = device_budget(DEVICES["ecp5-85k"])
+    assert all(quarter[r] <= 0.25 * limits[r] for r in RESOURCES)
+    assert quarter["interval_cycles"] > whole["interval_cycles"]
+    with pytest.raises(PipelineError, match=re.escape("budget=0 must be in (0, 1]")):
+        autofolded(digits_graph, "device=ecp5-85k,budget=0")
 
 
 def test_a_layer_too_big_for_the_device_names_one_that_fits():

@@ -7,8 +7,8 @@ import re
 import pytest
 
 from nnfpga.cli import main
-from nnfpga.cost import layer_shapes
-from nnfpga.devices import DEVICES
+from nnfpga.cost import device_budget, layer_shapes
+from nnfpga.devices import DEVICES, pass_device
 from nnfpga.errors import PipelineError
 from nnfpga.passes import PassContext, run_pipeline
 from nnfpga.passes.autofold_plan import plan
@@ -87,6 +87,20 @@ def test_requests_are_honoured_by_quantize_and_autofold_reaches_the_target():
     assert est["total"]["interval_cycles"] <= math.floor(100e6 / target)
 
 
+def test_a_resource_budget_is_met_with_lower_bits():
+    whole = _run("precision{target_fps=1}")[1]["y"]["interval_cycles"]  # 8 bits on the whole device
+    target = 100e6 / whole
+    _, full = _run(f"precision{{target_fps={target:g}}}")
+    q, half = _run(f"precision{{target_fps={target:g},budget=0.4}},quantize,autofold{{budget=0.4}}")
+    assert all(r["wbits"] == 8 and r["abits"] == 8 for r in full.values())
+    assert any(r["wbits"] < 8 or r["abits"] < 8 for r in half.values())
+    _, est = plan(layer_shapes(q), pass_device("test", DEVICE, 0.4))
+    assert est["total"]["interval_cycles"] <= whole
+    for resource, used in est["total"].items():
+        if resource in ("luts", "ffs", "dsps", "brams"):
+            assert used <= 0.4 * device_budget(DEVICES[DEVICE])[resource], resource
+
+
 def test_max_err_gives_the_cheapest_found_within_it():
     _, loose = _run("precision{max_err=0.5}")
     _, tight = _run("precision{max_err=0.05}")
@@ -114,6 +128,8 @@ def test_an_unreachable_target_names_the_closest_feasible_one():
     ("target_fps=1,max_err=0.1", "exactly one objective"),
     ("max_err=1e-12", "closest feasible is precision{max_err="),
     ("target_fps=1,device=nosuch", "unknown device 'nosuch'"),
+    ("target_fps=1,budget=0", "budget=0 must be in (0, 1]"),
+    ("target_fps=1,budget=1.5", "budget=1.5 must be in (0, 1]"),
 ])
 def test_bad_options_name_the_problem(options, words):
     with pytest.raises(PipelineError, match=re.escape(words)):
