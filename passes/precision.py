@@ -17,7 +17,8 @@ Greedy search: from every layer at max_bits, repeatedly take the request change 
 weights or output activation to a lower width) that adds the least error per cost saved,
     target_fps   until the design reaches the rate: the fastest folding autofold's `plan`
                  finds on the device for the layers at those bits over the core choices
-                 (precision_cost.Pricer.design)
+                 (precision_cost.Pricer.design); then, while a request can go back up with
+                 the rate still met, the one that removes the most error (raise_back)
     max_err      while the error stays within max_err (the cheapest assignment found under it)
 `budget=F` plans on F of the device's LUTs, FFs, DSPs and block RAM (nnfpga.devices.pass_device):
 the rate must then be reached within that share, so lower bits are taken sooner.
@@ -123,6 +124,34 @@ def greedy_step(a: Assignment, layers: list[Layer], pricer: Pricer, widths: rang
     return best
 
 
+def raise_moves(a: Assignment, layers: list[Layer], widths: range):
+    """Every assignment one request higher than `a`: a layer's weights, or a read output, to any higher width."""
+    read = {l.source for l in layers if l.source is not None}
+    for i in range(len(layers)):
+        for b in widths:
+            if b > a.wbits[i]:
+                yield Assignment(a.wbits[:i] + [b] + a.wbits[i + 1:], list(a.abits))
+            if b > a.abits[i] and i in read:
+                yield Assignment(list(a.wbits), a.abits[:i] + [b] + a.abits[i + 1:])
+
+
+def raise_back(a: Assignment, design: tuple, layers: list[Layer], pricer: Pricer, widths: range,
+               max_interval: int) -> tuple[Assignment, tuple]:
+    """Undo what the lowering overshot: while some request can go higher with the design still
+    within max_interval, take the one that removes the most error. The lowering steps are
+    whole requests ranked by a per-product price, so the last one can pass the rate by far."""
+    while True:
+        better = sorted((b for b in raise_moves(a, layers, widths) if b.error(layers) < a.error(layers)),
+                        key=lambda b: b.error(layers))
+        for b in better:
+            trial = pricer.design(b)
+            if trial[0] <= max_interval:
+                a, design = b, trial
+                break
+        else:
+            return a, design
+
+
 def _record(l: Layer, a: Assignment, i: int, core: tuple[str, int], pricer: Pricer, design: dict) -> dict:
     ib, _ = a.in_bits(pricer.layers, i)
     return {"pass": "precision", "layer": l.name, "op": l.node.op, "macs": l.macs, "in_bits": ib,
@@ -196,7 +225,7 @@ def _search_rate(a: Assignment, layers: list[Layer], pricer: Pricer, widths: ran
             break
         a, design = lower, pricer.design(lower)
     if design[0] <= max_interval:
-        return a, design
+        return raise_back(a, design, layers, pricer, widths, max_interval)
     floor = Assignment([widths[0]] * len(layers), [widths[0]] * len(layers))
     fastest = min(design[0], pricer.design(floor)[0])
     if math.isinf(fastest):

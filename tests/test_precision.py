@@ -12,8 +12,8 @@ from nnfpga.devices import DEVICES, pass_device
 from nnfpga.errors import PipelineError
 from nnfpga.passes import PassContext, run_pipeline
 from nnfpga.passes.autofold_plan import plan
-from nnfpga.passes.precision import greedy_step, measure
-from nnfpga.passes.precision_cost import Assignment
+from nnfpga.passes.precision import greedy_step, measure, raise_back
+from nnfpga.passes.precision_cost import Assignment, Layer
 
 from ir_graphs import seeded_calib, seeded_graph
 from onnx_models import mlp, save
@@ -85,6 +85,25 @@ def test_requests_are_honoured_by_quantize_and_autofold_reaches_the_target():
         assert node.attrs.get("core", "dsp") == r["core"] and node.attrs.get("pack", 1) == r["pack"]
     _, est = plan(layer_shapes(q), DEVICES[DEVICE])
     assert est["total"]["interval_cycles"] <= math.floor(100e6 / target)
+
+
+class _SumOfBitsPricer:
+    """A design whose interval is the sum of the layers' weight bits."""
+
+    clock_mhz = 100.0
+
+    def design(self, a):
+        return sum(a.wbits), None, None
+
+
+def test_raise_back_undoes_what_a_lowering_step_overshot():
+    errors = {b: 2.0 ** (8 - b) - 1 for b in range(2, 9)}  # 63 at 2 bits .. 0 at 8
+    layers = [Layer(None, None, None, False, 1, dict(errors), {b: 0.0 for b in errors}) for _ in range(2)]
+    lowered = Assignment([2, 8], [8, 8])  # a step to 2 bits where 4 would have met interval 12
+    a, design = raise_back(lowered, (10, None, None), layers, _SumOfBitsPricer(), range(2, 9), 12)
+    assert a.wbits == [4, 8] and design[0] == 12
+    a, _ = raise_back(lowered, (10, None, None), layers, _SumOfBitsPricer(), range(2, 9), 10)
+    assert a.wbits == [2, 8]  # nothing higher meets 10
 
 
 def test_a_resource_budget_is_met_with_lower_bits():
