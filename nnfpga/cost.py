@@ -78,6 +78,12 @@ occupies two), LUT6 on Xilinx. Figures are for synthesis (yosys), not after plac
 route.
 
 Validation (nnfpga/calibration.py cites each factor):
+- after S1b (a second ROM read register, in the DP16KD's output register on ECP5 block RAM)
+  and S5 (a fourth product register), yosys 0.68 synth_ecp5 predicted / measured: digits
+  fold{pe=4,simd=8} LUTs 6015 / 5623, FFs 5769 / 5901; digits autofolded 6530 / 6239,
+  7532 / 7537; 100 and 110 MULT18X18D, 8 and 14 DP16KD exact. Latency in Verilator =
+  predicted: fold{pe=4,simd=8} 261, fold{pe=2,simd=16} 247, autofolded 212 (two cycles per
+  layer more).
 - after nnfpga_mult (every product's operand and product registers inside the MULT18X18D,
   one requant stage more), yosys 0.68 synth_ecp5 predicted / measured: digits
   fold{pe=4,simd=8} LUTs 5352 / 5534, FFs 3757 / 3897; digits autofolded 6319 / 6203,
