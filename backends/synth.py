@@ -37,6 +37,7 @@ from typing import Callable
 import jinja2
 
 from nnfpga import processes
+from nnfpga.backends.ecp5_outreg import absorb_output_registers
 from nnfpga.builddir import MANIFEST, commit_out_dir, discard_out_dir, prepare_out_dir, write_atomically
 from nnfpga.devices import DEVICES, Device, device as lookup
 from nnfpga.errors import BuildError
@@ -328,6 +329,9 @@ def synthesize(rtl_dir: Path, work_dir: Path, device: Device, *, progress: Progr
                          + error_lines(log_text or (work_dir / "yosys.out").read_text(errors="replace")))
     stat = json.loads((work_dir / "stat.json").read_text())
     cells = check_netlist(log_text, stat, top)
+    if device.family == "ecp5":  # block RAM read registers into the DP16KDs (REGMODE OUTREG)
+        moved = absorb_output_registers(work_dir / "netlist.json")
+        cells["TRELLIS_FF"] = cells.get("TRELLIS_FF", 0) - moved["ffs"]
     luts, ffs, dsps, brams = _count(cells)
     version = re.search(r"Yosys (\S+)", stat.get("creator", "")) or re.search(r"Yosys (\d\S*)", log_text)
     detail = ({k: cells.get(k, 0) for k in ("LUT4", "CCU2C", "TRELLIS_DPR16X4")}

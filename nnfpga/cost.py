@@ -36,16 +36,20 @@ Resources, derived from templates/verilog/nnfpga_dense.sv.j2:
            port-wide pieces, a last piece under 2 bits goes to logic (yosys mul2dsp)
     FFs    input buffer in RAM: banks*S*ib read registers + the gather register;
            in flip-flops (S and in_par not dividing one another) 2*K*ib + S*ib
-           + P*S*(ib+1+wb)            the second product register (nnfpga_mult's operand
-                                      and product registers are the MULT18X18D's own; core
-                                      lut: S*ib + P*S*wb operand registers, then 3 (two partial
-                                      sums, then their sum); packed: the operand registers, each
-                                      group's product, x and sign flags, then each lane)
+           + S*ib                     the input word again (S1b)
+           + 2*P*S*(ib+1+wb)          the two product registers after the multiplier (its
+                                      operand and product registers are the MULT18X18D's own;
+                                      one more in the DSP where it absorbs one; core lut:
+                                      S*ib + P*S*wb operand registers, then 4 (two partial
+                                      sums, their sum, the last); packed: the operand registers,
+                                      each group's product, x and sign flags, each lane, the last)
            + sum_j P*ceil(S/4^j)*ab   adder tree registers (every two levels)
            + P*(ab + m + ob)          accumulators, multipliers (m = 17, or 21 for a model's own
                                       quantization: nnfpga.hardware.mult_bits), requant outputs
            [+ P*(ab + m + 1) when split]   the sum of acc*M's partial products
            + the weight ROM's and two parameter ROM read registers when built from logic
+           + the weight word again (S1b), unless a DP16KD's output register holds it (ECP5
+             block RAM: backends/ecp5_outreg.py)
            + counters, credit counter, per-stage valid/flag bits
     LUTs   LUT RAM (DPR16X4, 2 LUTs each): input buffer + output FIFO
            [+ lut_per_input_bit * K*ib  a flip-flop input buffer's enables and mux]
@@ -74,6 +78,12 @@ occupies two), LUT6 on Xilinx. Figures are for synthesis (yosys), not after plac
 route.
 
 Validation (nnfpga/calibration.py cites each factor):
+- after S1b (a second ROM read register, in the DP16KD's output register on ECP5 block RAM)
+  and S5 (a fourth product register), yosys 0.68 synth_ecp5 predicted / measured: digits
+  fold{pe=4,simd=8} LUTs 6015 / 5623, FFs 5769 / 5901; digits autofolded 6530 / 6239,
+  7532 / 7537; 100 and 110 MULT18X18D, 8 and 14 DP16KD exact. Latency in Verilator =
+  predicted: fold{pe=4,simd=8} 261, fold{pe=2,simd=16} 247, autofolded 212 (two cycles per
+  layer more).
 - after nnfpga_mult (every product's operand and product registers inside the MULT18X18D,
   one requant stage more), yosys 0.68 synth_ecp5 predicted / measured: digits
   fold{pe=4,simd=8} LUTs 5352 / 5534, FFs 3757 / 3897; digits autofolded 6319 / 6203,
@@ -295,14 +305,16 @@ def pack_groups(l: "LayerShape") -> list[int]:
 
 
 def _product_cost(l: "LayerShape", dev: Device, cal: dict) -> tuple[int, float, int]:
-    """(hard multipliers, LUTs, FFs) of the pe x simd products and their two register stages.
+    """(hard multipliers, LUTs, FFs) of the pe x simd products and their register stages.
 
-    dsp: one multiplier (tiles) per product; FFs 2 x prod_bits each unless the DSP absorbs them.
+    dsp: one multiplier (tiles) per product; FFs: the two product registers after it,
+         prod_bits each, one of them in the DSP where it absorbs registers.
     lut: the shift-add in logic, lut_per_product + lut_per_product_bit x (wb-1)(ib+1) each;
-         FFs: two partial sums and their sum, 3 x prod_bits each.
+         FFs: two partial sums, their sum, and the shared last product register, 4 x prod_bits each.
     pack: one multiplier per group; per group the product register (lanes*L bits, in the DSP
          where it absorbs registers), x and the sign flags, then each lane's
-         field with its borrow and correction (lut_per_pack_bit x L per lane) into prod_bits."""
+         field with its borrow and correction (lut_per_pack_bit x L per lane) into prod_bits,
+         and the shared last product register."""
     if l.core == "bitserial":  # the lut core's shift-add over a signed slice of s+1 bits
         l = replace(l, core="lut", wbits=l.slice_bits + 1)
     products = l.pe * l.simd
@@ -316,20 +328,20 @@ def _product_cost(l: "LayerShape", dev: Device, cal: dict) -> tuple[int, float, 
     if l.core == "lut":
         luts = products * lut_product_luts(dev, l.in_bits, l.wbits)
         operands = l.simd * l.in_bits + products * l.wbits  # the S2 registers the dsp core's multiplier holds
-        return 0, luts, operands + 3 * products * prod_bits
+        return 0, luts, operands + 4 * products * prod_bits
     if l.pack > 1:
         groups = pack_groups(l)
         lane_bits = pack_lane_bits(l.in_bits, l.wbits)
         product_reg = sum(packed_weight_bits(g, l.in_bits, l.wbits) + l.in_bits for g in groups)  # g*L bits
         operands = l.simd * l.in_bits + products * l.wbits  # the S2 registers the dsp core's multiplier holds
         ffs = (operands + l.simd * ((0 if absorbed else product_reg) + sum(l.in_bits + g for g in groups))
-               + products * prod_bits)
+               + 2 * products * prod_bits)
         return (product_multipliers(l.core, l.pack, l.pe, l.simd), products * cal["lut_per_pack_bit"] * lane_bits,
                 ffs)
     dsps = math.ceil(products * dsp_tiles(l.in_bits + 1, l.wbits, dev.dsp_shape) * cal["dsp_per_product"])
     # nnfpga_mult's operand and product registers are the hard multiplier's own (MULT18X18D,
-    # DSP48); the second product register is in fabric unless the DSP absorbs it too.
-    return dsps, 0, (0 if absorbed else (PRODUCT_STAGES - MULT_STAGES) * products * prod_bits)
+    # DSP48); of the two product registers after it, the first is the DSP's where it absorbs one.
+    return dsps, 0, (PRODUCT_STAGES - MULT_STAGES - absorbed) * products * prod_bits
 
 
 def _clog2(x: int) -> int:
@@ -383,12 +395,14 @@ def layer_cost(layer, in_par: int, dev: Device, first: bool = False) -> dict:
     rq_bits = l.acc_bits + l.m_bits + 1
     fifo_depth = output_fifo_depth(stages)
     ffs = {"input_buffers": (banks * l.simd * l.in_bits + (gather - 1) * in_par * l.in_bits if ram_buffer
-                             else 2 * l.k * l.in_bits + l.simd * l.in_bits),
+                             else 2 * l.k * l.in_bits + l.simd * l.in_bits) + l.simd * l.in_bits,  # + S1b
            "pipeline": product_ffs + tree,
            "accumulate_requant": l.pe * (l.acc_bits + l.m_bits + l.out_bits)
                                  + (0 if absorbed else l.pe * rq_bits * (pieces > 1 or fabric > 0))
                                  + l.pe * (fabric > 0) * (-(-fabric // 2) * (l.acc_bits + 2) * 2 + 4 * fabric),
-           "rom_registers": round((wrom["placement"] == "logic") * wrom["used_width"] * cal["wrom_register_kept"]
+           # S1b: the weight word again, in fabric unless ECP5 moves it into a DP16KD's output register
+           "rom_registers": round(((wrom["placement"] == "logic") * cal["wrom_register_kept"]
+                                   + (wrom["placement"] == "logic" or dev.family != "ecp5")) * wrom["used_width"]
                                   + (prom["placement"] == "logic") * prom["used_width"] * 2 * cal["prom_register_kept"]),
            "control": 22 + _clog2(fill) + 3 * _clog2(nf) + _clog2(sf) + _clog2(folds)
                       + (stages - requant_stages(l.acc_bits, True, l.m_bits)) * (4 + _clog2(nf)) + 2 * _clog2(fifo_depth + 1)}

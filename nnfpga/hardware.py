@@ -95,15 +95,19 @@ SPLIT_PIECE_BITS = DSP_SIGNED_BITS - 1
 """Low pieces of a wide accumulator are this many unsigned bits (a zero sign bit makes them 18)."""
 TREE_LEVELS_PER_STAGE = 2
 """The SIMD lane sum is an adder tree with a register after every this many levels."""
-ROM_READ_STAGES = 1
-"""Weight ROM and input buffer: the read register (the next one is the multiplier's operand
-register, inside nnfpga_mult, or the lut and packed cores' second register)."""
-PRODUCT_STAGES = 3
-"""The pe x simd products: nnfpga_mult's operand and product registers, then a second
-product register, so the route from a DSP column back to the adder tree has a cycle of its
-own. Every core takes these three: lut (operands registered, two partial sums, then their
-sum) and packed (operands registered, the one product, then each lane's field with its
-correction), so the stage count does not depend on the core."""
+ROM_READ_STAGES = 2
+"""Weight ROM and input buffer: the read register, then a second one (the next is the
+multiplier's operand register, inside nnfpga_mult, or the lut and packed cores'). The second
+is for timing: an ECP5 block RAM's read register has a 5.6 ns clock-to-out, and its way to a
+DSP across the chip took the rest of the cycle; on ECP5 the build moves it into the DP16KD's
+output register (backends/ecp5_outreg.py)."""
+PRODUCT_STAGES = 4
+"""The pe x simd products: nnfpga_mult's operand and product registers, then two more
+product registers, so the route from a DSP column back to the adder tree has two cycles
+(ECP5: 9.9 ns for one). Every core takes these four: lut (operands registered, two partial
+sums, then their sum) and packed (operands registered, the one product, then each lane's
+field with its correction), then the shared fourth, so the stage count does not depend on
+the core."""
 
 MULT_STAGES = 2
 """nnfpga_mult: operand register, product register (on ECP5 the MULT18X18D's own)."""
@@ -165,7 +169,7 @@ def adder_tree_stages(simd: int) -> int:
 
 
 def dense_pipeline_stages(simd: int, acc_bits: int, m_bits: int = DSP_MULT_BITS) -> int:
-    """nnfpga_dense: ROM read (1), products (3), lane sum tree, accumulate (1), requant,
+    """nnfpga_dense: ROM read (2), products (4), lane sum tree, accumulate (1), requant,
     output FIFO write (1); `m_bits` is the layer's mult_bits."""
     return (ROM_READ_STAGES + PRODUCT_STAGES + adder_tree_stages(simd) + 1
             + requant_stages(acc_bits, True, m_bits) + 1)

@@ -49,7 +49,7 @@ def test_report_without_verify_or_synth(build):
     assert report["estimate"]["total"]["interval_cycles"] == report["predicted_cycles_per_inference"] == 24
     # latency = (fill 4 - 1) + (24 + D0) + (15 + D1), D the layers' pipeline stages
     stages = [dense_pipeline_stages(l["simd"], l["acc_bits"]) for l in report["layers"]]
-    assert stages == [11, 10]  # simd 4: one tree stage; accumulators of 19 and 18 bits
+    assert stages == [13, 12]  # simd 4: one tree stage; accumulators of 19 and 18 bits
     assert report["estimate"]["total"]["latency_cycles"] == 3 + 24 + stages[0] + 15 + stages[1]
     assert report["verify"] is None and report["synth"] is None and report["throughput"] is None
     assert all(row["measured"] is None and row["ratio"] is None

@@ -22,7 +22,7 @@
 // word; when SIMD divides IN_PAR, a beat is IN_PAR/SIMD words written at once into as
 // many banks (word w in bank w mod B at address w / B of its half), each a plain simple
 // dual-port memory that yosys maps to LUT RAM or block RAM. The read is one word per cycle,
-// registered twice like the ROM. Block or LUT RAM, not flip-flops behind a K-wide
+// registered three times like the ROM. Block or LUT RAM, not flip-flops behind a K-wide
 // multiplexer: a 784-input layer's 2*K*IN_BITS flip-flops and their read multiplexer did
 // not route. Both ratios keep one write per bank per cycle, so the input never waits.
 // When neither divides the other (e.g. 4 elements per beat into SIMD = 6, which the dense
@@ -30,12 +30,14 @@
 // written beat by beat and read one SIMD slice per cycle, as before.
 //
 // Pipeline (PIPE_STAGES, nnfpga/hardware.py dense_pipeline_stages; no clock enable):
-//   issue -> S1 ROM and input buffer read registers -> S2 the multipliers' operand registers
-//   -> S3 products (nnfpga_mult, on ECP5 both inside the MULT18X18D) -> S4 products again
-//   -> adder tree over SIMD lanes, a register every 2 levels (TS stages) -> accumulate (parameter ROM read two cycles before, lined up) ->
+//   issue -> S1 ROM and input buffer read registers -> S1b both words again (on ECP5 a
+//   block-RAM ROM's own output register, see below) -> S2 the multipliers' operand
+//   registers -> S3 products (nnfpga_mult, on ECP5 both inside the MULT18X18D) -> S4, S5
+//   products again -> adder tree over SIMD lanes, a register every 2 levels (TS stages) -> accumulate (parameter ROM read two cycles before, lined up) ->
 //   nnfpga_requant (RQ stages) -> output FIFO write.
 // Products (CORE, PACK): hard multipliers, PACK of them sharing one multiplier, or
-// shift-add in logic; the stage count is the same for all of them.
+// shift-add in logic; the stage count is the same for all of them (nnfpga/hardware.py
+// ROM_READ_STAGES, PRODUCT_STAGES).
 // Bit-serial core (CORE "bitserial", nnfpga/hardware.py "bit-serial core"): each weight is
 // sign-magnitude slices of SLICE_BITS bits, w = sum_k 2^(k*SLICE_BITS)*w_k, and one cycle
 // takes one tile (nf, sf, k): the lut core's products of x with the signed slices w_k
@@ -109,7 +111,9 @@ module nnfpga_dense #(
     // pipeline geometry
     localparam int LEVELS = SIMD > 1 ? $clog2(SIMD) : 0;
     localparam int TS = (LEVELS + 1) / 2;                         // adder tree register stages
-    localparam int ACC_STAGE = 5 + TS;                            // edge of the accumulator
+    localparam int ROM_READ_STAGES = 2;                           // S1, S1b
+    localparam int PRODUCT_STAGES = 4;                            // S2 .. S5
+    localparam int ACC_STAGE = ROM_READ_STAGES + PRODUCT_STAGES + TS + 1;  // edge of the accumulator
     localparam int RQ_STAGES = ACC_BITS <= 18 && MULT_BITS <= 17 ? 3 : 4;  // nnfpga_requant's STAGES
     localparam int OWN_STAGES = ACC_STAGE + RQ_STAGES + 1;
     localparam int FIFO_DEPTH = PIPE_STAGES + 2;
@@ -269,19 +273,27 @@ module nnfpga_dense #(
         end
     end
 
-    // ---- S1, S2: weight word and input word, each read into a register and registered again ----
+    // ---- S1, S1b, S2: weight word and input word, read into a register, registered ----
+    // ---- again, then a third time as the products' operands                        ----
     logic [PE*SIMD*W_BITS-1:0] wrom [WDEPTH];
     initial $readmemh(W_FILE, wrom);
 
-    // The S2 registers of both words are the multipliers' operand registers (nnfpga_mult).
-    logic [PE*SIMD*W_BITS-1:0] w_rd;
+    // S1 is the memories' read register. S1b is there for timing: a block RAM's read
+    // register has a slow clock-to-out (ECP5 DP16KD, REGMODE NOREG: 5.6 ns), and its way to
+    // a multiplier elsewhere on the chip took the rest of the cycle. On ECP5 the build moves
+    // S1b of a block-RAM ROM into the DP16KD's own output register (REGMODE OUTREG,
+    // backends/ecp5_outreg.py); elsewhere it is a fabric register. The S2 registers of both
+    // words are the multipliers' operand registers (nnfpga_mult).
+    logic [PE*SIMD*W_BITS-1:0] w_rd, w_s1b;
     logic [BANKS*WORD-1:0]     x_bank_rd;
-    logic [WORD-1:0]           x_word;
+    logic [WORD-1:0]           x_word, x_s1b;
     logic [BKW-1:0]            s1_bank;
 
     always_ff @(posedge clk) begin
         w_rd <= wrom[waddr];
         s1_bank <= x_rbank;
+        w_s1b <= w_rd;
+        x_s1b <= x_word;
     end
     assign x_word = x_bank_rd[32'(s1_bank)*WORD +: WORD];
 
@@ -343,20 +355,25 @@ module nnfpga_dense #(
         end
     end
 
-    // ---- S2 to S4: PE x SIMD products, three registers for every core ----
+    // ---- S2 to S5: PE x SIMD products, three registers for every core, then one more ----
     // CORE "dsp": one hard multiplier per product, or PACK products sharing x per multiplier
     // (nnfpga_mul_pack: output channels p = g*PACK + i of one SIMD lane); CORE "lut": each
-    // product a shift-add in logic (nnfpga_mul_lut). All take the same three stages.
+    // product a shift-add in logic (nnfpga_mul_lut). All take the same three stages; S5
+    // registers the products once more for every core (prod_s5), so the way from a DSP
+    // column to the adder tree has two cycles (ECP5: a MULT18X18D's product routed across
+    // the chip to one register took 9.9 ns).
     // prod holds lane (p, s) at (p*SIMD + s)*PROD_BITS, signed.
-    logic [PE*SIMD*PROD_BITS-1:0] prod;
+    logic [PE*SIMD*PROD_BITS-1:0] prod, prod_s5;
+
+    always_ff @(posedge clk) prod_s5 <= prod;
 
     // CORE "bitserial": the lut core's products, of x and a signed weight slice.
     if (CORE == "lut" || SERIAL) begin : g_lut_core
         logic [PE*SIMD*W_BITS-1:0] w_q;  // S2: both words registered again
         logic [WORD-1:0]           x_q;
         always_ff @(posedge clk) begin
-            w_q <= w_rd;
-            x_q <= x_word;
+            w_q <= w_s1b;
+            x_q <= x_s1b;
         end
         for (genvar p = 0; p < PE; p++) begin : g_pe
             for (genvar s = 0; s < SIMD; s++) begin : g_simd
@@ -373,8 +390,8 @@ module nnfpga_dense #(
         logic [PE*SIMD*W_BITS-1:0] w_q;  // S2: both words registered again
         logic [WORD-1:0]           x_q;
         always_ff @(posedge clk) begin
-            w_q <= w_rd;
-            x_q <= x_word;
+            w_q <= w_s1b;
+            x_q <= x_s1b;
         end
         for (genvar s = 0; s < SIMD; s++) begin : g_simd
             for (genvar g = 0; g < GROUPS; g++) begin : g_group
@@ -404,8 +421,8 @@ module nnfpga_dense #(
             for (genvar s = 0; s < SIMD; s++) begin : g_mult
                 nnfpga_mult #(.A_BITS(IN_BITS + 1), .B_BITS(W_BITS), .P_BITS(PROD_BITS)) u_mult (
                     .clk(clk),
-                    .a({IN_SIGNED & x_word[s*IN_BITS + IN_BITS-1], x_word[s*IN_BITS +: IN_BITS]}),
-                    .b(w_rd[(p*SIMD + s)*W_BITS +: W_BITS]),
+                    .a({IN_SIGNED & x_s1b[s*IN_BITS + IN_BITS-1], x_s1b[s*IN_BITS +: IN_BITS]}),
+                    .b(w_s1b[(p*SIMD + s)*W_BITS +: W_BITS]),
                     .p(prod_m[p][s])
                 );
             end
@@ -433,7 +450,7 @@ module nnfpga_dense #(
 
     for (genvar p = 0; p < PE; p++) begin : g_lane
         for (genvar s = 0; s < SIMD; s++) begin : g_product
-            assign tree[0][(p*SIMD + s)*ACC_BITS +: ACC_BITS] = ACC_BITS'($signed(prod[(p*SIMD + s)*PROD_BITS +: PROD_BITS]));
+            assign tree[0][(p*SIMD + s)*ACC_BITS +: ACC_BITS] = ACC_BITS'($signed(prod_s5[(p*SIMD + s)*PROD_BITS +: PROD_BITS]));
         end
     end
 
