@@ -97,14 +97,18 @@ def measure(g: Graph, ctx: PassContext, widths: range) -> list[Layer]:
     return layers
 
 
-def lower_moves(a: Assignment, layers: list[Layer], widths: range):
-    """Every assignment one request lower than `a`: a layer's weights, or a read output, to any lower width."""
+def request_moves(a: Assignment, layers: list[Layer], widths: range, higher: bool = False):
+    """Every assignment one request away from `a`: a layer's weights, or a read output, to any
+    lower width (or any higher one, with `higher`)."""
+    def beyond(b: int, current: int) -> bool:
+        return b > current if higher else b < current
+
     read = {l.source for l in layers if l.source is not None}
     for i in range(len(layers)):
         for b in widths:
-            if b < a.wbits[i]:
+            if beyond(b, a.wbits[i]):
                 yield Assignment(a.wbits[:i] + [b] + a.wbits[i + 1:], list(a.abits))
-            if b < a.abits[i] and i in read:
+            if beyond(b, a.abits[i]) and i in read:
                 yield Assignment(list(a.wbits), a.abits[:i] + [b] + a.abits[i + 1:])
 
 
@@ -113,7 +117,7 @@ def greedy_step(a: Assignment, layers: list[Layer], pricer: Pricer, widths: rang
     """The lower assignment adding the least error per cost saved (and within max_err), if any saves cost."""
     base_cost, base_err = pricer.cost(a), a.error(layers)
     best, best_score = None, math.inf
-    for b in lower_moves(a, layers, widths):
+    for b in request_moves(a, layers, widths):
         saved = base_cost - pricer.cost(b)
         err = b.error(layers)
         if saved <= 0 or err > max_err:
@@ -124,24 +128,14 @@ def greedy_step(a: Assignment, layers: list[Layer], pricer: Pricer, widths: rang
     return best
 
 
-def raise_moves(a: Assignment, layers: list[Layer], widths: range):
-    """Every assignment one request higher than `a`: a layer's weights, or a read output, to any higher width."""
-    read = {l.source for l in layers if l.source is not None}
-    for i in range(len(layers)):
-        for b in widths:
-            if b > a.wbits[i]:
-                yield Assignment(a.wbits[:i] + [b] + a.wbits[i + 1:], list(a.abits))
-            if b > a.abits[i] and i in read:
-                yield Assignment(list(a.wbits), a.abits[:i] + [b] + a.abits[i + 1:])
-
-
 def raise_back(a: Assignment, design: tuple, layers: list[Layer], pricer: Pricer, widths: range,
                max_interval: int) -> tuple[Assignment, tuple]:
     """Undo what the lowering overshot: while some request can go higher with the design still
     within max_interval, take the one that removes the most error. The lowering steps are
     whole requests ranked by a per-product price, so the last one can pass the rate by far."""
     while True:
-        better = sorted((b for b in raise_moves(a, layers, widths) if b.error(layers) < a.error(layers)),
+        base_err = a.error(layers)
+        better = sorted((b for b in request_moves(a, layers, widths, higher=True) if b.error(layers) < base_err),
                         key=lambda b: b.error(layers))
         for b in better:
             trial = pricer.design(b)
