@@ -55,39 +55,42 @@ def _readers(module: dict) -> dict:
     return readers
 
 
+def _sole_ff_readers(module: dict, cell: dict, out_sides: list[str], clock: list, readers: dict) -> list | None:
+    """(DO port, flip-flop) for every read output bit of `out_sides`, each read by exactly one
+    plain flip-flop on `clock`; None if any bit is read otherwise."""
+    pairs = []
+    for s in out_sides:
+        for i in range(PORT_BITS):
+            bits = cell["connections"].get(f"DO{s}{i}")
+            if not bits or not readers.get(bits[0]):
+                continue
+            (name, port), *others = readers[bits[0]]
+            ff = module["cells"].get(name) if name is not None else None
+            if others or port != "DI" or ff is None or not _plain_ff(ff, clock):
+                return None
+            pairs.append((f"DO{s}{i}", name))
+    return pairs
+
+
 def _absorb_cell(module: dict, cell: dict, readers: dict) -> int:
     """Rewrite one DP16KD if its read side qualifies; the flip-flops removed."""
     c = cell["connections"]
     pdp = PORT_BITS * 2 in (_int(cell["parameters"]["DATA_WIDTH_A"]), _int(cell["parameters"]["DATA_WIDTH_B"]))
+    # (the read clock's side, the sides whose outputs it registers)
     sides = [("B", ["A", "B"])] if pdp else [("A", ["A"]), ("B", ["B"])]
     removed = 0
     for clock_side, out_sides in sides:
         clock = c.get(f"CLK{clock_side}")
         if not clock or not isinstance(clock[0], int) or _param(cell, f"CLK{clock_side}MUX") != f"CLK{clock_side}":
             continue
-        if any(_param(cell, f"REGMODE_{s}") != "NOREG" for s in (["A", "B"] if pdp else [clock_side])):
+        if any(_param(cell, f"REGMODE_{s}") != "NOREG" or c.get(f"RST{s}", ["0"]) != ["0"] for s in out_sides):
             continue
-        if any(c.get(f"RST{s}", ["0"]) != ["0"] for s in (["A", "B"] if pdp else [clock_side])):
-            continue
-        pairs, ok = [], True
-        for s in out_sides:
-            for i in range(PORT_BITS):
-                bits = c.get(f"DO{s}{i}")
-                if not bits or not readers.get(bits[0]):
-                    continue
-                r = readers[bits[0]]
-                ff = module["cells"].get(r[0][0]) if r[0][0] is not None else None
-                if len(r) != 1 or r[0][1] != "DI" or ff is None or not _plain_ff(ff, clock):
-                    ok = False
-                    break
-                pairs.append((f"DO{s}{i}", r[0][0]))
-            if not ok:
-                break
-        if not ok or not pairs:
+        pairs = _sole_ff_readers(module, cell, out_sides, clock, readers)
+        if not pairs:
             continue
         for port, ff_name in pairs:
             c[port] = module["cells"].pop(ff_name)["connections"]["Q"]
-        for s in (["A", "B"] if pdp else [clock_side]):
+        for s in out_sides:
             cell["parameters"][f"REGMODE_{s}"] = "OUTREG"
             c[f"OCE{s}"] = ["1"]
         if pdp:
