@@ -394,15 +394,16 @@ def layer_cost(layer, in_par: int, dev: Device, first: bool = False) -> dict:
     tree = sum(l.pe * -(-l.simd // 4 ** j) * l.acc_bits for j in range(1, adder_tree_stages(l.simd) + 1))
     rq_bits = l.acc_bits + l.m_bits + 1
     fifo_depth = output_fifo_depth(stages)
+    logic_wrom = wrom["placement"] == "logic"
+    s1b_in_fabric = logic_wrom or dev.family != "ecp5"  # else the DP16KD's output register (ecp5_outreg)
     ffs = {"input_buffers": (banks * l.simd * l.in_bits + (gather - 1) * in_par * l.in_bits if ram_buffer
                              else 2 * l.k * l.in_bits + l.simd * l.in_bits) + l.simd * l.in_bits,  # + S1b
            "pipeline": product_ffs + tree,
            "accumulate_requant": l.pe * (l.acc_bits + l.m_bits + l.out_bits)
                                  + (0 if absorbed else l.pe * rq_bits * (pieces > 1 or fabric > 0))
                                  + l.pe * (fabric > 0) * (-(-fabric // 2) * (l.acc_bits + 2) * 2 + 4 * fabric),
-           # S1b: the weight word again, in fabric unless ECP5 moves it into a DP16KD's output register
-           "rom_registers": round(((wrom["placement"] == "logic") * cal["wrom_register_kept"]
-                                   + (wrom["placement"] == "logic" or dev.family != "ecp5")) * wrom["used_width"]
+           "rom_registers": round(logic_wrom * wrom["used_width"] * cal["wrom_register_kept"]
+                                  + s1b_in_fabric * wrom["used_width"]
                                   + (prom["placement"] == "logic") * prom["used_width"] * 2 * cal["prom_register_kept"]),
            "control": 22 + _clog2(fill) + 3 * _clog2(nf) + _clog2(sf) + _clog2(folds)
                       + (stages - requant_stages(l.acc_bits, True, l.m_bits)) * (4 + _clog2(nf)) + 2 * _clog2(fifo_depth + 1)}
