@@ -40,7 +40,7 @@ Resources, derived from templates/verilog/nnfpga_dense.sv.j2:
            + 2*P*S*(ib+1+wb)          the two product registers after the multiplier (its
                                       operand and product registers are the MULT18X18D's own;
                                       one more in the DSP where it absorbs one; core lut:
-                                      S*ib + P*S*wb operand registers, then 4 (two partial
+                                      P*S*(ib+wb) operand registers, then 4 (two partial
                                       sums, their sum, the last); packed: the operand registers,
                                       each group's product, x and sign flags, each lane, the last)
            + sum_j P*ceil(S/4^j)*ab   adder tree registers (every two levels)
@@ -310,7 +310,8 @@ def _product_cost(l: "LayerShape", dev: Device, cal: dict) -> tuple[int, float, 
     dsp: one multiplier (tiles) per product; FFs: the two product registers after it,
          prod_bits each, one of them in the DSP where it absorbs registers.
     lut: the shift-add in logic, lut_per_product + lut_per_product_bit x (wb-1)(ib+1) each;
-         FFs: two partial sums, their sum, and the shared last product register, 4 x prod_bits each.
+         FFs: the operands (x once per lane p), two partial sums, their sum and the shared last
+         product register, 4 x prod_bits each.
     pack: one multiplier per group; per group the product register (lanes*L bits, in the DSP
          where it absorbs registers), x and the sign flags, then each lane's
          field with its borrow and correction (lut_per_pack_bit x L per lane) into prod_bits,
@@ -327,7 +328,7 @@ def _product_cost(l: "LayerShape", dev: Device, cal: dict) -> tuple[int, float, 
         return 0, luts, 0
     if l.core == "lut":
         luts = products * lut_product_luts(dev, l.in_bits, l.wbits)
-        operands = l.simd * l.in_bits + products * l.wbits  # the S2 registers the dsp core's multiplier holds
+        operands = products * (l.in_bits + l.wbits)  # S2: the weights, the input word once per lane p
         return 0, luts, operands + 4 * products * prod_bits
     if l.pack > 1:
         groups = pack_groups(l)

@@ -370,12 +370,13 @@ module nnfpga_dense #(
     // CORE "bitserial": the lut core's products, of x and a signed weight slice.
     if (CORE == "lut" || SERIAL) begin : g_lut_core
         logic [PE*SIMD*W_BITS-1:0] w_q;  // S2: both words registered again
-        logic [WORD-1:0]           x_q;
-        always_ff @(posedge clk) begin
-            w_q <= w_s1b;
-            x_q <= x_s1b;
-        end
+        always_ff @(posedge clk) w_q <= w_s1b;
         for (genvar p = 0; p < PE; p++) begin : g_pe
+            // S2's input word once per output lane: one shared register fed every shift-add of
+            // the layer (ECP5, MNIST's first layer: 10.5 ns of routing from x_q to the products
+            // of 16 lanes). keep stops yosys merging the copies back into one.
+            logic [WORD-1:0] x_q;
+            (* keep *) always_ff @(posedge clk) x_q <= x_s1b;
             for (genvar s = 0; s < SIMD; s++) begin : g_simd
                 nnfpga_mul_lut #(
                     .IN_BITS(IN_BITS), .IN_SIGNED(IN_SIGNED), .W_BITS(W_BITS), .PROD_BITS(PROD_BITS)
