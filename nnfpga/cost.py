@@ -40,7 +40,7 @@ Resources, derived from templates/verilog/nnfpga_dense.sv.j2:
            + 2*P*S*(ib+1+wb)          the two product registers after the multiplier (its
                                       operand and product registers are the MULT18X18D's own;
                                       one more in the DSP where it absorbs one; core lut:
-                                      P*S*(ib+wb) operand registers, then 4 (two partial
+                                      ceil(P/4)*S*ib + P*S*wb operand registers, then 4 (two partial
                                       sums, their sum, the last); packed: the operand registers,
                                       each group's product, x and sign flags, each lane, the last)
            + sum_j P*ceil(S/4^j)*ab   adder tree registers (every two levels)
@@ -141,8 +141,8 @@ from nnfpga.backends.const_graph import const_graph
 from nnfpga.calibration import CALIBRATION
 from nnfpga.bitslices import slice_count
 from nnfpga.cost_stream import module_cost
-from nnfpga.hardware import (DSP_MULT_BITS, DSP_SIGNED_BITS, MULT_STAGES, PRODUCT_STAGES, adder_tree_stages,
-                             mult_bits, dense_pipeline_stages, dsp_tiles, largest_divisor_at_most,
+from nnfpga.hardware import (DSP_MULT_BITS, DSP_SIGNED_BITS, MULT_STAGES, PRODUCT_STAGES, X_COPY_LANES,
+                             adder_tree_stages, mult_bits, dense_pipeline_stages, dsp_tiles, largest_divisor_at_most,
                              largest_taps_at_most, output_fifo_depth, pack_lane_bits, packed_weight_bits,
                              param_fields, product_multipliers, requant_pieces, requant_stages, varying_bits,
                              bitserial_schedule, folding_cycles, slice_weight_fields, weight_fields)
@@ -310,7 +310,7 @@ def _product_cost(l: "LayerShape", dev: Device, cal: dict) -> tuple[int, float, 
     dsp: one multiplier (tiles) per product; FFs: the two product registers after it,
          prod_bits each, one of them in the DSP where it absorbs registers.
     lut: the shift-add in logic, lut_per_product + lut_per_product_bit x (wb-1)(ib+1) each;
-         FFs: the operands (x once per lane p), two partial sums, their sum and the shared last
+         FFs: the operands (x once per X_COPY_LANES lanes), two partial sums, their sum and the shared last
          product register, 4 x prod_bits each.
     pack: one multiplier per group; per group the product register (lanes*L bits, in the DSP
          where it absorbs registers), x and the sign flags, then each lane's
@@ -328,8 +328,8 @@ def _product_cost(l: "LayerShape", dev: Device, cal: dict) -> tuple[int, float, 
         return 0, luts, 0
     if l.core == "lut":
         luts = products * lut_product_luts(dev, l.in_bits, l.wbits)
-        operands = products * (l.in_bits + l.wbits)  # S2: the weights, the input word once per lane p
-        return 0, luts, operands + 4 * products * prod_bits
+        copies = -(-l.pe // X_COPY_LANES)  # S2: the weights, the input word once per X_COPY_LANES lanes
+        return 0, luts, copies * l.simd * l.in_bits + products * l.wbits + 4 * products * prod_bits
     if l.pack > 1:
         groups = pack_groups(l)
         lane_bits = pack_lane_bits(l.in_bits, l.wbits)

@@ -108,6 +108,11 @@ product registers, so the route from a DSP column back to the adder tree has two
 sums, then their sum) and packed (operands registered, the one product, then each lane's
 field with its correction), then the shared fourth, so the stage count does not depend on
 the core."""
+X_COPY_LANES = 4
+"""lut and bit-serial cores: output lanes that share one copy of the S2 input word register.
+One register feeding every lane's shift-add was a 10.5 ns route on ECP5 (MNIST's first
+layer, 16 lanes); a copy per lane added 1,920 flip-flops and that design no longer placed."""
+
 
 MULT_STAGES = 2
 """nnfpga_mult: operand register, product register (on ECP5 the MULT18X18D's own)."""

@@ -70,6 +70,7 @@ module nnfpga_dense #(
     parameter int PIPE_STAGES = 7,
     parameter CORE = "dsp",          // "dsp" or "lut" (nnfpga/hardware.py CORES)
     parameter int PACK = 1,          // dsp core: products per multiplier
+    parameter int X_COPY_LANES = 1,  // lut and bitserial cores: lanes per copy of the input word (nnfpga/hardware.py)
     parameter int SLICE_BITS = 0,    // bitserial core: magnitude bits per weight slice
     parameter int TILES = 1,         // bitserial core: tiles listed per vector
     parameter int S_SF_BITS = 1,     // bitserial core: schedule word fields
@@ -99,6 +100,7 @@ module nnfpga_dense #(
     localparam int PARAM_BITS = MULT_BITS + ACC_BITS;
     // input buffer geometry
     localparam int WORD = SIMD * IN_BITS;
+    localparam int X_COPIES = (PE + X_COPY_LANES - 1) / X_COPY_LANES;
     localparam bit RAM_BUFFER = IN_PAR % SIMD == 0 || SIMD % IN_PAR == 0;
     localparam int BANKS = RAM_BUFFER && IN_PAR > SIMD ? IN_PAR / SIMD : 1;   // words written per beat
     localparam int GATHER = RAM_BUFFER && SIMD > IN_PAR ? SIMD / IN_PAR : 1;  // beats per word
@@ -371,17 +373,18 @@ module nnfpga_dense #(
     if (CORE == "lut" || SERIAL) begin : g_lut_core
         logic [PE*SIMD*W_BITS-1:0] w_q;  // S2: both words registered again
         always_ff @(posedge clk) w_q <= w_s1b;
+        // S2's input word once per X_COPY_LANES output lanes (why: nnfpga/hardware.py);
+        // keep stops yosys merging the copies.
+        logic [WORD-1:0] x_q [X_COPIES];
+        for (genvar c = 0; c < X_COPIES; c++) begin : g_x_copy
+            (* keep *) always_ff @(posedge clk) x_q[c] <= x_s1b;
+        end
         for (genvar p = 0; p < PE; p++) begin : g_pe
-            // S2's input word once per output lane: one shared register fed every shift-add of
-            // the layer (ECP5, MNIST's first layer: 10.5 ns of routing from x_q to the products
-            // of 16 lanes). keep stops yosys merging the copies back into one.
-            logic [WORD-1:0] x_q;
-            (* keep *) always_ff @(posedge clk) x_q <= x_s1b;
             for (genvar s = 0; s < SIMD; s++) begin : g_simd
                 nnfpga_mul_lut #(
                     .IN_BITS(IN_BITS), .IN_SIGNED(IN_SIGNED), .W_BITS(W_BITS), .PROD_BITS(PROD_BITS)
                 ) u_mul (
-                    .clk(clk), .x(x_q[s*IN_BITS +: IN_BITS]), .w(w_q[(p*SIMD + s)*W_BITS +: W_BITS]),
+                    .clk(clk), .x(x_q[p / X_COPY_LANES][s*IN_BITS +: IN_BITS]), .w(w_q[(p*SIMD + s)*W_BITS +: W_BITS]),
                     .prod(prod[(p*SIMD + s)*PROD_BITS +: PROD_BITS])
                 );
             end
