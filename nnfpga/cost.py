@@ -40,7 +40,7 @@ Resources, derived from templates/verilog/nnfpga_dense.sv.j2:
            + 2*P*S*(ib+1+wb)          the two product registers after the multiplier (its
                                       operand and product registers are the MULT18X18D's own;
                                       one more in the DSP where it absorbs one; core lut:
-                                      ceil(P/4)*S*ib + P*S*wb operand registers, then 4 (two partial
+                                      ceil(P/X_COPY_LANES)*S*ib + P*S*wb operands, then 4 (two partial
                                       sums, their sum, the last); packed: the operand registers,
                                       each group's product, x and sign flags, each lane, the last)
            + sum_j P*ceil(S/4^j)*ab   adder tree registers (every two levels)

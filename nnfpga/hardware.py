@@ -18,7 +18,7 @@ edges from the cycle a module issues work to the cycle its result is visible on 
                   requant_stages, output_fifo_depth, with_submodules, MULT_STAGES
     multipliers   dsp_tiles
     cores         CORES, pack_lane_bits, packed_weight_bits, pack_fits, max_pack,
-                  product_multipliers
+                  product_multipliers, X_COPY_LANES
     bit-serial    bitserial_schedule (slices and tiles: nnfpga.bitslices), bitserial_fold_tiles, slice_weight_fields,
                   schedule_fields, schedule_field_bits
     ROM layout    weight_fields, param_fields, weight_words, param_words, varying_bits
@@ -108,11 +108,11 @@ product registers, so the route from a DSP column back to the adder tree has two
 sums, then their sum) and packed (operands registered, the one product, then each lane's
 field with its correction), then the shared fourth, so the stage count does not depend on
 the core."""
+
 X_COPY_LANES = 4
 """lut and bit-serial cores: output lanes that share one copy of the S2 input word register.
 One register feeding every lane's shift-add was a 10.5 ns route on ECP5 (MNIST's first
 layer, 16 lanes); a copy per lane added 1,920 flip-flops and that design no longer placed."""
-
 
 MULT_STAGES = 2
 """nnfpga_mult: operand register, product register (on ECP5 the MULT18X18D's own)."""
