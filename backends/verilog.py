@@ -126,11 +126,10 @@ def _dense_params(inst, name: str) -> tuple[list[tuple[str, object]], dict[str, 
               ("SHIFT", l.shift), ("OUT_BITS", l.out_bits), ("OUT_ZP", l.out_zp), ("LO", l.lo), ("HI", l.hi),
               ("PIPE_STAGES", layer_pipeline_stages(l)),
               ("CORE", f'"{l.core}"'), ("PACK", l.pack),
+              *([("X_COPY_LANES", X_COPY_LANES)] if l.core in ("lut", "bitserial") else []),
               ("W_FILE", f'"{v["w_file"]}"'), ("P_FILE", f'"{v["p_file"]}"')]
     mems = {v["w_file"]: mem_text(weight_fields(l), l.wbits),
             v["p_file"]: mem_text(param_fields(l), l.mult_bits + l.acc_bits)}
-    if l.core in ("lut", "bitserial"):
-        params.insert(params.index(("PACK", l.pack)) + 1, ("X_COPY_LANES", X_COPY_LANES))
     if l.core == "bitserial":
         _bitserial_params(l, name, params, mems)
     return params, mems
