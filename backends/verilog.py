@@ -29,6 +29,7 @@ from nnfpga.backends.stream_graph import StreamDesign, is_image
 from nnfpga.backends.stream_latency import frame_latency
 from nnfpga.backends.stream_sim import simulate
 from nnfpga.backends.verilog_const import const_module_name, const_params, render_const_dense
+from nnfpga.cost import weight_rom_address_copies
 from nnfpga.hardware import (SUBMODULES, X_COPY_LANES, folding_cycles, param_fields, schedule_field_bits,
                              schedule_fields, slice_weight_fields, weight_fields, with_submodules)
 
@@ -127,6 +128,7 @@ def _dense_params(inst, name: str) -> tuple[list[tuple[str, object]], dict[str, 
               ("PIPE_STAGES", layer_pipeline_stages(l)),
               ("CORE", f'"{l.core}"'), ("PACK", l.pack),
               *([("X_COPY_LANES", X_COPY_LANES)] if l.core in ("lut", "bitserial") else []),
+              *([("W_ADDR_COPIES", copies)] if (copies := weight_rom_address_copies(l)) > 1 else []),
               ("W_FILE", f'"{v["w_file"]}"'), ("P_FILE", f'"{v["p_file"]}"')]
     mems = {v["w_file"]: mem_text(weight_fields(l), l.wbits),
             v["p_file"]: mem_text(param_fields(l), l.mult_bits + l.acc_bits)}

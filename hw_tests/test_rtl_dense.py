@@ -65,6 +65,18 @@ def test_jet_mlp_is_bit_exact_for_two_foldings(tmp_path_factory, pipeline):
     check_timing(result, build)
 
 
+def test_jet_mlp_with_weight_rom_address_copies_is_bit_exact(tmp_path_factory):
+    # The default pipeline's folding puts 256- to 512-bit weight words in logic ROMs, each
+    # 64-bit slice read through its own copy of the address register (W_ADDR_COPIES).
+    jet = EXAMPLES / "jet_mlp"
+    build = compiled(tmp_path_factory, jet / "model.onnx", "canonicalize,quantize,channels_last,autofold",
+                     jet / "calib.npz")
+    assert "W_ADDR_COPIES(8)" in (build / "rtl" / "nnfpga_top.sv").read_text()
+    result = verify_build(build, samples=300, seed=3)
+    assert result["samples"] == 300 and result["mismatches"] == 0 and result["bit_exact"]
+    check_timing(result, build)
+
+
 def test_digits_mlp_is_bit_exact_and_accurate(tmp_path_factory):
     digits = EXAMPLES / "digits_mlp"
     build = compiled(tmp_path_factory, digits / "model.onnx",

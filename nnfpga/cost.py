@@ -141,7 +141,8 @@ from nnfpga.backends.const_graph import const_graph
 from nnfpga.calibration import CALIBRATION
 from nnfpga.bitslices import slice_count
 from nnfpga.cost_stream import module_cost
-from nnfpga.hardware import (DSP_MULT_BITS, DSP_SIGNED_BITS, MULT_STAGES, PRODUCT_STAGES, X_COPY_LANES,
+from nnfpga.hardware import (DSP_MULT_BITS, DSP_SIGNED_BITS, MULT_STAGES, PRODUCT_STAGES, W_ROM_SLICE_BITS,
+                             X_COPY_LANES,
                              adder_tree_stages, mult_bits, dense_pipeline_stages, dsp_tiles, largest_divisor_at_most,
                              largest_taps_at_most, output_fifo_depth, pack_lane_bits, packed_weight_bits,
                              param_fields, product_multipliers, requant_pieces, requant_stages, varying_bits,
@@ -362,6 +363,18 @@ def rom_placement(depth: int, width: int, family: str, used_width: int | None = 
             "placement": "logic" if logic else "bram", "blocks": 0 if logic else blocks}
 
 
+def weight_rom_address_copies(layer) -> int:
+    """nnfpga_dense's W_ADDR_COPIES: one weight ROM address register per W_ROM_SLICE_BITS of the
+    word when the ROM is built from logic on every device family, else one (a block RAM keeps
+    its one read port; the RTL does not depend on the device)."""
+    l = LayerShape.of(layer)
+    depth, width = vector_folds(l), l.pe * l.simd * (l.slice_bits + 1 if l.core == "bitserial" else l.wbits)
+    used = l.rom_widths[0] if l.rom_widths else width
+    if any(rom_placement(depth, width, family, used)["placement"] == "bram" for family in CALIBRATION):
+        return 1
+    return max(1, -(-used // W_ROM_SLICE_BITS))
+
+
 def layer_cost(layer, in_par: int, dev: Device, first: bool = False) -> dict:
     """Cycles and resources of one nnfpga_dense instance (formulas in the module docstring)."""
     l = LayerShape.of(layer)
@@ -406,7 +419,7 @@ def layer_cost(layer, in_par: int, dev: Device, first: bool = False) -> dict:
            "rom_registers": round(logic_wrom * wrom["used_width"] * cal["wrom_register_kept"]
                                   + s1b_in_fabric * wrom["used_width"]
                                   + (prom["placement"] == "logic") * prom["used_width"] * 2 * cal["prom_register_kept"]),
-           "control": 22 + _clog2(fill) + 3 * _clog2(nf) + _clog2(sf) + _clog2(folds)
+           "control": 22 + _clog2(fill) + 3 * _clog2(nf) + _clog2(sf) + _clog2(folds) * weight_rom_address_copies(l)
                       + (stages - requant_stages(l.acc_bits, True, l.m_bits)) * (4 + _clog2(nf)) + 2 * _clog2(fifo_depth + 1)}
 
     logic_rom_bits = sum(r["used_bits"] for r in roms if r["placement"] == "logic")

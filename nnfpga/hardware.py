@@ -21,7 +21,8 @@ edges from the cycle a module issues work to the cycle its result is visible on 
                   product_multipliers, X_COPY_LANES
     bit-serial    bitserial_schedule (slices and tiles: nnfpga.bitslices), bitserial_fold_tiles, slice_weight_fields,
                   schedule_fields, schedule_field_bits
-    ROM layout    weight_fields, param_fields, weight_words, param_words, varying_bits
+    ROM layout    weight_fields, param_fields, weight_words, param_words, varying_bits,
+                  W_ROM_SLICE_BITS
 """
 from __future__ import annotations
 
@@ -113,6 +114,11 @@ X_COPY_LANES = 4
 """lut and bit-serial cores: output lanes that share one copy of the S2 input word register.
 One register feeding every lane's shift-add was a 10.5 ns route on ECP5 (MNIST's first
 layer, 16 lanes); a copy per lane added 1,920 flip-flops and that design no longer placed."""
+
+W_ROM_SLICE_BITS = 64
+"""A weight ROM built from logic: word bits read through one copy of the ROM address register.
+One address register for the whole word reached a LUT per bit spread among the DSP columns
+(ECP5, jet MLP autofolded: 15.7 ns of routing from the address to the ROM's read register)."""
 
 MULT_STAGES = 2
 """nnfpga_mult: operand register, product register (on ECP5 the MULT18X18D's own)."""

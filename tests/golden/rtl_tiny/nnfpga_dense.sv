@@ -71,6 +71,7 @@ module nnfpga_dense #(
     parameter CORE = "dsp",          // "dsp" or "lut" (nnfpga/hardware.py CORES)
     parameter int PACK = 1,          // dsp core: products per multiplier
     parameter int X_COPY_LANES = 1,  // lut and bitserial cores: lanes per copy of the input word (nnfpga/hardware.py)
+    parameter int W_ADDR_COPIES = 1, // a weight ROM in logic: slices, each read by its own address register
     parameter int SLICE_BITS = 0,    // bitserial core: magnitude bits per weight slice
     parameter int TILES = 1,         // bitserial core: tiles listed per vector
     parameter int S_SF_BITS = 1,     // bitserial core: schedule word fields
@@ -179,7 +180,7 @@ module nnfpga_dense #(
     logic            comp_sel;
     logic [NFW-1:0]  nf;
     logic [SFW-1:0]  sf;
-    logic [WAW-1:0]  waddr;
+    logic [WAW-1:0]  waddr, waddr_next;
     logic [BKW-1:0]  rbank;
     logic            issue, last_sf, last_issue;
     logic            first_tile;  // the first tile (fold) of an output fold
@@ -219,6 +220,8 @@ module nnfpga_dense #(
     end
     assign last_issue = (32'(nf) == NF - 1) && last_sf;
     assign issue = full[comp_sel] && credit;
+    // The weight ROM's slices load their address copies with it (S1).
+    assign waddr_next = !issue ? waddr : last_issue ? '0 : waddr + 1'b1;
 
     always_ff @(posedge clk) begin
         if (!rst_n) begin
@@ -237,17 +240,16 @@ module nnfpga_dense #(
             if (take && word_done && 32'(fill_word) == HALF - 1) begin
                 full[fill_sel] <= 1'b1;
             end
+            waddr <= waddr_next;
             if (issue) begin
                 if (last_issue) begin
                     nf <= '0;
                     sf <= '0;
-                    waddr <= '0;
                     rbank <= '0;
                     raddr_x <= XAW'(comp_sel ? 0 : HALF);
                     comp_sel <= !comp_sel;
                     full[comp_sel] <= 1'b0;
                 end else begin
-                    waddr <= waddr + 1'b1;
                     if (last_sf) begin
                         sf <= '0;
                         nf <= nf + 1'b1;
@@ -291,8 +293,25 @@ module nnfpga_dense #(
     logic [WORD-1:0]           x_word, x_s1b;
     logic [BKW-1:0]            s1_bank;
 
+    if (W_ADDR_COPIES == 1) begin : g_wrom_read
+        always_ff @(posedge clk) w_rd <= wrom[waddr];
+    end else begin : g_wrom_slices
+        // A weight ROM built from logic, read by one address register, fans that register
+        // out to a LUT per bit spread over the DSP columns (ECP5, jet MLP: 15.7 ns of
+        // routing). Here each slice of the word has its own copy of the address, loaded
+        // with waddr's next value so it equals waddr; keep stops yosys merging the copies.
+        localparam int WW = PE * SIMD * W_BITS;
+        localparam int SLICE = (WW + W_ADDR_COPIES - 1) / W_ADDR_COPIES;
+        for (genvar c = 0; c < W_ADDR_COPIES; c++) begin : g_slice
+            localparam int LSB = c * SLICE;
+            localparam int BITS = LSB + SLICE > WW ? WW - LSB : SLICE;
+            logic [WAW-1:0] a;
+            (* keep *) always_ff @(posedge clk) a <= rst_n ? waddr_next : '0;
+            always_ff @(posedge clk) w_rd[LSB +: BITS] <= wrom[a][LSB +: BITS];
+        end
+    end
+
     always_ff @(posedge clk) begin
-        w_rd <= wrom[waddr];
         s1_bank <= x_rbank;
         w_s1b <= w_rd;
         x_s1b <= x_word;
