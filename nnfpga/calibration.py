@@ -75,11 +75,16 @@ CALIBRATION: dict[str, dict] = {
             # instances each, exact on both (fork WIDTH 16, 48: 38, 70 LUTs, 37, 101 FFs;
             # concat 16, 32 beat bits: 55, 90 LUTs, 43, 77 FFs); repack's FFs gain one per
             # buffer bit (its hold register), measured +33, +33, +65 on three instances.
-            "window_taps": {"one": 47.46, "bits": 0.541},
-            # nnfpga_window, per tap of a beat beyond the first: LUTs = one + bits * (its
-            # line-buffer copy's read multiplexer bits + its beat bits). Least squares over
-            # five instances (1 to 8 channels, 3 to 25 taps, LUT-RAM and DP16KD line buffers),
-            # each less the same window at one tap: 54..151 LUTs per tap, fitted within 8%.
+            "window_taps": {"first_mux_bits": 0.663, "one": -48.46, "mux_bits": 0.663, "beat_bits": 0,
+                            "addr_bits": 13.53},
+            # nnfpga_window's line-buffer copies (one per tap of a beat): each copy's LUT-RAM
+            # read multiplexer, first_mux_bits / mux_bits per bit ((cells in depth - 1) ·
+            # word bits), and per tap beyond the first its address, wrap and in-image logic:
+            # one + addr_bits · address bits (its zero pad is the output register's reset:
+            # no LUT per beat bit). Refitted with the window's "one" on the current RTL:
+            # 16 instances, six windows of the digits and MNIST CNNs (1 to 8 channels, 2 to
+            # 8 per beat, 1 to 25 taps, LUT-RAM and DP16KD), each at 1 tap and at its taps:
+            # worst +17.5% (a 200-LUT window), the rest within 10.2%.
             "ram_mux_cost": 0.42,
             # libmap's charge per bit per extra LUT-RAM cell in depth, fitted: every line
             # buffer, pool and FIFO RAM of the 51 went where this rule says (BRAM and
@@ -91,7 +96,7 @@ CALIBRATION: dict[str, dict] = {
                 "nnfpga_fork": {"one": 22, "beat_bits": 1},
                 "nnfpga_pool": {"one": 21.06, "lane_bits": 10.39, "requant_bits": 0.14, "out_bits": -9.16},
                 "nnfpga_repack": {"buffer_bits": 0.92, "slice_bits": 3.31},
-                "nnfpga_window": {"one": -35.48, "beat_bits": 2.04, "counter_bits": 7.24, "wrap_bits": 11.65},
+                "nnfpga_window": {"one": 11.74, "counter_bits": 7.24, "wrap_bits": 11.65},
             },
             "ffs": {
                 "nnfpga_add": {"one": 0.79, "lanes": 80.32},
@@ -141,9 +146,10 @@ CALIBRATION: dict[str, dict] = {
             # (its two products go into DSP48s, leaving little logic to fit); FFs within 17%
             # except pool (33%: yosys moves its registers into the DSP48s). Fork and concat
             # refitted after their skid registers as for ECP5 (fork 23, 55 LUTs; concat 51, 85).
-            "window_taps": {"one": 18.18, "bits": 0.898},
-            # nnfpga_window per extra tap, fitted as for ECP5 on the same five windows
-            # (synth_xilinx): 35..77 LUTs per tap.
+            "window_taps": {"first_mux_bits": 0, "one": 18.18, "mux_bits": 0.898, "beat_bits": 0.898,
+                            "addr_bits": 0},
+            # nnfpga_window per extra tap: one + 0.898 · (read multiplexer + beat bits), fitted
+            # on five windows (synth_xilinx, before the ECP5 refit): 35..77 LUTs per tap.
             "ram_mux_cost": 0.42,
             # Not fitted for Xilinx: the ECP5 figure; RAMB counts were exact on the 51 with it.
             "luts": {

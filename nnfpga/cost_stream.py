@@ -11,10 +11,10 @@ over a few features f_i of its parameters (the table FEATURES, with why each one
 and a RAM wherever the template declares one:
 
     nnfpga_window   line buffer: rows·W·C/PAR words of PAR·BITS bits, registered read,
-                    one copy per tap of a beat (TH·TW copies); each tap beyond the first
-                    adds its own address and pad logic and its RAM's read multiplexer
-                    (LUTs: window_taps one + bits · (mux bits + beat bits), fitted) and its
-                    S2 output register and pad flag (FFs: PAR·BITS + 1, exact)
+                    one copy per tap of a beat (TH·TW copies), each with its LUT-RAM read
+                    multiplexer; each tap beyond the first adds its own address logic
+                    (LUTs: window_taps, fitted) and its S2 output register and pad flag
+                    (FFs: PAR·BITS + 1, exact)
     nnfpga_pool     running value per channel beat: C/PAR words of PAR·AW bits
                     (AW = IN_BITS+1 for max, ACC_BITS for a sum), asynchronous read
     nnfpga_fifo     DEPTH words of WIDTH+1 bits (tlast rides along); registered read from
@@ -161,11 +161,13 @@ def module_cost(module: str, params: dict, dev: Device) -> dict:
         luts += copies * place["lutram_cells"] * LUTRAM[dev.family]["luts"]
         if place["placement"] == "registers" or (place["placement"] == "lutram" and registered):
             ffs += copies * width  # a block RAM holds its read register; LUT-RAM and a one-word RAM do not
-    if module == "nnfpga_window" and copies > 1:
+    if module == "nnfpga_window":
         depth, width, _ = ram
         taps = cal["window_taps"]
         deep = math.ceil(depth / LUTRAM[dev.family]["depth"]) if place["placement"] == "lutram" else 1
-        luts += (copies - 1) * (taps["one"] + taps["bits"] * ((deep - 1) * width + width))
+        mux = (deep - 1) * width  # a LUT-RAM copy's read multiplexer
+        luts += taps["first_mux_bits"] * mux + (copies - 1) * (
+            taps["one"] + taps["mux_bits"] * mux + taps["beat_bits"] * width + taps["addr_bits"] * _clog2(depth))
         ffs += (copies - 1) * (width + 1)
     return {"module": module, "luts": max(0, round(luts)), "ffs": max(0, round(ffs)),
             "dsps": module_dsps(module, params, dev), "brams": copies * place["blocks"] if place else 0,
