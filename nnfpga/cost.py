@@ -433,7 +433,7 @@ def layer_cost(layer, in_par: int, dev: Device, first: bool = False) -> dict:
             "accumulate_requant": cal["lut_per_pe_bit"] * l.pe * (l.acc_bits + rq_kept + 1 + 2 * l.out_bits),
             # acc·M for M's bits above the DSP's: masks and adders of row pairs, and the pairs as more
             # operands of the product sum; synth_ecp5, 4 bits: +184 LUTs at acc 16, +270 at acc 22 (measured)
-            "requant_fabric": l.pe * (2 * fabric + 3) * (l.acc_bits + fabric),
+            "requant_fabric": (fabric > 0) * l.pe * (2 * fabric + 3) * (l.acc_bits + fabric),
             "rom_logic": cal["lut_per_rom_lut"] * logic_rom_bits / cal["lut_rom_bits"],
             "control": cal["lut_per_layer"]}
     luts = {k: round(v) for k, v in luts.items()}
