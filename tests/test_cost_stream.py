@@ -42,8 +42,8 @@ ADD = {"PAR": 2, "A_BITS": 8, "A_SIGNED": 1, "A_ZP": -7, "MA": 56832, "B_BITS": 
 
 @pytest.mark.parametrize("module, params, measured", [
     # (LUT4 incl. 2 per CCU2C and DPR16X4, FFs, MULT18X18D, DP16KD) from synth_ecp5
-    ("nnfpga_window", WINDOW, (222, 128, 0, 1)),
-    ("nnfpga_window", {**WINDOW, "PAR": 8}, (301, 190, 0, 0)),
+    ("nnfpga_window", WINDOW, (339, 144, 0, 1)),
+    ("nnfpga_window", {**WINDOW, "PAR": 8}, (408, 206, 0, 0)),
     ("nnfpga_pool", AVGPOOL, (241, 96, 2, 0)),
     ("nnfpga_add", ADD, (205, 150, 4, 0)),
     ("nnfpga_fifo", {"WIDTH": 16, "DEPTH": 480}, (164, 82, 0, 1)),
