@@ -279,8 +279,6 @@ module nnfpga_dense #(
 
     // ---- S1, S1b, S2: weight word and input word, read into a register, registered ----
     // ---- again, then a third time as the products' operands                        ----
-    logic [PE*SIMD*W_BITS-1:0] wrom [WDEPTH];
-    initial $readmemh(W_FILE, wrom);
 
     // S1 is the memories' read register. S1b is there for timing: a block RAM's read
     // register has a slow clock-to-out (ECP5 DP16KD, REGMODE NOREG: 5.6 ns), and its way to
@@ -294,12 +292,18 @@ module nnfpga_dense #(
     logic [BKW-1:0]            s1_bank;
 
     if (W_ADDR_COPIES == 1) begin : g_wrom_read
+        logic [PE*SIMD*W_BITS-1:0] wrom [WDEPTH];
+        initial $readmemh(W_FILE, wrom);
         always_ff @(posedge clk) w_rd <= wrom[waddr];
     end else begin : g_wrom_slices
         // A weight ROM built from logic, read by one address register, fans that register
         // out to a LUT per bit spread over the DSP columns (ECP5, jet MLP: 15.7 ns of
         // routing). Here each slice of the word has its own copy of the address, loaded
         // with waddr's next value so it equals waddr; keep stops yosys merging the copies.
+        // rom_style: yosys 0.68's synth_xilinx crashed mapping a ROM read at this many
+        // addresses (digits MLP autofolded); the ROM is logic anyway (cost.weight_rom_address_copies).
+        (* rom_style = "logic" *) logic [PE*SIMD*W_BITS-1:0] wrom [WDEPTH];
+        initial $readmemh(W_FILE, wrom);
         localparam int WW = PE * SIMD * W_BITS;
         localparam int SLICE = (WW + W_ADDR_COPIES - 1) / W_ADDR_COPIES;
         for (genvar c = 0; c < W_ADDR_COPIES; c++) begin : g_slice
